@@ -1,0 +1,58 @@
+"""Settings from ``BICONIC_*`` environment variables, and the embedded PostgreSQL used when no DSN is set.
+
+| variable            | meaning                                              | default                    |
+|---------------------|------------------------------------------------------|----------------------------|
+| BICONIC_PG_DSN      | PostgreSQL URL (``postgresql://user@host:5432/db``)  | embedded server (pgserver) |
+| BICONIC_DATA_DIR    | where the embedded server and temp files live        | ``./.biconic``             |
+| BICONIC_BATCH_ROWS  | rows per streamed batch (memory vs. per-batch cost)  | 250000                     |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["batch_rows", "data_dir", "redact", "resolve_dsn"]
+
+_embedded: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def data_dir() -> Path:
+    """The engine's local data folder (embedded PostgreSQL, temporary files)."""
+    return Path(os.environ.get("BICONIC_DATA_DIR", ".biconic")).resolve()
+
+
+def batch_rows() -> int:
+    """Rows per batch streamed from the transform into COPY."""
+    return int(os.environ.get("BICONIC_BATCH_ROWS", "250000"))
+
+
+def redact(dsn: str) -> str:
+    """A DSN safe to print: the password is replaced by ``***``."""
+    dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password=)[^&\s]+", r"\1***", dsn, flags=re.IGNORECASE)
+
+
+def resolve_dsn(dsn: str | None = None) -> str:
+    """The DSN to use: the argument, else ``BICONIC_PG_DSN``, else an embedded server under the data folder.
+
+    The embedded server (the ``pgserver`` package: real PostgreSQL binaries in a wheel) is started once per
+    process and stopped when the last process using it exits.
+    """
+    chosen = dsn or os.environ.get("BICONIC_PG_DSN")
+    if chosen:
+        return chosen
+    with _lock:
+        if "uri" not in _embedded:
+            import pgserver
+
+            folder = data_dir() / "pg"
+            folder.mkdir(parents=True, exist_ok=True)
+            server = pgserver.get_server(folder)
+            _embedded["server"] = server
+            _embedded["uri"] = server.get_uri()
+        return str(_embedded["uri"])

@@ -1,0 +1,108 @@
+"""One error tree for the whole engine.
+
+::
+
+    BiconicError                 exit 1   root: catch this to catch everything the engine raises on purpose
+    ├── SpecError                exit 2   the pipeline spec or an argument is wrong (carries a dotted ``path``)
+    ├── SourceError              exit 3   a source cannot be read: missing, corrupt, truncated, wrong format
+    │   └── HostileInputError    exit 3   a parser crashed or blew its memory/time limit in its sandbox
+    ├── SchemaDriftError         exit 4   incoming columns do not fit the target table under the contract
+    ├── SinkError                exit 5   PostgreSQL refused or failed the load
+    │   └── SinkUnavailableError exit 5   the server cannot be reached (also a TransientError)
+    └── IntegrityError           exit 6   a load's row accounting does not add up; nothing was committed
+
+    TransientError                        marker: the job layer retries these, and only these
+
+Errors keep their inputs as attributes and their message ends with a hint where one helps. Bad *rows* are
+never exceptions: they go to quarantine.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BiconicError",
+    "HostileInputError",
+    "IntegrityError",
+    "SchemaDriftError",
+    "SinkError",
+    "SinkUnavailableError",
+    "SourceError",
+    "SpecError",
+    "TransientError",
+]
+
+
+class BiconicError(Exception):
+    """Root of every error the engine raises on purpose; ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+
+class TransientError(Exception):
+    """Marker: retrying the same work later may succeed (server gone, lock timeout)."""
+
+
+class SpecError(BiconicError):
+    """The pipeline spec (or a CLI/API argument) is invalid; ``path`` is where, e.g. ``steps[2].expr``."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class SourceError(BiconicError):
+    """A source cannot be read. ``source`` names the file (and sheet), ``row``/``column`` where known."""
+
+    exit_code = 3
+
+    def __init__(self, source: str, message: str, *, row: int | None = None, column: str | None = None) -> None:
+        self.source = source
+        self.row = row
+        self.column = column
+        self.message = message
+        where = source
+        if row is not None:
+            where += f", row {row}"
+        if column is not None:
+            where += f", column {column!r}"
+        super().__init__(f"{where}: {message}")
+
+
+class HostileInputError(SourceError):
+    """A native parser crashed, or exceeded its memory or time limit, while reading the source."""
+
+
+class SchemaDriftError(BiconicError):
+    """An incoming column's type cannot be reconciled with the table's under the schema contract."""
+
+    exit_code = 4
+
+    def __init__(self, table: str, column: str, existing: str | None, incoming: str, hint: str) -> None:
+        self.table = table
+        self.column = column
+        self.existing = existing
+        self.incoming = incoming
+        if existing is None:
+            what = f"new column {column!r} ({incoming})"
+        else:
+            what = f"column {column!r} is {existing} in the table but {incoming} in the source"
+        super().__init__(f"table {table}: {what}; {hint}")
+
+
+class SinkError(BiconicError):
+    """PostgreSQL refused or failed the load; the transaction was rolled back."""
+
+    exit_code = 5
+
+
+class SinkUnavailableError(SinkError, TransientError):
+    """PostgreSQL cannot be reached; retrying later may work."""
+
+
+class IntegrityError(BiconicError):
+    """rows_in != rows_loaded + rows_quarantined + rows_filtered for a partition; nothing was committed."""
+
+    exit_code = 6

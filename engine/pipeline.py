@@ -1,0 +1,583 @@
+"""source -> transform -> validate -> PostgreSQL, one transaction per source partition.
+
+``load()`` is the Python API behind ``biconic load``; ``run()`` runs every load of a pipeline YAML file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import queue
+import resource
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+
+from engine.config import batch_rows, resolve_dsn
+from engine.errors import BiconicError, IntegrityError, SchemaDriftError, SourceError, SpecError
+from engine.report import LoadReport
+from engine.sinks._partitions import Period, period_of, truncate_every
+from engine.sinks._schema import pg_to_polars, reconcile
+from engine.sinks.postgres import CONNECTION_COLUMN, PostgresSink, TableInfo, split_table
+from engine.sources import Partition, Source, open_source
+from engine.sources._files import first_line
+from engine.sources.base import ROW_COLUMN
+from engine.spec import (
+    Dedupe, LoadSpec, Mode, NotNull, Pipeline, SourceSpec, TargetSpec, load_pipeline_file, make_target,
+    parse_pipeline, read_pipeline_spec,
+)
+from engine.transform import Plan, compile_steps, normalize
+from engine.types import pg_type, to_loadable
+from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, finish, guard_copy
+
+__all__ = ["Progress", "load", "run", "run_load"]
+
+LOADED_AT = "_loaded_at"
+
+
+class Progress(Protocol):
+    """Receives progress while a load runs (the CLI draws a bar with it)."""
+
+    def update(self, *, label: str, rows: int, bytes_done: int, bytes_total: int) -> None: ...
+
+
+def load(
+    source: str | Path,
+    into: str,
+    *,
+    connection_id: int | None = None,
+    partition_by: str | None = None,
+    hash_partitions: int = 0,
+    mode: Mode = "append",
+    key: Sequence[str] | str | None = None,
+    spec: str | Path | Pipeline | Mapping[str, Any] | None = None,
+    sheet: str | Sequence[str] | None = None,
+    format: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    contract: str = "evolve",
+    dsn: str | None = None,
+    progress: Progress | None = None,
+) -> LoadReport:
+    """Load a file, folder or glob into a partitioned PostgreSQL table, effectively once.
+
+    >>> engine.load("orders.csv", into="orders", partition_by="created_at:month")  # doctest: +SKIP
+    LoadReport(table='orders', rows_in=1000000, rows_loaded=1000000, ...)
+
+    ``spec`` holds steps and rules: a YAML path, a :class:`Pipeline`, or a dict. Re-running the same load
+    adds nothing; a load killed part-way leaves no partial partition visible and completes when re-run.
+    """
+    if isinstance(spec, (str, Path)):
+        pipeline = read_pipeline_spec(spec)
+    elif isinstance(spec, Pipeline):
+        pipeline = spec
+    else:
+        pipeline = parse_pipeline(spec)
+    opts = dict(options or {})
+    if sheet is not None:
+        opts["sheet"] = list(sheet) if not isinstance(sheet, str) else sheet
+    target = make_target({
+        "table": into, "connection_id": connection_id, "partition_by": partition_by,
+        "hash_partitions": hash_partitions, "mode": mode,
+        "key": [key] if isinstance(key, str) else list(key or []), "contract": contract, "dsn": dsn,
+    })
+    spec_obj = LoadSpec(source=SourceSpec(path=str(source), format=format, options=opts), target=target,
+                        pipeline=pipeline)
+    return run_load(spec_obj, progress=progress)
+
+
+def run(pipeline_file: str | Path, *, dsn: str | None = None, progress: Progress | None = None) -> list[LoadReport]:
+    """Run every load declared in a pipeline YAML file, in order; stops at the first failing load."""
+    reports = []
+    for spec in load_pipeline_file(pipeline_file):
+        if dsn and not spec.target.dsn:
+            spec = dataclasses.replace(spec, target=dataclasses.replace(spec.target, dsn=dsn))
+        reports.append(run_load(spec, progress=progress))
+    return reports
+
+
+def _check_table_name(name: str) -> None:
+    schema, table = split_table(name)
+    if not table.strip() or "\x00" in name or len(table.encode()) > 63 or len(schema.encode()) > 63:
+        raise SpecError("target.table", f"{name!r} is not a usable table name (1..63 bytes, no NUL)")
+
+
+def _peak_rss_mb() -> tuple[float, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, child
+
+
+def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
+    """Execute one LoadSpec (see :func:`load`)."""
+    started = time.perf_counter()
+    target = spec.target
+    _check_table_name(target.table)
+    source = open_source(spec.source.path, format=spec.source.format, options=spec.source.options)
+    partitions = source.partitions()
+    report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=spec.source.path, mode=target.mode,
+                        source_partitions=len(partitions), source_bytes=sum(p.size_bytes for p in partitions))
+    spec_hash = _spec_hash(spec)
+    keys = [_load_key(target, p, spec_hash) for p in partitions]
+    with PostgresSink(resolve_dsn(target.dsn)) as sink:
+        sink.ensure_meta()
+        job = _Job(spec=spec, source=source, sink=sink, report=report, spec_hash=spec_hash, progress=progress)
+        if target.mode == "replace":
+            job.replace(partitions, keys)
+        else:
+            for partition, key in zip(partitions, keys, strict=True):
+                if sink.is_loaded(key):
+                    report.skipped_partitions += 1
+                    continue
+                job.load_partition(partition, key)
+    report.seconds = round(time.perf_counter() - started, 3)
+    report.rows_per_s = round(report.rows_in / report.seconds, 1) if report.seconds else 0.0
+    report.peak_rss_mb, report.peak_child_rss_mb = (round(x, 1) for x in _peak_rss_mb())
+    report.partitions = sorted(set(report.partitions))
+    return report
+
+
+def _spec_hash(spec: LoadSpec) -> str:
+    t = spec.target
+    text = "\x1f".join([spec.pipeline.fingerprint(), str(t.partition_by), t.granularity, str(t.hash_partitions),
+                        t.mode, ",".join(t.key), repr(sorted(spec.source.options.items()))])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _load_key(target: TargetSpec, partition: Partition, spec_hash: str) -> str:
+    text = "\x1f".join([target.table, str(target.connection_id), partition.key, partition.fingerprint, spec_hash])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Prefetch:
+    """Compute the next batch on a thread while the current one is being COPYed (Polars and libpq both
+    release the GIL), with at most ``depth`` batches waiting: memory stays bounded."""
+
+    _DONE = object()
+
+    def __init__(self, batches: Iterator[pl.DataFrame], depth: int = 2) -> None:
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(batches,), daemon=True)
+        self._thread.start()
+
+    def _fill(self, batches: Iterator[pl.DataFrame]) -> None:
+        try:
+            for df in batches:
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(df, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            self._q.put(self._DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._q.put(exc)
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        while True:
+            item = self._q.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
+@dataclasses.dataclass
+class _Prepared:
+    plan: Plan
+    columns: list[str]
+    info: TableInfo
+    time_column: str
+    conflict: list[str]
+
+
+class _Job:
+    """One load's state: its sink, report and the table layout once known."""
+
+    def __init__(self, *, spec: LoadSpec, source: Source, sink: PostgresSink, report: LoadReport, spec_hash: str,
+                 progress: Progress | None) -> None:
+        self.spec = spec
+        self.target = spec.target
+        self.source = source
+        self.sink = sink
+        self.report = report
+        self.spec_hash = spec_hash
+        self.progress = progress
+        self.loaded_at = dt.datetime.now(dt.UTC)
+        self.bytes_done = 0
+
+    # --- planning ------------------------------------------------------------------------------------------
+    def _pipeline(self) -> Pipeline:
+        pipeline = self.spec.pipeline
+        if self.target.mode == "merge":
+            extra_steps = (Dedupe(keys=self.target.key, keep="last"),)
+            extra_rules = (NotNull(columns=self.target.key),)
+            pipeline = dataclasses.replace(pipeline, steps=pipeline.steps + extra_steps,
+                                           rules=extra_rules + pipeline.rules)
+        return pipeline
+
+    def plan(self, partition: Partition, *, table: str, conn: Any = None, staging: bool = False) -> _Prepared:
+        """Compile the partition's plan and make the table fit it (create, add columns, widen)."""
+        pipeline = self._pipeline()
+        frame = self.source.scan(partition)
+        plan = compile_steps(pipeline, frame)
+        apply_rules(plan, pipeline)
+        guard_copy(plan)
+        if pipeline.normalize_names:
+            normalize(plan)
+        self._connection_column(plan)
+        info = self.sink.describe(table, conn=conn)
+        time_column = self._time_column(plan, info)
+        if info is None:
+            info = self._create(plan, table, time_column, conn=conn, staging=staging)
+        else:
+            self._reconcile(plan, info, conn=conn)
+        self._guard_time(plan, time_column)
+        conflict: list[str] = []
+        if self.target.mode == "merge":
+            for k in self.target.key:
+                if k not in plan.columns:
+                    raise SpecError("target.key", f"key column {k!r} is not in the data")
+            conflict = self.sink.ensure_merge_index(info, self.target.key)
+        finish(plan)
+        return _Prepared(plan=plan, columns=list(plan.columns), info=info, time_column=time_column,
+                         conflict=conflict)
+
+    def _connection_column(self, plan: Plan) -> None:
+        cid = self.target.connection_id
+        if cid is not None:
+            plan.frame = plan.frame.with_columns(pl.lit(cid, dtype=pl.Int64).alias(CONNECTION_COLUMN))
+        elif CONNECTION_COLUMN in plan.columns:
+            if plan.schema[CONNECTION_COLUMN] != pl.Int64:
+                plan.convert_columns({CONNECTION_COLUMN: pl.Int64()}, "type")
+            plan.reject("not_null", CONNECTION_COLUMN, pl.col(CONNECTION_COLUMN).is_null(),
+                        pl.lit("connection_id is null and no --connection was given"))
+        else:
+            plan.frame = plan.frame.with_columns(pl.lit(0, dtype=pl.Int64).alias(CONNECTION_COLUMN))
+        plan.refresh()
+        # connection_id first: it leads every index
+        order = [CONNECTION_COLUMN, *[c for c in plan.schema if c != CONNECTION_COLUMN]]
+        plan.frame = plan.frame.select(order)
+        plan.refresh()
+
+    def _time_column(self, plan: Plan, info: TableInfo | None) -> str:
+        wanted = self.target.partition_by
+        if info is not None and info.time_column:
+            if wanted and wanted != info.time_column and _renamed(plan, wanted) != info.time_column:
+                raise SpecError("target.partition_by", f"table {info.name} is partitioned by "
+                                f"{info.time_column!r}, not {wanted!r}")
+            chosen = info.time_column
+            if chosen == LOADED_AT and chosen not in plan.columns:
+                self._add_loaded_at(plan)
+        elif wanted:
+            chosen = wanted if wanted in plan.columns else _renamed(plan, wanted)
+            if chosen not in plan.columns:
+                from engine.transform import did_you_mean
+                raise SpecError("target.partition_by", f"unknown column {wanted!r}{did_you_mean(wanted, plan.columns)}")
+        else:
+            dated = [c for c in plan.columns if plan.schema[c] == pl.Date or isinstance(plan.schema[c], pl.Datetime)]
+            if dated:
+                chosen = dated[0]
+            else:
+                chosen = LOADED_AT
+                self._add_loaded_at(plan)
+        dtype = plan.schema[chosen]
+        if not (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
+            raise SpecError("target.partition_by", f"column {chosen!r} is {dtype}, not a date or timestamp; "
+                                                   "add a parse_date step or pick another column")
+        self.report.time_column = chosen
+        return chosen
+
+    def _add_loaded_at(self, plan: Plan) -> None:
+        plan.frame = plan.frame.with_columns(pl.lit(self.loaded_at, dtype=pl.Datetime("us", "UTC")).alias(LOADED_AT))
+        plan.refresh()
+
+    def _guard_time(self, plan: Plan, time_column: str) -> None:
+        col = pl.col(time_column)
+        plan.reject("partition", time_column, col.is_null(),
+                    pl.lit(f"{time_column} is null, so the row has no time partition"))
+        year = col.dt.year()
+        plan.reject("partition", time_column, ((year < 1) | (year > 9999)).fill_null(False),
+                    pl.format("{} is outside years 1..9999 for a time partition", col.cast(pl.String)))
+        plan.refresh()
+
+    def _create(self, plan: Plan, table: str, time_column: str, *, conn: Any, staging: bool) -> TableInfo:
+        columns = [(c, pg_type(to_loadable(plan.schema[c]))) for c in plan.columns]
+        comments = {new: old for new, old in plan.renamed_from.items() if new in plan.columns}
+        return self.sink.create_table(table, columns, time_column=time_column, granularity=self._granularity(),
+                                      hash_partitions=self.target.hash_partitions, comments=comments, conn=conn,
+                                      indexes=not staging)
+
+    def _granularity(self) -> str:
+        return self.target.granularity
+
+    def _reconcile(self, plan: Plan, info: TableInfo, *, conn: Any) -> None:
+        casts: dict[str, pl.DataType] = {}
+        for name in plan.columns:
+            incoming = plan.schema[name]
+            decision = reconcile(info.columns.get(name), incoming,
+                                 is_key=name in (info.time_column, CONNECTION_COLUMN))
+            if decision.action == "keep":
+                continue
+            if decision.action == "error":
+                raise SchemaDriftError(info.name, name, info.columns.get(name), pg_type(to_loadable(incoming)),
+                                       decision.hint)
+            if decision.action in ("add", "alter") and self.target.contract == "freeze":
+                raise SchemaDriftError(info.name, name, info.columns.get(name), decision.pg,
+                                       "the schema contract is 'freeze'; use contract 'evolve' to allow this")
+            if decision.action == "add":
+                self.sink.add_column(info.name, name, decision.pg, plan.renamed_from.get(name), conn=conn)
+                info.columns[name] = decision.pg
+                self.report.columns_added.append(name)
+            elif decision.action == "alter":
+                self.sink.widen_column(info.name, name, decision.pg, conn=conn)
+                info.columns[name] = decision.pg
+                self.report.columns_widened.append(name)
+            else:
+                dtype = pg_to_polars(decision.pg)
+                assert dtype is not None
+                casts[name] = dtype
+        if casts:
+            strings = {c: t for c, t in casts.items() if plan.schema[c] == pl.String and t != pl.String}
+            plan.convert_columns(strings, "type")
+            rest = {c: t for c, t in casts.items() if c not in strings}
+            if rest:
+                plan.frame = plan.frame.with_columns(
+                    (pl.col(c).cast(pl.String) if t == pl.String else pl.col(c).cast(t, strict=False)).alias(c)
+                    for c, t in rest.items())
+            plan.refresh()
+        # A column the table has but this source lacks is left NULL; missing key columns are errors.
+        for required in (info.time_column, CONNECTION_COLUMN):
+            if required and required not in plan.columns:
+                raise SchemaDriftError(info.name, required, info.columns.get(required), "missing",
+                                       "every load must provide the table's partition column")
+
+    # --- streaming -----------------------------------------------------------------------------------------
+    def _periods(self, df: pl.DataFrame, prepared: _Prepared) -> list[Period]:
+        col = pl.col(prepared.time_column)
+        dtype = df.schema[prepared.time_column]
+        if isinstance(dtype, pl.Datetime):
+            if dtype.time_zone:
+                col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+            col = col.dt.date()
+        every = truncate_every[prepared.info.granularity]
+        starts = df.select(col.dt.truncate(every).unique().alias("p")).to_series().to_list()
+        return [period_of(s, prepared.info.granularity) for s in starts if s is not None]
+
+    def _quarantine_rows(self, bad: pl.DataFrame, prepared: _Prepared, label: str) -> pl.DataFrame:
+        visible = [pl.col(c).bin.encode("hex") if bad.schema[c] == pl.Binary else pl.col(c).cast(pl.String)
+                   for c in prepared.columns]
+        raw = bad.select(pl.struct(visible).struct.json_encode().alias("raw"))["raw"]
+        return pl.DataFrame({
+            "load_id": pl.Series([self.report.load_id] * bad.height, dtype=pl.String),
+            "dataset": pl.Series([self.target.table] * bad.height, dtype=pl.String),
+            "connection_id": bad[CONNECTION_COLUMN].cast(pl.Int64, strict=False),
+            "source": pl.Series([label] * bad.height, dtype=pl.String),
+            "row_number": bad[ROW_COLUMN].cast(pl.Int64),
+            "rule": bad[RULE],
+            "column_name": bad[COLUMN],
+            "reason": bad[REASON].str.replace_all("\x00", "\\0", literal=True),
+            "raw": raw,
+        })
+
+    def stream(self, partition: Partition, prepared: _Prepared, *, into: str, temporary: bool = False,
+               ddl_conn: Any = None) -> tuple[int, int, int, int]:
+        """Split each batch into loaded / quarantined / filtered rows and COPY them; returns the counts."""
+        rows_in = loaded = quarantined = filtered = 0
+        rules: Counter[str] = Counter()
+        keep = prepared.columns
+        batches = prepared.plan.frame.collect_batches(chunk_size=batch_rows())
+        prefetch = _Prefetch(iter(batches))
+        try:
+            for df in prefetch:
+                rows_in += df.height
+                status = df[STATUS]
+                good = df.filter(status == 0).select(keep)
+                if good.height:
+                    names = self.sink.ensure_partitions(prepared.info, self._periods(good, prepared), conn=ddl_conn)
+                    self.report.partitions.extend(names)
+                    self.sink.copy(into, good.to_arrow(), temporary=temporary)
+                    loaded += good.height
+                bad = df.filter(status == 1)
+                if bad.height:
+                    rules.update(bad[RULE].to_list())
+                    self.sink.quarantine(self._quarantine_rows(bad, prepared, partition.label).to_arrow())
+                    quarantined += bad.height
+                filtered += int((status == 2).sum())
+                if self.progress is not None:
+                    self.progress.update(label=partition.label, rows=self.report.rows_in + rows_in,
+                                         bytes_done=self.bytes_done, bytes_total=self.report.source_bytes)
+        except pl.exceptions.PolarsError as exc:
+            raise _source_error(partition, exc) from None
+        finally:
+            prefetch.close()
+        if rows_in != loaded + quarantined + filtered:
+            raise IntegrityError(f"{partition.label}: rows_in {rows_in} != loaded {loaded} + quarantined "
+                                 f"{quarantined} + filtered {filtered}; nothing was committed")
+        for rule, n in rules.items():
+            self.report.quarantine_by_rule[rule] = self.report.quarantine_by_rule.get(rule, 0) + n
+        return rows_in, loaded, quarantined, filtered
+
+    def _account(self, partition: Partition, counts: tuple[int, int, int, int]) -> None:
+        rows_in, loaded, quarantined, filtered = counts
+        self.report.rows_in += rows_in
+        self.report.rows_loaded += loaded
+        self.report.rows_quarantined += quarantined
+        self.report.rows_filtered += filtered
+        self.bytes_done += partition.size_bytes
+
+    # --- modes ---------------------------------------------------------------------------------------------
+    def load_partition(self, partition: Partition, key: str) -> None:
+        """append / merge: one transaction holding the ledger row, the rows and their quarantine."""
+        try:
+            self._load_partition(partition, key)
+        except _InvalidUtf8:
+            self.sink.rollback()
+            lossy = dataclasses.replace(partition, options={**partition.options, "utf8_lossy": True})
+            self._load_partition(lossy, key)
+
+    def _load_partition(self, partition: Partition, key: str) -> None:
+        sink, target = self.sink, self.target
+        prepared = self.plan(partition, table=target.table)
+        try:
+            if not sink.claim(key, load_id=self.report.load_id, dataset=target.table,
+                              connection_id=target.connection_id, source=partition.label,
+                              partition_key=partition.key, spec_hash=self.spec_hash, mode=target.mode):
+                sink.rollback()
+                self.report.skipped_partitions += 1
+                return
+            if target.mode == "merge":
+                staging = f"biconic_stage_{self.report.load_id[:12]}"
+                sink.run(f"CREATE TEMP TABLE {staging} (LIKE {_q(target.table)} INCLUDING DEFAULTS) ON COMMIT DROP")
+                counts = self.stream(partition, prepared, into=staging, temporary=True)
+                sink.merge(target.table, staging, prepared.columns, prepared.conflict, prepared.time_column)
+            else:
+                counts = self.stream(partition, prepared, into=target.table)
+            sink.complete(key, rows_in=counts[0], rows_loaded=counts[1], rows_quarantined=counts[2],
+                          rows_filtered=counts[3])
+        except BaseException:
+            sink.rollback()
+            raise
+        self._account(partition, counts)
+
+    def replace(self, partitions: list[Partition], keys: list[str]) -> None:
+        """Build the whole new table beside the old one in one transaction, then swap names atomically."""
+        sink, target = self.sink, self.target
+        existing = {r[0] for r in sink.run("SELECT load_key FROM biconic.loads WHERE dataset = $1",
+                                           [target.table], conn=sink.ddl)}
+        if existing and existing == set(keys):
+            self.report.skipped_partitions = len(partitions)
+            return
+        schema, base = split_table(target.table)
+        from engine.names import shorten
+
+        stage_base = shorten(f"{base}__new_{self.report.load_id[:8]}")
+        stage = f"{schema}.{stage_base}"
+        counted: list[tuple[Partition, tuple[int, int, int, int]]] = []
+        try:
+            sink.run(f"DELETE FROM biconic.loads WHERE dataset = $1", [target.table])
+            for partition, key in zip(partitions, keys, strict=True):
+                counts = self._replace_partition(partition, key, stage)
+                counted.append((partition, counts))
+            info = sink.describe(stage, conn=sink.data)
+            assert info is not None and info.time_column
+            sink.create_indexes(stage, info.time_column, conn=sink.data)
+            self._swap(stage, info, conn=sink.data)
+            sink.commit()
+        except BaseException:
+            sink.rollback()
+            raise
+        for partition, counts in counted:
+            self._account(partition, counts)
+
+    def _replace_partition(self, partition: Partition, key: str, stage: str) -> tuple[int, int, int, int]:
+        sink = self.sink
+        try:
+            prepared = self.plan(partition, table=stage, conn=sink.data, staging=True)
+            counts = self._replace_stream(partition, prepared, stage)
+        except _InvalidUtf8:
+            raise SourceError(partition.label, "invalid UTF-8; load it in append mode first, or fix its encoding "
+                                               "(set encoding: latin-1 / cp1252 if that is what it is)") from None
+        sink.claim(key, load_id=self.report.load_id, dataset=self.target.table, connection_id=self.target.connection_id,
+                   source=partition.label, partition_key=partition.key, spec_hash=self.spec_hash, mode="replace")
+        sink.run("UPDATE biconic.loads SET rows_in = $2, rows_loaded = $3, rows_quarantined = $4, rows_filtered = $5, "
+                 "finished_at = clock_timestamp(), state = 'committed' WHERE load_key = $1", [key, *counts])
+        return counts
+
+    def _replace_stream(self, partition: Partition, prepared: _Prepared, stage: str) -> tuple[int, int, int, int]:
+        return self.stream(partition, prepared, into=stage, ddl_conn=self.sink.data)
+
+    def _swap(self, stage: str, info: TableInfo, *, conn: Any) -> None:
+        sink, table = self.sink, self.target.table
+        schema, base = split_table(table)
+        _, stage_base = split_table(stage)
+        sink.run(f"DROP TABLE IF EXISTS {_q(table)}", conn=conn)
+        sink.run(f"ALTER TABLE {_q(stage)} RENAME TO {_qi(base)}", conn=conn)
+        for child in sorted(info.children):
+            new = child.replace(stage_base, base, 1)
+            from engine.names import shorten
+            sink.run(f"ALTER TABLE {_qi(schema)}.{_qi(child)} RENAME TO {_qi(shorten(new))}", conn=conn)
+            for i in range(info.hash_partitions):
+                sub = shorten(f"{child}_h{i}")
+                sink.run(f"ALTER TABLE {_qi(schema)}.{_qi(sub)} RENAME TO {_qi(shorten(f'{shorten(new)}_h{i}'))}",
+                         conn=conn)
+        old_names, new_names = sink.index_names(stage), sink.index_names(table)
+        for kind in ("brin", "conn", "conn_time"):
+            sink.run(f"ALTER INDEX {_qi(schema)}.{_qi(old_names[kind])} RENAME TO {_qi(new_names[kind])}", conn=conn)
+        sink.run("DELETE FROM biconic.datasets WHERE dataset = $1", [stage], conn=conn)
+        sink.run("INSERT INTO biconic.datasets (dataset, time_column, granularity, hash_partitions) "
+                 "VALUES ($1, $2, $3, $4) ON CONFLICT (dataset) DO UPDATE SET time_column = EXCLUDED.time_column, "
+                 "granularity = EXCLUDED.granularity, hash_partitions = EXCLUDED.hash_partitions",
+                 [table, info.time_column, info.granularity, info.hash_partitions], conn=conn)
+        self.report.partitions = [c.replace(stage_base, base, 1) for c in self.report.partitions]
+
+
+class _InvalidUtf8(Exception):
+    """The CSV holds invalid UTF-8: retried in lossy mode, where affected rows are quarantined."""
+
+
+def _source_error(partition: Partition, exc: Exception) -> Exception:
+    text = first_line(exc)
+    if "invalid utf-8" in text.lower() and not partition.options.get("utf8_lossy"):
+        return _InvalidUtf8(text)
+    return SourceError(partition.label, f"cannot read: {text}")
+
+
+def _renamed(plan: Plan, original: str) -> str:
+    for new, old in plan.renamed_from.items():
+        if old == original:
+            return new
+    return original
+
+
+def _q(name: str) -> str:
+    from engine.names import qualified
+
+    return qualified(name)
+
+
+def _qi(name: str) -> str:
+    from engine.names import quote_ident
+
+    return quote_ident(name)
+
+
+__all__ += ["BiconicError"]

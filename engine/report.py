@@ -1,0 +1,61 @@
+"""What a load reports: counts that always add up, where the rows went, and how fast."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["LoadReport"]
+
+
+@dataclass
+class LoadReport:
+    """The outcome of one ``engine.load``: ``rows_in == rows_loaded + rows_quarantined + rows_filtered``.
+
+    ``partitions`` are the PostgreSQL child tables that received rows; ``skipped_partitions`` counts source
+    partitions (files, sheets) already committed by an earlier run of the same load.
+    """
+
+    load_id: str
+    table: str
+    source: str
+    mode: str
+    rows_in: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_filtered: int = 0
+    partitions: list[str] = field(default_factory=list)
+    source_partitions: int = 0
+    skipped_partitions: int = 0
+    quarantine_by_rule: dict[str, int] = field(default_factory=dict)
+    columns_added: list[str] = field(default_factory=list)
+    columns_widened: list[str] = field(default_factory=list)
+    time_column: str | None = None
+    source_bytes: int = 0
+    seconds: float = 0.0
+    rows_per_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    peak_child_rss_mb: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=False)
+
+    def summary(self) -> str:
+        """A few human lines for the terminal."""
+        lines = [
+            f"{self.table}: {self.rows_loaded:,} rows loaded, {self.rows_quarantined:,} quarantined, "
+            f"{self.rows_filtered:,} filtered (of {self.rows_in:,} read) in {self.seconds:.2f} s "
+            f"({self.rows_per_s:,.0f} rows/s, peak RSS {self.peak_rss_mb:,.0f} MB)",
+            f"  source partitions: {self.source_partitions} ({self.skipped_partitions} already loaded, skipped)",
+            f"  table partitions: {', '.join(self.partitions) if self.partitions else '-'}",
+        ]
+        if self.quarantine_by_rule:
+            rules = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.quarantine_by_rule.items()))
+            lines.append(f"  quarantined by rule: {rules}  (see biconic.quarantine, load_id {self.load_id})")
+        if self.columns_added or self.columns_widened:
+            lines.append(f"  schema: added {self.columns_added or '-'}, widened {self.columns_widened or '-'}")
+        return "\n".join(lines)

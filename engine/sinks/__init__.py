@@ -1,0 +1,1 @@
+"""Sinks: where loaded rows land. PostgreSQL is the warehouse."""

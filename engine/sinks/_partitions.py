@@ -1,0 +1,54 @@
+"""Time periods of a range-partitioned table: which period a value falls in, its bounds and its child name."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from engine.names import shorten
+
+__all__ = ["Period", "period_of", "truncate_every"]
+
+#: Polars ``dt.truncate`` interval per granularity.
+truncate_every = {"day": "1d", "week": "1w", "month": "1mo", "year": "1y"}
+
+
+@dataclass(frozen=True)
+class Period:
+    """One child partition's range ``[start, end)``."""
+
+    start: dt.date
+    end: dt.date
+    granularity: str
+
+    def child_name(self, table: str) -> str:
+        """``orders_p2024_01`` (month), ``orders_p2024_01_31`` (day), ``orders_p2024_w05`` (week), ``orders_p2024``."""
+        s = self.start
+        if self.granularity == "day":
+            tag = f"{s.year:04d}_{s.month:02d}_{s.day:02d}"
+        elif self.granularity == "week":
+            iso = s.isocalendar()
+            tag = f"{iso.year:04d}_w{iso.week:02d}"
+        elif self.granularity == "month":
+            tag = f"{s.year:04d}_{s.month:02d}"
+        else:
+            tag = f"{s.year:04d}"
+        return shorten(f"{table}_p{tag}".replace("-", "m"))
+
+
+def period_of(value: dt.date | dt.datetime, granularity: str) -> Period:
+    """The period holding ``value`` (already truncated or not)."""
+    d = value.date() if isinstance(value, dt.datetime) else value
+    if granularity == "day":
+        return Period(d, d + dt.timedelta(days=1), granularity)
+    if granularity == "week":
+        start = d - dt.timedelta(days=d.weekday())
+        return Period(start, start + dt.timedelta(days=7), granularity)
+    if granularity == "month":
+        start = d.replace(day=1)
+        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        return Period(start, end, granularity)
+    if granularity == "year":
+        start = d.replace(month=1, day=1)
+        return Period(start, start.replace(year=start.year + 1), granularity)
+    raise ValueError(f"unknown granularity {granularity!r}")

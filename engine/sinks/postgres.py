@@ -1,0 +1,346 @@
+"""PostgreSQL sink: typed, range-partitioned tables fed by ADBC binary COPY, with a ledger for effectively-once.
+
+Two connections: ``data`` holds one transaction per source partition (ledger row + COPYs + quarantine rows,
+committed together); ``ddl`` commits structural changes (tables, child partitions, new columns) right away, so
+they never hold locks for the length of a load. Attaching a child takes only SHARE UPDATE EXCLUSIVE on the
+parent, which does not conflict with a running COPY or with readers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from engine.config import redact
+from engine.errors import SinkError, SinkUnavailableError
+from engine.names import qualified, quote_ident, shorten
+from engine.sinks._partitions import Period
+
+__all__ = ["CONNECTION_COLUMN", "PostgresSink", "TableInfo"]
+
+CONNECTION_COLUMN = "connection_id"
+META_SCHEMA = "biconic"
+
+_META_DDL = [
+    f"CREATE SCHEMA IF NOT EXISTS {META_SCHEMA}",
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.loads (
+        load_key text PRIMARY KEY,
+        load_id text NOT NULL,
+        dataset text NOT NULL,
+        connection_id bigint,
+        source text NOT NULL,
+        partition_key text NOT NULL,
+        spec_hash text NOT NULL,
+        mode text NOT NULL,
+        rows_in bigint NOT NULL DEFAULT 0,
+        rows_loaded bigint NOT NULL DEFAULT 0,
+        rows_quarantined bigint NOT NULL DEFAULT 0,
+        rows_filtered bigint NOT NULL DEFAULT 0,
+        started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        finished_at timestamptz,
+        state text NOT NULL DEFAULT 'committed')""",
+    f"CREATE INDEX IF NOT EXISTS loads_dataset_idx ON {META_SCHEMA}.loads (dataset, finished_at)",
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.quarantine (
+        load_id text NOT NULL,
+        dataset text NOT NULL,
+        connection_id bigint,
+        source text,
+        row_number bigint,
+        rule text,
+        column_name text,
+        reason text,
+        raw text,
+        quarantined_at timestamptz NOT NULL DEFAULT now())""",
+    f"CREATE INDEX IF NOT EXISTS quarantine_load_idx ON {META_SCHEMA}.quarantine (dataset, load_id)",
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.datasets (
+        dataset text PRIMARY KEY,
+        time_column text,
+        granularity text,
+        hash_partitions integer NOT NULL DEFAULT 0,
+        created_at timestamptz NOT NULL DEFAULT now())""",
+]
+
+
+def _wrap(exc: Exception, what: str, dsn: str) -> SinkError:
+    text = str(exc)
+    message = text.replace(dsn, redact(dsn))
+    message = re.sub(r"password=\S+", "password=***", message)
+    first = next((ln.strip() for ln in message.splitlines() if ln.strip()), type(exc).__name__)
+    if "Failed to connect" in message or "could not connect" in message or "Connection refused" in message \
+            or "server closed the connection" in message or "no connection to the server" in message:
+        return SinkUnavailableError(f"{what}: PostgreSQL at {redact(dsn)} is unreachable: {first[:300]}")
+    return SinkError(f"{what}: {first[:400]}")
+
+
+def split_table(name: str) -> tuple[str, str]:
+    """``"s.t" -> ("s", "t")``; no schema means ``public``."""
+    schema, _, table = name.rpartition(".")
+    return (schema or "public"), table
+
+
+@dataclass
+class TableInfo:
+    """What we know about an existing (or just created) target table."""
+
+    name: str
+    columns: dict[str, str]
+    time_column: str | None
+    granularity: str
+    hash_partitions: int
+    children: set[str] = field(default_factory=set)
+
+
+class PostgresSink:
+    """One load's connections to PostgreSQL. Use as a context manager."""
+
+    def __init__(self, dsn: str) -> None:
+        import adbc_driver_postgresql.dbapi as pgdbapi
+
+        self.dsn = dsn
+        try:
+            self.data = pgdbapi.connect(dsn)
+            self.ddl = pgdbapi.connect(dsn)
+        except Exception as exc:
+            raise _wrap(exc, "connect", dsn) from None
+        self.run("SET lock_timeout = '120s'", conn=self.ddl)
+        self.ddl.commit()
+
+    def __enter__(self) -> PostgresSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for conn in (self.data, self.ddl):
+            try:
+                conn.rollback()
+                conn.close()
+            except Exception:
+                pass
+
+    # --- plumbing ------------------------------------------------------------------------------------------
+    def run(self, sql: str, params: Sequence[Any] | None = None, *, conn: Any = None) -> list[tuple[Any, ...]]:
+        """Execute one statement; rows if it returns any. Driver errors become SinkError."""
+        conn = conn or self.data
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params) if params is not None else cur.execute(sql)
+                return list(cur.fetchall()) if cur.description else []
+        except Exception as exc:
+            raise _wrap(exc, sql.split("(")[0].strip()[:60], self.dsn) from None
+
+    def ensure_meta(self) -> None:
+        """Create the ``biconic`` schema (ledger, quarantine, datasets) once; safe under concurrency."""
+        self.run("SELECT pg_advisory_xact_lock(hashtext('biconic.meta'))", conn=self.ddl)
+        for stmt in _META_DDL:
+            self.run(stmt, conn=self.ddl)
+        self.ddl.commit()
+
+    # --- tables --------------------------------------------------------------------------------------------
+    def describe(self, table: str, *, conn: Any = None) -> TableInfo | None:
+        """Columns, partitioning and children of ``table``, or None when it does not exist."""
+        conn = conn or self.ddl
+        rows = self.run(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            [qualified(table)], conn=conn)
+        if not rows:
+            return None
+        meta = self.run(f"SELECT time_column, granularity, hash_partitions FROM {META_SCHEMA}.datasets "
+                        "WHERE dataset = $1", [table], conn=conn)
+        time_column, granularity, hash_partitions = meta[0] if meta else (None, "month", 0)
+        if not meta:
+            keydef = self.run("SELECT pg_get_partkeydef(to_regclass($1))", [qualified(table)], conn=conn)
+            m = re.match(r'^RANGE \("?([^")]+)"?\)$', (keydef[0][0] or "") if keydef else "")
+            time_column = m.group(1) if m else None
+        children = {r[0] for r in self.run(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = to_regclass($1)", [qualified(table)], conn=conn)}
+        return TableInfo(name=table, columns=dict(rows), time_column=time_column, granularity=granularity,
+                         hash_partitions=int(hash_partitions or 0), children=children)
+
+    def create_table(self, table: str, columns: Sequence[tuple[str, str]], *, time_column: str,
+                     granularity: str, hash_partitions: int, comments: dict[str, str], conn: Any = None,
+                     indexes: bool = True) -> TableInfo:
+        """A range-partitioned table (on ``time_column``) with its indexes and dataset record."""
+        conn = conn or self.ddl
+        cols = ",\n  ".join(
+            f"{quote_ident(n)} {t}{' NOT NULL' if n in (CONNECTION_COLUMN, time_column) else ''}" for n, t in columns)
+        self.run("SELECT pg_advisory_xact_lock(hashtext($1))", [f"table:{table}"], conn=conn)
+        self.run(f"CREATE TABLE IF NOT EXISTS {qualified(table)} (\n  {cols}\n) "
+                 f"PARTITION BY RANGE ({quote_ident(time_column)})", conn=conn)
+        for column, original in comments.items():
+            self.run(f"COMMENT ON COLUMN {qualified(table)}.{quote_ident(column)} IS "
+                     f"{_literal('source name: ' + original)}", conn=conn)
+        if indexes:
+            self.create_indexes(table, time_column, conn=conn)
+        self.run(f"INSERT INTO {META_SCHEMA}.datasets (dataset, time_column, granularity, hash_partitions) "
+                 "VALUES ($1, $2, $3, $4) ON CONFLICT (dataset) DO UPDATE SET time_column = EXCLUDED.time_column, "
+                 "granularity = EXCLUDED.granularity, hash_partitions = EXCLUDED.hash_partitions",
+                 [table, time_column, granularity, hash_partitions], conn=conn)
+        if conn is self.ddl:
+            self.ddl.commit()
+        return TableInfo(name=table, columns=dict(columns), time_column=time_column, granularity=granularity,
+                         hash_partitions=hash_partitions)
+
+    def index_names(self, table: str) -> dict[str, str]:
+        _, base = split_table(table)
+        return {"brin": shorten(f"{base}_time_brin"), "conn": shorten(f"{base}_conn_idx"),
+                "conn_time": shorten(f"{base}_conn_time_idx"), "merge": shorten(f"{base}_merge_key")}
+
+    def create_indexes(self, table: str, time_column: str, *, conn: Any = None) -> None:
+        """BRIN on time, B-tree on connection_id, and (connection_id, time DESC)."""
+        names = self.index_names(table)
+        t, c = quote_ident(time_column), quote_ident(CONNECTION_COLUMN)
+        self.run(f"CREATE INDEX IF NOT EXISTS {quote_ident(names['brin'])} ON {qualified(table)} USING brin ({t})",
+                 conn=conn)
+        self.run(f"CREATE INDEX IF NOT EXISTS {quote_ident(names['conn'])} ON {qualified(table)} ({c})", conn=conn)
+        self.run(f"CREATE INDEX IF NOT EXISTS {quote_ident(names['conn_time'])} ON {qualified(table)} ({c}, {t} DESC)",
+                 conn=conn)
+
+    def ensure_merge_index(self, info: TableInfo, keys: Sequence[str]) -> list[str]:
+        """The unique index ``INSERT ... ON CONFLICT`` needs: connection, keys, and the partition column."""
+        assert info.time_column is not None
+        cols = [CONNECTION_COLUMN, *[k for k in keys if k not in (CONNECTION_COLUMN, info.time_column)],
+                info.time_column]
+        name = self.index_names(info.name)["merge"]
+        self.run(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(name)} ON {qualified(info.name)} "
+                 f"({', '.join(quote_ident(c) for c in cols)})", conn=self.ddl)
+        self.ddl.commit()
+        return cols
+
+    def add_column(self, table: str, column: str, pg: str, comment: str | None, *, conn: Any = None) -> None:
+        """Schema drift: a new source column becomes a new nullable table column."""
+        conn = conn or self.ddl
+        self.run(f"ALTER TABLE {qualified(table)} ADD COLUMN IF NOT EXISTS {quote_ident(column)} {pg}", conn=conn)
+        if comment:
+            self.run(f"COMMENT ON COLUMN {qualified(table)}.{quote_ident(column)} IS "
+                     f"{_literal('source name: ' + comment)}", conn=conn)
+        if conn is self.ddl:
+            self.ddl.commit()
+
+    def widen_column(self, table: str, column: str, pg: str, *, conn: Any = None) -> None:
+        """Schema drift: a safe widening (int -> bigint, int -> double, date -> timestamp...)."""
+        conn = conn or self.ddl
+        self.run(f"ALTER TABLE {qualified(table)} ALTER COLUMN {quote_ident(column)} TYPE {pg}", conn=conn)
+        if conn is self.ddl:
+            self.ddl.commit()
+
+    # --- partitions ----------------------------------------------------------------------------------------
+    def ensure_partitions(self, info: TableInfo, periods: Iterable[Period], *, conn: Any = None) -> list[str]:
+        """Create and attach missing children for ``periods``; returns every child name touched."""
+        conn = conn or self.ddl
+        assert info.time_column is not None
+        schema, base = split_table(info.name)
+        time_type = info.columns[info.time_column]
+        names = []
+        for period in periods:
+            child = period.child_name(base)
+            names.append(child)
+            if child in info.children:
+                continue
+            qchild = f"{quote_ident(schema)}.{quote_ident(child)}"
+            lo, hi = _bound(period.start, time_type), _bound(period.end, time_type)
+            self.run("SELECT pg_advisory_xact_lock(hashtext($1))", [f"child:{schema}.{child}"], conn=conn)
+            attached = self.run("SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) "
+                                "AND inhparent = to_regclass($2)", [qchild, qualified(info.name)], conn=conn)
+            if not attached:
+                by_hash = f" PARTITION BY HASH ({quote_ident(CONNECTION_COLUMN)})" if info.hash_partitions else ""
+                self.run(f"CREATE TABLE IF NOT EXISTS {qchild} (LIKE {qualified(info.name)} INCLUDING DEFAULTS)"
+                         f"{by_hash}", conn=conn)
+                for i in range(info.hash_partitions):
+                    sub = shorten(f"{child}_h{i}")
+                    self.run(f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{quote_ident(sub)} PARTITION OF "
+                             f"{qchild} FOR VALUES WITH (MODULUS {info.hash_partitions}, REMAINDER {i})", conn=conn)
+                self.run(f"ALTER TABLE {qualified(info.name)} ATTACH PARTITION {qchild} "
+                         f"FOR VALUES FROM ({lo}) TO ({hi})", conn=conn)
+            if conn is self.ddl:
+                self.ddl.commit()
+            info.children.add(child)
+        return names
+
+    # --- ledger and data -----------------------------------------------------------------------------------
+    def is_loaded(self, load_key: str) -> bool:
+        return bool(self.run(f"SELECT 1 FROM {META_SCHEMA}.loads WHERE load_key = $1", [load_key], conn=self.ddl))
+
+    def claim(self, load_key: str, *, load_id: str, dataset: str, connection_id: int | None, source: str,
+              partition_key: str, spec_hash: str, mode: str) -> bool:
+        """Insert the ledger row inside the data transaction. False when that key is already committed;
+        a concurrent loader of the same key blocks here until the other transaction ends."""
+        rows = self.run(
+            f"INSERT INTO {META_SCHEMA}.loads (load_key, load_id, dataset, connection_id, source, partition_key, "
+            "spec_hash, mode, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'loading') "
+            "ON CONFLICT (load_key) DO NOTHING RETURNING 1",
+            [load_key, load_id, dataset, connection_id, source, partition_key, spec_hash, mode])
+        return len(rows) == 1
+
+    def complete(self, load_key: str, *, rows_in: int, rows_loaded: int, rows_quarantined: int,
+                 rows_filtered: int) -> None:
+        """Record the counts and commit the partition: data, quarantine and ledger become visible together."""
+        self.run(f"UPDATE {META_SCHEMA}.loads SET rows_in = $2, rows_loaded = $3, rows_quarantined = $4, "
+                 "rows_filtered = $5, finished_at = clock_timestamp(), state = 'committed' WHERE load_key = $1",
+                 [load_key, rows_in, rows_loaded, rows_quarantined, rows_filtered])
+        self.commit()
+
+    def commit(self) -> None:
+        try:
+            self.data.commit()
+        except Exception as exc:
+            raise _wrap(exc, "commit", self.dsn) from None
+
+    def rollback(self) -> None:
+        try:
+            self.data.rollback()
+        except Exception:
+            pass
+
+    def copy(self, table: str, data: pa.Table | pa.RecordBatchReader, *, temporary: bool = False) -> None:
+        """Binary COPY through ADBC into ``table`` (inside the open data transaction)."""
+        schema, base = split_table(table)
+        try:
+            with self.data.cursor() as cur:
+                if temporary:
+                    cur.adbc_ingest(base, data, mode="append", temporary=True)
+                else:
+                    cur.adbc_ingest(base, data, mode="append", db_schema_name=schema)
+        except Exception as exc:
+            raise _wrap(exc, f"COPY into {table}", self.dsn) from None
+
+    def quarantine(self, rows: pa.Table) -> None:
+        self.copy(f"{META_SCHEMA}.quarantine", rows)
+
+    def merge(self, table: str, staging: str, columns: Sequence[str], conflict: Sequence[str],
+              time_column: str) -> int:
+        """Upsert the staged rows: rows whose key moved to another time period are deleted first, then
+        ``INSERT ... ON CONFLICT (connection, keys, time) DO UPDATE``. Returns rows written."""
+        ident = [c for c in conflict if c != time_column]
+        match = " AND ".join(f"t.{quote_ident(c)} = s.{quote_ident(c)}" for c in ident)
+        self.run(f"DELETE FROM {qualified(table)} t USING pg_temp.{quote_ident(staging)} s WHERE {match} "
+                 f"AND t.{quote_ident(time_column)} IS DISTINCT FROM s.{quote_ident(time_column)}")
+        cols = ", ".join(quote_ident(c) for c in columns)
+        updates = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in columns if c not in conflict)
+        action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        rows = self.run(
+            f"WITH written AS (INSERT INTO {qualified(table)} ({cols}) SELECT {cols} FROM pg_temp.{quote_ident(staging)} "
+            f"ON CONFLICT ({', '.join(quote_ident(c) for c in conflict)}) {action} RETURNING 1) "
+            "SELECT count(*) FROM written")
+        return int(rows[0][0])
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal (for DDL, where parameters are not allowed)."""
+    return "'" + text.replace("'", "''").replace("\x00", "") + "'"
+
+
+def _bound(day: dt.date, pg: str) -> str:
+    if pg == "date":
+        return f"'{day.isoformat()}'"
+    if pg.startswith("timestamp with time zone"):
+        return f"'{day.isoformat()} 00:00:00+00'"
+    return f"'{day.isoformat()} 00:00:00'"

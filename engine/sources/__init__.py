@@ -1,0 +1,113 @@
+"""Source connectors, chosen by file extension or an explicit ``format``.
+
+``open_source("data/*.csv", delimiter=";")`` expands the glob (or folder), checks the options against the
+connector's fields, and returns a connector whose ``partitions()`` are the files (or sheets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob as globlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.errors import SourceError, SpecError
+from engine.sources.base import ROW_COLUMN, Partition, Source
+
+__all__ = ["EXTENSIONS", "FORMATS", "ROW_COLUMN", "Partition", "Source", "open_source"]
+
+#: file extension -> format name
+EXTENSIONS: dict[str, str] = {
+    ".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
+    ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".xlsx": "excel", ".xlsm": "excel",
+    ".xls": "excel", ".xlsb": "excel", ".ods": "excel",
+}
+
+
+def _csv(paths: tuple[Path, ...], options: dict[str, Any]) -> Source:
+    from engine.sources.csv import CsvSource
+
+    return _build(CsvSource, paths, options)
+
+
+def _tsv(paths: tuple[Path, ...], options: dict[str, Any]) -> Source:
+    return _csv(paths, {"delimiter": "\t", **options})
+
+
+def _parquet(paths: tuple[Path, ...], options: dict[str, Any]) -> Source:
+    from engine.sources.parquet import ParquetSource
+
+    return _build(ParquetSource, paths, options)
+
+
+def _json(paths: tuple[Path, ...], options: dict[str, Any]) -> Source:
+    from engine.sources.json import JsonSource
+
+    return _build(JsonSource, paths, options)
+
+
+def _ndjson(paths: tuple[Path, ...], options: dict[str, Any]) -> Source:
+    return _json(paths, {"lines": True, **options})
+
+
+def _excel(paths: tuple[Path, ...], options: dict[str, Any]) -> Source:
+    from engine.sources.excel import ExcelSource
+
+    opts = dict(options)
+    if "sheet" in opts:
+        opts["sheets"] = opts.pop("sheet")
+    if isinstance(opts.get("sheets"), list):
+        opts["sheets"] = tuple(opts["sheets"])
+    return _build(ExcelSource, paths, opts)
+
+
+#: format name -> connector factory
+FORMATS: dict[str, Callable[[tuple[Path, ...], dict[str, Any]], Source]] = {
+    "csv": _csv, "tsv": _tsv, "parquet": _parquet, "json": _json, "ndjson": _ndjson, "excel": _excel,
+}
+
+
+def _build(cls: Any, paths: tuple[Path, ...], options: dict[str, Any]) -> Source:
+    known = {f.name for f in dataclasses.fields(cls)} - {"paths"}
+    for name in options:
+        if name not in known:
+            raise SpecError(f"source.{name}", f"unknown option for {cls.__name__}; known: {', '.join(sorted(known))}")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    return cls(paths=paths, **fixed)  # type: ignore[no-any-return]
+
+
+def _expand(path: str) -> tuple[Path, ...]:
+    if any(ch in path for ch in "*?["):
+        found = sorted(Path(p) for p in globlib.glob(path, recursive=True) if Path(p).is_file())
+        if not found:
+            raise SourceError(path, "no file matches this pattern")
+        return tuple(found)
+    p = Path(path)
+    if p.is_dir():
+        found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS)
+        if not found:
+            raise SourceError(path, f"the folder holds no readable files ({', '.join(sorted(EXTENSIONS))})")
+        return tuple(found)
+    if not p.exists():
+        raise SourceError(path, "file not found")
+    return (p,)
+
+
+def open_source(path: str | Path, *, format: str | None = None, options: Mapping[str, Any] | None = None) -> Source:
+    """A connector for a file, folder or glob; all files must be of one format."""
+    paths = _expand(str(path))
+    if format is None:
+        kinds = {EXTENSIONS.get(p.suffix.lower()) for p in paths}
+        if None in kinds:
+            odd = next(p for p in paths if p.suffix.lower() not in EXTENSIONS)
+            raise SpecError("source.format", f"cannot tell the format of {odd.name}; set format to one of "
+                                             f"{', '.join(FORMATS)}")
+        if len(kinds) > 1:
+            raise SpecError("source.format", f"files of several formats ({', '.join(sorted(k or '' for k in kinds))});"
+                                             " load one format at a time or set format")
+        format = kinds.pop()
+    assert format is not None
+    if format not in FORMATS:
+        raise SpecError("source.format", f"unknown format {format!r}; known: {', '.join(FORMATS)}")
+    return FORMATS[format](paths, dict(options or {}))

@@ -1,0 +1,63 @@
+"""Shared helpers for file sources: wrapping reader errors and transcoding to UTF-8."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from engine.config import data_dir
+from engine.errors import SourceError
+
+_CHUNK = 1 << 20
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of a library error: their multi-paragraph hints are noise to our users."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return type(exc).__name__
+
+
+def transcode_to_utf8(path: Path, encoding: str) -> IO[bytes]:
+    """A UTF-8 copy of ``path`` as an unlinked temporary file (gone when closed), decoded in chunks.
+
+    Polars reads only UTF-8; streaming the conversion keeps memory flat for any file size.
+    """
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    except LookupError:
+        raise SourceError(str(path), f"unknown encoding {encoding!r}; try utf-8, utf-8-sig, latin-1 or cp1252") from None
+    folder = data_dir() / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = tempfile.TemporaryFile(dir=folder)
+    offset = 0
+    with open(path, "rb") as src:
+        while True:
+            chunk = src.read(_CHUNK)
+            final = not chunk
+            try:
+                text = decoder.decode(chunk, final=final)
+            except UnicodeDecodeError as exc:
+                out.close()
+                raise SourceError(str(path), f"byte {offset + exc.start} is not valid {encoding}: {exc.reason}") from None
+            out.write(text.encode("utf-8"))
+            offset += len(chunk)
+            if final:
+                break
+    out.flush()
+    out.seek(0)
+    return out
+
+
+def check_file(path: Path) -> None:
+    """A clear error for the common ways a file path is wrong."""
+    if not path.exists():
+        raise SourceError(str(path), "file not found")
+    if path.is_dir():
+        raise SourceError(str(path), "is a folder, expected a file")
+    if not os.access(path, os.R_OK):
+        raise SourceError(str(path), "permission denied")

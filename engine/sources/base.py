@@ -1,0 +1,81 @@
+"""What every source connector provides: partitions, each scanned lazily as a Polars frame of raw columns."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import polars as pl
+import pyarrow as pa
+
+__all__ = ["ROW_COLUMN", "Partition", "Source", "file_fingerprint", "reader_from_frame"]
+
+#: Hidden column every scan carries: the 1-based row number in the source file (the header counts as a row,
+#: so for a simple CSV it is the line number and for a sheet it is the spreadsheet row).
+ROW_COLUMN = "__biconic_row"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Partition:
+    """One unit of loading: it commits (or is skipped) as a whole.
+
+    ``key`` identifies it inside its source (``orders.xlsx#Sheet1``); ``fingerprint`` changes whenever the
+    underlying bytes may have changed (path + size + mtime), so it is part of the load key.
+    """
+
+    key: str
+    label: str
+    path: Path
+    fingerprint: str
+    size_bytes: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A source connector: a frozen keyword-only dataclass whose fields are its options."""
+
+    def partitions(self) -> list[Partition]:
+        """Every partition of the source, in a stable order."""
+        ...
+
+    def scan(self, partition: Partition) -> pl.LazyFrame:
+        """The partition as a lazy frame with its raw (unique, non-blank) column names plus ``ROW_COLUMN``."""
+        ...
+
+    def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:
+        """The partition as an Arrow record-batch stream (memory bounded by the batch size)."""
+        ...
+
+    def schema(self) -> pa.Schema:
+        """The schema of the first partition (without ``ROW_COLUMN``)."""
+        ...
+
+
+def file_fingerprint(path: Path, *extra: str) -> str:
+    """A short hash of path, size and mtime (and ``extra``, e.g. a sheet name) naming a file's content version."""
+    st = os.stat(path)
+    text = "\x1f".join([str(path.resolve()), str(st.st_size), str(st.st_mtime_ns), *extra])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def reader_from_frame(
+    frame: pl.LazyFrame, *, columns: list[str] | None = None, chunk_size: int = 100_000
+) -> pa.RecordBatchReader:
+    """Stream a lazy frame as Arrow batches without collecting it whole."""
+    if columns is not None:
+        frame = frame.select(columns)
+    else:
+        frame = frame.select(pl.exclude(ROW_COLUMN))
+    schema = frame.collect_schema()
+    arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for df in frame.collect_batches(chunk_size=chunk_size):
+            yield from df.to_arrow().cast(arrow_schema).to_batches()
+
+    return pa.RecordBatchReader.from_batches(arrow_schema, batches())

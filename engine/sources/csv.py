@@ -1,0 +1,111 @@
+"""CSV/TSV files: streamed by Polars' native reader, typed from a sample, bad values quarantined not fatal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+import pyarrow as pa
+
+from engine.errors import SourceError
+from engine.names import unique_names
+from engine.sources._files import check_file, first_line, transcode_to_utf8
+from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
+from engine.types import parse_type
+
+__all__ = ["CsvSource"]
+
+_UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf8-sig", "utf_8", "utf_8_sig"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CsvSource:
+    """Delimited text files.
+
+    Every column is read as text and converted to the type inferred from the first ``infer_rows`` rows (or
+    given in ``dtypes``), so a value that does not fit quarantines its row instead of failing the load.
+
+    >>> CsvSource(paths=(Path("orders.csv"),), delimiter=";", encoding="latin-1")  # doctest: +SKIP
+    """
+
+    paths: tuple[Path, ...]
+    delimiter: str = ","
+    quote_char: str | None = '"'
+    has_header: bool = True
+    encoding: str = "utf-8"
+    null_values: tuple[str, ...] = ()
+    skip_rows: int = 0
+    comment_prefix: str | None = None
+    infer_rows: int = 10_000
+    dtypes: Mapping[str, str] = field(default_factory=dict)
+
+    def partitions(self) -> list[Partition]:
+        parts = []
+        for path in self.paths:
+            check_file(path)
+            parts.append(Partition(key=str(path.resolve()), label=path.name, path=path,
+                                   fingerprint=file_fingerprint(path), size_bytes=path.stat().st_size))
+        return parts
+
+    def _open(self, partition: Partition) -> str | IO[bytes]:
+        if self.encoding.lower() in _UTF8:
+            return str(partition.path)
+        return transcode_to_utf8(partition.path, self.encoding)
+
+    def _common(self, partition: Partition) -> dict[str, Any]:
+        return {
+            "separator": self.delimiter,
+            "quote_char": self.quote_char,
+            "skip_rows": self.skip_rows,
+            "comment_prefix": self.comment_prefix,
+            "null_values": list(self.null_values) or None,
+            "encoding": "utf8-lossy" if partition.options.get("utf8_lossy") else "utf8",
+        }
+
+    def _names(self, src: str | IO[bytes], partition: Partition) -> list[str]:
+        head = pl.read_csv(src, has_header=False, n_rows=1, infer_schema=False, **self._common(partition))
+        if isinstance(src, IO) or hasattr(src, "seek"):
+            src.seek(0)  # type: ignore[union-attr]
+        if not self.has_header:
+            return [f"column_{i}" for i in range(1, head.width + 1)]
+        return unique_names(["" if v is None else str(v) for v in head.row(0)])
+
+    def scan(self, partition: Partition) -> pl.LazyFrame:
+        src = self._open(partition)
+        try:
+            names = self._names(src, partition)
+            common = self._common(partition)
+            sample = pl.scan_csv(src, has_header=self.has_header, new_columns=names,
+                                 infer_schema_length=self.infer_rows, try_parse_dates=True, **common)
+            inferred = dict(sample.collect_schema())
+            if hasattr(src, "seek"):
+                src.seek(0)  # type: ignore[union-attr]
+        except pl.exceptions.NoDataError:
+            raise SourceError(partition.label, "the file is empty (no header row)") from None
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise SourceError(partition.label, f"not a readable CSV file: {first_line(exc)}") from None
+        for name, type_name in self.dtypes.items():
+            if name not in inferred:
+                raise SourceError(partition.label, f"dtypes names column {name!r}, which is not in the file")
+            inferred[name] = parse_type(type_name)
+        first_row = 1 + self.skip_rows + (1 if self.has_header else 0)
+        frame = pl.scan_csv(src, has_header=self.has_header, new_columns=names, infer_schema=False,
+                            row_index_name=ROW_COLUMN, row_index_offset=first_row, **common)
+        from engine.transform import Plan
+
+        plan = Plan.start(frame)
+        plan.convert_columns({c: t for c, t in inferred.items() if t != pl.String}, rule="type")
+        if partition.options.get("utf8_lossy"):
+            for c in plan.columns:
+                plan.reject("invalid_utf8", c, pl.col(c).str.contains("\ufffd", literal=True).fill_null(False),
+                            pl.lit(f"{c} held bytes that are not valid UTF-8 (e.g. a lone surrogate)"))
+        return plan.frame
+
+    def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:
+        return reader_from_frame(self.scan(partition), columns=columns)
+
+    def schema(self) -> pa.Schema:
+        return reader_from_frame(self.scan(self.partitions()[0]).head(0)).schema

@@ -1,0 +1,48 @@
+"""Parquet files, scanned natively by Polars (projection and slices pushed into the reader)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from engine.errors import SourceError
+from engine.names import unique_names
+from engine.sources._files import check_file, first_line
+from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
+
+__all__ = ["ParquetSource"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParquetSource:
+    """Parquet files; each file is one partition."""
+
+    paths: tuple[Path, ...]
+
+    def partitions(self) -> list[Partition]:
+        parts = []
+        for path in self.paths:
+            check_file(path)
+            parts.append(Partition(key=str(path.resolve()), label=path.name, path=path,
+                                   fingerprint=file_fingerprint(path), size_bytes=path.stat().st_size))
+        return parts
+
+    def scan(self, partition: Partition) -> pl.LazyFrame:
+        try:
+            frame = pl.scan_parquet(partition.path)
+            names = list(frame.collect_schema())
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise SourceError(partition.label, f"not a readable Parquet file: {first_line(exc)}") from None
+        fixed = unique_names(names)
+        if fixed != names:
+            frame = frame.rename(dict(zip(names, fixed, strict=True)))
+        return frame.with_row_index(ROW_COLUMN, offset=1)
+
+    def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:
+        return reader_from_frame(self.scan(partition), columns=columns)
+
+    def schema(self) -> pa.Schema:
+        return reader_from_frame(self.scan(self.partitions()[0]).head(0)).schema

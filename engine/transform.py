@@ -1,0 +1,261 @@
+"""Pipeline steps compiled into one Polars lazy plan. No I/O here.
+
+Rows are never dropped inside the plan: a step that rejects a value adds a hidden *reject* column (a reason,
+null when fine) and filter/dedupe set a hidden *drop* flag, so every source row reaches the final split and
+``rows_in = rows_loaded + rows_quarantined + rows_filtered`` can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from engine.errors import SpecError
+from engine.names import normalize_names
+from engine.sources.base import ROW_COLUMN
+from engine.spec import (
+    Cast, Dedupe, Derive, FillNull, Filter, ParseDate, ParseNumber, Pipeline, Rename, Select, Step, Trim,
+)
+from engine.types import parse_type
+
+__all__ = ["DROP_COLUMN", "REJECT_PREFIX", "Plan", "compile_steps", "convert", "did_you_mean", "is_hidden"]
+
+REJECT_PREFIX = "__biconic_reject:"
+DROP_COLUMN = "__biconic_drop"
+_PREVIEW = 80
+
+
+def is_hidden(name: str) -> bool:
+    """Engine bookkeeping columns (row number, reject reasons, drop flag) never reach the table."""
+    return name.startswith("__biconic_")
+
+
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """``"; did you mean 'Fecha'?"`` when a close match exists, else the list of known columns."""
+    lowered = {k.lower(): k for k in known}
+    if name.lower() in lowered:
+        return f"; did you mean {lowered[name.lower()]!r}?"
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    shown = ", ".join(repr(k) for k in list(known)[:12])
+    return f"; columns are {shown}{', ...' if len(known) > 12 else ''}"
+
+
+def preview(expr: pl.Expr) -> pl.Expr:
+    """A value shortened for reasons: huge cells must not make huge messages."""
+    text = expr.cast(pl.String)
+    return pl.when(text.str.len_chars() > _PREVIEW).then(text.str.slice(0, _PREVIEW) + "…").otherwise(text)
+
+
+def convert(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> pl.Expr:
+    """Convert without raising: values that do not fit become null (the caller flags them)."""
+    if source == pl.String:
+        text = expr.str.strip_chars()
+        if target == pl.Boolean:
+            low = text.str.to_lowercase()
+            return (pl.when(low.is_in(["true", "t", "yes", "y", "1"])).then(True)
+                    .when(low.is_in(["false", "f", "no", "n", "0"])).then(False).otherwise(None))
+        if target == pl.Date:
+            return text.str.to_date(strict=False)
+        if isinstance(target, pl.Datetime):
+            return text.str.to_datetime(time_unit="us", time_zone=target.time_zone, strict=False)
+        return text.cast(target, strict=False)
+    return expr.cast(target, strict=False)
+
+
+@dataclass
+class Plan:
+    """A lazy frame under construction, with its visible columns and how many reject columns it carries."""
+
+    frame: pl.LazyFrame
+    columns: list[str]
+    schema: dict[str, pl.DataType] = field(default_factory=dict)
+    rejects: int = 0
+    renamed_from: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, frame: pl.LazyFrame) -> Plan:
+        schema = dict(frame.collect_schema())
+        visible = [c for c in schema if not is_hidden(c)]
+        rejects = sum(1 for c in schema if c.startswith(REJECT_PREFIX))
+        return cls(frame=frame, columns=visible, schema=schema, rejects=rejects)
+
+    def refresh(self) -> None:
+        self.schema = dict(self.frame.collect_schema())
+        self.columns = [c for c in self.schema if not is_hidden(c)]
+
+    def need(self, column: str, path: str) -> None:
+        if column not in self.columns:
+            raise SpecError(path, f"unknown column {column!r}{did_you_mean(column, self.columns)}")
+
+    def reject(self, rule: str, column: str, failed: pl.Expr, reason: pl.Expr) -> None:
+        """Flag rows where ``failed`` is true with ``reason`` (evaluated before the data changes)."""
+        name = f"{REJECT_PREFIX}{self.rejects}:{rule}:{column}"
+        self.rejects += 1
+        self.frame = self.frame.with_columns(pl.when(failed).then(reason).otherwise(None).alias(name))
+
+    def drop_where(self, condition: pl.Expr) -> None:
+        """Mark rows as filtered (not loaded, not quarantined)."""
+        flag = condition.fill_null(True)
+        if DROP_COLUMN in self.schema:
+            flag = pl.col(DROP_COLUMN) | flag
+        self.frame = self.frame.with_columns(flag.alias(DROP_COLUMN))
+        self.schema[DROP_COLUMN] = pl.Boolean()
+
+    def convert_columns(self, targets: dict[str, pl.DataType], rule: str) -> None:
+        """Convert columns in place; values that do not convert are rejected under ``rule``."""
+        if not targets:
+            return
+        for column, target in targets.items():
+            failed = convert(pl.col(column), self.schema[column], target).is_null() & pl.col(column).is_not_null()
+            reason = pl.format("{} is not a valid {}", preview(pl.col(column)), pl.lit(_type_label(target)))
+            self.reject(rule, column, failed, reason)
+        self.frame = self.frame.with_columns(
+            convert(pl.col(c), self.schema[c], t).alias(c) for c, t in targets.items()
+        )
+        self.refresh()
+
+
+def _type_label(dtype: pl.DataType) -> str:
+    return str(dtype).lower()
+
+
+def _sql(text: str, path: str, plan: Plan) -> pl.Expr:
+    try:
+        expr = pl.sql_expr(text)
+        roots = expr.meta.root_names()
+    except Exception as exc:  # polars raises several SQL error types; all mean the same to the user
+        raise SpecError(path, f"invalid SQL expression {text!r}: {str(exc).splitlines()[0]}") from None
+    for name in roots:
+        plan.need(name, path)
+    return expr
+
+
+def _check_runs(plan: Plan, path: str) -> None:
+    """Resolve the new schema now, so type errors point at the step that caused them."""
+    try:
+        plan.refresh()
+    except Exception as exc:
+        raise SpecError(path, str(exc).splitlines()[0]) from None
+
+
+def _apply(plan: Plan, step: Step, path: str) -> None:
+    if isinstance(step, Select):
+        for c in step.columns:
+            plan.need(c, path)
+        keep = [*step.columns, *(c for c in plan.schema if is_hidden(c))]
+        plan.frame = plan.frame.select(keep)
+    elif isinstance(step, Rename):
+        for old, new in step.mapping.items():
+            plan.need(old, f"{path}.{old}")
+            if new in plan.columns and new not in step.mapping:
+                raise SpecError(f"{path}.{old}", f"cannot rename to {new!r}: that column already exists")
+        plan.frame = plan.frame.rename(dict(step.mapping))
+    elif isinstance(step, Cast):
+        for col in step.types:
+            plan.need(col, f"{path}.{col}")
+        plan.convert_columns({c: parse_type(t) for c, t in step.types.items()}, "cast")
+    elif isinstance(step, Derive):
+        exprs = [_sql(text, f"{path}.{name}", plan).alias(name) for name, text in step.exprs.items()]
+        plan.frame = plan.frame.with_columns(exprs)
+    elif isinstance(step, Filter):
+        predicate = _sql(step.expr, path, plan)
+        plan.drop_where(~predicate)
+    elif isinstance(step, FillNull):
+        fills = []
+        for col, value in step.values.items():
+            plan.need(col, f"{path}.{col}")
+            dtype = plan.schema[col]
+            try:
+                literal = pl.select(pl.lit(value).cast(dtype, strict=True)).item()
+            except Exception:
+                raise SpecError(f"{path}.{col}", f"{value!r} does not fit column type {dtype}") from None
+            fills.append(pl.col(col).fill_null(pl.lit(literal, dtype=dtype)))
+        plan.frame = plan.frame.with_columns(fills)
+    elif isinstance(step, Trim):
+        exprs = []
+        for col in step.columns:
+            plan.need(col, f"{path}.columns")
+            if plan.schema[col] != pl.String:
+                raise SpecError(f"{path}.columns", f"column {col!r} is {plan.schema[col]}, not text")
+            e = pl.col(col).str.strip_chars()
+            if step.collapse_spaces:
+                e = e.str.replace_all(r"\s+", " ")
+            if step.unicode:
+                e = e.str.normalize(step.unicode)
+            if step.case == "lower":
+                e = e.str.to_lowercase()
+            elif step.case == "upper":
+                e = e.str.to_uppercase()
+            elif step.case == "title":
+                e = e.str.to_titlecase()
+            exprs.append(e)
+        plan.frame = plan.frame.with_columns(exprs)
+    elif isinstance(step, ParseDate):
+        plan.need(step.column, f"{path}.column")
+        if plan.schema[step.column] != pl.String:
+            raise SpecError(f"{path}.column", f"column {step.column!r} is {plan.schema[step.column]}, not text")
+        text = pl.col(step.column).str.strip_chars()
+        if step.kind == "date":
+            parsed = text.str.to_date(step.format, strict=False)
+        else:
+            parsed = text.str.to_datetime(step.format, time_unit="us", strict=False)
+        failed = parsed.is_null() & pl.col(step.column).is_not_null()
+        reason = pl.format("{} does not match the date format {}", preview(pl.col(step.column)),
+                           pl.lit(step.format))
+        plan.reject("parse_date", step.column, failed, reason)
+        plan.frame = plan.frame.with_columns(parsed.alias(step.into or step.column))
+    elif isinstance(step, ParseNumber):
+        plan.need(step.column, f"{path}.column")
+        if plan.schema[step.column] != pl.String:
+            raise SpecError(f"{path}.column", f"column {step.column!r} is {plan.schema[step.column]}, not text")
+        text = pl.col(step.column).str.strip_chars().str.replace_all(r"\s", "")
+        if step.thousands:
+            text = text.str.replace_all(step.thousands, "", literal=True)
+        if step.decimal != ".":
+            text = text.str.replace_all(step.decimal, ".", literal=True)
+        parsed = text.cast(parse_type(step.type), strict=False)
+        failed = parsed.is_null() & pl.col(step.column).is_not_null()
+        reason = pl.format("{} is not a number (decimal {}, thousands {})", preview(pl.col(step.column)),
+                           pl.lit(repr(step.decimal)), pl.lit(repr(step.thousands)))
+        plan.reject("parse_number", step.column, failed, reason)
+        plan.frame = plan.frame.with_columns(parsed.alias(step.into or step.column))
+    elif isinstance(step, Dedupe):
+        for c in step.keys:
+            plan.need(c, f"{path}.keys")
+        key = pl.struct(list(step.keys))
+        repeated = ~key.is_first_distinct() if step.keep == "first" else ~key.is_last_distinct()
+        plan.drop_where(repeated)
+    _check_runs(plan, path)
+
+
+def compile_steps(pipeline: Pipeline, frame: pl.LazyFrame) -> Plan:
+    """The pipeline's steps applied to one partition's frame; raises SpecError naming the failing step."""
+    plan = Plan.start(frame)
+    for i, step in enumerate(pipeline.steps):
+        kind = _STEP_KEYS[type(step)]
+        _apply(plan, step, f"steps[{i}].{kind}")
+    return plan
+
+
+def normalize(plan: Plan) -> None:
+    """Rename visible columns to safe SQL identifiers, remembering the originals."""
+    new = normalize_names(plan.columns)
+    mapping = {old: n for old, n in zip(plan.columns, new, strict=True) if old != n}
+    if mapping:
+        plan.frame = plan.frame.rename(mapping)
+        plan.renamed_from.update({n: old for old, n in mapping.items()})
+        plan.refresh()
+
+
+_STEP_KEYS: dict[type[Any], str] = {
+    Select: "select", Rename: "rename", Cast: "cast", Derive: "derive", Filter: "filter",
+    FillNull: "fill_null", Trim: "trim", ParseDate: "parse_date", ParseNumber: "parse_number", Dedupe: "dedupe",
+}
+
+ROW = ROW_COLUMN

@@ -1,0 +1,93 @@
+"""Type names users write in specs, mapped to Polars dtypes, and Polars dtypes mapped to PostgreSQL types.
+
+The PostgreSQL side must match what ADBC's binary COPY writes for each Arrow type, so the table we create
+always accepts the batches we send.
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+__all__ = ["TYPE_NAMES", "parse_type", "pg_type", "to_loadable"]
+
+_SIMPLE: dict[str, pl.DataType] = {
+    "int8": pl.Int8(), "int16": pl.Int16(), "smallint": pl.Int16(), "int32": pl.Int32(), "integer": pl.Int64(),
+    "int": pl.Int64(), "int64": pl.Int64(), "bigint": pl.Int64(), "float32": pl.Float32(), "real": pl.Float32(),
+    "float": pl.Float64(), "float64": pl.Float64(), "double": pl.Float64(), "string": pl.String(),
+    "str": pl.String(), "text": pl.String(), "bool": pl.Boolean(), "boolean": pl.Boolean(), "date": pl.Date(),
+    "datetime": pl.Datetime("us"), "timestamp": pl.Datetime("us"), "timestamptz": pl.Datetime("us", "UTC"),
+    "time": pl.Time(), "duration": pl.Duration("us"), "interval": pl.Duration("us"), "binary": pl.Binary(),
+}
+_DECIMAL = re.compile(r"^(?:decimal|numeric)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?$")
+
+#: The names accepted by :func:`parse_type`, for error hints.
+TYPE_NAMES = sorted([*_SIMPLE, "decimal(p,s)"])
+
+
+def parse_type(name: str) -> pl.DataType:
+    """``parse_type('decimal(12,2)') == pl.Decimal(12, 2)``; raises ``ValueError`` naming the known types."""
+    key = name.strip().lower()
+    if key in _SIMPLE:
+        return _SIMPLE[key]
+    m = _DECIMAL.match(key)
+    if m:
+        precision = int(m.group(1) or 38)
+        scale = int(m.group(2) or 0)
+        if not 1 <= precision <= 38 or scale > precision:
+            raise ValueError(f"decimal precision must be 1..38 and scale <= precision, got {name!r}")
+        return pl.Decimal(precision, scale)
+    raise ValueError(f"unknown type {name!r}; known types: {', '.join(TYPE_NAMES)}")
+
+
+def to_loadable(dtype: pl.DataType) -> pl.DataType:
+    """The dtype a column is cast to before COPY (unsigned/128-bit ints, categoricals, nested values...)."""
+    if dtype in (pl.Int8, pl.UInt8):
+        return pl.Int16()
+    if dtype == pl.UInt16:
+        return pl.Int32()
+    if dtype in (pl.UInt32, pl.UInt64, pl.Int128, pl.UInt128):
+        return pl.Int64()
+    if isinstance(dtype, pl.Datetime):
+        return pl.Datetime("us", dtype.time_zone)
+    if isinstance(dtype, pl.Duration):
+        return pl.Duration("us")
+    if isinstance(dtype, (pl.Categorical, pl.Enum, pl.Null, pl.Object)):
+        return pl.String()
+    if isinstance(dtype, (pl.List, pl.Array, pl.Struct)):
+        return pl.String()  # stored as JSON text
+    if dtype.is_float() and dtype not in (pl.Float32, pl.Float64):
+        return pl.Float32()  # Float16
+    return dtype
+
+
+def pg_type(dtype: pl.DataType) -> str:
+    """The PostgreSQL column type for a loadable Polars dtype (see :func:`to_loadable`)."""
+    if dtype == pl.Boolean:
+        return "boolean"
+    if dtype == pl.Int16:
+        return "smallint"
+    if dtype == pl.Int32:
+        return "integer"
+    if dtype == pl.Int64:
+        return "bigint"
+    if dtype == pl.Float32:
+        return "real"
+    if dtype == pl.Float64:
+        return "double precision"
+    if isinstance(dtype, pl.Decimal):
+        return f"numeric({dtype.precision},{dtype.scale})"
+    if dtype == pl.String:
+        return "text"
+    if dtype == pl.Binary:
+        return "bytea"
+    if dtype == pl.Date:
+        return "date"
+    if isinstance(dtype, pl.Datetime):
+        return "timestamp with time zone" if dtype.time_zone else "timestamp without time zone"
+    if dtype == pl.Time:
+        return "time without time zone"
+    if isinstance(dtype, pl.Duration):
+        return "interval"
+    raise ValueError(f"no PostgreSQL type for {dtype}")

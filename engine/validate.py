@@ -1,0 +1,154 @@
+"""Validation rules as Polars expressions, the COPY-safety guard, and the final loaded/quarantined split.
+
+Each rule adds a reject column (see :mod:`engine.transform`); a row with any reason is quarantined with the
+first failing rule, its column, and every reason joined with ``; ``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import polars as pl
+
+from engine.errors import SpecError
+from engine.spec import Allowed, Castable, NotNull, Pipeline, Range, Regex, Unique
+from engine.transform import DROP_COLUMN, REJECT_PREFIX, Plan, convert, preview
+from engine.types import parse_type, to_loadable
+
+__all__ = ["STATUS", "apply_rules", "finish", "guard_copy"]
+
+STATUS = "__biconic_status"  # 0 = load, 1 = quarantine, 2 = filtered
+RULE = "__biconic_rule"
+COLUMN = "__biconic_column"
+REASON = "__biconic_reason"
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_PG_DATE_MIN, _PG_DATE_MAX = -4712, 5874897
+_PG_TS_MAX = 294275
+
+
+def _literal(value: Any, dtype: pl.DataType, path: str) -> Any:
+    try:
+        if dtype == pl.Date and isinstance(value, str):
+            return dt.date.fromisoformat(value)
+        if isinstance(dtype, pl.Datetime) and isinstance(value, str):
+            return dt.datetime.fromisoformat(value)
+        return pl.select(pl.lit(value).cast(dtype, strict=True)).item()
+    except Exception:
+        raise SpecError(path, f"{value!r} cannot be compared with a {dtype} column") from None
+
+
+def apply_rules(plan: Plan, pipeline: Pipeline) -> None:
+    """Add one reject column per rule (and per column for multi-column rules)."""
+    for i, rule in enumerate(pipeline.rules):
+        if isinstance(rule, NotNull):
+            path = f"rules[{i}].not_null"
+            for c in rule.columns:
+                plan.need(c, path)
+                plan.reject("not_null", c, pl.col(c).is_null(), pl.lit(f"{c} is null"))
+        elif isinstance(rule, Unique):
+            path = f"rules[{i}].unique"
+            for c in rule.columns:
+                plan.need(c, path)
+            key = pl.struct(list(rule.columns))
+            label = ", ".join(rule.columns)
+            plan.reject("unique", label, ~key.is_first_distinct(),
+                        pl.format("duplicate ({}) = {}", pl.lit(label), preview(key.struct.json_encode())))
+        elif isinstance(rule, Range):
+            path = f"rules[{i}].range"
+            plan.need(rule.column, f"{path}.column")
+            dtype = plan.schema[rule.column]
+            col = pl.col(rule.column)
+            failed = pl.lit(False)
+            if rule.min is not None:
+                failed = failed | (col < _literal(rule.min, dtype, f"{path}.min"))
+            if rule.max is not None:
+                failed = failed | (col > _literal(rule.max, dtype, f"{path}.max"))
+            bounds = f"[{'' if rule.min is None else rule.min}, {'' if rule.max is None else rule.max}]"
+            plan.reject("range", rule.column, failed.fill_null(False),
+                        pl.format("{} is outside {}", preview(col), pl.lit(bounds)))
+        elif isinstance(rule, Regex):
+            path = f"rules[{i}].regex"
+            plan.need(rule.column, f"{path}.column")
+            text = pl.col(rule.column).cast(pl.String)
+            plan.reject("regex", rule.column, (~text.str.contains(rule.pattern)).fill_null(False),
+                        pl.format("{} does not match {}", preview(text), pl.lit(rule.pattern)))
+        elif isinstance(rule, Allowed):
+            path = f"rules[{i}].allowed"
+            plan.need(rule.column, f"{path}.column")
+            dtype = plan.schema[rule.column]
+            values = [_literal(v, dtype, f"{path}.values") for v in rule.values]
+            col = pl.col(rule.column)
+            plan.reject("allowed", rule.column, (~col.is_in(values)).fill_null(False),
+                        pl.format("{} is not one of the allowed values", preview(col)))
+        elif isinstance(rule, Castable):
+            path = f"rules[{i}].castable"
+            plan.need(rule.column, f"{path}.column")
+            target = parse_type(rule.type)
+            converted = convert(pl.col(rule.column), plan.schema[rule.column], target)
+            plan.reject("castable", rule.column, converted.is_null() & pl.col(rule.column).is_not_null(),
+                        pl.format("{} is not castable to {}", preview(pl.col(rule.column)), pl.lit(rule.type)))
+    plan.refresh()
+
+
+def guard_copy(plan: Plan) -> None:
+    """Reject what binary COPY would refuse, then cast every column to a type we can COPY.
+
+    NUL bytes in text, dates/timestamps outside PostgreSQL's range and integers outside int64 would otherwise
+    abort the whole COPY; lone surrogates reach us as NULs (JSON) or invalid UTF-8 (CSV, see the CSV source).
+    """
+    casts: list[pl.Expr] = []
+    for name in list(plan.columns):
+        dtype = plan.schema[name]
+        col = pl.col(name)
+        if dtype == pl.String:
+            plan.reject("copy_safe", name, col.str.contains("\x00", literal=True).fill_null(False),
+                        pl.lit(f"{name} contains a NUL byte (or a lone surrogate), which PostgreSQL text refuses"))
+        elif dtype == pl.Date:
+            year = col.dt.year()
+            plan.reject("copy_safe", name, ((year < _PG_DATE_MIN) | (year > _PG_DATE_MAX)).fill_null(False),
+                        pl.format("{} is outside PostgreSQL's date range", col.cast(pl.String)))
+        elif isinstance(dtype, pl.Datetime):
+            year = col.dt.year()
+            plan.reject("copy_safe", name, ((year < _PG_DATE_MIN) | (year > _PG_TS_MAX)).fill_null(False),
+                        pl.format("{} is outside PostgreSQL's timestamp range", col.cast(pl.String)))
+        elif dtype in (pl.UInt64, pl.Int128, pl.UInt128):
+            plan.reject("copy_safe", name, ((col > _INT64_MAX) | (col < _INT64_MIN)).fill_null(False),
+                        pl.format("{} overflows bigint", col.cast(pl.String)))
+        elif isinstance(dtype, (pl.List, pl.Array, pl.Struct)):
+            casts.append(_json_text(name))
+            continue
+        target = to_loadable(dtype)
+        if target != dtype:
+            casts.append(col.cast(target, strict=False))
+    if casts:
+        plan.frame = plan.frame.with_columns(casts)
+    plan.refresh()
+
+
+def _json_text(name: str) -> pl.Expr:
+    """Nested values stored as JSON text: wrap in a struct to encode, then strip the wrapper."""
+    encoded = pl.struct(pl.col(name).alias("v")).struct.json_encode()
+    inner = encoded.str.slice(5, encoded.str.len_chars() - 6)
+    return pl.when(pl.col(name).is_null()).then(None).otherwise(inner).alias(name)
+
+
+def finish(plan: Plan) -> None:
+    """Collapse reject columns and the drop flag into status, rule, column and reason."""
+    rejects = [c for c in plan.schema if c.startswith(REJECT_PREFIX)]
+    parsed = [c[len(REJECT_PREFIX):].split(":", 2) for c in rejects]
+    if rejects:
+        reason = pl.concat_str([pl.col(c) for c in rejects], separator="; ", ignore_nulls=True)
+        rule = pl.coalesce([pl.when(pl.col(c).is_not_null()).then(pl.lit(p[1])) for c, p in zip(rejects, parsed, strict=True)])
+        column = pl.coalesce([pl.when(pl.col(c).is_not_null()).then(pl.lit(p[2])) for c, p in zip(rejects, parsed, strict=True)])
+        rejected = pl.any_horizontal([pl.col(c).is_not_null() for c in rejects])
+    else:
+        reason = rule = column = pl.lit(None, dtype=pl.String)
+        rejected = pl.lit(False)
+    dropped = pl.col(DROP_COLUMN).fill_null(False) if DROP_COLUMN in plan.schema else pl.lit(False)
+    status = pl.when(dropped).then(2).when(rejected).then(1).otherwise(0).cast(pl.Int8)
+    plan.frame = plan.frame.with_columns(
+        status.alias(STATUS), rule.alias(RULE), column.alias(COLUMN), reason.alias(REASON)
+    ).drop([*rejects, *([DROP_COLUMN] if DROP_COLUMN in plan.schema else [])])
+    plan.refresh()
