@@ -18,6 +18,32 @@ from engine.types import parse_type
 
 __all__ = ["CsvSource"]
 
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+_ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$"
+_ISO_DATETIME_TZ = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
+
+
+def _iso_temporal(sample: pl.DataFrame) -> dict[str, pl.DataType]:
+    """Text columns whose sampled values are all ISO dates or timestamps.
+
+    Only ISO forms are guessed: ``01/02/2026`` is 1 February in Madrid and January 2 in Boston, so such
+    columns stay text until a ``parse_date`` step gives the format.
+    """
+    found: dict[str, pl.DataType] = {}
+    for name, dtype in sample.schema.items():
+        if dtype != pl.String:
+            continue
+        values = sample[name].drop_nulls().str.strip_chars()
+        if values.len() == 0:
+            continue
+        for pattern, target in ((_ISO_DATE, pl.Date()), (_ISO_DATETIME, pl.Datetime("us")),
+                                (_ISO_DATETIME_TZ, pl.Datetime("us", "UTC"))):
+            if bool(values.str.contains(pattern).all()):
+                found[name] = target
+                break
+    return found
+
+
 _UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf8-sig", "utf_8", "utf_8_sig"}
 
 
@@ -65,8 +91,13 @@ class CsvSource:
             "encoding": "utf8-lossy" if partition.options.get("utf8_lossy") else "utf8",
         }
 
+    def _sniff(self, partition: Partition) -> dict[str, Any]:
+        # Header and type sample are read lossily: invalid UTF-8 must surface while streaming, where the
+        # pipeline retries in lossy mode and quarantines the affected rows, not fail the whole file here.
+        return {**self._common(partition), "encoding": "utf8-lossy"}
+
     def _names(self, src: str | IO[bytes], partition: Partition) -> list[str]:
-        head = pl.read_csv(src, has_header=False, n_rows=1, infer_schema=False, **self._common(partition))
+        head = pl.read_csv(src, has_header=False, n_rows=1, infer_schema=False, **self._sniff(partition))
         if isinstance(src, IO) or hasattr(src, "seek"):
             src.seek(0)  # type: ignore[union-attr]
         if not self.has_header:
@@ -79,8 +110,10 @@ class CsvSource:
             names = self._names(src, partition)
             common = self._common(partition)
             sample = pl.scan_csv(src, has_header=self.has_header, new_columns=names,
-                                 infer_schema_length=self.infer_rows, try_parse_dates=True, **common)
-            inferred = dict(sample.collect_schema())
+                                 infer_schema_length=self.infer_rows,
+                                 **self._sniff(partition)).head(self.infer_rows).collect()
+            inferred = dict(sample.schema)
+            inferred.update(_iso_temporal(sample))
             if hasattr(src, "seek"):
                 src.seek(0)  # type: ignore[union-attr]
         except pl.exceptions.NoDataError:
@@ -97,11 +130,11 @@ class CsvSource:
         from engine.transform import Plan
 
         plan = Plan.start(frame)
-        plan.convert_columns({c: t for c, t in inferred.items() if t != pl.String}, rule="type")
-        if partition.options.get("utf8_lossy"):
+        if partition.options.get("utf8_lossy"):  # checked on the raw text, before columns get their types
             for c in plan.columns:
                 plan.reject("invalid_utf8", c, pl.col(c).str.contains("\ufffd", literal=True).fill_null(False),
                             pl.lit(f"{c} held bytes that are not valid UTF-8 (e.g. a lone surrogate)"))
+        plan.convert_columns({c: t for c, t in inferred.items() if t != pl.String}, rule="type")
         return plan.frame
 
     def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:

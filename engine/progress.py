@@ -1,0 +1,41 @@
+"""A terminal progress bar for long loads: rows, rows/s and memory, redrawn a few times a second."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psutil
+
+__all__ = ["TerminalProgress"]
+
+
+class TerminalProgress:
+    """Draws on stderr with rich; use as a context manager around a load."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._proc = psutil.Process()
+        self._started = time.perf_counter()
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.fields[rows]:>12,} rows"), TextColumn("{task.fields[rate]:>10,.0f} rows/s"),
+            TextColumn("{task.fields[rss]:>6,.0f} MB"), TimeElapsedColumn(),
+            console=Console(stderr=True), transient=False, refresh_per_second=4,
+        )
+        self._task = self._bar.add_task("starting", total=None, rows=0, rate=0.0, rss=0.0)
+
+    def __enter__(self) -> TerminalProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._bar.stop()
+
+    def update(self, *, label: str, rows: int, bytes_done: int, bytes_total: int) -> None:
+        elapsed = max(time.perf_counter() - self._started, 1e-6)
+        rss = self._proc.memory_info().rss / 1e6
+        self._bar.update(self._task, description=label, rows=rows, rate=rows / elapsed, rss=rss,
+                         completed=bytes_done, total=bytes_total or None)

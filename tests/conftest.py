@@ -1,0 +1,95 @@
+"""Shared fixtures: a real PostgreSQL database for the session, unique table names, data generators.
+
+PostgreSQL: ``BICONIC_TEST_PG_DSN`` if set, else the server on 127.0.0.1:5432 (user postgres). Outside CI,
+when nothing listens there, an embedded server (pgserver) is started instead; in CI (``CI`` set) a missing
+server fails the tests rather than skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/tests/pg/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.postgres)
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A DSN for an admin database on a real PostgreSQL server."""
+    explicit = os.environ.get("BICONIC_TEST_PG_DSN")
+    if explicit:
+        yield explicit
+        return
+    if _reachable("127.0.0.1", 5432):
+        yield "postgresql://postgres@127.0.0.1:5432/postgres"
+        return
+    if os.environ.get("CI"):
+        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (CI must start it: see .ci/run)")
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(server_dsn: str) -> Iterator[str]:
+    """A fresh database for this test session, dropped at the end."""
+    import adbc_driver_postgresql.dbapi as pgdbapi
+
+    name = f"biconic_test_{uuid.uuid4().hex[:10]}"
+    with pgdbapi.connect(server_dsn, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    base, _, query = server_dsn.partition("?")
+    head, _, _db = base.rpartition("/")
+    dsn = f"{head}/{name}" + (f"?{query}" if query else "")
+    yield dsn
+    with pgdbapi.connect(server_dsn, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def table() -> str:
+    """A table name unique to the test."""
+    return f"t_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def sql(pg_dsn: str):  # type: ignore[no-untyped-def]
+    """Run one SQL statement against the test database and return its rows."""
+    import adbc_driver_postgresql.dbapi as pgdbapi
+
+    conn = pgdbapi.connect(pg_dsn, autocommit=True)
+
+    def run(statement: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
+        with conn.cursor() as cur:
+            cur.execute(statement, params) if params is not None else cur.execute(statement)
+            return list(cur.fetchall()) if cur.description else []
+
+    yield run
+    conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Temp files and any embedded server go under the test's own folder, never the checkout."""
+    monkeypatch.setenv("BICONIC_DATA_DIR", str(tmp_path / ".biconic"))
