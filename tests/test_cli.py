@@ -1,0 +1,88 @@
+"""The CLI: help for every command, JSON reports, one-line errors with the error's exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import cli
+
+
+@pytest.mark.parametrize("command", [[], ["load"], ["run"], ["demo"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+
+
+def test_python_dash_m_engine_runs_the_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "engine", "--help"], capture_output=True, text=True, check=True)
+    assert "load" in out.stdout and "run" in out.stdout
+
+
+def test_missing_file_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "engine", "load", str(tmp_path / "nope.csv"), "--into", "t",
+                             "--dsn", "postgresql://postgres@127.0.0.1:1/none"], capture_output=True, text=True)
+    assert result.returncode == 3
+    assert result.stderr.strip().count("\n") == 0
+    assert "nope.csv" in result.stderr and "file not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_spec_names_the_path(tmp_path: Path) -> None:
+    data = tmp_path / "a.csv"
+    pl.DataFrame({"Fecha": ["2026-01-01"], "x": [1]}).write_csv(data)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("steps:\n  - rename: {x: y}\n  - bogus: 1\n")
+    result = subprocess.run([sys.executable, "-m", "engine", "load", str(data), "--into", "t", "--spec", str(spec),
+                             "--dsn", "postgresql://postgres@127.0.0.1:1/none"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "steps[1].bogus: unknown step" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_server_is_a_clear_error_without_password(tmp_path: Path) -> None:
+    data = tmp_path / "a.csv"
+    pl.DataFrame({"d": ["2026-01-01"], "x": [1]}).write_csv(data)
+    result = subprocess.run([sys.executable, "-m", "engine", "load", str(data), "--into", "t",
+                             "--dsn", "postgresql://postgres:s3cret@127.0.0.1:1/none"], capture_output=True, text=True)
+    assert result.returncode == 5
+    assert "unreachable" in result.stderr
+    assert "s3cret" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.postgres
+def test_load_json_report_and_rerun(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    data = tmp_path / "orders.csv"
+    pl.DataFrame({"id": [1, 2, 3], "created_at": ["2026-01-05 10:00:00", "2026-02-01 00:00:00", "2026-02-03 12:00:00"],
+                  "amount": [1.5, 2.5, 3.5]}).write_csv(data)
+    args = ["load", str(data), "--into", table, "--partition-by", "created_at:month", "--connection", "7",
+            "--dsn", pg_dsn, "--json"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.output)
+    for key in ("load_id", "table", "rows_in", "rows_loaded", "rows_quarantined", "partitions", "seconds",
+                "rows_per_s", "peak_rss_mb"):
+        assert key in report
+    assert report["rows_loaded"] == 3 and report["rows_quarantined"] == 0
+    assert report["partitions"] == [f"{table}_p2026_01", f"{table}_p2026_02"]
+    second = json.loads(CliRunner().invoke(cli, args).output)
+    assert second["rows_loaded"] == 0 and second["skipped_partitions"] == 1
+
+
+@pytest.mark.postgres
+def test_run_pipeline_file(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    pl.DataFrame({"id": [1, 2], "day": ["2026-03-01", "2026-03-02"]}).write_csv(tmp_path / "a.csv")
+    (tmp_path / "p.yaml").write_text(f"source: a.csv\ntarget: {{table: {table}, partition_by: 'day:day'}}\n"
+                                     "rules:\n  - range: {column: id, max: 1}\n")
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "p.yaml"), "--dsn", pg_dsn, "--json"])
+    assert result.exit_code == 0, result.output
+    [report] = json.loads(result.output)
+    assert (report["rows_loaded"], report["rows_quarantined"]) == (1, 1)
