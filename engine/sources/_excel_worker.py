@@ -1,0 +1,282 @@
+"""The sandboxed half of the Excel source: fastexcel runs here, in a child process, never in the engine.
+
+calamine (fastexcel's parser) can abort the whole process from native code on hostile input (zip bombs,
+a stray cell in column XFD makes it allocate 512 GiB), so ``engine.sources.excel`` runs each parse as::
+
+    python -P engine/sources/_excel_worker.py '<request json>'
+
+(run by file, not ``-m``, so the child skips ``engine/__init__.py``: importing the whole engine would cost
+~400 MB of address space and 0.4 s before the limit is even set; ``-P`` keeps ``engine/sources`` off the
+path, where ``json.py`` and ``csv.py`` would shadow the standard library).
+
+The child caps its own address space (``RLIMIT_AS``) before importing anything heavy, does one job, and
+reports through files in ``request["out_dir"]``: ``result.json`` always (unless it dies), plus ``sheet.arrow``
+(uncompressed Arrow IPC, strings as ``string_view``) so the parent can memory-map the sheet without copying.
+Jobs: ``{"op": "sheets"}`` lists the sheet names; ``{"op": "read", "sheet", "header_row", "dtypes",
+"schema_only"}`` writes one sheet.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import resource
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import fastexcel
+    import pyarrow as pa
+
+__all__ = ["IPC_FILE", "RESULT_FILE", "main"]
+
+RESULT_FILE = "result.json"
+IPC_FILE = "sheet.arrow"
+#: Rows per IPC record batch; small enough that compacting one batch's strings costs little memory.
+_BATCH_ROWS = 65_536
+_ALIAS = re.compile(r"^(.*)_([1-9][0-9]*)$", re.DOTALL)
+
+
+class _Failure(Exception):
+    """A failure the parent reports by ``kind`` (see ``ExcelSource._failure``), with ``extra`` facts."""
+
+    def __init__(self, kind: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.extra = extra
+
+
+def _limit_memory(megabytes: int) -> None:
+    """Cap the address space so a bomb ends in MemoryError or an allocation abort, not in the OOM killer."""
+    wanted = megabytes * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+
+
+def _unique_names() -> Callable[[Sequence[str]], list[str]]:
+    """``engine.names.unique_names``, loaded from its file so that the engine package is not imported."""
+    spec = importlib.util.spec_from_file_location(
+        "_biconic_names", Path(__file__).resolve().parents[1] / "names.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    unique: Callable[[Sequence[str]], list[str]] = module.unique_names
+    return unique
+
+
+def _peak_rss_kb() -> int | None:
+    """This process's peak RSS (VmHWM; ``ru_maxrss`` would include the parent's, inherited at fork)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _list_sheets(path: str) -> dict[str, Any]:
+    import fastexcel
+
+    return {"ok": True, "sheets": list(fastexcel.read_excel(path).sheet_names)}
+
+
+def _raw_names(
+    reader: fastexcel.ExcelReader, sheet: str, header_row: int, columns: Sequence[fastexcel.ColumnInfo]
+) -> list[str]:
+    """The header cells as written ('' for blanks), undoing fastexcel's ``a, a -> a, a_1`` renaming.
+
+    fastexcel suffixes repeated headers itself, so ``a_1`` may be a literal header or a second ``a``; only
+    when such a name occurs do we pay for a second parse that reads the header row's cells as text.
+    """
+    names = [c.name if c.column_name_from == "looked_up" else "" for c in columns]
+    suspects: dict[int, str] = {}
+    seen: set[str] = set()
+    for i, column in enumerate(columns):
+        match = _ALIAS.match(column.name)
+        if match and column.column_name_from == "looked_up":
+            base, n = match.group(1), int(match.group(2))
+            if base in seen and all(f"{base}_{k}" in seen for k in range(1, n)):
+                suspects[i] = base
+        seen.add(column.name)
+    if not suspects:
+        return names
+    header = reader.load_sheet(
+        sheet, header_row=None, skip_rows=header_row, n_rows=1, dtypes="string", schema_sample_rows=1
+    )
+    batch = header.to_arrow()
+    cells: dict[int, Any] = {}
+    if batch.num_rows:
+        cells = {c.absolute_index: batch.column(j)[0].as_py() for j, c in enumerate(header.selected_columns)}
+    for i, base in suspects.items():
+        if cells.get(columns[i].absolute_index) != names[i]:
+            names[i] = base
+    return names
+
+
+def _header_past_the_end(exc: BaseException, path: str, sheet: str, header_row: int) -> bool:
+    """Whether ``exc`` is calamine's panic for a header row below a .xls/.ods sheet's last row (an empty
+    sheet for us, as it is for .xlsx); checked on a fresh reader, since the panicked one may be broken."""
+    if type(exc).__name__ != "PanicException" or header_row == 0:
+        return False
+    import fastexcel
+
+    try:
+        whole = fastexcel.read_excel(path).load_sheet(sheet, header_row=None, skip_rows=0, n_rows=1)
+    except BaseException:  # the original panic is the one to report
+        return False
+    return whole.total_height <= header_row
+
+
+def _view_type(arrow_type: pa.DataType) -> pa.DataType:
+    import pyarrow as pa
+
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_null(arrow_type):
+        return pa.string_view()
+    return arrow_type
+
+
+def _as_view(column: pa.Array, target: pa.DataType) -> pa.Array:
+    """``column`` as ``target``; strings are copied first so a batch carries only its own characters."""
+    import pyarrow as pa
+
+    if column.type == target:
+        return column
+    if pa.types.is_null(column.type):
+        return pa.nulls(len(column), target)
+    # A view array cast from a slice still points into the whole sheet's character buffer, and the IPC
+    # writer would write that whole buffer with every batch; concatenating compacts the slice.
+    compact = pa.concat_arrays([column, pa.array([], column.type)])
+    return compact.cast(target)
+
+
+def _write_ipc(batch: pa.RecordBatch | None, names: list[str], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    if batch is None:
+        batch = pa.record_batch([], schema=pa.schema([]))
+    schema = pa.schema([pa.field(n, _view_type(t)) for n, t in zip(names, batch.schema.types, strict=True)])
+    with pa.OSFile(str(path), "wb") as sink, pyarrow.ipc.new_file(sink, schema) as writer:
+        for start in range(0, batch.num_rows, _BATCH_ROWS):
+            piece = batch.slice(start, _BATCH_ROWS)
+            arrays = [_as_view(piece.column(i), f.type) for i, f in enumerate(schema)]
+            writer.write_batch(pa.record_batch(arrays, schema=schema))
+
+
+def _read_sheet(
+    path: str,
+    sheet: str,
+    *,
+    header_row: int,
+    dtypes: Mapping[str, str] | None,
+    schema_only: bool,
+    out: Path,
+) -> dict[str, Any]:
+    import fastexcel
+
+    reader = fastexcel.read_excel(path)
+    wanted: dict[str, str] = dict(dtypes or {})
+
+    def load(types: Mapping[str, str] | Mapping[int, str]) -> fastexcel.ExcelSheet:
+        # skip_rows=0 pins the header to the absolute row ``header_row`` (fastexcel otherwise starts at the
+        # first non-empty row, and the spreadsheet row numbers would be unknowable); schema_sample_rows=None
+        # infers types from every row, since a late text cell in a column sampled as numbers becomes null.
+        return reader.load_sheet(
+            sheet,
+            header_row=header_row,
+            skip_rows=0,
+            schema_sample_rows=None,
+            dtypes=cast("fastexcel.DTypeMap", dict(types)) if types else None,
+        )
+
+    try:
+        loaded = load(dict(wanted))  # fastexcel matches by its own names, equal to ours nearly always
+    except fastexcel.SheetNotFoundError:
+        raise _Failure(
+            "missing_sheet", f"sheet {sheet!r} not found", sheets=list(reader.sheet_names)
+        ) from None
+    except BaseException as exc:
+        if not _header_past_the_end(exc, path, sheet, header_row):
+            raise
+        _write_ipc(None, [], out / IPC_FILE)
+        return {"ok": True, "rows": 0, "columns": [], "file": IPC_FILE}
+    columns = loaded.selected_columns
+    names = _unique_names()(_raw_names(reader, sheet, header_row, columns))
+    unknown = [k for k in wanted if k not in names]
+    if unknown and names:  # a sheet with no columns at all is empty, not mistyped
+        listed = ", ".join(repr(n) for n in names) or "none"
+        missing = ", ".join(map(repr, unknown))
+        raise _Failure("bad_dtypes", f"dtypes names column(s) {missing} not in the sheet; columns: {listed}")
+    # Our names differ from fastexcel's for blank and repeated headers: then reload, typing by position.
+    pairs = list(zip(columns, names, strict=True))
+    if any((c.name if c.name in wanted else None) != (n if n in wanted else None) for c, n in pairs):
+        loaded = load({c.index: wanted[n] for c, n in pairs if n in wanted})
+    batch = loaded.to_arrow()
+    if schema_only:
+        batch = batch.slice(0, 0)
+    rows = batch.num_rows
+    _write_ipc(batch, names, out / IPC_FILE)
+    return {"ok": True, "rows": rows, "columns": names, "file": IPC_FILE}
+
+
+def _handle(request: Mapping[str, Any], out: Path) -> dict[str, Any]:
+    path = str(request["path"])
+    if request["op"] == "sheets":
+        return _list_sheets(path)
+    return _read_sheet(
+        path,
+        str(request["sheet"]),
+        header_row=int(request["header_row"]),
+        dtypes=request.get("dtypes"),
+        schema_only=bool(request.get("schema_only", False)),
+        out=out,
+    )
+
+
+def _run(request: Mapping[str, Any], out: Path) -> dict[str, Any]:
+    try:
+        return _handle(request, out)
+    except _Failure as failure:
+        return {"ok": False, "kind": failure.kind, "message": failure.message, **failure.extra}
+    except MemoryError as exc:  # pyarrow's ArrowMemoryError is one too
+        return {"ok": False, "kind": "memory", "message": _first_line(exc)}
+    except OSError as exc:
+        return {"ok": False, "kind": "io", "message": _first_line(exc)}
+    except Exception as exc:
+        import fastexcel
+
+        kind = "corrupt" if isinstance(exc, fastexcel.FastExcelError) else "internal"
+        return {"ok": False, "kind": kind, "message": _first_line(exc)}
+    except BaseException as exc:  # pyo3's PanicException: a Rust panic inside the parser
+        if isinstance(exc, SystemExit | KeyboardInterrupt):
+            raise
+        return {"ok": False, "kind": "crash", "message": _first_line(exc)}
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run one request (``argv[1]``, JSON) and write ``result.json``; exit 0 on success, 2 on failure."""
+    request = json.loads(argv[1])
+    _limit_memory(int(request["memory_limit_mb"]))
+    out = Path(request["out_dir"])
+    result = _run(request, out)
+    result["peak_rss_kb"] = _peak_rss_kb()
+    (out / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
+    return 0 if result["ok"] else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,306 @@
+"""Excel and OpenDocument workbooks as a source: one partition per sheet, every parse in a sandbox.
+
+fastexcel (calamine) is fast but native, and on hostile input it aborts the process or allocates without
+bound (a stray cell in column XFD asks for 512 GiB). So every parse, listing sheets included, runs in a
+child process (``engine.sources._excel_worker``) under an address-space limit and a timeout. The child writes
+the sheet as uncompressed Arrow IPC; the parent memory-maps it and unlinks it at once, so the engine holds at
+most one sheet, as clean file pages, and a crash costs one ``HostileInputError``, never the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import polars as pl
+import pyarrow as pa
+
+from engine.errors import HostileInputError, SourceError, SpecError
+from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
+
+__all__ = ["ExcelDType", "ExcelSource"]
+
+#: The column types fastexcel can be asked for in ``dtypes``.
+ExcelDType = Literal["int", "float", "string", "boolean", "date", "datetime", "duration"]
+
+_log = logging.getLogger(__name__)
+#: Run by file, not ``-m``: the child must not import the engine (see the worker's docstring).
+_WORKER = Path(__file__).resolve().with_name("_excel_worker.py")
+_MIN_MEMORY_MB = 320
+_STDERR_TAIL_BYTES = 64 * 1024
+_MESSAGE_CHARS = 300
+#: stderr lines that never explain a death: Rust backtrace hints and fastexcel's dtype fallback warnings.
+_NOISE = ("note:", "stack backtrace:", "Could not determine dtype for column")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExcelSource:
+    """Sheets of .xlsx/.xlsm/.xls/.xlsb/.ods workbooks, one partition each, read by fastexcel in a sandbox.
+
+    ``ExcelSource(paths=(Path("orders.xlsx"),), sheets="*", header_row=2, dtypes={"id": "int"})``
+
+    ``sheets``: ``None`` is each workbook's first sheet, ``"*"`` all of them, else one name or several.
+    ``header_row`` is the 0-based spreadsheet row holding the headers (rows above it are skipped, blank or
+    not), so ``ROW_COLUMN`` is the true spreadsheet row: ``header_row + 2`` for the first data row.
+    ``dtypes`` maps column names, as ``scan`` gives them, to fastexcel types; unset columns are inferred
+    from every row. ``memory_limit_mb`` and ``timeout_s`` bound each parse (one child process each).
+    """
+
+    paths: tuple[Path, ...]
+    sheets: str | tuple[str, ...] | None = None
+    header_row: int = 0
+    dtypes: Mapping[str, str] | None = None
+    memory_limit_mb: int = 4096
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        # Frozen, but normalise what callers naturally pass (a list, str paths) so equality stays meaningful.
+        object.__setattr__(self, "paths", tuple(Path(p) for p in self.paths))
+        if isinstance(self.sheets, list):
+            object.__setattr__(self, "sheets", tuple(self.sheets))
+        if isinstance(self.sheets, tuple) and "*" in self.sheets:
+            object.__setattr__(self, "sheets", "*")  # Excel forbids '*' in sheet names: ("*",) means all
+        if not self.paths:
+            raise SpecError("paths", "no workbook given")
+        if isinstance(self.sheets, tuple) and not self.sheets:
+            raise SpecError("sheets", "empty list of sheets; use None for the first sheet or '*' for all")
+        if self.header_row < 0:
+            raise SpecError("header_row", f"must be >= 0 (a 0-based row), got {self.header_row}")
+        if self.memory_limit_mb < _MIN_MEMORY_MB:
+            raise SpecError(
+                "memory_limit_mb",
+                f"must be >= {_MIN_MEMORY_MB} (Python, fastexcel and pyarrow take ~270 MB of address space "
+                f"before any data), got {self.memory_limit_mb}",
+            )
+        if not self.timeout_s > 0:
+            raise SpecError("timeout_s", f"must be > 0, got {self.timeout_s}")
+        allowed = get_args(ExcelDType)
+        for column, dtype in (self.dtypes or {}).items():
+            if dtype not in allowed:
+                raise SpecError(
+                    f"dtypes.{column}", f"unknown type {dtype!r}; use one of {', '.join(allowed)}"
+                )
+
+    def partitions(self) -> list[Partition]:
+        """One partition per (workbook, sheet), in path then workbook order; listing runs in the sandbox."""
+        out: list[Partition] = []
+        for path in self.paths:
+            size = _file_size(path)
+            for sheet in self._chosen_sheets(path, self._sheet_names(path)):
+                out.append(
+                    Partition(
+                        key=f"{path}#{sheet}",
+                        label=f"{path.name}[{sheet}]",
+                        path=path,
+                        fingerprint=file_fingerprint(path, sheet),
+                        size_bytes=size,
+                        options={"sheet": sheet},
+                    )
+                )
+        return out
+
+    def scan(self, partition: Partition) -> pl.LazyFrame:
+        """The sheet, parsed now in the sandbox, as a lazy frame over its memory-mapped Arrow data."""
+        frame = self._load(partition, schema_only=False)
+        return (
+            frame.lazy()
+            .with_row_index(ROW_COLUMN, offset=self.header_row + 2)
+            .select(pl.exclude(ROW_COLUMN), pl.col(ROW_COLUMN).cast(pl.Int64))
+        )
+
+    def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:
+        """The sheet as Arrow batches (``ROW_COLUMN`` only if asked for in ``columns``)."""
+        return reader_from_frame(self.scan(partition), columns=columns)
+
+    def schema(self) -> pa.Schema:
+        """The first partition's schema, without ``ROW_COLUMN``: the whole sheet is parsed to infer it, but no
+        rows cross to this process."""
+        parts = self.partitions()
+        if not parts:
+            raise SourceError(self.paths[0].name, "no sheet to read")
+        frame = self._load(parts[0], schema_only=True)
+        return reader_from_frame(frame.lazy()).schema
+
+    # -- the sandbox -------------------------------------------------------------------------------------
+
+    def _sheet_names(self, path: Path) -> list[str]:
+        with tempfile.TemporaryDirectory(prefix="biconic-excel-") as tmp:
+            result = self._run_worker(
+                {"op": "sheets", "path": os.path.abspath(path)}, Path(tmp), label=path.name
+            )
+        return [str(name) for name in result["sheets"]]
+
+    def _chosen_sheets(self, path: Path, available: list[str]) -> list[str]:
+        if self.sheets == "*":
+            return available
+        if self.sheets is None:
+            if not available:
+                raise SourceError(path.name, "the workbook has no sheets")
+            return available[:1]
+        wanted = (self.sheets,) if isinstance(self.sheets, str) else self.sheets
+        missing = [name for name in wanted if name not in available]
+        if missing:
+            raise SourceError(path.name, f"sheet {_listing(missing)} not found; {_has_sheets(available)}")
+        return list(dict.fromkeys(wanted))
+
+    def _load(self, partition: Partition, *, schema_only: bool) -> pl.DataFrame:
+        _file_size(partition.path)  # a vanished file says so
+        if file_fingerprint(partition.path, str(partition.options["sheet"])) != partition.fingerprint:
+            raise SourceError(
+                partition.label, "the workbook changed since its partitions were listed; list them again"
+            )
+        request = {
+            "op": "read",
+            "path": os.path.abspath(partition.path),
+            "sheet": str(partition.options["sheet"]),
+            "header_row": self.header_row,
+            "dtypes": dict(self.dtypes) if self.dtypes else None,
+            "schema_only": schema_only,
+        }
+        with tempfile.TemporaryDirectory(prefix="biconic-excel-") as tmp:
+            result = self._run_worker(request, Path(tmp), label=partition.label)
+            # Leaving the block unlinks the file; the mapping (and so the frame) stays valid until dropped.
+            return _map_ipc(Path(tmp) / str(result["file"]))
+
+    def _run_worker(self, request: dict[str, Any], work_dir: Path, *, label: str) -> dict[str, Any]:
+        """Run one job in a child process; its result, or the error that explains its failure or death."""
+        request = {**request, "out_dir": str(work_dir), "memory_limit_mb": self.memory_limit_mb}
+        env = {
+            **os.environ,
+            "RUST_BACKTRACE": "0",  # keeps the last stderr line the panic or abort message
+            # Under RLIMIT_AS, allocators reserving address space in big blocks (glibc's per-thread arenas,
+            # pyarrow's default mimalloc) fail at some limits yet not at lower ones; plain malloc does not.
+            "MALLOC_ARENA_MAX": "1",
+            "ARROW_DEFAULT_MEMORY_POOL": "system",
+        }
+        log_path = work_dir / "stderr.txt"
+        with open(log_path, "wb") as log:
+            # start_new_session: a Ctrl-C meant for the engine reaches the child only through our kill().
+            child = subprocess.Popen(
+                [sys.executable, "-P", str(_WORKER), json.dumps(request)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=work_dir,
+                start_new_session=True,
+            )
+            try:
+                returncode = child.wait(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                raise HostileInputError(
+                    label,
+                    f"the Excel parser did not finish within {self.timeout_s:g} s and was killed "
+                    "(hostile workbook, or raise timeout_s)",
+                ) from None
+            except BaseException:
+                child.kill()
+                child.wait()
+                raise
+        result_path = work_dir / "result.json"
+        if result_path.exists():
+            result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
+            _log.debug("excel worker %s %s: peak RSS %s kB", request["op"], label, result.get("peak_rss_kb"))
+            if result.get("ok"):
+                return result
+            raise self._failure(result, label)
+        raise self._death(returncode, _last_words(log_path), label)
+
+    def _failure(self, result: Mapping[str, Any], label: str) -> SourceError:
+        kind, message = str(result.get("kind")), _clip(str(result.get("message", "")))
+        if kind == "missing_sheet":
+            return SourceError(label, f"sheet not found; {_has_sheets([str(s) for s in result['sheets']])}")
+        if kind == "memory":
+            limit = self.memory_limit_mb
+            return HostileInputError(
+                label,
+                f"the Excel parser exceeded memory_limit_mb={limit} ({message}); zip bomb? else raise it",
+            )
+        if kind == "crash":
+            return HostileInputError(
+                label, f"the Excel parser crashed: {message} (hostile or corrupt workbook?)"
+            )
+        if kind == "corrupt":
+            hint = "truncated, corrupt, or not this format?"
+            return SourceError(label, f"cannot read the workbook: {message} ({hint})")
+        return SourceError(label, message)
+
+    def _death(self, returncode: int, last_words: str, label: str) -> HostileInputError:
+        said = f": {last_words}" if last_words else ""
+        if returncode < 0:
+            try:
+                how = f"was killed by {signal.Signals(-returncode).name}"
+            except ValueError:
+                how = f"was killed by signal {-returncode}"
+        else:
+            how = f"exited with status {returncode} without a result"
+        if "memory allocation of" in last_words:
+            why = f"on exceeding memory_limit_mb={self.memory_limit_mb} (zip bomb, or a stray far-away cell?)"
+        else:
+            why = "(hostile or corrupt workbook?)"
+        return HostileInputError(label, f"the Excel parser {how} {why}{said}")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise SourceError(path.name, f"file not found: {path}") from None
+    except OSError as exc:
+        raise SourceError(path.name, f"cannot open {path}: {exc.strerror}") from None
+    if not path.is_file():
+        raise SourceError(path.name, f"not a file: {path}")
+    return st.st_size
+
+
+def _map_ipc(path: Path) -> pl.DataFrame:
+    """Memory-map an Arrow IPC file into a frame without copying (strings are views into the map)."""
+    import pyarrow.ipc
+
+    source = pa.memory_map(str(path))
+    try:
+        table = pyarrow.ipc.open_file(source).read_all()
+    finally:
+        source.close()  # the buffers keep the mapping alive; this only releases the descriptor
+    frame = pl.from_arrow(table, rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _last_words(log_path: Path) -> str:
+    """The last line of the child's stderr that explains something, clipped to one short line."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - _STDERR_TAIL_BYTES))
+            text = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    for line in reversed(text.splitlines()):
+        stripped = line.strip()
+        if stripped and not line[0].isspace() and not stripped.startswith(_NOISE):
+            return _clip(stripped)
+    return ""
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 1] + "…"
+
+
+def _listing(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+def _has_sheets(names: list[str]) -> str:
+    return f"the workbook has {_listing(names)}" if names else "the workbook has no sheets"
