@@ -3,17 +3,24 @@
 >>> import engine
 >>> report = engine.load("orders.csv", into="orders", partition_by="created_at:month")  # doctest: +SKIP
 >>> reports = engine.run("pipeline.yaml")  # doctest: +SKIP
+
+Heavy modules (polars, ADBC) load on first use, so ``import engine`` stays fast.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import (
     BiconicError, HostileInputError, IntegrityError, SchemaDriftError, SinkError, SinkUnavailableError,
     SourceError, SpecError, TransientError,
 )
-from engine.pipeline import load, run
-from engine.report import LoadReport
-from engine.spec import LoadSpec, Pipeline
+
+if TYPE_CHECKING:
+    from engine.pipeline import load, run
+    from engine.report import LoadReport
+    from engine.spec import LoadSpec, Pipeline
 
 __all__ = [
     "BiconicError",
@@ -32,3 +39,12 @@ __all__ = [
     "run",
 ]
 __version__ = "0.1.0"
+
+_LAZY = {"load": "engine.pipeline", "run": "engine.pipeline", "LoadReport": "engine.report",
+         "LoadSpec": "engine.spec", "Pipeline": "engine.spec"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -11,6 +11,7 @@ __all__ = ["MAX_IDENTIFIER_BYTES", "normalize_names", "qualified", "quote_ident"
 
 MAX_IDENTIFIER_BYTES = 63
 _NOT_WORD = re.compile(r"[^\w]+", re.UNICODE)
+_RESERVED = "__biconic_"  # prefix of the engine's bookkeeping columns (row number, rejects, status)
 
 
 def quote_ident(name: str) -> str:
@@ -41,11 +42,17 @@ def shorten(name: str, limit: int = MAX_IDENTIFIER_BYTES) -> str:
 
 def unique_names(names: Sequence[str]) -> list[str]:
     """Make names unique and non-blank, deterministically: blanks become ``column_<position>`` and
-    repeats get ``_2``, ``_3``... in order of appearance (``['a', '', 'a'] -> ['a', 'column_2', 'a_2']``)."""
+    repeats get ``_2``, ``_3``... in order of appearance (``['a', '', 'a'] -> ['a', 'column_2', 'a_2']``).
+
+    A source column named like the engine's hidden ones (``__biconic_row``) loses one leading underscore, or
+    it would collide with the row number or be dropped as bookkeeping.
+    """
     out: list[str] = []
     seen: set[str] = set()
     for position, raw in enumerate(names, start=1):
         base = raw if raw.strip() else f"column_{position}"
+        if base.startswith(_RESERVED):
+            base = base[1:]
         candidate, n = base, 1
         while candidate in seen:
             n += 1

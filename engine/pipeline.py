@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 import queue
 import resource
 import threading
@@ -30,10 +31,11 @@ from engine.sources import Partition, Source, open_source
 from engine.sources._files import first_line
 from engine.sources.base import ROW_COLUMN
 from engine.spec import (
-    Dedupe, LoadSpec, Mode, NotNull, Pipeline, SourceSpec, TargetSpec, load_pipeline_file, make_target,
+    Dedupe, LoadSpec, Mode, NotNull, Pipeline, SourceSpec, TargetSpec, Unique, load_pipeline_file, make_target,
     parse_pipeline, read_pipeline_spec,
 )
-from engine.transform import Plan, compile_steps, normalize
+from engine.names import qualified, quote_ident, shorten
+from engine.transform import Plan, compile_steps, did_you_mean, normalize
 from engine.types import pg_type, to_loadable
 from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, finish, guard_copy
 
@@ -202,11 +204,17 @@ class _Prefetch:
 
 @dataclasses.dataclass
 class _Prepared:
-    plan: Plan
-    columns: list[str]
+    """Decisions taken once per partition (against the table), replayed on every chunk's plan."""
+
     info: TableInfo
     time_column: str
+    add_loaded_at: bool
+    text_casts: dict[str, pl.DataType]
+    casts: dict[str, pl.DataType]
     conflict: list[str]
+    identity: list[str]
+    columns: list[str] = dataclasses.field(default_factory=list)
+    precomputed: dict[str, pl.Series] | None = None
 
 
 class _Job:
@@ -223,43 +231,88 @@ class _Job:
         self.progress = progress
         self.loaded_at = dt.datetime.now(dt.UTC)
         self.bytes_done = 0
+        self.periods: set[Period] = set()
 
     # --- planning ------------------------------------------------------------------------------------------
     def _pipeline(self) -> Pipeline:
         pipeline = self.spec.pipeline
-        if self.target.mode == "merge":
-            extra_steps = (Dedupe(keys=self.target.key, keep="last"),)
-            extra_rules = (NotNull(columns=self.target.key),)
-            pipeline = dataclasses.replace(pipeline, steps=pipeline.steps + extra_steps,
-                                           rules=extra_rules + pipeline.rules)
+        if self.target.mode == "merge":  # repeated keys are resolved in SQL (last one wins), see sink.merge
+            pipeline = dataclasses.replace(pipeline, rules=(NotNull(columns=self.target.key), *pipeline.rules))
         return pipeline
 
-    def plan(self, partition: Partition, *, table: str, conn: Any = None, staging: bool = False) -> _Prepared:
-        """Compile the partition's plan and make the table fit it (create, add columns, widen)."""
+    def _compile(self, frame: pl.LazyFrame, precomputed: dict[str, pl.Series] | None) -> Plan:
+        """The table-independent part of a plan: steps, rules, COPY guard, names, connection column."""
         pipeline = self._pipeline()
-        frame = self.source.scan(partition)
-        plan = compile_steps(pipeline, frame)
+        plan = compile_steps(pipeline, frame, precomputed=precomputed)
         apply_rules(plan, pipeline)
         guard_copy(plan)
         if pipeline.normalize_names:
             normalize(plan)
         self._connection_column(plan)
+        return plan
+
+    def _precompute(self, partition: Partition) -> dict[str, pl.Series] | None:
+        """Rows that dedupe steps drop and unique rules reject, found in one pass over the whole partition.
+
+        Chunks are planned separately, so these partition-wide decisions are made first; the pass reads only
+        the rows' numbers and the global flags (Polars prunes the other columns).
+        """
+        pipeline = self._pipeline()
+        if not any(isinstance(s, Dedupe) for s in pipeline.steps) and \
+                not any(isinstance(r, Unique) for r in pipeline.rules):
+            return None
+        plan = compile_steps(pipeline, self.source.scan(partition), precomputed=None)
+        apply_rules(plan, pipeline)
+        flags = list(plan.globals)
+        try:
+            hits = plan.frame.select([ROW_COLUMN, *flags]).filter(pl.any_horizontal(flags)).collect(engine="streaming")
+        except pl.exceptions.PolarsError as exc:
+            raise _source_error(partition, exc) from None
+        return {name: hits.filter(pl.col(name))[ROW_COLUMN] for name in flags}
+
+    def prepare(self, partition: Partition, first_chunk: Any, *, table: str, conn: Any = None,
+                staging: bool = False) -> _Prepared:
+        """Plan the first chunk and make the table fit it (create, add columns, widen); the decisions taken
+        here are replayed on every chunk by :meth:`build`."""
+        precomputed = self._precompute(partition)
+        first = first_chunk(0)
+        plan = self._compile(first, precomputed or {})
         info = self.sink.describe(table, conn=conn)
-        time_column = self._time_column(plan, info)
+        time_column, add_loaded_at = self._time_column(plan, info)
+        if add_loaded_at:
+            self._add_loaded_at(plan)
+        text_casts: dict[str, pl.DataType] = {}
+        casts: dict[str, pl.DataType] = {}
         if info is None:
             info = self._create(plan, table, time_column, conn=conn, staging=staging)
         else:
-            self._reconcile(plan, info, conn=conn)
-        self._guard_time(plan, time_column)
+            text_casts, casts = self._reconcile(plan, info, conn=conn)
         conflict: list[str] = []
+        identity: list[str] = []
         if self.target.mode == "merge":
+            keys = []
             for k in self.target.key:
-                if k not in plan.columns:
-                    raise SpecError("target.key", f"key column {k!r} is not in the data")
-            conflict = self.sink.ensure_merge_index(info, self.target.key)
+                name = k if k in plan.columns else _renamed(plan, k)
+                if name not in plan.columns:
+                    raise SpecError("target.key", f"key column {k!r} is not in the data"
+                                                  f"{did_you_mean(k, plan.columns)}")
+                keys.append(name)
+            identity = [CONNECTION_COLUMN, *[k for k in keys if k != CONNECTION_COLUMN]]
+            conflict = self.sink.ensure_merge_index(info, identity)
+        prepared = _Prepared(info=info, time_column=time_column, add_loaded_at=add_loaded_at, text_casts=text_casts,
+                             casts=casts, conflict=conflict, identity=identity, precomputed=precomputed)
+        prepared.columns = list(self.build(first, prepared).columns)
+        return prepared
+
+    def build(self, frame: pl.LazyFrame, prepared: _Prepared) -> Plan:
+        """One chunk's complete plan, ending in the status/rule/reason columns."""
+        plan = self._compile(frame, prepared.precomputed or {})
+        if prepared.add_loaded_at:
+            self._add_loaded_at(plan)
+        _apply_casts(plan, prepared.text_casts, prepared.casts)
+        self._guard_time(plan, prepared.time_column)
         finish(plan)
-        return _Prepared(plan=plan, columns=list(plan.columns), info=info, time_column=time_column,
-                         conflict=conflict)
+        return plan
 
     def _connection_column(self, plan: Plan) -> None:
         cid = self.target.connection_id
@@ -278,33 +331,32 @@ class _Job:
         plan.frame = plan.frame.select(order)
         plan.refresh()
 
-    def _time_column(self, plan: Plan, info: TableInfo | None) -> str:
+    def _time_column(self, plan: Plan, info: TableInfo | None) -> tuple[str, bool]:
+        """The partition column, and whether it is the engine's own ``_loaded_at``."""
         wanted = self.target.partition_by
+        add = False
         if info is not None and info.time_column:
             if wanted and wanted != info.time_column and _renamed(plan, wanted) != info.time_column:
                 raise SpecError("target.partition_by", f"table {info.name} is partitioned by "
                                 f"{info.time_column!r}, not {wanted!r}")
             chosen = info.time_column
-            if chosen == LOADED_AT and chosen not in plan.columns:
-                self._add_loaded_at(plan)
+            add = chosen == LOADED_AT and chosen not in plan.columns
         elif wanted:
             chosen = wanted if wanted in plan.columns else _renamed(plan, wanted)
             if chosen not in plan.columns:
-                from engine.transform import did_you_mean
                 raise SpecError("target.partition_by", f"unknown column {wanted!r}{did_you_mean(wanted, plan.columns)}")
         else:
             dated = [c for c in plan.columns if plan.schema[c] == pl.Date or isinstance(plan.schema[c], pl.Datetime)]
-            if dated:
-                chosen = dated[0]
-            else:
-                chosen = LOADED_AT
-                self._add_loaded_at(plan)
-        dtype = plan.schema[chosen]
-        if not (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
-            raise SpecError("target.partition_by", f"column {chosen!r} is {dtype}, not a date or timestamp; "
-                                                   "add a parse_date step or pick another column")
+            chosen = dated[0] if dated else LOADED_AT
+            add = not dated
+        existing_text = info is not None and plan.schema.get(chosen) == pl.String  # parsed to the table's type
+        if not add and not existing_text:
+            dtype = plan.schema[chosen]
+            if not (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
+                raise SpecError("target.partition_by", f"column {chosen!r} is {dtype}, not a date or timestamp; "
+                                                       "add a parse_date step or pick another column")
         self.report.time_column = chosen
-        return chosen
+        return chosen, add
 
     def _add_loaded_at(self, plan: Plan) -> None:
         plan.frame = plan.frame.with_columns(pl.lit(self.loaded_at, dtype=pl.Datetime("us", "UTC")).alias(LOADED_AT))
@@ -322,14 +374,14 @@ class _Job:
     def _create(self, plan: Plan, table: str, time_column: str, *, conn: Any, staging: bool) -> TableInfo:
         columns = [(c, pg_type(to_loadable(plan.schema[c]))) for c in plan.columns]
         comments = {new: old for new, old in plan.renamed_from.items() if new in plan.columns}
-        return self.sink.create_table(table, columns, time_column=time_column, granularity=self._granularity(),
+        return self.sink.create_table(table, columns, time_column=time_column, granularity=self.target.granularity,
                                       hash_partitions=self.target.hash_partitions, comments=comments, conn=conn,
                                       indexes=not staging)
 
-    def _granularity(self) -> str:
-        return self.target.granularity
-
-    def _reconcile(self, plan: Plan, info: TableInfo, *, conn: Any) -> None:
+    def _reconcile(self, plan: Plan, info: TableInfo, *, conn: Any) -> tuple[dict[str, pl.DataType],
+                                                                             dict[str, pl.DataType]]:
+        """Fit the table to the incoming columns (add, widen) and return the casts incoming columns need:
+        text parsed with rejects, and plain casts."""
         casts: dict[str, pl.DataType] = {}
         for name in plan.columns:
             incoming = plan.schema[name]
@@ -355,20 +407,13 @@ class _Job:
                 dtype = pg_to_polars(decision.pg)
                 assert dtype is not None
                 casts[name] = dtype
-        if casts:
-            strings = {c: t for c, t in casts.items() if plan.schema[c] == pl.String and t != pl.String}
-            plan.convert_columns(strings, "type")
-            rest = {c: t for c, t in casts.items() if c not in strings}
-            if rest:
-                plan.frame = plan.frame.with_columns(
-                    (pl.col(c).cast(pl.String) if t == pl.String else pl.col(c).cast(t, strict=False)).alias(c)
-                    for c, t in rest.items())
-            plan.refresh()
         # A column the table has but this source lacks is left NULL; missing key columns are errors.
         for required in (info.time_column, CONNECTION_COLUMN):
             if required and required not in plan.columns:
                 raise SchemaDriftError(info.name, required, info.columns.get(required), "missing",
                                        "every load must provide the table's partition column")
+        text = {c: t for c, t in casts.items() if plan.schema[c] == pl.String and t != pl.String}
+        return text, {c: t for c, t in casts.items() if c not in text}
 
     # --- streaming -----------------------------------------------------------------------------------------
     def _periods(self, df: pl.DataFrame, prepared: _Prepared) -> list[Period]:
@@ -398,21 +443,32 @@ class _Job:
             "raw": raw,
         })
 
-    def stream(self, partition: Partition, prepared: _Prepared, *, into: str, temporary: bool = False,
-               ddl_conn: Any = None) -> tuple[int, int, int, int]:
+    def _batches(self, chunks: Iterator[Any], prepared: _Prepared) -> Iterator[pl.DataFrame]:
+        """Every batch of the partition, chunk after chunk; a chunk's query starts only when the previous
+        chunk has been handed over, which is what keeps memory bounded."""
+        rows_before = 0
+        for factory in chunks:
+            plan = self.build(factory(rows_before), prepared)
+            for df in plan.frame.collect_batches(chunk_size=batch_rows()):
+                rows_before += df.height
+                yield df
+
+    def stream(self, partition: Partition, chunks: Iterator[Any], prepared: _Prepared, *, into: str,
+               temporary: bool = False, ddl_conn: Any = None) -> tuple[int, int, int, int]:
         """Split each batch into loaded / quarantined / filtered rows and COPY them; returns the counts."""
         rows_in = loaded = quarantined = filtered = 0
         rules: Counter[str] = Counter()
         keep = prepared.columns
-        batches = prepared.plan.frame.collect_batches(chunk_size=batch_rows())
-        prefetch = _Prefetch(iter(batches))
+        prefetch = _Prefetch(self._batches(chunks, prepared))
         try:
             for df in prefetch:
                 rows_in += df.height
                 status = df[STATUS]
                 good = df.filter(status == 0).select(keep)
                 if good.height:
-                    names = self.sink.ensure_partitions(prepared.info, self._periods(good, prepared), conn=ddl_conn)
+                    periods = self._periods(good, prepared)
+                    self.periods.update(periods)
+                    names = self.sink.ensure_partitions(prepared.info, periods, conn=ddl_conn)
                     self.report.partitions.extend(names)
                     self.sink.copy(into, good.to_arrow(), temporary=temporary)
                     loaded += good.height
@@ -456,7 +512,10 @@ class _Job:
 
     def _load_partition(self, partition: Partition, key: str) -> None:
         sink, target = self.sink, self.target
-        prepared = self.plan(partition, table=target.table)
+        chunks = iter(self.source.chunks(partition))
+        first = next(chunks)
+        prepared = self.prepare(partition, first, table=target.table)
+        chunks = itertools.chain([first], chunks)
         try:
             if not sink.claim(key, load_id=self.report.load_id, dataset=target.table,
                               connection_id=target.connection_id, source=partition.label,
@@ -467,10 +526,14 @@ class _Job:
             if target.mode == "merge":
                 staging = f"biconic_stage_{self.report.load_id[:12]}"
                 sink.run(f"CREATE TEMP TABLE {staging} (LIKE {_q(target.table)} INCLUDING DEFAULTS) ON COMMIT DROP")
-                counts = self.stream(partition, prepared, into=staging, temporary=True)
-                sink.merge(target.table, staging, prepared.columns, prepared.conflict, prepared.time_column)
+                rows_in, staged, quarantined, filtered = self.stream(partition, chunks, prepared, into=staging,
+                                                                     temporary=True)
+                written = sink.merge(target.table, staging, prepared.columns, prepared.conflict,
+                                     prepared.identity, prepared.time_column)
+                # staged rows superseded by a later row with the same key count as filtered (deduplicated)
+                counts = (rows_in, written, quarantined, filtered + staged - written)
             else:
-                counts = self.stream(partition, prepared, into=target.table)
+                counts = self.stream(partition, chunks, prepared, into=target.table)
             sink.complete(key, rows_in=counts[0], rows_loaded=counts[1], rows_quarantined=counts[2],
                           rows_filtered=counts[3])
         except BaseException:
@@ -487,13 +550,11 @@ class _Job:
             self.report.skipped_partitions = len(partitions)
             return
         schema, base = split_table(target.table)
-        from engine.names import shorten
-
         stage_base = shorten(f"{base}__new_{self.report.load_id[:8]}")
         stage = f"{schema}.{stage_base}"
         counted: list[tuple[Partition, tuple[int, int, int, int]]] = []
         try:
-            sink.run(f"DELETE FROM biconic.loads WHERE dataset = $1", [target.table])
+            sink.run("DELETE FROM biconic.loads WHERE dataset = $1", [target.table])
             for partition, key in zip(partitions, keys, strict=True):
                 counts = self._replace_partition(partition, key, stage)
                 counted.append((partition, counts))
@@ -511,8 +572,11 @@ class _Job:
     def _replace_partition(self, partition: Partition, key: str, stage: str) -> tuple[int, int, int, int]:
         sink = self.sink
         try:
-            prepared = self.plan(partition, table=stage, conn=sink.data, staging=True)
-            counts = self._replace_stream(partition, prepared, stage)
+            chunks = iter(self.source.chunks(partition))
+            first = next(chunks)
+            prepared = self.prepare(partition, first, table=stage, conn=sink.data, staging=True)
+            counts = self.stream(partition, itertools.chain([first], chunks), prepared, into=stage,
+                                 ddl_conn=sink.data)
         except _InvalidUtf8:
             raise SourceError(partition.label, "invalid UTF-8; load it in append mode first, or fix its encoding "
                                                "(set encoding: latin-1 / cp1252 if that is what it is)") from None
@@ -522,23 +586,20 @@ class _Job:
                  "finished_at = clock_timestamp(), state = 'committed' WHERE load_key = $1", [key, *counts])
         return counts
 
-    def _replace_stream(self, partition: Partition, prepared: _Prepared, stage: str) -> tuple[int, int, int, int]:
-        return self.stream(partition, prepared, into=stage, ddl_conn=self.sink.data)
-
     def _swap(self, stage: str, info: TableInfo, *, conn: Any) -> None:
         sink, table = self.sink, self.target.table
         schema, base = split_table(table)
         _, stage_base = split_table(stage)
         sink.run(f"DROP TABLE IF EXISTS {_q(table)}", conn=conn)
         sink.run(f"ALTER TABLE {_q(stage)} RENAME TO {_qi(base)}", conn=conn)
-        for child in sorted(info.children):
-            new = child.replace(stage_base, base, 1)
-            from engine.names import shorten
-            sink.run(f"ALTER TABLE {_qi(schema)}.{_qi(child)} RENAME TO {_qi(shorten(new))}", conn=conn)
+        renames: dict[str, str] = {}
+        for period in sorted(self.periods, key=lambda p: p.start):
+            old, new = period.child_name(stage_base), period.child_name(base)
+            renames[old] = new
+            sink.run(f"ALTER TABLE {_qi(schema)}.{_qi(old)} RENAME TO {_qi(new)}", conn=conn)
             for i in range(info.hash_partitions):
-                sub = shorten(f"{child}_h{i}")
-                sink.run(f"ALTER TABLE {_qi(schema)}.{_qi(sub)} RENAME TO {_qi(shorten(f'{shorten(new)}_h{i}'))}",
-                         conn=conn)
+                sink.run(f"ALTER TABLE {_qi(schema)}.{_qi(shorten(f'{old}_h{i}'))} "
+                         f"RENAME TO {_qi(shorten(f'{new}_h{i}'))}", conn=conn)
         old_names, new_names = sink.index_names(stage), sink.index_names(table)
         for kind in ("brin", "conn", "conn_time"):
             sink.run(f"ALTER INDEX {_qi(schema)}.{_qi(old_names[kind])} RENAME TO {_qi(new_names[kind])}", conn=conn)
@@ -547,7 +608,7 @@ class _Job:
                  "VALUES ($1, $2, $3, $4) ON CONFLICT (dataset) DO UPDATE SET time_column = EXCLUDED.time_column, "
                  "granularity = EXCLUDED.granularity, hash_partitions = EXCLUDED.hash_partitions",
                  [table, info.time_column, info.granularity, info.hash_partitions], conn=conn)
-        self.report.partitions = [c.replace(stage_base, base, 1) for c in self.report.partitions]
+        self.report.partitions = [renames.get(c, c) for c in self.report.partitions]
 
 
 class _InvalidUtf8(Exception):
@@ -561,6 +622,16 @@ def _source_error(partition: Partition, exc: Exception) -> Exception:
     return SourceError(partition.label, f"cannot read: {text}")
 
 
+def _apply_casts(plan: Plan, text_casts: dict[str, pl.DataType], casts: dict[str, pl.DataType]) -> None:
+    """Make incoming columns match the table: text is parsed (bad values rejected), the rest cast."""
+    plan.convert_columns(text_casts, "type")
+    if casts:
+        plan.frame = plan.frame.with_columns(
+            (pl.col(c).cast(pl.String) if t == pl.String else pl.col(c).cast(t, strict=False)).alias(c)
+            for c, t in casts.items())
+        plan.refresh()
+
+
 def _renamed(plan: Plan, original: str) -> str:
     for new, old in plan.renamed_from.items():
         if old == original:
@@ -568,16 +639,6 @@ def _renamed(plan: Plan, original: str) -> str:
     return original
 
 
-def _q(name: str) -> str:
-    from engine.names import qualified
+_q = qualified
+_qi = quote_ident
 
-    return qualified(name)
-
-
-def _qi(name: str) -> str:
-    from engine.names import quote_ident
-
-    return quote_ident(name)
-
-
-__all__ += ["BiconicError"]

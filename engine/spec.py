@@ -251,6 +251,18 @@ def _check_type(name: Any, path: str) -> str:
     return name
 
 
+def _text(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SpecError(path, f"expected text, got {value!r}")
+    return value
+
+
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(path, f"expected true or false, got {value!r}")
+    return value
+
+
 def _choice(value: Any, path: str, choices: Sequence[str]) -> Any:
     if value not in choices:
         raise SpecError(path, f"expected one of {', '.join(choices)}, got {value!r}")
@@ -288,14 +300,19 @@ def _parse_step(item: Any, path: str) -> Step:
         if f.get("unicode") is not None:
             _choice(f["unicode"], f"{p}.unicode", ["NFC", "NFKC", "NFD", "NFKD"])
         return Trim(columns=_names(f["columns"], f"{p}.columns"), case=f.get("case"),
-                    collapse_spaces=bool(f.get("collapse_spaces", False)), unicode=f.get("unicode"))
+                    collapse_spaces=_bool(f.get("collapse_spaces", False), f"{p}.collapse_spaces"),
+                    unicode=f.get("unicode"))
     if kind == "parse_date":
         f = _fields(arg, p, ["column", "format"], ["into", "kind"])
         _choice(f.get("kind", "date"), f"{p}.kind", ["date", "datetime"])
+        for name in ("column", "format", *(["into"] if f.get("into") is not None else [])):
+            _text(f[name], f"{p}.{name}")
         return ParseDate(column=f["column"], format=f["format"], into=f.get("into"), kind=f.get("kind", "date"))
     if kind == "parse_number":
         f = _fields(arg, p, ["column"], ["decimal", "thousands", "into", "type"])
         _check_type(f.get("type", "float64"), f"{p}.type")
+        for name in ("column", *(n for n in ("decimal", "thousands", "into") if f.get(n) is not None)):
+            _text(f[name], f"{p}.{name}")
         return ParseNumber(column=f["column"], decimal=f.get("decimal", "."), thousands=f.get("thousands"),
                            into=f.get("into"), type=f.get("type", "float64"))
     if kind == "dedupe":
@@ -321,23 +338,25 @@ def _parse_rule(item: Any, path: str) -> Rule:
         f = _fields(arg, p, ["column"], ["min", "max"])
         if f.get("min") is None and f.get("max") is None:
             raise SpecError(p, "give min, max or both")
-        return Range(column=f["column"], min=f.get("min"), max=f.get("max"))
+        return Range(column=_text(f["column"], f"{p}.column"), min=f.get("min"), max=f.get("max"))
     if kind == "regex":
         f = _fields(arg, p, ["column", "pattern"], [])
-        import re
-        try:
-            re.compile(f["pattern"])
-        except re.error as exc:
-            raise SpecError(f"{p}.pattern", f"invalid regular expression: {exc}") from None
-        return Regex(column=f["column"], pattern=f["pattern"])
+        import polars as pl
+
+        try:  # checked by the engine that runs it: Rust regex syntax, not Python's
+            pl.select(pl.lit("").str.contains(_text(f["pattern"], f"{p}.pattern")))
+        except pl.exceptions.PolarsError as exc:
+            detail = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())
+            raise SpecError(f"{p}.pattern", f"invalid regular expression: {detail[:200]}") from None
+        return Regex(column=_text(f["column"], f"{p}.column"), pattern=f["pattern"])
     if kind in ("allowed", "allowed_values"):
         f = _fields(arg, p, ["column", "values"], [])
         if not isinstance(f["values"], Sequence) or isinstance(f["values"], str) or not f["values"]:
             raise SpecError(f"{p}.values", "expected a non-empty list")
-        return Allowed(column=f["column"], values=tuple(f["values"]))
+        return Allowed(column=_text(f["column"], f"{p}.column"), values=tuple(f["values"]))
     if kind == "castable":
         f = _fields(arg, p, ["column", "type"], [])
-        return Castable(column=f["column"], type=_check_type(f["type"], f"{p}.type"))
+        return Castable(column=_text(f["column"], f"{p}.column"), type=_check_type(f["type"], f"{p}.type"))
     raise SpecError(p, "unknown rule; known rules: allowed, castable, not_null, range, regex, unique")
 
 
@@ -346,6 +365,9 @@ def parse_pipeline(data: Mapping[str, Any] | None, path: str = "") -> Pipeline:
     if not data:
         return Pipeline()
     prefix = f"{path}." if path else ""
+    unknown = sorted(set(data) - _LOAD_KEYS)
+    if unknown:  # a typo such as ``step:`` must not silently drop every step
+        raise SpecError(f"{prefix}{unknown[0]}", "unknown key; expected steps, rules, normalize_names")
     steps_raw = data.get("steps") or []
     rules_raw = data.get("rules") or []
     if not isinstance(steps_raw, list):
@@ -354,7 +376,8 @@ def parse_pipeline(data: Mapping[str, Any] | None, path: str = "") -> Pipeline:
         raise SpecError(f"{prefix}rules", "expected a list of rules")
     steps = tuple(_parse_step(s, f"{prefix}steps[{i}]") for i, s in enumerate(steps_raw))
     rules = tuple(_parse_rule(r, f"{prefix}rules[{i}]") for i, r in enumerate(rules_raw))
-    return Pipeline(steps=steps, rules=rules, normalize_names=bool(data.get("normalize_names", True)))
+    return Pipeline(steps=steps, rules=rules,
+                    normalize_names=_bool(data.get("normalize_names", True), f"{prefix}normalize_names"))
 
 
 _SOURCE_KEYS = {"path", "format"}
@@ -400,11 +423,13 @@ def make_target(tgt: Mapping[str, Any], path: str = "target") -> TargetSpec:
     if mode == "merge" and not key:
         raise SpecError(f"{path}.key", "merge mode needs the key column(s) to upsert on")
     hp = tgt.get("hash_partitions", 0) or 0
-    if not isinstance(hp, int) or hp < 0 or hp > 1024:
+    if not isinstance(hp, int) or isinstance(hp, bool) or hp < 0 or hp > 1024:
         raise SpecError(f"{path}.hash_partitions", f"expected a whole number 0..1024, got {hp!r}")
     cid = tgt.get("connection_id")
     if cid is not None:
         try:
+            if isinstance(cid, bool) or (isinstance(cid, float) and not cid.is_integer()):
+                raise ValueError(cid)  # int() would silently turn True into 1 and 7.9 into 7
             cid = int(cid)
         except (TypeError, ValueError):
             raise SpecError(f"{path}.connection_id", f"expected a whole number, got {cid!r}") from None

@@ -25,6 +25,7 @@ from engine.types import parse_type
 __all__ = ["DROP_COLUMN", "REJECT_PREFIX", "Plan", "compile_steps", "convert", "did_you_mean", "is_hidden"]
 
 REJECT_PREFIX = "__biconic_reject:"
+GLOBAL_PREFIX = "__biconic_global:"
 DROP_COLUMN = "__biconic_drop"
 _PREVIEW = 80
 
@@ -62,6 +63,8 @@ def convert(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> pl.Expr:
                     .when(low.is_in(["false", "f", "no", "n", "0"])).then(False).otherwise(None))
         if target == pl.Date:
             return text.str.to_date(strict=False)
+        if target == pl.Time:
+            return text.str.to_time(strict=False)  # a plain cast from text to time is not supported
         if isinstance(target, pl.Datetime):
             return text.str.to_datetime(time_unit="us", time_zone=target.time_zone, strict=False)
         return text.cast(target, strict=False)
@@ -77,6 +80,10 @@ class Plan:
     schema: dict[str, pl.DataType] = field(default_factory=dict)
     rejects: int = 0
     renamed_from: dict[str, str] = field(default_factory=dict)
+    #: rows that partition-wide steps/rules (dedupe, unique) flag, found by a pass over the whole partition;
+    #: None means "compute them here" (the partition is planned as one piece).
+    precomputed: dict[str, pl.Series] | None = None
+    globals: list[str] = field(default_factory=list)
 
     @classmethod
     def start(cls, frame: pl.LazyFrame) -> Plan:
@@ -98,6 +105,33 @@ class Plan:
         name = f"{REJECT_PREFIX}{self.rejects}:{rule}:{column}"
         self.rejects += 1
         self.frame = self.frame.with_columns(pl.when(failed).then(reason).otherwise(None).alias(name))
+        self.schema[name] = pl.String()
+
+    def global_flag(self, path: str, expr: pl.Expr) -> pl.Expr:
+        """A partition-wide flag as a hidden column: ``expr`` itself, or a lookup of the precomputed rows
+        when the partition is planned chunk by chunk."""
+        name = f"{GLOBAL_PREFIX}{path}"
+        if self.precomputed is not None:
+            rows = self.precomputed.get(name)
+            expr = pl.col(ROW_COLUMN).is_in(rows.implode()) if rows is not None and len(rows) else pl.lit(False)
+        self.frame = self.frame.with_columns(expr.alias(name))
+        self.schema[name] = pl.Boolean()
+        self.globals.append(name)
+        return pl.col(name)
+
+    def repeated(self, columns: Sequence[str], *, keep: str = "first") -> pl.Expr:
+        """True for rows whose ``columns`` repeat an earlier (or, for ``keep="last"``, a later) row.
+
+        Only rows still headed for the table count: a row already filtered or rejected must not make
+        the one valid row of its key look like a repeat.
+        """
+        pending = ~pl.col(DROP_COLUMN).fill_null(False) if DROP_COLUMN in self.schema else pl.lit(True)
+        for c in self.schema:
+            if c.startswith(REJECT_PREFIX):
+                pending = pending & pl.col(c).is_null()
+        key = pl.struct(list(columns))
+        kept = key.is_first_distinct() if keep == "first" else key.is_last_distinct()
+        return pending & ~kept.over(pending)
 
     def drop_where(self, condition: pl.Expr) -> None:
         """Mark rows as filtered (not loaded, not quarantined)."""
@@ -165,6 +199,12 @@ def _apply(plan: Plan, step: Step, path: str) -> None:
         plan.frame = plan.frame.with_columns(exprs)
     elif isinstance(step, Filter):
         predicate = _sql(step.expr, path, plan)
+        try:
+            dtype = plan.frame.select(predicate).collect_schema().dtypes()[0]
+        except Exception as exc:
+            raise SpecError(path, str(exc).splitlines()[0]) from None
+        if dtype != pl.Boolean:  # ~ on a number is a bitwise not, and the drop flag must stay boolean
+            raise SpecError(path, f"expected a true/false predicate, got a {dtype} expression {step.expr!r}")
         plan.drop_where(~predicate)
     elif isinstance(step, FillNull):
         fills = []
@@ -228,15 +268,18 @@ def _apply(plan: Plan, step: Step, path: str) -> None:
     elif isinstance(step, Dedupe):
         for c in step.keys:
             plan.need(c, f"{path}.keys")
-        key = pl.struct(list(step.keys))
-        repeated = ~key.is_first_distinct() if step.keep == "first" else ~key.is_last_distinct()
-        plan.drop_where(repeated)
+        plan.drop_where(plan.global_flag(path, plan.repeated(step.keys, keep=step.keep)))
     _check_runs(plan, path)
 
 
-def compile_steps(pipeline: Pipeline, frame: pl.LazyFrame) -> Plan:
-    """The pipeline's steps applied to one partition's frame; raises SpecError naming the failing step."""
+def compile_steps(pipeline: Pipeline, frame: pl.LazyFrame, *,
+                  precomputed: dict[str, pl.Series] | None = None) -> Plan:
+    """The pipeline's steps applied to one partition's (or chunk's) frame; raises SpecError naming the step.
+
+    ``precomputed`` holds the rows flagged by partition-wide steps and rules when planning a chunk.
+    """
     plan = Plan.start(frame)
+    plan.precomputed = precomputed
     for i, step in enumerate(pipeline.steps):
         kind = _STEP_KEYS[type(step)]
         _apply(plan, step, f"steps[{i}].{kind}")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from engine.errors import SpecError
 from engine.spec import Allowed, Castable, NotNull, Pipeline, Range, Regex, Unique
-from engine.transform import DROP_COLUMN, REJECT_PREFIX, Plan, convert, preview
+from engine.transform import DROP_COLUMN, GLOBAL_PREFIX, REJECT_PREFIX, Plan, convert, preview
 from engine.types import parse_type, to_loadable
 
 __all__ = ["STATUS", "apply_rules", "finish", "guard_copy"]
@@ -30,13 +31,27 @@ _PG_TS_MAX = 294275
 
 def _literal(value: Any, dtype: pl.DataType, path: str) -> Any:
     try:
+        if dtype.is_integer() and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)  # a cast would truncate 2.5 to 2
         if dtype == pl.Date and isinstance(value, str):
             return dt.date.fromisoformat(value)
-        if isinstance(dtype, pl.Datetime) and isinstance(value, str):
-            return dt.datetime.fromisoformat(value)
+        if isinstance(dtype, pl.Datetime) and isinstance(value, (str, dt.datetime)):
+            stamp = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+            if dtype.time_zone is None:
+                if stamp.tzinfo is not None:
+                    raise ValueError(value)  # an instant cannot be compared with wall-clock times
+                return stamp
+            # a bound without an offset is read in the column's time zone
+            return stamp if stamp.tzinfo else stamp.replace(tzinfo=ZoneInfo(dtype.time_zone))
         return pl.select(pl.lit(value).cast(dtype, strict=True)).item()
     except Exception:
         raise SpecError(path, f"{value!r} cannot be compared with a {dtype} column") from None
+
+
+def _bound(value: Any, dtype: pl.DataType, path: str) -> Any:
+    if dtype.is_integer() and isinstance(value, float):
+        return value  # compared as a float: 2 < 2.5 must hold
+    return _literal(value, dtype, path)
 
 
 def apply_rules(plan: Plan, pipeline: Pipeline) -> None:
@@ -53,7 +68,7 @@ def apply_rules(plan: Plan, pipeline: Pipeline) -> None:
                 plan.need(c, path)
             key = pl.struct(list(rule.columns))
             label = ", ".join(rule.columns)
-            plan.reject("unique", label, ~key.is_first_distinct(),
+            plan.reject("unique", label, plan.global_flag(path, plan.repeated(rule.columns)),
                         pl.format("duplicate ({}) = {}", pl.lit(label), preview(key.struct.json_encode())))
         elif isinstance(rule, Range):
             path = f"rules[{i}].range"
@@ -62,9 +77,9 @@ def apply_rules(plan: Plan, pipeline: Pipeline) -> None:
             col = pl.col(rule.column)
             failed = pl.lit(False)
             if rule.min is not None:
-                failed = failed | (col < _literal(rule.min, dtype, f"{path}.min"))
+                failed = failed | (col < _bound(rule.min, dtype, f"{path}.min"))
             if rule.max is not None:
-                failed = failed | (col > _literal(rule.max, dtype, f"{path}.max"))
+                failed = failed | (col > _bound(rule.max, dtype, f"{path}.max"))
             bounds = f"[{'' if rule.min is None else rule.min}, {'' if rule.max is None else rule.max}]"
             plan.reject("range", rule.column, failed.fill_null(False),
                         pl.format("{} is outside {}", preview(col), pl.lit(bounds)))
@@ -137,6 +152,7 @@ def _json_text(name: str) -> pl.Expr:
 def finish(plan: Plan) -> None:
     """Collapse reject columns and the drop flag into status, rule, column and reason."""
     rejects = [c for c in plan.schema if c.startswith(REJECT_PREFIX)]
+    flags = [c for c in plan.schema if c.startswith(GLOBAL_PREFIX)]
     parsed = [c[len(REJECT_PREFIX):].split(":", 2) for c in rejects]
     if rejects:
         reason = pl.concat_str([pl.col(c) for c in rejects], separator="; ", ignore_nulls=True)
@@ -150,5 +166,5 @@ def finish(plan: Plan) -> None:
     status = pl.when(dropped).then(2).when(rejected).then(1).otherwise(0).cast(pl.Int8)
     plan.frame = plan.frame.with_columns(
         status.alias(STATUS), rule.alias(RULE), column.alias(COLUMN), reason.alias(REASON)
-    ).drop([*rejects, *([DROP_COLUMN] if DROP_COLUMN in plan.schema else [])])
+    ).drop([*rejects, *flags, *([DROP_COLUMN] if DROP_COLUMN in plan.schema else [])])
     plan.refresh()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.names import shorten
@@ -15,10 +16,11 @@ truncate_every = {"day": "1d", "week": "1w", "month": "1mo", "year": "1y"}
 
 @dataclass(frozen=True)
 class Period:
-    """One child partition's range ``[start, end)``."""
+    """One child partition's range ``[start, end)``; ``end`` is None for the period ending after 9999-12-31,
+    which Python dates cannot hold (PostgreSQL's ``MAXVALUE``)."""
 
     start: dt.date
-    end: dt.date
+    end: dt.date | None
     granularity: str
 
     def child_name(self, table: str) -> str:
@@ -36,19 +38,27 @@ class Period:
         return shorten(f"{table}_p{tag}".replace("-", "m"))
 
 
+def _after(start: dt.date, step: Callable[[dt.date], dt.date]) -> dt.date | None:
+    try:
+        return step(start)
+    except (OverflowError, ValueError):  # past 9999-12-31
+        return None
+
+
 def period_of(value: dt.date | dt.datetime, granularity: str) -> Period:
     """The period holding ``value`` (already truncated or not)."""
     d = value.date() if isinstance(value, dt.datetime) else value
     if granularity == "day":
-        return Period(d, d + dt.timedelta(days=1), granularity)
+        return Period(d, _after(d, lambda s: s + dt.timedelta(days=1)), granularity)
     if granularity == "week":
         start = d - dt.timedelta(days=d.weekday())
-        return Period(start, start + dt.timedelta(days=7), granularity)
+        return Period(start, _after(start, lambda s: s + dt.timedelta(days=7)), granularity)
     if granularity == "month":
         start = d.replace(day=1)
-        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+        end = _after(start, lambda s: s.replace(year=s.year + 1, month=1) if s.month == 12
+                     else s.replace(month=s.month + 1))
         return Period(start, end, granularity)
     if granularity == "year":
         start = d.replace(month=1, day=1)
-        return Period(start, start.replace(year=start.year + 1), granularity)
+        return Period(start, _after(start, lambda s: s.replace(year=s.year + 1)), granularity)
     raise ValueError(f"unknown granularity {granularity!r}")

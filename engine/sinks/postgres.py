@@ -204,11 +204,11 @@ class PostgresSink:
         self.run(f"CREATE INDEX IF NOT EXISTS {quote_ident(names['conn_time'])} ON {qualified(table)} ({c}, {t} DESC)",
                  conn=conn)
 
-    def ensure_merge_index(self, info: TableInfo, keys: Sequence[str]) -> list[str]:
-        """The unique index ``INSERT ... ON CONFLICT`` needs: connection, keys, and the partition column."""
+    def ensure_merge_index(self, info: TableInfo, identity: Sequence[str]) -> list[str]:
+        """The unique index ``INSERT ... ON CONFLICT`` needs: a row's identity (connection and keys) plus the
+        partition column, which PostgreSQL requires in every unique index of a partitioned table."""
         assert info.time_column is not None
-        cols = [CONNECTION_COLUMN, *[k for k in keys if k not in (CONNECTION_COLUMN, info.time_column)],
-                info.time_column]
+        cols = [*identity, *([] if info.time_column in identity else [info.time_column])]
         name = self.index_names(info.name)["merge"]
         self.run(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(name)} ON {qualified(info.name)} "
                  f"({', '.join(quote_ident(c) for c in cols)})", conn=self.ddl)
@@ -316,18 +316,28 @@ class PostgresSink:
         self.copy(f"{META_SCHEMA}.quarantine", rows)
 
     def merge(self, table: str, staging: str, columns: Sequence[str], conflict: Sequence[str],
-              time_column: str) -> int:
-        """Upsert the staged rows: rows whose key moved to another time period are deleted first, then
-        ``INSERT ... ON CONFLICT (connection, keys, time) DO UPDATE``. Returns rows written."""
-        ident = [c for c in conflict if c != time_column]
-        match = " AND ".join(f"t.{quote_ident(c)} = s.{quote_ident(c)}" for c in ident)
-        self.run(f"DELETE FROM {qualified(table)} t USING pg_temp.{quote_ident(staging)} s WHERE {match} "
-                 f"AND t.{quote_ident(time_column)} IS DISTINCT FROM s.{quote_ident(time_column)}")
+              identity: Sequence[str], time_column: str) -> int:
+        """Upsert the staged rows and return how many were written.
+
+        A row's identity is its connection and keys. Within the staged rows the last
+        one of each identity wins (``DISTINCT ON ... ORDER BY ctid DESC``: COPY appends in order). Target rows
+        whose identity moved to another time are deleted first, then
+        ``INSERT ... ON CONFLICT (connection, keys, time) DO UPDATE``.
+        """
+        ident = [quote_ident(c) for c in identity]
+        t = quote_ident(time_column)
+        stage = f"pg_temp.{quote_ident(staging)}"
+        match = " AND ".join(f"t.{c} = s.{c}" for c in ident)
+        if time_column not in identity:
+            self.run(f"DELETE FROM {qualified(table)} t USING {stage} s WHERE {match} "
+                     f"AND t.{t} IS DISTINCT FROM s.{t}")
         cols = ", ".join(quote_ident(c) for c in columns)
         updates = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in columns if c not in conflict)
         action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        latest = (f"SELECT DISTINCT ON ({', '.join(ident)}) {cols} FROM {stage} "
+                  f"ORDER BY {', '.join(ident)}, ctid DESC")
         rows = self.run(
-            f"WITH written AS (INSERT INTO {qualified(table)} ({cols}) SELECT {cols} FROM pg_temp.{quote_ident(staging)} "
+            f"WITH written AS (INSERT INTO {qualified(table)} ({cols}) {latest} "
             f"ON CONFLICT ({', '.join(quote_ident(c) for c in conflict)}) {action} RETURNING 1) "
             "SELECT count(*) FROM written")
         return int(rows[0][0])
@@ -338,7 +348,9 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''").replace("\x00", "") + "'"
 
 
-def _bound(day: dt.date, pg: str) -> str:
+def _bound(day: dt.date | None, pg: str) -> str:
+    if day is None:
+        return "MAXVALUE"
     if pg == "date":
         return f"'{day.isoformat()}'"
     if pg.startswith("timestamp with time zone"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -45,6 +45,11 @@ class Source(Protocol):
 
     def scan(self, partition: Partition) -> pl.LazyFrame:
         """The partition as a lazy frame with its raw (unique, non-blank) column names plus ``ROW_COLUMN``."""
+        ...
+
+    def chunks(self, partition: Partition) -> Iterator[Callable[[int], pl.LazyFrame]]:
+        """The partition as bounded pieces, each a function of the rows before it giving its lazy frame
+        (with the same columns and types as :meth:`scan`). Loads run one Polars query per chunk."""
         ...
 
     def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -10,9 +11,10 @@ from typing import IO, Any
 import polars as pl
 import pyarrow as pa
 
-from engine.errors import SourceError
+from engine.errors import SourceError, SpecError
 from engine.names import unique_names
 from engine.sources._files import check_file, first_line, transcode_to_utf8
+from engine.sources._chunks import ChunkFactory, chunk_bytes, open_binary, preamble_end, record_chunks
 from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
 from engine.types import parse_type
 
@@ -68,6 +70,19 @@ class CsvSource:
     infer_rows: int = 10_000
     dtypes: Mapping[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.delimiter, str) or len(self.delimiter.encode()) != 1:
+            raise SpecError("source.delimiter", f"expected one single-byte character, got {self.delimiter!r}")
+        if self.quote_char is not None and (not isinstance(self.quote_char, str)
+                                            or len(self.quote_char.encode()) != 1):
+            raise SpecError("source.quote_char",
+                            f"expected one single-byte character or null, got {self.quote_char!r}")
+        for name, type_name in self.dtypes.items():
+            try:
+                parse_type(str(type_name))
+            except ValueError as exc:
+                raise SpecError(f"source.dtypes.{name}", str(exc)) from None
+
     def partitions(self) -> list[Partition]:
         parts = []
         for path in self.paths:
@@ -87,7 +102,9 @@ class CsvSource:
             "quote_char": self.quote_char,
             "skip_rows": self.skip_rows,
             "comment_prefix": self.comment_prefix,
-            "null_values": list(self.null_values) or None,
+            # a lone string is one null marker, not a list of its characters
+            "null_values": ([self.null_values] if isinstance(self.null_values, str) else list(self.null_values))
+            or None,
             "encoding": "utf8-lossy" if partition.options.get("utf8_lossy") else "utf8",
         }
 
@@ -104,13 +121,13 @@ class CsvSource:
             return [f"column_{i}" for i in range(1, head.width + 1)]
         return unique_names(["" if v is None else str(v) for v in head.row(0)])
 
-    def scan(self, partition: Partition) -> pl.LazyFrame:
-        src = self._open(partition)
+    def _layout(self, src: str | IO[bytes], partition: Partition) -> tuple[list[str], dict[str, pl.DataType]]:
+        """Column names and the types inferred from the first ``infer_rows`` rows (or given in ``dtypes``)."""
         try:
             names = self._names(src, partition)
-            common = self._common(partition)
+            # ignore_errors: a bad value just past the sample must become a reject later, not fail the file
             sample = pl.scan_csv(src, has_header=self.has_header, new_columns=names,
-                                 infer_schema_length=self.infer_rows,
+                                 infer_schema_length=self.infer_rows, ignore_errors=True,
                                  **self._sniff(partition)).head(self.infer_rows).collect()
             inferred = dict(sample.schema)
             inferred.update(_iso_temporal(sample))
@@ -124,9 +141,10 @@ class CsvSource:
             if name not in inferred:
                 raise SourceError(partition.label, f"dtypes names column {name!r}, which is not in the file")
             inferred[name] = parse_type(type_name)
-        first_row = 1 + self.skip_rows + (1 if self.has_header else 0)
-        frame = pl.scan_csv(src, has_header=self.has_header, new_columns=names, infer_schema=False,
-                            row_index_name=ROW_COLUMN, row_index_offset=first_row, **common)
+        return names, inferred
+
+    def _typed(self, frame: pl.LazyFrame, inferred: dict[str, pl.DataType], partition: Partition) -> pl.LazyFrame:
+        """Text columns converted to their inferred types; values that do not convert are rejected."""
         from engine.transform import Plan
 
         plan = Plan.start(frame)
@@ -136,6 +154,43 @@ class CsvSource:
                             pl.lit(f"{c} held bytes that are not valid UTF-8 (e.g. a lone surrogate)"))
         plan.convert_columns({c: t for c, t in inferred.items() if t != pl.String}, rule="type")
         return plan.frame
+
+    def scan(self, partition: Partition) -> pl.LazyFrame:
+        """The whole file as one lazy frame (used for partition-wide passes; loads use :meth:`chunks`)."""
+        src = self._open(partition)
+        names, inferred = self._layout(src, partition)
+        first_row = 1 + self.skip_rows + (1 if self.has_header else 0)
+        frame = pl.scan_csv(src, has_header=self.has_header, new_columns=names, infer_schema=False,
+                            row_index_name=ROW_COLUMN, row_index_offset=first_row, **self._common(partition))
+        return self._typed(frame, inferred, partition)
+
+    def chunks(self, partition: Partition) -> Iterator[ChunkFactory]:
+        """Pieces of about ``BICONIC_CHUNK_MB`` of whole records (never cut inside a quoted field)."""
+        src = self._open(partition)
+        names, inferred = self._layout(src, partition)
+        quote = self.quote_char.encode() if self.quote_char else None
+        preamble = self.skip_rows + (1 if self.has_header else 0)
+        common = {**self._common(partition), "skip_rows": 0}
+        schema = {n: pl.String() for n in names}
+
+        def chunk(data: bytes, rows_before: int) -> pl.LazyFrame:
+            if not data.strip():  # a header-only file: no rows, but the columns
+                return self._typed(pl.LazyFrame(schema={ROW_COLUMN: pl.UInt32(), **schema}), inferred, partition)
+            frame = pl.scan_csv(data, has_header=False, schema=schema, row_index_name=ROW_COLUMN,
+                                row_index_offset=1 + preamble + rows_before, **common)
+            return self._typed(frame, inferred, partition)
+
+        f = open_binary(src)
+        try:
+            body = preamble_end(f, preamble, quote)
+            produced = False
+            for data in record_chunks(f, body, chunk_bytes(), quote):
+                produced = True
+                yield functools.partial(chunk, data)
+            if not produced:
+                yield functools.partial(chunk, b"")
+        finally:
+            f.close()
 
     def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:
         return reader_from_frame(self.scan(partition), columns=columns)

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from engine.errors import HostileInputError, SourceError, SpecError
+from engine.sources._chunks import ChunkFactory, sliced_chunks
 from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
 
 __all__ = ["ExcelDType", "ExcelSource"]
@@ -116,6 +117,10 @@ class ExcelSource:
             .with_row_index(ROW_COLUMN, offset=self.header_row + 2)
             .select(pl.exclude(ROW_COLUMN), pl.col(ROW_COLUMN).cast(pl.Int64))
         )
+
+    def chunks(self, partition: Partition) -> Iterator[ChunkFactory]:
+        """Row slices of about ``BICONIC_CHUNK_ROWS`` rows: bounded memory whatever the size."""
+        yield from sliced_chunks(self.scan(partition))
 
     def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:
         """The sheet as Arrow batches (``ROW_COLUMN`` only if asked for in ``columns``)."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import polars as pl
 import pyarrow as pa
@@ -12,6 +13,7 @@ import pyarrow as pa
 from engine.errors import SourceError
 from engine.names import unique_names
 from engine.sources._files import check_file, first_line
+from engine.sources._chunks import ChunkFactory, chunk_bytes, record_chunks, sliced_chunks
 from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
 
 __all__ = ["JsonSource"]
@@ -34,20 +36,68 @@ class JsonSource:
                                    fingerprint=file_fingerprint(path), size_bytes=path.stat().st_size))
         return parts
 
+    def _read_schema(self, partition: Partition) -> tuple[dict[str, pl.DataType], dict[str, pl.DataType]]:
+        """NDJSON: the schema to read with (scalars as text) and the scalar types to convert them to.
+
+        Scalars are read as text and converted (as in CSV): a value past the sample that does not fit the
+        sampled type quarantines its row instead of failing the whole file.
+        """
+        inferred = dict(pl.scan_ndjson(partition.path, infer_schema_length=self.infer_rows).collect_schema())
+        scalars = {n: t for n, t in inferred.items() if t.is_numeric() or t == pl.Boolean}
+        texts = {n: pl.String() for n, t in inferred.items() if n in scalars or t == pl.Null}
+        return {**inferred, **texts}, scalars
+
+    def _finish(self, frame: pl.LazyFrame, scalars: dict[str, pl.DataType], row_offset: int) -> pl.LazyFrame:
+        names = list(frame.collect_schema())
+        fixed = unique_names(names)
+        renamed = dict(zip(names, fixed, strict=True))
+        if fixed != names:
+            frame = frame.rename(renamed)
+        frame = frame.with_row_index(ROW_COLUMN, offset=row_offset)
+        if not scalars:
+            return frame
+        from engine.transform import Plan
+
+        plan = Plan.start(frame)
+        plan.convert_columns({renamed[n]: t for n, t in scalars.items()}, rule="type")
+        return plan.frame
+
     def scan(self, partition: Partition) -> pl.LazyFrame:
-        kind: Literal["NDJSON", "JSON"] = "NDJSON" if self.lines else "JSON"
+        kind = "NDJSON" if self.lines else "JSON"
+        scalars: dict[str, pl.DataType] = {}
         try:
             if self.lines:
-                frame = pl.scan_ndjson(partition.path, infer_schema_length=self.infer_rows)
+                schema, scalars = self._read_schema(partition)
+                frame = pl.scan_ndjson(partition.path, schema=schema)
             else:
                 frame = pl.read_json(partition.path, infer_schema_length=None).lazy()
-            names = list(frame.collect_schema())
+            frame.collect_schema()
         except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
             raise SourceError(partition.label, f"not a readable {kind} file: {first_line(exc)}") from None
-        fixed = unique_names(names)
-        if fixed != names:
-            frame = frame.rename(dict(zip(names, fixed, strict=True)))
-        return frame.with_row_index(ROW_COLUMN, offset=1)
+        return self._finish(frame, scalars, 1)
+
+    def chunks(self, partition: Partition) -> Iterator[ChunkFactory]:
+        """NDJSON: byte ranges of whole lines (JSON strings hold no raw newline); JSON: row slices of the
+        parsed file."""
+        if not self.lines:
+            yield from sliced_chunks(self.scan(partition))
+            return
+        try:
+            schema, scalars = self._read_schema(partition)
+        except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+            raise SourceError(partition.label, f"not a readable NDJSON file: {first_line(exc)}") from None
+        def chunk(data: bytes, rows_before: int) -> pl.LazyFrame:
+            if not data.strip():
+                return self._finish(pl.LazyFrame(schema=schema), scalars, 1 + rows_before)
+            return self._finish(pl.scan_ndjson(data, schema=schema), scalars, 1 + rows_before)
+
+        with open(partition.path, "rb") as f:
+            produced = False
+            for data in record_chunks(f, 0, chunk_bytes(), None):
+                produced = True
+                yield functools.partial(chunk, data)
+            if not produced:
+                yield functools.partial(chunk, b"")
 
     def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:
         return reader_from_frame(self.scan(partition), columns=columns)

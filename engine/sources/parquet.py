@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pyarrow as pa
 from engine.errors import SourceError
 from engine.names import unique_names
 from engine.sources._files import check_file, first_line
+from engine.sources._chunks import ChunkFactory, sliced_chunks
 from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
 
 __all__ = ["ParquetSource"]
@@ -40,6 +42,10 @@ class ParquetSource:
         if fixed != names:
             frame = frame.rename(dict(zip(names, fixed, strict=True)))
         return frame.with_row_index(ROW_COLUMN, offset=1)
+
+    def chunks(self, partition: Partition) -> Iterator[ChunkFactory]:
+        """Row slices of about ``BICONIC_CHUNK_ROWS`` rows: bounded memory whatever the size."""
+        yield from sliced_chunks(self.scan(partition))
 
     def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:
         return reader_from_frame(self.scan(partition), columns=columns)
