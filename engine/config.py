@@ -48,11 +48,15 @@ def resolve_dsn(dsn: str | None = None) -> str:
         return chosen
     with _lock:
         if "uri" not in _embedded:
-            import pgserver
+            import warnings
 
             folder = data_dir() / "pg"
             folder.mkdir(parents=True, exist_ok=True)
-            server = pgserver.get_server(folder)
+            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; harmless here
+                warnings.simplefilter("ignore")
+                import pgserver
+
+                server = pgserver.get_server(folder)
             _embedded["server"] = server
             _embedded["uri"] = server.get_uri()
         return str(_embedded["uri"])

@@ -20,7 +20,7 @@ __all__ = ["run_demo", "write_sample_csv", "write_sample_workbook"]
 PIPELINE = """\
 # Written by `biconic demo`: two loads, run in order by `biconic run {folder}/pipeline.yaml`.
 loads:
-  - source: {{path: orders.csv, delimiter: ";"}}
+  - source: {{path: {orders}, delimiter: ";"}}
     target: {{table: demo_orders, partition_by: "created_at:month", hash_partitions: 2}}
     steps:
       - rename: {{"Fecha Entrega": fecha_entrega}}
@@ -102,8 +102,12 @@ def run_demo(*, rows: int = 200_000, folder: Path | None = None, dsn: str | None
     """Write the samples and the pipeline file, run it, and return the reports."""
     folder = folder or data_dir() / "demo"
     folder.mkdir(parents=True, exist_ok=True)
-    write_sample_csv(folder / "orders.csv", rows)
-    write_sample_workbook(folder / "customers.xlsx")
+    # Written once: a second demo run then finds every file already loaded and adds nothing.
+    orders = folder / f"orders_{rows}.csv"
+    if not orders.exists():
+        write_sample_csv(orders, rows)
+    if not (folder / "customers.xlsx").exists():
+        write_sample_workbook(folder / "customers.xlsx")
     pipeline = folder / "pipeline.yaml"
-    pipeline.write_text(PIPELINE.format(folder=folder), encoding="utf-8")
+    pipeline.write_text(PIPELINE.format(folder=folder, orders=orders.name), encoding="utf-8")
     return run(pipeline, dsn=dsn, progress=progress)

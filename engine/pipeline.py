@@ -47,7 +47,8 @@ LOADED_AT = "_loaded_at"
 class Progress(Protocol):
     """Receives progress while a load runs (the CLI draws a bar with it)."""
 
-    def update(self, *, label: str, rows: int, bytes_done: int, bytes_total: int) -> None: ...
+    def update(self, *, label: str, rows: int, done: int, total: int) -> None:
+        """``rows`` read so far; ``done`` of ``total`` source partitions finished; ``label`` the current one."""
 
 
 def load(
@@ -230,7 +231,7 @@ class _Job:
         self.spec_hash = spec_hash
         self.progress = progress
         self.loaded_at = dt.datetime.now(dt.UTC)
-        self.bytes_done = 0
+        self.partitions_done = 0
         self.periods: set[Period] = set()
 
     # --- planning ------------------------------------------------------------------------------------------
@@ -478,9 +479,7 @@ class _Job:
                     self.sink.quarantine(self._quarantine_rows(bad, prepared, partition.label).to_arrow())
                     quarantined += bad.height
                 filtered += int((status == 2).sum())
-                if self.progress is not None:
-                    self.progress.update(label=partition.label, rows=self.report.rows_in + rows_in,
-                                         bytes_done=self.bytes_done, bytes_total=self.report.source_bytes)
+                self._progress(partition, self.report.rows_in + rows_in)
         except pl.exceptions.PolarsError as exc:
             raise _source_error(partition, exc) from None
         finally:
@@ -492,13 +491,18 @@ class _Job:
             self.report.quarantine_by_rule[rule] = self.report.quarantine_by_rule.get(rule, 0) + n
         return rows_in, loaded, quarantined, filtered
 
+    def _progress(self, partition: Partition, rows: int) -> None:
+        if self.progress is not None:
+            self.progress.update(label=partition.label, rows=rows, total=self.report.source_partitions,
+                                 done=self.partitions_done + self.report.skipped_partitions)
+
     def _account(self, partition: Partition, counts: tuple[int, int, int, int]) -> None:
         rows_in, loaded, quarantined, filtered = counts
         self.report.rows_in += rows_in
         self.report.rows_loaded += loaded
         self.report.rows_quarantined += quarantined
         self.report.rows_filtered += filtered
-        self.bytes_done += partition.size_bytes
+        self.partitions_done += 1
 
     # --- modes ---------------------------------------------------------------------------------------------
     def load_partition(self, partition: Partition, key: str) -> None:
@@ -512,6 +516,7 @@ class _Job:
 
     def _load_partition(self, partition: Partition, key: str) -> None:
         sink, target = self.sink, self.target
+        self._progress(partition, self.report.rows_in)
         chunks = iter(self.source.chunks(partition))
         first = next(chunks)
         prepared = self.prepare(partition, first, table=target.table)

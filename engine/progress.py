@@ -34,8 +34,8 @@ class TerminalProgress:
     def __exit__(self, *exc: Any) -> None:
         self._bar.stop()
 
-    def update(self, *, label: str, rows: int, bytes_done: int, bytes_total: int) -> None:
+    def update(self, *, label: str, rows: int, done: int, total: int) -> None:
         elapsed = max(time.perf_counter() - self._started, 1e-6)
         rss = self._proc.memory_info().rss / 1e6
-        self._bar.update(self._task, description=label, rows=rows, rate=rows / elapsed, rss=rss,
-                         completed=bytes_done, total=bytes_total or None)
+        self._bar.update(self._task, description=f"{label} ({min(done + 1, total)}/{total})", rows=rows,
+                         rate=rows / elapsed, rss=rss, completed=done, total=total or None)

@@ -313,6 +313,9 @@ def _parse_step(item: Any, path: str) -> Step:
         _check_type(f.get("type", "float64"), f"{p}.type")
         for name in ("column", *(n for n in ("decimal", "thousands", "into") if f.get(n) is not None)):
             _text(f[name], f"{p}.{name}")
+        decimal = f.get("decimal", ".")
+        if f.get("thousands") == decimal:
+            raise SpecError(f"{p}.thousands", f"must differ from the decimal separator {decimal!r}")
         return ParseNumber(column=f["column"], decimal=f.get("decimal", "."), thousands=f.get("thousands"),
                            into=f.get("into"), type=f.get("type", "float64"))
     if kind == "dedupe":

@@ -215,6 +215,9 @@ def test_regex_rule_accepts_the_rust_syntax_it_runs_with() -> None:
     ({"steps": [{"parse_number": {"column": "a", "decimal": 5}}]}, "steps[0].parse_number.decimal"),
     ({"steps": [{"parse_number": {"column": "a", "into": 5}}]}, "steps[0].parse_number.into"),
     ({"rules": [{"regex": {"column": "a", "pattern": 5}}]}, "rules[0].regex.pattern"),
+    ({"steps": [{"parse_number": {"column": "a", "decimal": ",", "thousands": ","}}]},
+     "steps[0].parse_number.thousands"),
+    ({"steps": [{"parse_number": {"column": "a", "thousands": "."}}]}, "steps[0].parse_number.thousands"),
     ({"rules": [{"range": {"column": 5, "min": 1}}]}, "rules[0].range.column"),
     ({"normalize_names": "no"}, "normalize_names"),
 ])

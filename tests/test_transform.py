@@ -315,3 +315,11 @@ def test_cast_text_to_timestamptz_with_offsets() -> None:
     assert df.schema["t"] == pl.Datetime("us", "UTC")
     assert df["t"][0] == dt.datetime(2024, 1, 1, 8, 0, tzinfo=dt.UTC)
     assert _status(df) == [LOAD, QUARANTINE]
+
+
+def test_parse_number_french_with_non_breaking_spaces() -> None:
+    df = _run({"n": ["1\u00a0234,5", "12\u202f345\u202f678,25", "1 000"]},
+              [{"parse_number": {"column": "n", "decimal": ","}}])
+    assert df["n"].to_list() == [1234.5, 12345678.25, 1000.0]
+    assert _status(df) == [LOAD, LOAD, LOAD]
+

@@ -66,11 +66,20 @@ _META_DDL = [
 ]
 
 
+#: Connection failures that are answers, not outages (missing database or role, bad password, pg_hba).
+_REFUSED = ("does not exist", "password authentication failed", "no pg_hba.conf entry",
+            "permission denied for database")
+
+
 def _wrap(exc: Exception, what: str, dsn: str) -> SinkError:
     text = str(exc)
     message = text.replace(dsn, redact(dsn))
     message = re.sub(r"password=\S+", "password=***", message)
     first = next((ln.strip() for ln in message.splitlines() if ln.strip()), type(exc).__name__)
+    connecting = "Failed to connect" in message or "could not connect" in message
+    if connecting and any(p in message for p in _REFUSED):  # the server answered no: retrying will not help
+        detail = next((ln.strip() for ln in message.splitlines() if "FATAL" in ln), first)
+        return SinkError(f"{what}: PostgreSQL at {redact(dsn)} refused the connection: {detail[:300]}")
     if "Failed to connect" in message or "could not connect" in message or "Connection refused" in message \
             or "server closed the connection" in message or "no connection to the server" in message:
         return SinkUnavailableError(f"{what}: PostgreSQL at {redact(dsn)} is unreachable: {first[:300]}")

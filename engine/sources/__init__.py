@@ -77,15 +77,21 @@ def _build(cls: Any, paths: tuple[Path, ...], options: dict[str, Any]) -> Source
     return cls(paths=paths, **fixed)  # type: ignore[no-any-return]
 
 
+def _data(path: Path) -> bool:
+    """Not a hidden file (macOS ``._orders.csv``) or an office lock file (``~$orders.xlsx``): both sit next
+    to real exports with the same extension and would fail the whole load."""
+    return not path.name.startswith((".", "~$"))
+
+
 def _expand(path: str) -> tuple[Path, ...]:
     if any(ch in path for ch in "*?["):
-        found = sorted(Path(p) for p in globlib.glob(path, recursive=True) if Path(p).is_file())
+        found = sorted(f for f in map(Path, globlib.glob(path, recursive=True)) if f.is_file() and _data(f))
         if not found:
             raise SourceError(path, "no file matches this pattern")
         return tuple(found)
     p = Path(path)
     if p.is_dir():
-        found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS)
+        found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS and _data(f))
         if not found:
             raise SourceError(path, f"the folder holds no readable files ({', '.join(sorted(EXTENSIONS))})")
         return tuple(found)

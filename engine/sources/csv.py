@@ -164,6 +164,19 @@ class CsvSource:
                             row_index_name=ROW_COLUMN, row_index_offset=first_row, **self._common(partition))
         return self._typed(frame, inferred, partition)
 
+    def _body_start(self, f: IO[bytes], quote: bytes | None) -> int:
+        """The byte offset of the first data record: past the skipped rows, the header, and any comment
+        lines before the header (Polars skips those too, so they must not be taken for the header)."""
+        records = self.skip_rows
+        if self.comment_prefix:
+            f.seek(preamble_end(f, records, quote))
+            prefix = self.comment_prefix.encode()
+            for line in f:
+                if not line.lstrip(b"\xef\xbb\xbf").startswith(prefix):
+                    break
+                records += 1
+        return preamble_end(f, records + (1 if self.has_header else 0), quote)
+
     def chunks(self, partition: Partition) -> Iterator[ChunkFactory]:
         """Pieces of about ``BICONIC_CHUNK_MB`` of whole records (never cut inside a quoted field)."""
         src = self._open(partition)
@@ -182,7 +195,7 @@ class CsvSource:
 
         f = open_binary(src)
         try:
-            body = preamble_end(f, preamble, quote)
+            body = self._body_start(f, quote)
             produced = False
             for data in record_chunks(f, body, chunk_bytes(), quote):
                 produced = True

@@ -349,3 +349,47 @@ def test_columns_named_like_engine_bookkeeping_are_kept(tmp_path: Path) -> None:
     assert _visible(df).columns == ["_biconic_row", "_biconic_status", "v"]
     assert _visible(df).row(0) == (99, "x", 1)
     assert df[ROW_COLUMN].to_list() == [2]
+
+
+def _chunked(path: Path, **options: Any) -> pl.DataFrame:
+    source = open_source(path, options=options)
+    frames, before = [], 0
+    for make in source.chunks(source.partitions()[0]):
+        df = make(before).collect()
+        before += df.height
+        frames.append(df)
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+@pytest.mark.parametrize(("content", "options"), [
+    (b'id,name\r\n1,a\r\n2,"b\r\nc"\r\n3,d\r\n4,' + b"e" * 60 + b"\r\n5,f\r\n", {}),
+    (b"# exported\nid,v\n1,a\n# a comment in the middle\n2,b\n3,c\n4,d\n5,e\n6,f\n", {"comment_prefix": "#"}),
+    (b"junk\njunk 2\nid,v\n1,a\n2,b\n3,c\n4,d\n5,e\n6,f\n7,g\n", {"skip_rows": 2}),
+    (b"id,v\n1,a\n2,b\n3,c\n4,d\n5,e\n6,no newline at the end", {}),
+    (b"\xef\xbb\xbfid,v\n1,a\n2,b\n3,c\n4,d\n5,e\n", {}),
+    (b"1,a\n2,b\n3,c\n4,d\n5,e\n6,f\n", {"has_header": False}),
+    ("id;v\n1;é\n2;ñ\n3;€\n4;ü\n5;ö\n6;ä\n".encode("cp1252"), {"encoding": "cp1252", "delimiter": ";"}),
+    (b"id,v\n1,'a\nb'\n2,'c,d'\n3,x\n4,y\n5,z\n", {"quote_char": "'"}),
+    (b'id,v\n1,"a ""quoted""\nvalue"\n2,b\n3,"c\n\nd"\n4,e\n', {}),
+    (b"id,v\n1,x\n2,oops\n3,y\n", {"dtypes": {"v": "int"}}),
+    (b"id,v\n", {}),
+])
+def test_chunks_read_exactly_what_scan_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes,
+                                             options: dict[str, Any]) -> None:
+    """Chunk boundaries (here every ~16 bytes) must not change rows, values, rejects or row numbers: the
+    pipeline matches partition-wide decisions made on ``scan`` to chunk rows by row number."""
+    monkeypatch.setenv("BICONIC_CHUNK_MB", str(16 / (1 << 20)))
+    path = tmp_path / "c.csv"
+    path.write_bytes(content)
+    scanned = _one(path, **options)
+    chunked = _chunked(path, **options)
+    assert chunked.columns == scanned.columns
+    assert chunked.rows() == scanned.rows()
+
+
+def test_hidden_and_lock_files_are_skipped(tmp_path: Path) -> None:
+    pl.DataFrame({"n": [1]}).write_csv(tmp_path / "orders.csv")
+    (tmp_path / "._orders.csv").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    (tmp_path / "~$orders.csv").write_bytes(b"\x05owner lock")
+    assert [p.label for p in open_source(tmp_path).partitions()] == ["orders.csv"]
+    assert [p.label for p in open_source(str(tmp_path / "*orders.csv")).partitions()] == ["orders.csv"]

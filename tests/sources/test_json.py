@@ -150,3 +150,24 @@ def test_ndjson_value_of_another_type_after_the_sample_is_a_reject(tmp_path: Pat
     rejects = [c for c in df.columns if c.startswith(REJECT_PREFIX)]
     reasons = df.select(pl.coalesce(rejects)).to_series().to_list()
     assert reasons == [None, "oops is not a valid int64", None]
+
+
+def test_ndjson_chunks_read_exactly_what_scan_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BICONIC_CHUNK_MB", str(20 / (1 << 20)))
+    path = tmp_path / "c.ndjson"
+    path.write_text('{"n": 1, "s": "a\\nb"}\n\n{"n": "bad", "s": "ñ"}\r\n'
+                    '{"n": 3, "s": null, "x": {"k": [1]}}\n'
+                    '{"n": 4}\n{"n": 5, "s": "last"}')
+    source = open_source(path, options={"infer_rows": 1})
+    part = source.partitions()[0]
+    scanned = source.scan(part).collect()
+    frames, before = [], 0
+    for make in source.chunks(part):
+        df = make(before).collect()
+        before += df.height
+        frames.append(df)
+    assert len(frames) > 1
+    chunked = pl.concat(frames, how="diagonal_relaxed")
+    assert chunked.columns == scanned.columns
+    assert chunked.rows() == scanned.rows()
+    assert scanned["n"].to_list() == [1, None, 3, 4, 5]
