@@ -35,7 +35,7 @@ from engine.spec import (
     parse_pipeline, read_pipeline_spec,
 )
 from engine.names import qualified, quote_ident, shorten
-from engine.transform import Plan, compile_steps, did_you_mean, normalize
+from engine.transform import Plan, compile_steps, did_you_mean, fit_names, normalize
 from engine.types import pg_type, to_loadable
 from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, finish, guard_copy
 
@@ -232,7 +232,6 @@ class _Job:
         self.progress = progress
         self.loaded_at = dt.datetime.now(dt.UTC)
         self.partitions_done = 0
-        self.periods: set[Period] = set()
 
     # --- planning ------------------------------------------------------------------------------------------
     def _pipeline(self) -> Pipeline:
@@ -249,6 +248,8 @@ class _Job:
         guard_copy(plan)
         if pipeline.normalize_names:
             normalize(plan)
+        else:
+            fit_names(plan)
         self._connection_column(plan)
         return plan
 
@@ -272,7 +273,7 @@ class _Job:
         return {name: hits.filter(pl.col(name))[ROW_COLUMN] for name in flags}
 
     def prepare(self, partition: Partition, first_chunk: Any, *, table: str, conn: Any = None,
-                staging: bool = False) -> _Prepared:
+                defer_indexes: bool = False) -> _Prepared:
         """Plan the first chunk and make the table fit it (create, add columns, widen); the decisions taken
         here are replayed on every chunk by :meth:`build`."""
         precomputed = self._precompute(partition)
@@ -285,7 +286,7 @@ class _Job:
         text_casts: dict[str, pl.DataType] = {}
         casts: dict[str, pl.DataType] = {}
         if info is None:
-            info = self._create(plan, table, time_column, conn=conn, staging=staging)
+            info = self._create(plan, table, time_column, conn=conn, defer_indexes=defer_indexes)
         else:
             text_casts, casts = self._reconcile(plan, info, conn=conn)
         conflict: list[str] = []
@@ -372,12 +373,12 @@ class _Job:
                     pl.format("{} is outside years 1..9999 for a time partition", col.cast(pl.String)))
         plan.refresh()
 
-    def _create(self, plan: Plan, table: str, time_column: str, *, conn: Any, staging: bool) -> TableInfo:
+    def _create(self, plan: Plan, table: str, time_column: str, *, conn: Any, defer_indexes: bool) -> TableInfo:
         columns = [(c, pg_type(to_loadable(plan.schema[c]))) for c in plan.columns]
         comments = {new: old for new, old in plan.renamed_from.items() if new in plan.columns}
         return self.sink.create_table(table, columns, time_column=time_column, granularity=self.target.granularity,
                                       hash_partitions=self.target.hash_partitions, comments=comments, conn=conn,
-                                      indexes=not staging)
+                                      indexes=not defer_indexes)
 
     def _reconcile(self, plan: Plan, info: TableInfo, *, conn: Any) -> tuple[dict[str, pl.DataType],
                                                                              dict[str, pl.DataType]]:
@@ -467,9 +468,7 @@ class _Job:
                 status = df[STATUS]
                 good = df.filter(status == 0).select(keep)
                 if good.height:
-                    periods = self._periods(good, prepared)
-                    self.periods.update(periods)
-                    names = self.sink.ensure_partitions(prepared.info, periods, conn=ddl_conn)
+                    names = self.sink.ensure_partitions(prepared.info, self._periods(good, prepared), conn=ddl_conn)
                     self.report.partitions.extend(names)
                     self.sink.copy(into, good.to_arrow(), temporary=temporary)
                     loaded += good.height
@@ -547,26 +546,37 @@ class _Job:
         self._account(partition, counts)
 
     def replace(self, partitions: list[Partition], keys: list[str]) -> None:
-        """Build the whole new table beside the old one in one transaction, then swap names atomically."""
+        """Replace the table's rows in one transaction: DELETE every row, COPY the new ones, commit.
+
+        Under MVCC a reader sees the old rows until the commit and the new ones after it, never an empty or
+        half table (a rename swap cannot promise that: a reader whose snapshot predates the swap would find
+        the new table empty). The table keeps its name, indexes and partitions; schema changes follow the
+        contract as in append, inside the same transaction.
+        """
         sink, target = self.sink, self.target
         existing = {r[0] for r in sink.run("SELECT load_key FROM biconic.loads WHERE dataset = $1",
                                            [target.table], conn=sink.ddl)}
         if existing and existing == set(keys):
             self.report.skipped_partitions = len(partitions)
             return
-        schema, base = split_table(target.table)
-        stage_base = shorten(f"{base}__new_{self.report.load_id[:8]}")
-        stage = f"{schema}.{stage_base}"
         counted: list[tuple[Partition, tuple[int, int, int, int]]] = []
+        existed = sink.describe(target.table, conn=sink.data) is not None
         try:
             sink.run("DELETE FROM biconic.loads WHERE dataset = $1", [target.table])
+            if existed:
+                sink.run(f"DELETE FROM {_q(target.table)}")
             for partition, key in zip(partitions, keys, strict=True):
-                counts = self._replace_partition(partition, key, stage)
+                sink.run("SAVEPOINT biconic_partition")
+                try:
+                    counts = self._replace_partition(partition, key, fresh=not existed)
+                except _InvalidUtf8:
+                    sink.run("ROLLBACK TO SAVEPOINT biconic_partition")
+                    lossy = dataclasses.replace(partition, options={**partition.options, "utf8_lossy": True})
+                    counts = self._replace_partition(lossy, key, fresh=not existed)
                 counted.append((partition, counts))
-            info = sink.describe(stage, conn=sink.data)
-            assert info is not None and info.time_column
-            sink.create_indexes(stage, info.time_column, conn=sink.data)
-            self._swap(stage, info, conn=sink.data)
+            info = sink.describe(target.table, conn=sink.data)
+            if not existed and info is not None and info.time_column:
+                sink.create_indexes(target.table, info.time_column, conn=sink.data)  # after the rows: faster
             sink.commit()
         except BaseException:
             sink.rollback()
@@ -574,46 +584,19 @@ class _Job:
         for partition, counts in counted:
             self._account(partition, counts)
 
-    def _replace_partition(self, partition: Partition, key: str, stage: str) -> tuple[int, int, int, int]:
+    def _replace_partition(self, partition: Partition, key: str, *, fresh: bool) -> tuple[int, int, int, int]:
         sink = self.sink
-        try:
-            chunks = iter(self.source.chunks(partition))
-            first = next(chunks)
-            prepared = self.prepare(partition, first, table=stage, conn=sink.data, staging=True)
-            counts = self.stream(partition, itertools.chain([first], chunks), prepared, into=stage,
-                                 ddl_conn=sink.data)
-        except _InvalidUtf8:
-            raise SourceError(partition.label, "invalid UTF-8; load it in append mode first, or fix its encoding "
-                                               "(set encoding: latin-1 / cp1252 if that is what it is)") from None
+        self._progress(partition, self.report.rows_in)
+        chunks = iter(self.source.chunks(partition))
+        first = next(chunks)
+        prepared = self.prepare(partition, first, table=self.target.table, conn=sink.data, defer_indexes=fresh)
+        counts = self.stream(partition, itertools.chain([first], chunks), prepared, into=self.target.table,
+                             ddl_conn=sink.data)
         sink.claim(key, load_id=self.report.load_id, dataset=self.target.table, connection_id=self.target.connection_id,
                    source=partition.label, partition_key=partition.key, spec_hash=self.spec_hash, mode="replace")
         sink.run("UPDATE biconic.loads SET rows_in = $2, rows_loaded = $3, rows_quarantined = $4, rows_filtered = $5, "
                  "finished_at = clock_timestamp(), state = 'committed' WHERE load_key = $1", [key, *counts])
         return counts
-
-    def _swap(self, stage: str, info: TableInfo, *, conn: Any) -> None:
-        sink, table = self.sink, self.target.table
-        schema, base = split_table(table)
-        _, stage_base = split_table(stage)
-        sink.run(f"DROP TABLE IF EXISTS {_q(table)}", conn=conn)
-        sink.run(f"ALTER TABLE {_q(stage)} RENAME TO {_qi(base)}", conn=conn)
-        renames: dict[str, str] = {}
-        for period in sorted(self.periods, key=lambda p: p.start):
-            old, new = period.child_name(stage_base), period.child_name(base)
-            renames[old] = new
-            sink.run(f"ALTER TABLE {_qi(schema)}.{_qi(old)} RENAME TO {_qi(new)}", conn=conn)
-            for i in range(info.hash_partitions):
-                sink.run(f"ALTER TABLE {_qi(schema)}.{_qi(shorten(f'{old}_h{i}'))} "
-                         f"RENAME TO {_qi(shorten(f'{new}_h{i}'))}", conn=conn)
-        old_names, new_names = sink.index_names(stage), sink.index_names(table)
-        for kind in ("brin", "conn", "conn_time"):
-            sink.run(f"ALTER INDEX {_qi(schema)}.{_qi(old_names[kind])} RENAME TO {_qi(new_names[kind])}", conn=conn)
-        sink.run("DELETE FROM biconic.datasets WHERE dataset = $1", [stage], conn=conn)
-        sink.run("INSERT INTO biconic.datasets (dataset, time_column, granularity, hash_partitions) "
-                 "VALUES ($1, $2, $3, $4) ON CONFLICT (dataset) DO UPDATE SET time_column = EXCLUDED.time_column, "
-                 "granularity = EXCLUDED.granularity, hash_partitions = EXCLUDED.hash_partitions",
-                 [table, info.time_column, info.granularity, info.hash_partitions], conn=conn)
-        self.report.partitions = [renames.get(c, c) for c in self.report.partitions]
 
 
 class _InvalidUtf8(Exception):

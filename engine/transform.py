@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from engine.errors import SpecError
-from engine.names import normalize_names
+from engine.names import normalize_names, shorten, unique_names
 from engine.sources.base import ROW_COLUMN
 from engine.spec import (
     Cast, Dedupe, Derive, FillNull, Filter, ParseDate, ParseNumber, Pipeline, Rename, Select, Step, Trim,
@@ -284,6 +284,17 @@ def compile_steps(pipeline: Pipeline, frame: pl.LazyFrame, *,
         kind = _STEP_KEYS[type(step)]
         _apply(plan, step, f"steps[{i}].{kind}")
     return plan
+
+
+def fit_names(plan: Plan) -> None:
+    """With normalising off, names are kept but still made to fit: at most 63 bytes (PostgreSQL would
+    truncate silently and two long names could collide) and unique after that."""
+    new = unique_names([shorten(c) for c in plan.columns])
+    mapping = {old: n for old, n in zip(plan.columns, new, strict=True) if old != n}
+    if mapping:
+        plan.frame = plan.frame.rename(mapping)
+        plan.renamed_from.update({n: old for old, n in mapping.items()})
+        plan.refresh()
 
 
 def normalize(plan: Plan) -> None:
