@@ -35,7 +35,7 @@ from engine.spec import (
     parse_pipeline, read_pipeline_spec,
 )
 from engine.names import qualified, quote_ident, shorten
-from engine.transform import Plan, compile_steps, did_you_mean, fit_names, normalize
+from engine.transform import SOURCE_PREFIX, Plan, compile_steps, did_you_mean, fit_names, normalize
 from engine.types import pg_type, to_loadable
 from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, finish, guard_copy
 
@@ -430,9 +430,12 @@ class _Job:
         return [period_of(s, prepared.info.granularity) for s in starts if s is not None]
 
     def _quarantine_rows(self, bad: pl.DataFrame, prepared: _Prepared, label: str) -> pl.DataFrame:
-        visible = [pl.col(c).bin.encode("hex") if bad.schema[c] == pl.Binary else pl.col(c).cast(pl.String)
-                   for c in prepared.columns]
-        raw = bad.select(pl.struct(visible).struct.json_encode().alias("raw"))["raw"]
+        # the row as read from the source (hidden copies kept by the plan), else as it stands now
+        sources = {c[len(SOURCE_PREFIX):]: c for c in bad.columns if c.startswith(SOURCE_PREFIX)}
+        fields = sources or {c: c for c in prepared.columns}
+        values = [(pl.col(col).bin.encode("hex") if bad.schema[col] == pl.Binary else pl.col(col).cast(pl.String))
+                  .alias(name) for name, col in fields.items()]
+        raw = bad.select(pl.struct(values).struct.json_encode().alias("raw"))["raw"]
         return pl.DataFrame({
             "load_id": pl.Series([self.report.load_id] * bad.height, dtype=pl.String),
             "dataset": pl.Series([self.target.table] * bad.height, dtype=pl.String),

@@ -26,6 +26,7 @@ __all__ = ["DROP_COLUMN", "REJECT_PREFIX", "Plan", "compile_steps", "convert", "
 
 REJECT_PREFIX = "__biconic_reject:"
 GLOBAL_PREFIX = "__biconic_global:"
+SOURCE_PREFIX = "__biconic_src:"
 DROP_COLUMN = "__biconic_drop"
 _PREVIEW = 80
 
@@ -272,13 +273,22 @@ def _apply(plan: Plan, step: Step, path: str) -> None:
     _check_runs(plan, path)
 
 
+def keep_source_values(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Keep each column as read, in a hidden copy, so a quarantined row carries its source values even after
+    a conversion turned a bad value into null. Aliasing shares the column's memory: nothing is copied."""
+    schema = frame.collect_schema()
+    if any(c.startswith(SOURCE_PREFIX) for c in schema):
+        return frame
+    return frame.with_columns(pl.col(c).alias(f"{SOURCE_PREFIX}{c}") for c in schema if not is_hidden(c))
+
+
 def compile_steps(pipeline: Pipeline, frame: pl.LazyFrame, *,
                   precomputed: dict[str, pl.Series] | None = None) -> Plan:
     """The pipeline's steps applied to one partition's (or chunk's) frame; raises SpecError naming the step.
 
     ``precomputed`` holds the rows flagged by partition-wide steps and rules when planning a chunk.
     """
-    plan = Plan.start(frame)
+    plan = Plan.start(keep_source_values(frame))
     plan.precomputed = precomputed
     for i, step in enumerate(pipeline.steps):
         kind = _STEP_KEYS[type(step)]

@@ -10,7 +10,7 @@ import pytest
 
 from engine.sources.base import ROW_COLUMN
 from engine.spec import parse_pipeline
-from engine.transform import Plan, compile_steps, is_hidden
+from engine.transform import Plan, SOURCE_PREFIX, compile_steps, is_hidden
 from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, finish, guard_copy
 
 LOAD, QUARANTINE, FILTERED = 0, 1, 2
@@ -212,15 +212,16 @@ def test_guard_nested_values_become_json_text() -> None:
 # --- finish -------------------------------------------------------------------------------------------------
 def test_finish_without_rejects() -> None:
     df = _run({"a": [1]})
-    assert df.row(0, named=True) == {ROW_COLUMN: 1, "a": 1, STATUS: 0, RULE: None, COLUMN: None,
-                                     REASON: None}
+    assert df.row(0, named=True) == {ROW_COLUMN: 1, "a": 1, f"{SOURCE_PREFIX}a": 1, STATUS: 0, RULE: None,
+                                     COLUMN: None, REASON: None}
 
 
 def test_finish_drops_bookkeeping_columns() -> None:
     df = _run({"a": ["1", "x"]}, rules=[{"not_null": "a"}],
               steps=[{"cast": {"a": "int"}}, {"filter": "a > 0"}])
     hidden = [c for c in df.columns if is_hidden(c)]
-    assert sorted(hidden) == sorted([ROW_COLUMN, STATUS, RULE, COLUMN, REASON])
+    # the source values stay (for quarantine's raw column); the per-rule bookkeeping is gone
+    assert sorted(hidden) == sorted([ROW_COLUMN, f"{SOURCE_PREFIX}a", STATUS, RULE, COLUMN, REASON])
     assert df.schema[STATUS] == pl.Int8
 
 

@@ -145,9 +145,9 @@ class CsvSource:
 
     def _typed(self, frame: pl.LazyFrame, inferred: dict[str, pl.DataType], partition: Partition) -> pl.LazyFrame:
         """Text columns converted to their inferred types; values that do not convert are rejected."""
-        from engine.transform import Plan
+        from engine.transform import Plan, keep_source_values
 
-        plan = Plan.start(frame)
+        plan = Plan.start(keep_source_values(frame))
         if partition.options.get("utf8_lossy"):  # checked on the raw text, before columns get their types
             for c in plan.columns:
                 plan.reject("invalid_utf8", c, pl.col(c).str.contains("\ufffd", literal=True).fill_null(False),

@@ -56,9 +56,9 @@ class JsonSource:
         frame = frame.with_row_index(ROW_COLUMN, offset=row_offset)
         if not scalars:
             return frame
-        from engine.transform import Plan
+        from engine.transform import Plan, keep_source_values
 
-        plan = Plan.start(frame)
+        plan = Plan.start(keep_source_values(frame))
         plan.convert_columns({renamed[n]: t for n, t in scalars.items()}, rule="type")
         return plan.frame
 

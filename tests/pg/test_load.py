@@ -315,20 +315,31 @@ def test_quarantine_rows_and_accounting(tmp_path: Path, pg_dsn: str, table: str,
     assert q[0]["reason"] == "-5.0 is outside [0, ]"
     assert q[1]["reason"].startswith("31/02/2024 does not match the date format %d/%m/%Y")
     raw = json.loads(q[0]["raw"])
-    assert raw["order_id"] == "2" and raw["city"] == "Lima" and raw["importe"] == "-5.0"
+    assert raw["order_id"] == "2" and raw["city"] == "Lima" and raw["importe"] == "-5,00"  # as in the file
     ledger = sql("SELECT rows_in, rows_loaded, rows_quarantined, rows_filtered FROM biconic.loads "
                  "WHERE dataset = $1", [table])
     assert ledger == [(6, 1, 4, 1)]
 
 
-@pytest.mark.xfail(strict=True, reason="raw holds the converted value (null), not the text that failed: "
-                                       "the row cannot be repaired from biconic.quarantine alone")
 def test_quarantine_raw_keeps_the_original_text(tmp_path: Path, pg_dsn: str, table: str, sql: Sql) -> None:
     path = tmp_path / "t.csv"
     path.write_text("day,qty\n2024-01-01,1\n2024-01-02,lots\n")
     engine.load(path, into=table, dsn=pg_dsn, spec={"steps": [{"cast": {"qty": "int"}}]})
     (row,) = _quarantine(sql, table)
-    assert json.loads(row["raw"])["qty"] == "lots"
+    assert json.loads(row["raw"]) == {"day": "2024-01-02", "qty": "lots"}
+
+
+def test_quarantine_raw_keeps_source_names_and_text_after_inference(tmp_path: Path, pg_dsn: str, table: str,
+                                                                    sql: Sql) -> None:
+    """A value past the type sample fails its inferred type; raw shows the file's own header and text."""
+    path = tmp_path / "t.csv"
+    lines = [f"2024-01-01,{i}" for i in range(30)] + ["2024-01-02,12abc"]
+    path.write_text("Fecha Pedido,Cantidad\n" + "\n".join(lines) + "\n")
+    report = engine.load(path, into=table, dsn=pg_dsn, options={"infer_rows": 10})
+    assert (report.rows_loaded, report.rows_quarantined) == (30, 1)
+    (row,) = _quarantine(sql, table)
+    assert json.loads(row["raw"]) == {"Fecha Pedido": "2024-01-02", "Cantidad": "12abc"}
+    assert row["rule"] == "type" and row["row_number"] == 32
 
 
 def test_copy_unsafe_values_are_quarantined_and_the_load_succeeds(tmp_path: Path, pg_dsn: str, table: str,
