@@ -13,8 +13,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import (
-    BiconicError, HostileInputError, IntegrityError, SchemaDriftError, SinkError, SinkUnavailableError,
-    SourceError, SpecError, TransientError,
+    BiconicError,
+    HostileInputError,
+    IntegrityError,
+    SchemaDriftError,
+    SinkError,
+    SinkUnavailableError,
+    SourceError,
+    SpecError,
+    TransientError,
 )
 
 if TYPE_CHECKING:

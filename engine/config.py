@@ -4,7 +4,7 @@
 |---------------------|------------------------------------------------------|----------------------------|
 | BICONIC_PG_DSN      | PostgreSQL URL (``postgresql://user@host:5432/db``)  | embedded server (pgserver) |
 | BICONIC_DATA_DIR    | where the embedded server and temp files live        | ``./.biconic``             |
-| BICONIC_BATCH_ROWS  | rows per streamed batch (memory vs. per-batch cost)  | 250000                     |
+| BICONIC_BATCH_ROWS  | rows per streamed batch (memory vs. per-batch cost)  | 100000                     |
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def data_dir() -> Path:
 
 def batch_rows() -> int:
     """Rows per batch streamed from the transform into COPY."""
-    return int(os.environ.get("BICONIC_BATCH_ROWS", "250000"))
+    return int(os.environ.get("BICONIC_BATCH_ROWS", "100000"))
 
 
 def redact(dsn: str) -> str:
@@ -54,9 +54,9 @@ def resolve_dsn(dsn: str | None = None) -> str:
             folder.mkdir(parents=True, exist_ok=True)
             with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; harmless here
                 warnings.simplefilter("ignore")
-                import pgserver
+                from pgserver import get_server  # type: ignore[attr-defined]
 
-                server = pgserver.get_server(folder)
+                server = get_server(folder)
             _embedded["server"] = server
             _embedded["uri"] = server.get_uri()
         return str(_embedded["uri"])

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -22,7 +23,8 @@ from typing import Any, Protocol
 import polars as pl
 
 from engine.config import batch_rows, resolve_dsn
-from engine.errors import BiconicError, IntegrityError, SchemaDriftError, SourceError, SpecError
+from engine.errors import IntegrityError, SchemaDriftError, SourceError, SpecError
+from engine.names import qualified, quote_ident
 from engine.report import LoadReport
 from engine.sinks._partitions import Period, period_of, truncate_every
 from engine.sinks._schema import pg_to_polars, reconcile
@@ -31,10 +33,19 @@ from engine.sources import Partition, Source, open_source
 from engine.sources._files import first_line
 from engine.sources.base import ROW_COLUMN
 from engine.spec import (
-    Dedupe, LoadSpec, Mode, NotNull, Pipeline, SourceSpec, TargetSpec, Unique, load_pipeline_file, make_target,
-    parse_pipeline, read_pipeline_spec,
+    Dedupe,
+    LoadSpec,
+    Mode,
+    NotNull,
+    Pipeline,
+    SourceSpec,
+    TargetSpec,
+    Unique,
+    load_pipeline_file,
+    make_target,
+    parse_pipeline,
+    read_pipeline_spec,
 )
-from engine.names import qualified, quote_ident, shorten
 from engine.transform import SOURCE_PREFIX, Plan, compile_steps, did_you_mean, fit_names, normalize
 from engine.types import pg_type, to_loadable
 from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, finish, guard_copy
@@ -197,10 +208,8 @@ class _Prefetch:
     def close(self) -> None:
         self._stop.set()
         while self._thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._q.get(timeout=0.1)
-            except queue.Empty:
-                pass
 
 
 @dataclasses.dataclass

@@ -18,7 +18,18 @@ from engine.errors import SpecError
 from engine.names import normalize_names, shorten, unique_names
 from engine.sources.base import ROW_COLUMN
 from engine.spec import (
-    Cast, Dedupe, Derive, FillNull, Filter, ParseDate, ParseNumber, Pipeline, Rename, Select, Step, Trim,
+    Cast,
+    Dedupe,
+    Derive,
+    FillNull,
+    Filter,
+    ParseDate,
+    ParseNumber,
+    Pipeline,
+    Rename,
+    Select,
+    Step,
+    Trim,
 )
 from engine.types import parse_type
 

@@ -156,8 +156,9 @@ def finish(plan: Plan) -> None:
     parsed = [c[len(REJECT_PREFIX):].split(":", 2) for c in rejects]
     if rejects:
         reason = pl.concat_str([pl.col(c) for c in rejects], separator="; ", ignore_nulls=True)
-        rule = pl.coalesce([pl.when(pl.col(c).is_not_null()).then(pl.lit(p[1])) for c, p in zip(rejects, parsed, strict=True)])
-        column = pl.coalesce([pl.when(pl.col(c).is_not_null()).then(pl.lit(p[2])) for c, p in zip(rejects, parsed, strict=True)])
+        pairs = list(zip(rejects, parsed, strict=True))
+        rule = pl.coalesce([pl.when(pl.col(c).is_not_null()).then(pl.lit(p[1])) for c, p in pairs])
+        column = pl.coalesce([pl.when(pl.col(c).is_not_null()).then(pl.lit(p[2])) for c, p in pairs])
         rejected = pl.any_horizontal([pl.col(c).is_not_null() for c in rejects])
     else:
         reason = rule = column = pl.lit(None, dtype=pl.String)

@@ -10,7 +10,7 @@ import pytest
 
 from engine.sources.base import ROW_COLUMN
 from engine.spec import parse_pipeline
-from engine.transform import Plan, SOURCE_PREFIX, compile_steps, is_hidden
+from engine.transform import SOURCE_PREFIX, Plan, compile_steps, is_hidden
 from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, finish, guard_copy
 
 LOAD, QUARANTINE, FILTERED = 0, 1, 2

@@ -8,6 +8,7 @@ parent, which does not conflict with a running COPY or with readers.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
@@ -304,10 +305,8 @@ class PostgresSink:
             raise _wrap(exc, "commit", self.dsn) from None
 
     def rollback(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the connection may be gone; the server rolls back anyway
             self.data.rollback()
-        except Exception:
-            pass
 
     def copy(self, table: str, data: pa.Table | pa.RecordBatchReader, *, temporary: bool = False) -> None:
         """Binary COPY through ADBC into ``table`` (inside the open data transaction)."""

@@ -7,6 +7,7 @@ whole records, columnar and in-memory frames into row slices, and each chunk is 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from typing import IO
@@ -21,13 +22,13 @@ ChunkFactory = Callable[[int], pl.LazyFrame]
 
 
 def chunk_bytes() -> int:
-    """Target bytes per text chunk (``BICONIC_CHUNK_MB``, default 64)."""
-    return int(float(os.environ.get("BICONIC_CHUNK_MB", "64")) * (1 << 20))
+    """Target bytes per text chunk (``BICONIC_CHUNK_MB``, default 16)."""
+    return int(float(os.environ.get("BICONIC_CHUNK_MB", "16")) * (1 << 20))
 
 
 def chunk_rows() -> int:
-    """Target rows per chunk for columnar and in-memory sources (``BICONIC_CHUNK_ROWS``, default 1,000,000)."""
-    return int(os.environ.get("BICONIC_CHUNK_ROWS", "1000000"))
+    """Target rows per chunk for columnar and in-memory sources (``BICONIC_CHUNK_ROWS``, default 500,000)."""
+    return int(os.environ.get("BICONIC_CHUNK_ROWS", "500000"))
 
 
 _BLOCK = 1 << 16
@@ -120,6 +121,9 @@ def sliced_chunks(frame: pl.LazyFrame, rows: int | None = None) -> Iterator[Chun
 
     The frame already carries its row numbers, so ``rows_before`` is not needed.
     """
+    def piece(offset: int, length: int, _rows_before: int) -> pl.LazyFrame:
+        return frame.slice(offset, length)
+
     total = int(frame.select(pl.len()).collect().item())
     for offset, length in row_slices(total, rows or chunk_rows()):
-        yield lambda _rows_before, o=offset, n=length: frame.slice(o, n)
+        yield functools.partial(piece, offset, length)

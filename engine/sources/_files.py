@@ -30,10 +30,11 @@ def transcode_to_utf8(path: Path, encoding: str) -> IO[bytes]:
     try:
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     except LookupError:
-        raise SourceError(str(path), f"unknown encoding {encoding!r}; try utf-8, utf-8-sig, latin-1 or cp1252") from None
+        raise SourceError(str(path), f"unknown encoding {encoding!r}; "
+                                     "try utf-8, utf-8-sig, latin-1 or cp1252") from None
     folder = data_dir() / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
-    out = tempfile.TemporaryFile(dir=folder)
+    out = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - handed to the caller, closed by it
     offset = 0
     with open(path, "rb") as src:
         while True:
@@ -43,7 +44,8 @@ def transcode_to_utf8(path: Path, encoding: str) -> IO[bytes]:
                 text = decoder.decode(chunk, final=final)
             except UnicodeDecodeError as exc:
                 out.close()
-                raise SourceError(str(path), f"byte {offset + exc.start} is not valid {encoding}: {exc.reason}") from None
+                raise SourceError(str(path), f"byte {offset + exc.start} is not valid {encoding}: "
+                                             f"{exc.reason}") from None
             out.write(text.encode("utf-8"))
             offset += len(chunk)
             if final:

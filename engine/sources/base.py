@@ -72,10 +72,7 @@ def reader_from_frame(
     frame: pl.LazyFrame, *, columns: list[str] | None = None, chunk_size: int = 100_000
 ) -> pa.RecordBatchReader:
     """Stream a lazy frame as Arrow batches without collecting it whole."""
-    if columns is not None:
-        frame = frame.select(columns)
-    else:
-        frame = frame.select(pl.exclude(ROW_COLUMN))
+    frame = frame.select(columns) if columns is not None else frame.select(pl.exclude("^__biconic_.*$"))
     schema = frame.collect_schema()
     arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
 

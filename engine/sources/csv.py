@@ -13,8 +13,8 @@ import pyarrow as pa
 
 from engine.errors import SourceError, SpecError
 from engine.names import unique_names
-from engine.sources._files import check_file, first_line, transcode_to_utf8
 from engine.sources._chunks import ChunkFactory, chunk_bytes, open_binary, preamble_end, record_chunks
+from engine.sources._files import check_file, first_line, transcode_to_utf8
 from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
 from engine.types import parse_type
 
@@ -115,8 +115,8 @@ class CsvSource:
 
     def _names(self, src: str | IO[bytes], partition: Partition) -> list[str]:
         head = pl.read_csv(src, has_header=False, n_rows=1, infer_schema=False, **self._sniff(partition))
-        if isinstance(src, IO) or hasattr(src, "seek"):
-            src.seek(0)  # type: ignore[union-attr]
+        if not isinstance(src, str):
+            src.seek(0)
         if not self.has_header:
             return [f"column_{i}" for i in range(1, head.width + 1)]
         return unique_names(["" if v is None else str(v) for v in head.row(0)])
@@ -131,8 +131,8 @@ class CsvSource:
                                  **self._sniff(partition)).head(self.infer_rows).collect()
             inferred = dict(sample.schema)
             inferred.update(_iso_temporal(sample))
-            if hasattr(src, "seek"):
-                src.seek(0)  # type: ignore[union-attr]
+            if not isinstance(src, str):
+                src.seek(0)
         except pl.exceptions.NoDataError:
             raise SourceError(partition.label, "the file is empty (no header row)") from None
         except (pl.exceptions.PolarsError, OSError) as exc:

@@ -11,8 +11,8 @@ import pyarrow as pa
 
 from engine.errors import SourceError
 from engine.names import unique_names
-from engine.sources._files import check_file, first_line
 from engine.sources._chunks import ChunkFactory, sliced_chunks
+from engine.sources._files import check_file, first_line
 from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
 
 __all__ = ["ParquetSource"]

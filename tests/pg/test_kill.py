@@ -24,8 +24,8 @@ def _write_files(folder: Path) -> None:
         start = f * n
         pl.DataFrame({
             "id": pl.int_range(start, start + n, eager=True),
-            "created_at": pl.datetime_range(dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 1) + dt.timedelta(minutes=n - 1),
-                                            "1m", eager=True),
+            "created_at": pl.datetime_range(dt.datetime(2026, 1, 1),
+                                            dt.datetime(2026, 1, 1) + dt.timedelta(minutes=n - 1), "1m", eager=True),
             "amount": pl.int_range(0, n, eager=True).cast(pl.Float64) / 7,
         }).with_columns(name=pl.format("name {}", pl.col("id"))).write_csv(folder / f"part_{f}.csv")
 
