@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["batch_rows", "data_dir", "redact", "resolve_dsn"]
+__all__ = ["batch_rows", "data_dir", "redact", "resolve_dsn", "secret_of"]
 
 _embedded: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -32,9 +32,23 @@ def batch_rows() -> int:
 
 
 def redact(dsn: str) -> str:
-    """A DSN safe to print: the password is replaced by ``***``."""
-    dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password=)[^&\s]+", r"\1***", dsn, flags=re.IGNORECASE)
+    """A DSN (or any text holding one) safe to print: passwords become ``***``.
+
+    Handles ``user:secret@host`` (even with an unencoded ``@`` in the secret: the authority ends at the last
+    ``@`` before the host), ``?password=...`` and keyword form ``password = 'a b'``.
+    """
+    dsn = re.sub(r"(://[^:/@\s]+:)[^/\s]*@(?=[^@/\s]*(?:[/?\s]|$))", r"\1***@", dsn)
+    dsn = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^&\s]+)", r"\1***", dsn, flags=re.IGNORECASE)
+    return dsn
+
+
+def secret_of(dsn: str) -> str | None:
+    """The password inside a DSN, so error texts that echo it (libpq does, on bad host names) can be scrubbed."""
+    m = re.search(r"://[^:/@\s]+:([^/\s]*)@[^@/\s]*(?:[/?\s]|$)", dsn)
+    if m and m.group(1):
+        return m.group(1)
+    m = re.search(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^&\s]+)", dsn, flags=re.IGNORECASE)
+    return m.group(1).strip("'\"") if m else None
 
 
 def resolve_dsn(dsn: str | None = None) -> str:

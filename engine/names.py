@@ -7,7 +7,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
-__all__ = ["MAX_IDENTIFIER_BYTES", "normalize_names", "qualified", "quote_ident", "shorten", "unique_names"]
+__all__ = ["MAX_IDENTIFIER_BYTES", "canonical_table", "normalize_names", "qualified", "quote_ident", "shorten", "unique_names"]
 
 MAX_IDENTIFIER_BYTES = 63
 _NOT_WORD = re.compile(r"[^\w]+", re.UNICODE)
@@ -25,6 +25,12 @@ def qualified(name: str) -> str:
     """Quote a possibly schema-qualified table name: ``qualified('s.t') == '"s"."t"'``."""
     schema, _, table = name.rpartition(".")
     return f"{quote_ident(schema)}.{quote_ident(table)}" if schema else quote_ident(table)
+
+
+def canonical_table(name: str) -> str:
+    """One spelling per table: ``public.orders`` and ``orders`` are the same table (``orders``)."""
+    schema, _, table = name.rpartition(".")
+    return table if schema in ("", "public") else name
 
 
 def shorten(name: str, limit: int = MAX_IDENTIFIER_BYTES) -> str:

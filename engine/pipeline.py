@@ -24,7 +24,7 @@ import polars as pl
 
 from engine.config import batch_rows, resolve_dsn
 from engine.errors import IntegrityError, SchemaDriftError, SourceError, SpecError
-from engine.names import qualified, quote_ident
+from engine.names import canonical_table, qualified, quote_ident
 from engine.report import LoadReport
 from engine.sinks._partitions import Period, period_of, truncate_every
 from engine.sinks._schema import pg_to_polars, reconcile
@@ -48,7 +48,7 @@ from engine.spec import (
 )
 from engine.transform import SOURCE_PREFIX, Plan, compile_steps, did_you_mean, fit_names, normalize
 from engine.types import pg_type, to_loadable
-from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, finish, guard_copy
+from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, as_text, finish, guard_copy
 
 __all__ = ["Progress", "load", "run", "run_load"]
 
@@ -131,8 +131,10 @@ def _peak_rss_mb() -> tuple[float, float]:
 def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
     """Execute one LoadSpec (see :func:`load`)."""
     started = time.perf_counter()
+    _check_table_name(spec.target.table)
+    # one name per table: "public.orders" and "orders" must share a ledger, or a re-run would duplicate
+    spec = dataclasses.replace(spec, target=dataclasses.replace(spec.target, table=canonical_table(spec.target.table)))
     target = spec.target
-    _check_table_name(target.table)
     source = open_source(spec.source.path, format=spec.source.format, options=spec.source.options)
     partitions = source.partitions()
     report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=spec.source.path, mode=target.mode,
@@ -223,6 +225,7 @@ class _Prepared:
     casts: dict[str, pl.DataType]
     conflict: list[str]
     identity: list[str]
+    known_names: dict[str, str] = dataclasses.field(default_factory=dict)
     columns: list[str] = dataclasses.field(default_factory=list)
     precomputed: dict[str, pl.Series] | None = None
 
@@ -249,14 +252,15 @@ class _Job:
             pipeline = dataclasses.replace(pipeline, rules=(NotNull(columns=self.target.key), *pipeline.rules))
         return pipeline
 
-    def _compile(self, frame: pl.LazyFrame, precomputed: dict[str, pl.Series] | None) -> Plan:
+    def _compile(self, frame: pl.LazyFrame, precomputed: dict[str, pl.Series] | None,
+                 known_names: dict[str, str]) -> Plan:
         """The table-independent part of a plan: steps, rules, COPY guard, names, connection column."""
         pipeline = self._pipeline()
         plan = compile_steps(pipeline, frame, precomputed=precomputed)
         apply_rules(plan, pipeline)
         guard_copy(plan)
         if pipeline.normalize_names:
-            normalize(plan)
+            normalize(plan, known_names)
         else:
             fit_names(plan)
         self._connection_column(plan)
@@ -287,8 +291,12 @@ class _Job:
         here are replayed on every chunk by :meth:`build`."""
         precomputed = self._precompute(partition)
         first = first_chunk(0)
-        plan = self._compile(first, precomputed or {})
         info = self.sink.describe(table, conn=conn)
+        known_names = info.source_names if info is not None else {}
+        plan = self._compile(first, precomputed or {}, known_names)
+        if info is not None and not info.time_column:  # checked before any DDL touches the user's table
+            raise SpecError("target.table", f"{table} exists but is not range-partitioned on a time column "
+                                            "(a plain table, a view, or another partitioning); load into a new table")
         time_column, add_loaded_at = self._time_column(plan, info)
         if add_loaded_at:
             self._add_loaded_at(plan)
@@ -311,13 +319,14 @@ class _Job:
             identity = [CONNECTION_COLUMN, *[k for k in keys if k != CONNECTION_COLUMN]]
             conflict = self.sink.ensure_merge_index(info, identity)
         prepared = _Prepared(info=info, time_column=time_column, add_loaded_at=add_loaded_at, text_casts=text_casts,
-                             casts=casts, conflict=conflict, identity=identity, precomputed=precomputed)
+                             casts=casts, conflict=conflict, identity=identity, precomputed=precomputed,
+                             known_names=known_names)
         prepared.columns = list(self.build(first, prepared).columns)
         return prepared
 
     def build(self, frame: pl.LazyFrame, prepared: _Prepared) -> Plan:
         """One chunk's complete plan, ending in the status/rule/reason columns."""
-        plan = self._compile(frame, prepared.precomputed or {})
+        plan = self._compile(frame, prepared.precomputed or {}, prepared.known_names)
         if prepared.add_loaded_at:
             self._add_loaded_at(plan)
         _apply_casts(plan, prepared.text_casts, prepared.casts)
@@ -442,8 +451,7 @@ class _Job:
         # the row as read from the source (hidden copies kept by the plan), else as it stands now
         sources = {c[len(SOURCE_PREFIX):]: c for c in bad.columns if c.startswith(SOURCE_PREFIX)}
         fields = sources or {c: c for c in prepared.columns}
-        values = [(pl.col(col).bin.encode("hex") if bad.schema[col] == pl.Binary else pl.col(col).cast(pl.String))
-                  .alias(name) for name, col in fields.items()]
+        values = [as_text(col, bad.schema[col]).alias(name) for name, col in fields.items()]
         raw = bad.select(pl.struct(values).struct.json_encode().alias("raw"))["raw"]
         return pl.DataFrame({
             "load_id": pl.Series([self.report.load_id] * bad.height, dtype=pl.String),
@@ -558,7 +566,8 @@ class _Job:
         self._account(partition, counts)
 
     def replace(self, partitions: list[Partition], keys: list[str]) -> None:
-        """Replace the table's rows in one transaction: DELETE every row, COPY the new ones, commit.
+        """Replace the rows in one transaction: DELETE them, COPY the new ones, commit. With a connection id
+        only that connection's rows (and ledger entries) are replaced; tables are shared by tenants.
 
         Under MVCC a reader sees the old rows until the commit and the new ones after it, never an empty or
         half table (a rename swap cannot promise that: a reader whose snapshot predates the swap would find
@@ -566,16 +575,21 @@ class _Job:
         contract as in append, inside the same transaction.
         """
         sink, target = self.sink, self.target
-        existing = {r[0] for r in sink.run("SELECT load_key FROM biconic.loads WHERE dataset = $1",
-                                           [target.table], conn=sink.ddl)}
+        # With a connection id, replace is that tenant's rows only; without one, the whole table.
+        scope = "AND connection_id = $2" if target.connection_id is not None else ""
+        params: list[Any] = [target.table, *([target.connection_id] if target.connection_id is not None else [])]
+        existing = {r[0] for r in sink.run(f"SELECT load_key FROM biconic.loads WHERE dataset = $1 {scope}",
+                                           params, conn=sink.ddl)}
         if existing and existing == set(keys):
             self.report.skipped_partitions = len(partitions)
             return
         counted: list[tuple[Partition, tuple[int, int, int, int]]] = []
         existed = sink.describe(target.table, conn=sink.data) is not None
         try:
-            sink.run("DELETE FROM biconic.loads WHERE dataset = $1", [target.table])
-            if existed:
+            sink.run(f"DELETE FROM biconic.loads WHERE dataset = $1 {scope}", params)
+            if existed and target.connection_id is not None:
+                sink.run(f"DELETE FROM {_q(target.table)} WHERE {_qi(CONNECTION_COLUMN)} = $1", [target.connection_id])
+            elif existed:
                 sink.run(f"DELETE FROM {_q(target.table)}")
             for partition, key in zip(partitions, keys, strict=True):
                 sink.run("SAVEPOINT biconic_partition")

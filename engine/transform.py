@@ -318,10 +318,26 @@ def fit_names(plan: Plan) -> None:
         plan.refresh()
 
 
-def normalize(plan: Plan) -> None:
-    """Rename visible columns to safe SQL identifiers, remembering the originals."""
-    new = normalize_names(plan.columns)
-    mapping = {old: n for old, n in zip(plan.columns, new, strict=True) if old != n}
+def normalize(plan: Plan, known: dict[str, str] | None = None) -> None:
+    """Rename visible columns to safe SQL identifiers, remembering the originals.
+
+    ``known`` maps source names to the table's columns from earlier loads, so that names that normalise alike
+    (``a b`` and ``a-b``) keep their columns whatever order a later file lists them in.
+    """
+    known = known or {}
+    fixed = {c: known[c] for c in plan.columns if c in known}
+    taken = set(fixed.values())
+    rest = [c for c in plan.columns if c not in fixed]
+    final: dict[str, str] = {}
+    for old, new in zip(rest, normalize_names(rest), strict=True):
+        candidate, n = new, 1
+        while candidate in taken:
+            n += 1
+            candidate = shorten(f"{new}_{n}")
+        taken.add(candidate)
+        final[old] = candidate
+    names = {**fixed, **final}
+    mapping = {old: names[old] for old in plan.columns if names[old] != old}
     if mapping:
         plan.frame = plan.frame.rename(mapping)
         plan.renamed_from.update({n: old for old, n in mapping.items()})

@@ -47,8 +47,10 @@ def to_loadable(dtype: pl.DataType) -> pl.DataType:
         return pl.Int16()
     if dtype == pl.UInt16:
         return pl.Int32()
-    if dtype in (pl.UInt32, pl.UInt64, pl.Int128, pl.UInt128):
-        return pl.Int64()
+    if dtype in (pl.UInt32, pl.UInt64):
+        return pl.Int64()  # values above bigint's range are quarantined by the COPY guard
+    if dtype in (pl.Int128, pl.UInt128):
+        return pl.Decimal(38, 0)  # 20+ digit integers (ids, card numbers) fit numeric(38,0)
     if isinstance(dtype, pl.Datetime):
         return pl.Datetime("us", dtype.time_zone)
     if isinstance(dtype, pl.Duration):

@@ -17,14 +17,15 @@ from engine.spec import Allowed, Castable, NotNull, Pipeline, Range, Regex, Uniq
 from engine.transform import DROP_COLUMN, GLOBAL_PREFIX, REJECT_PREFIX, Plan, convert, preview
 from engine.types import parse_type, to_loadable
 
-__all__ = ["STATUS", "apply_rules", "finish", "guard_copy"]
+__all__ = ["STATUS", "apply_rules", "as_text", "finish", "guard_copy"]
 
 STATUS = "__biconic_status"  # 0 = load, 1 = quarantine, 2 = filtered
 RULE = "__biconic_rule"
 COLUMN = "__biconic_column"
 REASON = "__biconic_reason"
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT64_MAX = 2**63 - 1
+_NUMERIC38 = 10**38
 _PG_DATE_MIN, _PG_DATE_MAX = -4712, 5874897
 _PG_TS_MAX = 294275
 
@@ -128,9 +129,12 @@ def guard_copy(plan: Plan) -> None:
             year = col.dt.year()
             plan.reject("copy_safe", name, ((year < _PG_DATE_MIN) | (year > _PG_TS_MAX)).fill_null(False),
                         pl.format("{} is outside PostgreSQL's timestamp range", col.cast(pl.String)))
-        elif dtype in (pl.UInt64, pl.Int128, pl.UInt128):
-            plan.reject("copy_safe", name, ((col > _INT64_MAX) | (col < _INT64_MIN)).fill_null(False),
+        elif dtype == pl.UInt64:
+            plan.reject("copy_safe", name, (col > _INT64_MAX).fill_null(False),
                         pl.format("{} overflows bigint", col.cast(pl.String)))
+        elif dtype in (pl.Int128, pl.UInt128):
+            plan.reject("copy_safe", name, ((col >= _NUMERIC38) | (col <= -_NUMERIC38)).fill_null(False),
+                        pl.format("{} has more than 38 digits", col.cast(pl.String)))
         elif isinstance(dtype, (pl.List, pl.Array, pl.Struct)):
             casts.append(_json_text(name))
             continue
@@ -140,6 +144,20 @@ def guard_copy(plan: Plan) -> None:
     if casts:
         plan.frame = plan.frame.with_columns(casts)
     plan.refresh()
+
+
+def as_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """Any column as text, for quarantine's ``raw``: nested values as JSON, bytes as hex, durations as ISO."""
+    col = pl.col(name)
+    if isinstance(dtype, (pl.List, pl.Array, pl.Struct)):
+        return _json_text(name)
+    if dtype == pl.Binary:
+        return col.bin.encode("hex")
+    if isinstance(dtype, pl.Duration):
+        return col.dt.to_string("iso")
+    if dtype == pl.Object:
+        return pl.lit(None, dtype=pl.String)
+    return col.cast(pl.String)
 
 
 def _json_text(name: str) -> pl.Expr:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.config import redact
+from engine.config import redact, secret_of
 from engine.errors import SinkError, SinkUnavailableError
 from engine.names import qualified, quote_ident, shorten
 from engine.sinks._partitions import Period
@@ -25,6 +25,7 @@ from engine.sinks._partitions import Period
 __all__ = ["CONNECTION_COLUMN", "PostgresSink", "TableInfo"]
 
 CONNECTION_COLUMN = "connection_id"
+_SOURCE_NAME = "source name: "
 META_SCHEMA = "biconic"
 
 _META_DDL = [
@@ -73,10 +74,20 @@ _REFUSED = ("does not exist", "password authentication failed", "no pg_hba.conf 
 
 
 def _wrap(exc: Exception, what: str, dsn: str) -> SinkError:
-    text = str(exc)
-    message = text.replace(dsn, redact(dsn))
-    message = re.sub(r"password=\S+", "password=***", message)
-    first = next((ln.strip() for ln in message.splitlines() if ln.strip()), type(exc).__name__)
+    message = redact(str(exc).replace(dsn, redact(dsn)))
+    secret = secret_of(dsn)
+    if secret:
+        message = message.replace(secret, "***")
+        # libpq echoes a mis-parsed password as part of the host name, so its pieces are scrubbed as well
+        for piece in re.split(r"[@:/]", secret):
+            if len(piece) >= 4:
+                message = message.replace(piece, "***")
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    # the server's own words (ERROR/DETAIL/HINT) say what went wrong; the driver's preamble does not
+    server = [ln for ln in lines if ln.startswith(("ERROR:", "DETAIL:", "HINT:")) or "ERROR:  " in ln]
+    first = " ".join(server)[:600] if server else (lines[0] if lines else type(exc).__name__)
+    if server and "ERROR:  " in first:
+        first = first[first.index("ERROR:  "):]
     connecting = "Failed to connect" in message or "could not connect" in message
     if connecting and any(p in message for p in _REFUSED):  # the server answered no: retrying will not help
         detail = next((ln.strip() for ln in message.splitlines() if "FATAL" in ln), first)
@@ -84,7 +95,7 @@ def _wrap(exc: Exception, what: str, dsn: str) -> SinkError:
     if "Failed to connect" in message or "could not connect" in message or "Connection refused" in message \
             or "server closed the connection" in message or "no connection to the server" in message:
         return SinkUnavailableError(f"{what}: PostgreSQL at {redact(dsn)} is unreachable: {first[:300]}")
-    return SinkError(f"{what}: {first[:400]}")
+    return SinkError(f"{what}: {first[:600]}")
 
 
 def split_table(name: str) -> tuple[str, str]:
@@ -103,6 +114,8 @@ class TableInfo:
     granularity: str
     hash_partitions: int
     children: set[str] = field(default_factory=set)
+    #: source column name -> table column, for columns whose name was normalised (kept in column comments)
+    source_names: dict[str, str] = field(default_factory=dict)
 
 
 class PostgresSink:
@@ -157,11 +170,13 @@ class PostgresSink:
         """Columns, partitioning and children of ``table``, or None when it does not exist."""
         conn = conn or self.ddl
         rows = self.run(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), col_description(a.attrelid, a.attnum) "
+            "FROM pg_attribute a "
             "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             [qualified(table)], conn=conn)
         if not rows:
             return None
+        source_names = {str(c)[len(_SOURCE_NAME):]: n for n, _, c in rows if c and str(c).startswith(_SOURCE_NAME)}
         meta = self.run(f"SELECT time_column, granularity, hash_partitions FROM {META_SCHEMA}.datasets "
                         "WHERE dataset = $1", [table], conn=conn)
         time_column, granularity, hash_partitions = meta[0] if meta else (None, "month", 0)
@@ -172,8 +187,9 @@ class PostgresSink:
         children = {r[0] for r in self.run(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = to_regclass($1)", [qualified(table)], conn=conn)}
-        return TableInfo(name=table, columns=dict(rows), time_column=time_column, granularity=granularity,
-                         hash_partitions=int(hash_partitions or 0), children=children)
+        return TableInfo(name=table, columns={n: t for n, t, _ in rows}, time_column=time_column,
+                         granularity=granularity, hash_partitions=int(hash_partitions or 0), children=children,
+                         source_names=source_names)
 
     def create_table(self, table: str, columns: Sequence[tuple[str, str]], *, time_column: str,
                      granularity: str, hash_partitions: int, comments: dict[str, str], conn: Any = None,
@@ -187,7 +203,7 @@ class PostgresSink:
                  f"PARTITION BY RANGE ({quote_ident(time_column)})", conn=conn)
         for column, original in comments.items():
             self.run(f"COMMENT ON COLUMN {qualified(table)}.{quote_ident(column)} IS "
-                     f"{_literal('source name: ' + original)}", conn=conn)
+                     f"{_literal(_SOURCE_NAME + original)}", conn=conn)
         if indexes:
             self.create_indexes(table, time_column, conn=conn)
         self.run(f"INSERT INTO {META_SCHEMA}.datasets (dataset, time_column, granularity, hash_partitions) "
@@ -231,7 +247,7 @@ class PostgresSink:
         self.run(f"ALTER TABLE {qualified(table)} ADD COLUMN IF NOT EXISTS {quote_ident(column)} {pg}", conn=conn)
         if comment:
             self.run(f"COMMENT ON COLUMN {qualified(table)}.{quote_ident(column)} IS "
-                     f"{_literal('source name: ' + comment)}", conn=conn)
+                     f"{_literal(_SOURCE_NAME + comment)}", conn=conn)
         if conn is self.ddl:
             self.ddl.commit()
 

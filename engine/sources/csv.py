@@ -71,6 +71,24 @@ class CsvSource:
     dtypes: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        checks: list[tuple[str, bool, str]] = [
+            ("has_header", isinstance(self.has_header, bool), "true or false"),
+            ("skip_rows", isinstance(self.skip_rows, int) and not isinstance(self.skip_rows, bool)
+             and self.skip_rows >= 0, "a whole number >= 0"),
+            ("infer_rows", isinstance(self.infer_rows, int) and not isinstance(self.infer_rows, bool)
+             and self.infer_rows >= 1, "a whole number >= 1"),
+            ("encoding", isinstance(self.encoding, str) and bool(self.encoding), "an encoding name"),
+            ("comment_prefix", self.comment_prefix is None or (isinstance(self.comment_prefix, str)
+                                                               and 1 <= len(self.comment_prefix) <= 5),
+             "1 to 5 characters, or null"),
+            ("null_values", isinstance(self.null_values, str) or (isinstance(self.null_values, tuple)
+                                                                  and all(isinstance(v, str) for v in self.null_values)),
+             "a text or a list of texts"),
+            ("dtypes", isinstance(self.dtypes, Mapping), "a mapping of column to type"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise SpecError(f"source.{name}", f"expected {expected}, got {getattr(self, name)!r}")
         if not isinstance(self.delimiter, str) or len(self.delimiter.encode()) != 1:
             raise SpecError("source.delimiter", f"expected one single-byte character, got {self.delimiter!r}")
         if self.quote_char is not None and (not isinstance(self.quote_char, str)

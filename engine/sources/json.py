@@ -22,11 +22,13 @@ __all__ = ["JsonSource"]
 @dataclass(frozen=True, kw_only=True)
 class JsonSource:
     """JSON files. ``ndjson`` streams line by line in bounded memory; a JSON array is parsed whole (one file
-    at a time), so prefer NDJSON for big exports. The schema is the union of fields over ``infer_rows``."""
+    at a time), so prefer NDJSON for big exports. The schema is the union of fields over the
+    whole file (NDJSON: chunk by chunk), or over the first ``infer_rows`` rows when set (faster, but keys first
+    seen later are not read)."""
 
     paths: tuple[Path, ...]
     lines: bool = False
-    infer_rows: int | None = 10_000
+    infer_rows: int | None = None
 
     def partitions(self) -> list[Partition]:
         parts = []
@@ -36,13 +38,31 @@ class JsonSource:
                                    fingerprint=file_fingerprint(path), size_bytes=path.stat().st_size))
         return parts
 
+    def _infer(self, partition: Partition) -> dict[str, pl.DataType]:
+        """The union of fields and types over the file (or its first ``infer_rows`` lines), chunk by chunk.
+
+        A key first seen late in the file must become a column, not vanish; inferring per chunk keeps memory
+        bounded where one Polars inference over the whole file would map all of it.
+        """
+        if self.infer_rows is not None:
+            return dict(pl.scan_ndjson(partition.path, infer_schema_length=self.infer_rows).collect_schema())
+        frames: list[pl.DataFrame] = []
+        with open(partition.path, "rb") as f:
+            for data in record_chunks(f, 0, chunk_bytes(), None):
+                if data.strip():
+                    schema = pl.scan_ndjson(data, infer_schema_length=None).collect_schema()
+                    frames.append(pl.DataFrame(schema=schema))
+        if not frames:
+            raise SourceError(partition.label, "the file is empty (no JSON lines)")
+        return dict(pl.concat(frames, how="diagonal_relaxed").schema)
+
     def _read_schema(self, partition: Partition) -> tuple[dict[str, pl.DataType], dict[str, pl.DataType]]:
         """NDJSON: the schema to read with (scalars as text) and the scalar types to convert them to.
 
         Scalars are read as text and converted (as in CSV): a value past the sample that does not fit the
         sampled type quarantines its row instead of failing the whole file.
         """
-        inferred = dict(pl.scan_ndjson(partition.path, infer_schema_length=self.infer_rows).collect_schema())
+        inferred = self._infer(partition)
         scalars = {n: t for n, t in inferred.items() if t.is_numeric() or t == pl.Boolean}
         texts = {n: pl.String() for n, t in inferred.items() if n in scalars or t == pl.Null}
         return {**inferred, **texts}, scalars

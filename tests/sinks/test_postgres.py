@@ -51,7 +51,7 @@ def test_query_errors_are_plain_sink_errors() -> None:
     err = _wrap(Exception('NOT_FOUND: ERROR:  relation "x" does not exist\nQuery was: SELECT 1'), "SELECT",
                 "d")
     assert type(err) is SinkError
-    assert str(err) == 'SELECT: NOT_FOUND: ERROR:  relation "x" does not exist'
+    assert str(err) == 'SELECT: ERROR:  relation "x" does not exist'
 
 
 def test_password_in_keyword_dsn_is_redacted() -> None:
