@@ -147,7 +147,9 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         try:
             import yaml
 
-            out[name.strip()] = yaml.safe_load(value) if value.strip() else value
+            parsed = yaml.safe_load(value) if value.strip() else value
+            # "#" (a comment to YAML) and other text that parses to nothing stay the text they are
+            out[name.strip()] = value if parsed is None and value.strip() not in ("null", "~") else parsed
         except Exception:
             out[name.strip()] = value
     return out

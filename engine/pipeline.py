@@ -465,15 +465,25 @@ class _Job:
             "raw": raw,
         })
 
-    def _batches(self, chunks: Iterator[Any], prepared: _Prepared) -> Iterator[pl.DataFrame]:
+    def _batches(self, chunks: Iterator[Any], prepared: _Prepared, label: str) -> Iterator[pl.DataFrame]:
         """Every batch of the partition, chunk after chunk; a chunk's query starts only when the previous
         chunk has been handed over, which is what keeps memory bounded."""
         rows_before = 0
         for factory in chunks:
             plan = self.build(factory(rows_before), prepared)
-            for df in plan.frame.collect_batches(chunk_size=batch_rows()):
-                rows_before += df.height
-                yield df
+            start = rows_before
+            try:
+                for df in plan.frame.collect_batches(chunk_size=batch_rows()):
+                    rows_before += df.height
+                    yield df
+            except pl.exceptions.PolarsError as exc:
+                locate = getattr(factory, "locate", None)
+                if locate is None or "utf-8" in str(exc).lower():
+                    raise
+                row = locate(start)
+                if row is None:
+                    raise
+                raise SourceError(label, f"cannot read: {first_line(exc)}", row=row) from None
 
     def stream(self, partition: Partition, chunks: Iterator[Any], prepared: _Prepared, *, into: str,
                temporary: bool = False, ddl_conn: Any = None) -> tuple[int, int, int, int]:
@@ -481,7 +491,7 @@ class _Job:
         rows_in = loaded = quarantined = filtered = 0
         rules: Counter[str] = Counter()
         keep = prepared.columns
-        prefetch = _Prefetch(self._batches(chunks, prepared))
+        prefetch = _Prefetch(self._batches(chunks, prepared, partition.label))
         try:
             for df in prefetch:
                 rows_in += df.height

@@ -14,8 +14,8 @@ from typing import IO
 
 import polars as pl
 
-__all__ = ["ChunkFactory", "chunk_bytes", "chunk_rows", "open_binary", "preamble_end", "record_chunks", "row_slices",
-           "sliced_chunks"]
+__all__ = ["ChunkFactory", "chunk_bytes", "chunk_rows", "open_binary", "preamble_end", "record_chunks", "record_end",
+           "row_slices", "sliced_chunks", "split_records"]
 
 #: A chunk: given how many rows came before it in the partition, its lazy frame.
 ChunkFactory = Callable[[int], pl.LazyFrame]
@@ -57,6 +57,32 @@ def _scan_records(block: bytes, at: int, parity: int, quote: bytes | None) -> tu
         if parity == 0:
             return nl + 1, 0
         pos = nl + 1
+
+
+def record_end(f: IO[bytes], start: int, quote: bytes | None) -> int:
+    """The byte offset just past the record that begins at ``start`` (the file size if it never ends)."""
+    f.seek(start)
+    offset, parity = start, 0
+    while True:
+        block = f.read(_BLOCK)
+        if not block:
+            return offset
+        end, parity = _scan_records(block, 0, parity, quote)
+        if end != -1:
+            return offset + end
+        offset += len(block)
+
+
+def split_records(data: bytes, quote: bytes | None) -> tuple[bytes, bytes] | None:
+    """``data`` (whole records) cut in two at the record boundary nearest its middle; None for one record."""
+    middle = len(data) // 2
+    parity = data.count(quote, 0, middle) % 2 if quote else 0
+    end, _ = _scan_records(data, middle, parity, quote)
+    if end == -1 or end >= len(data):
+        end, _ = _scan_records(data, 0, 0, quote)
+        if end == -1 or end >= len(data):
+            return None
+    return data[:end], data[end:]
 
 
 def preamble_end(f: IO[bytes], records: int, quote: bytes | None) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ import pyarrow as pa
 
 from engine.errors import SourceError, SpecError
 from engine.names import unique_names
-from engine.sources._chunks import ChunkFactory, chunk_bytes, open_binary, preamble_end, record_chunks
+from engine.sources._chunks import ChunkFactory, chunk_bytes, open_binary, record_chunks, record_end, split_records
 from engine.sources._files import check_file, first_line, transcode_to_utf8
 from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
 from engine.types import parse_type
@@ -132,7 +131,8 @@ class CsvSource:
         return {**self._common(partition), "encoding": "utf8-lossy"}
 
     def _names(self, src: str | IO[bytes], partition: Partition) -> list[str]:
-        head = pl.read_csv(src, has_header=False, n_rows=1, infer_schema=False, **self._sniff(partition))
+        head = pl.read_csv(src, has_header=False, n_rows=1, infer_schema=False, truncate_ragged_lines=True,
+                           **self._sniff(partition))
         if not isinstance(src, str):
             src.seek(0)
         if not self.has_header:
@@ -146,6 +146,7 @@ class CsvSource:
             # ignore_errors: a bad value just past the sample must become a reject later, not fail the file
             sample = pl.scan_csv(src, has_header=self.has_header, new_columns=names,
                                  infer_schema_length=self.infer_rows, ignore_errors=True,
+                                 truncate_ragged_lines=True,  # a ragged row fails later, naming its row
                                  **self._sniff(partition)).head(self.infer_rows).collect()
             inferred = dict(sample.schema)
             inferred.update(_iso_temporal(sample))
@@ -166,6 +167,8 @@ class CsvSource:
         from engine.transform import Plan, keep_source_values
 
         plan = Plan.start(keep_source_values(frame))
+        # a blank line reads as a row of nulls: it is not a record, so it is counted as filtered
+        plan.drop_where(pl.all_horizontal([pl.col(c).is_null() for c in plan.columns]))
         if partition.options.get("utf8_lossy"):  # checked on the raw text, before columns get their types
             for c in plan.columns:
                 plan.reject("invalid_utf8", c, pl.col(c).str.contains("\ufffd", literal=True).fill_null(False),
@@ -177,49 +180,59 @@ class CsvSource:
         """The whole file as one lazy frame (used for partition-wide passes; loads use :meth:`chunks`)."""
         src = self._open(partition)
         names, inferred = self._layout(src, partition)
-        first_row = 1 + self.skip_rows + (1 if self.has_header else 0)
+        f = open_binary(src)
+        try:
+            _, lines = self._body_start(f, self._quote())
+        finally:
+            if isinstance(src, str):
+                f.close()
+            else:
+                src.seek(0)
         frame = pl.scan_csv(src, has_header=self.has_header, new_columns=names, infer_schema=False,
-                            row_index_name=ROW_COLUMN, row_index_offset=first_row, **self._common(partition))
+                            row_index_name=ROW_COLUMN, row_index_offset=1 + lines, **self._common(partition))
         return self._typed(frame, inferred, partition)
 
-    def _body_start(self, f: IO[bytes], quote: bytes | None) -> int:
-        """The byte offset of the first data record: past the skipped rows, the header, and any comment
-        lines before the header (Polars skips those too, so they must not be taken for the header)."""
-        records = self.skip_rows
-        if self.comment_prefix:
-            f.seek(preamble_end(f, records, quote))
-            prefix = self.comment_prefix.encode()
-            for line in f:
-                if not line.lstrip(b"\xef\xbb\xbf").startswith(prefix):
-                    break
-                records += 1
-        return preamble_end(f, records + (1 if self.has_header else 0), quote)
+    def _quote(self) -> bytes | None:
+        return self.quote_char.encode() if self.quote_char else None
+
+    def _body_start(self, f: IO[bytes], quote: bytes | None) -> tuple[int, int]:
+        """Where the data begins: past ``skip_rows`` records, the header, and comment lines among them (as
+        Polars skips them: comments do not count as skipped rows). Returns (byte offset, lines before it),
+        so row numbers stay line numbers."""
+        prefix = self.comment_prefix.encode() if self.comment_prefix else None
+        wanted = self.skip_rows + (1 if self.has_header else 0)
+        pos = counted = 0
+        while counted < wanted:
+            f.seek(pos)
+            head = f.read(len(prefix) + 3) if prefix else b""
+            if pos == 0:
+                head = head.removeprefix(b"\xef\xbb\xbf")
+            if prefix and head.startswith(prefix):
+                end = record_end(f, pos, None)  # a comment is one physical line
+            else:
+                end = record_end(f, pos, quote)
+                counted += 1
+            if end == pos:
+                break
+            pos = end
+        f.seek(0)
+        lines = f.read(pos).count(b"\n") if pos else 0
+        return pos, lines
 
     def chunks(self, partition: Partition) -> Iterator[ChunkFactory]:
         """Pieces of about ``BICONIC_CHUNK_MB`` of whole records (never cut inside a quoted field)."""
         src = self._open(partition)
         names, inferred = self._layout(src, partition)
-        quote = self.quote_char.encode() if self.quote_char else None
-        preamble = self.skip_rows + (1 if self.has_header else 0)
-        common = {**self._common(partition), "skip_rows": 0}
-        schema = {n: pl.String() for n in names}
-
-        def chunk(data: bytes, rows_before: int) -> pl.LazyFrame:
-            if not data.strip():  # a header-only file: no rows, but the columns
-                return self._typed(pl.LazyFrame(schema={ROW_COLUMN: pl.UInt32(), **schema}), inferred, partition)
-            frame = pl.scan_csv(data, has_header=False, schema=schema, row_index_name=ROW_COLUMN,
-                                row_index_offset=1 + preamble + rows_before, **common)
-            return self._typed(frame, inferred, partition)
-
+        quote = self._quote()
         f = open_binary(src)
         try:
-            body = self._body_start(f, quote)
+            body, lines = self._body_start(f, quote)
             produced = False
             for data in record_chunks(f, body, chunk_bytes(), quote):
                 produced = True
-                yield functools.partial(chunk, data)
+                yield _CsvChunk(self, partition, names, inferred, data, first_row=1 + lines)
             if not produced:
-                yield functools.partial(chunk, b"")
+                yield _CsvChunk(self, partition, names, inferred, b"", first_row=1 + lines)
         finally:
             f.close()
 
@@ -228,3 +241,50 @@ class CsvSource:
 
     def schema(self) -> pa.Schema:
         return reader_from_frame(self.scan(self.partitions()[0]).head(0)).schema
+
+
+@dataclass(frozen=True)
+class _CsvChunk:
+    """One piece of a CSV file: called with the rows before it, it gives the piece's lazy frame."""
+
+    source: CsvSource
+    partition: Partition
+    names: list[str]
+    inferred: dict[str, pl.DataType]
+    data: bytes
+    first_row: int
+
+    def _read(self, data: bytes, row_offset: int) -> pl.LazyFrame:
+        common = {**self.source._common(self.partition), "skip_rows": 0}
+        schema = {n: pl.String() for n in self.names}
+        if not data.strip():  # a header-only file: no rows, but the columns
+            return pl.LazyFrame(schema={ROW_COLUMN: pl.UInt32(), **schema})
+        return pl.scan_csv(data, has_header=False, schema=schema, row_index_name=ROW_COLUMN,
+                           row_index_offset=row_offset, **common)
+
+    def __call__(self, rows_before: int) -> pl.LazyFrame:
+        return self.source._typed(self._read(self.data, self.first_row + rows_before), self.inferred, self.partition)
+
+    def locate(self, rows_before: int) -> int | None:
+        """The row number of the first record Polars cannot parse, found by halving the piece (so an error
+        such as a ragged row can name its row); None when every part parses on its own."""
+        data, offset = self.data, self.first_row + rows_before
+        if not self._fails(data):
+            return None
+        while True:
+            halves = split_records(data, self.source._quote())
+            if halves is None:
+                return offset
+            left, right = halves
+            if self._fails(left):
+                data = left
+            else:
+                offset += self._read(left, 0).select(pl.len()).collect().item()
+                data = right
+
+    def _fails(self, data: bytes) -> bool:
+        try:
+            self._read(data, 0).collect()
+        except pl.exceptions.PolarsError:
+            return True
+        return False
