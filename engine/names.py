@@ -7,7 +7,10 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
-__all__ = ["MAX_IDENTIFIER_BYTES", "canonical_table", "normalize_names", "qualified", "quote_ident", "shorten", "unique_names"]
+__all__ = [
+    "MAX_IDENTIFIER_BYTES", "canonical_table", "normalize_names", "qualified", "quote_ident", "shorten",
+    "unique_names",
+]
 
 MAX_IDENTIFIER_BYTES = 63
 _NOT_WORD = re.compile(r"[^\w]+", re.UNICODE)

@@ -437,7 +437,8 @@ def make_target(tgt: Mapping[str, Any], path: str = "target") -> TargetSpec:
             if not -(2**63) <= cid < 2**63:
                 raise ValueError(cid)  # connection_id is a bigint column
         except (TypeError, ValueError):
-            raise SpecError(f"{path}.connection_id", f"expected a whole number that fits a bigint, got {cid!r}") from None
+            raise SpecError(f"{path}.connection_id",
+                            f"expected a whole number that fits a bigint, got {cid!r}") from None
     return TargetSpec(
         table=str(tgt["table"]), connection_id=cid, partition_by=partition_by, granularity=granularity,
         hash_partitions=hp, mode=mode, key=key,

@@ -80,8 +80,8 @@ class CsvSource:
             ("comment_prefix", self.comment_prefix is None or (isinstance(self.comment_prefix, str)
                                                                and 1 <= len(self.comment_prefix) <= 5),
              "1 to 5 characters, or null"),
-            ("null_values", isinstance(self.null_values, str) or (isinstance(self.null_values, tuple)
-                                                                  and all(isinstance(v, str) for v in self.null_values)),
+            ("null_values", isinstance(self.null_values, str) or (
+                isinstance(self.null_values, tuple) and all(isinstance(v, str) for v in self.null_values)),
              "a text or a list of texts"),
             ("dtypes", isinstance(self.dtypes, Mapping), "a mapping of column to type"),
         ]
