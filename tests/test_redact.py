@@ -1,0 +1,66 @@
+"""Passwords never reach a printed DSN or an error message (no database needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import redact
+from engine.errors import SinkError
+from engine.sinks.postgres import _wrap
+
+# (dsn, the secret, pieces of it that must not appear either, text that must survive)
+CASES = [
+    ("postgresql://u:p@ssS3cret@127.0.0.1:5999/db", "p@ssS3cret", ["ssS3cret", "S3cret"], ["127.0.0.1:5999/db"]),
+    ("host=h password = S3cret dbname=x", "S3cret", [], ["host=h", "dbname=x"]),
+    ("host=h password='my S3cret' dbname=x", "my S3cret", ["S3cret", "'my"], ["host=h", "dbname=x"]),
+    ("postgresql://u@127.0.0.1:5432/db?password=zz&sslmode=require", "zz", [], ["sslmode=require",
+                                                                                "127.0.0.1:5432/db"]),
+]
+IDS = ["unencoded-at", "keyword-spaces", "keyword-quoted", "query-param"]
+
+
+@pytest.mark.parametrize(("dsn", "secret", "pieces", "kept"), CASES, ids=IDS)
+def test_redact_hides_the_password(dsn: str, secret: str, pieces: list[str], kept: list[str]) -> None:
+    out = redact(dsn)
+    for leaked in (secret, *pieces):
+        assert leaked not in out, out
+    assert "***" in out
+    for part in kept:
+        assert part in out, out
+
+
+@pytest.mark.parametrize(("dsn", "secret", "pieces", "kept"), CASES, ids=IDS)
+def test_redact_inside_longer_text(dsn: str, secret: str, pieces: list[str], kept: list[str]) -> None:
+    out = redact(f'connecting to "{dsn}" failed\nretry with {dsn}')
+    for leaked in (secret, *pieces):
+        assert leaked not in out, out
+
+
+def _messages(dsn: str, secret: str) -> list[str]:
+    """Texts a driver may raise: the DSN verbatim, libpq echoing a mis-parsed host, the keyword pair."""
+    host = secret.split("@")[-1] + "@127.0.0.1"
+    return [
+        f"IO: [libpq] Failed to connect: could not connect to {dsn}",
+        f'IO: [libpq] Failed to connect: could not translate host name "{host}" to address: '
+        "Name or service not known",
+        f"ADBC error: invalid connection option: password={secret}\nDETAIL: in {dsn}",
+        f"ERROR:  something failed for {dsn}\nDETAIL:  password = '{secret}'",
+    ]
+
+
+@pytest.mark.parametrize(("dsn", "secret", "pieces", "kept"), CASES, ids=IDS)
+def test_wrap_never_lets_the_password_through(dsn: str, secret: str, pieces: list[str], kept: list[str]) -> None:
+    for text in _messages(dsn, secret):
+        err = _wrap(RuntimeError(text), "connect", dsn)
+        assert isinstance(err, SinkError)
+        message = str(err)
+        for leaked in (secret, *pieces):
+            assert leaked not in message, (text, message)
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://u@127.0.0.1:5432/db", "postgresql://127.0.0.1/db?sslmode=disable",
+                                 "host=h user=u dbname=x", "postgresql://u@h:5432/db?application_name=etl"])
+def test_dsn_without_password_is_unchanged(dsn: str) -> None:
+    assert redact(dsn) == dsn
+    err = _wrap(RuntimeError(f"IO: [libpq] Failed to connect: could not connect to {dsn}"), "connect", dsn)
+    assert dsn in str(err)
