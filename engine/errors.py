@@ -8,7 +8,8 @@
     │   └── HostileInputError    exit 3   a parser crashed or blew its memory/time limit in its sandbox
     ├── SchemaDriftError         exit 4   incoming columns do not fit the target table under the contract
     ├── SinkError                exit 5   PostgreSQL refused or failed the load
-    │   └── SinkUnavailableError exit 5   the server cannot be reached (also a TransientError)
+    │   ├── SinkUnavailableError exit 5   the server cannot be reached (also a TransientError)
+    │   └── SinkConflictError    exit 5   a deadlock or lock timeout with another load (also a TransientError)
     └── IntegrityError           exit 6   a load's row accounting does not add up; nothing was committed
 
     TransientError                        marker: the job layer retries these, and only these
@@ -24,6 +25,7 @@ __all__ = [
     "HostileInputError",
     "IntegrityError",
     "SchemaDriftError",
+    "SinkConflictError",
     "SinkError",
     "SinkUnavailableError",
     "SourceError",
@@ -100,6 +102,11 @@ class SinkError(BiconicError):
 
 class SinkUnavailableError(SinkError, TransientError):
     """PostgreSQL cannot be reached; retrying later may work."""
+
+
+class SinkConflictError(SinkError, TransientError):
+    """Another load held a lock this one needed (deadlock, lock timeout); the partition was rolled back and a
+    retry completes it."""
 
 
 class IntegrityError(BiconicError):

@@ -244,6 +244,8 @@ class _Job:
         self.progress = progress
         self.loaded_at = dt.datetime.now(dt.UTC)
         self.partitions_done = 0
+        #: children created standalone in the open transaction, attached before it commits
+        self.fresh: dict[str, Period] = {}
 
     # --- planning ------------------------------------------------------------------------------------------
     def _pipeline(self) -> Pipeline:
@@ -436,16 +438,27 @@ class _Job:
         return text, {c: t for c, t in casts.items() if c not in text}
 
     # --- streaming -----------------------------------------------------------------------------------------
-    def _periods(self, df: pl.DataFrame, prepared: _Prepared) -> list[Period]:
+    def _period_start(self, df: pl.DataFrame, prepared: _Prepared) -> pl.Expr:
+        """Each row's period start (UTC for timestamps with a time zone)."""
         col = pl.col(prepared.time_column)
         dtype = df.schema[prepared.time_column]
         if isinstance(dtype, pl.Datetime):
             if dtype.time_zone:
                 col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
             col = col.dt.date()
-        every = truncate_every[prepared.info.granularity]
-        starts = df.select(col.dt.truncate(every).unique().alias("p")).to_series().to_list()
+        return col.dt.truncate(truncate_every[prepared.info.granularity])
+
+    def _periods(self, df: pl.DataFrame, prepared: _Prepared) -> list[Period]:
+        starts = df.select(self._period_start(df, prepared).unique().alias("p")).to_series().to_list()
         return [period_of(s, prepared.info.granularity) for s in starts if s is not None]
+
+    def _by_period(self, df: pl.DataFrame, prepared: _Prepared) -> Iterator[tuple[Period, pl.DataFrame]]:
+        """The batch split by target child: COPY straight into children skips PostgreSQL's row routing."""
+        key = "__biconic_period"
+        parts = df.with_columns(self._period_start(df, prepared).alias(key)).partition_by(
+            key, as_dict=True, include_key=False)
+        for (start,), part in parts.items():
+            yield period_of(start, prepared.info.granularity), part
 
     def _quarantine_rows(self, bad: pl.DataFrame, prepared: _Prepared, label: str) -> pl.DataFrame:
         # the row as read from the source (hidden copies kept by the plan), else as it stands now
@@ -497,11 +510,16 @@ class _Job:
                 rows_in += df.height
                 status = df[STATUS]
                 good = df.filter(status == 0).select(keep)
-                if good.height:
+                if good.height and temporary:  # merge staging: the target's children must exist for the INSERT
                     names = self.sink.ensure_partitions(prepared.info, self._periods(good, prepared), conn=ddl_conn)
                     self.report.partitions.extend(names)
-                    self.sink.copy(into, good.to_arrow(), temporary=temporary)
-                    loaded += good.height
+                    self.sink.copy(into, good.to_arrow(), temporary=True)
+                elif good.height:
+                    for period, part in self._by_period(good, prepared):
+                        child = self.sink.child_for(prepared.info, period, self.fresh)
+                        self.report.partitions.append(period.child_name(split_table(prepared.info.name)[1]))
+                        self.sink.copy(child, part.to_arrow())
+                loaded += good.height
                 bad = df.filter(status == 1)
                 if bad.height:
                     rules.update(bad[RULE].to_list())
@@ -509,6 +527,8 @@ class _Job:
                     quarantined += bad.height
                 filtered += int((status == 2).sum())
                 self._progress(partition, self.report.rows_in + rows_in)
+            if self.fresh:
+                self.sink.attach_fresh(prepared.info, self.fresh)
         except pl.exceptions.PolarsError as exc:
             raise _source_error(partition, exc) from None
         finally:
@@ -540,6 +560,7 @@ class _Job:
             self._load_partition(partition, key)
         except _InvalidUtf8:
             self.sink.rollback()
+            self.fresh.clear()
             lossy = dataclasses.replace(partition, options={**partition.options, "utf8_lossy": True})
             self._load_partition(lossy, key)
 
@@ -572,6 +593,7 @@ class _Job:
                           rows_filtered=counts[3])
         except BaseException:
             sink.rollback()
+            self.fresh.clear()
             raise
         self._account(partition, counts)
 
@@ -603,10 +625,12 @@ class _Job:
                 sink.run(f"DELETE FROM {_q(target.table)}")
             for partition, key in zip(partitions, keys, strict=True):
                 sink.run("SAVEPOINT biconic_partition")
+                fresh_before = dict(self.fresh)
                 try:
                     counts = self._replace_partition(partition, key, fresh=not existed)
                 except _InvalidUtf8:
                     sink.run("ROLLBACK TO SAVEPOINT biconic_partition")
+                    self.fresh = fresh_before
                     lossy = dataclasses.replace(partition, options={**partition.options, "utf8_lossy": True})
                     counts = self._replace_partition(lossy, key, fresh=not existed)
                 counted.append((partition, counts))
@@ -616,6 +640,7 @@ class _Job:
             sink.commit()
         except BaseException:
             sink.rollback()
+            self.fresh.clear()
             raise
         for partition, counts in counted:
             self._account(partition, counts)
