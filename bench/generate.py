@@ -46,6 +46,8 @@ def write(path: Path, rows: int, *, seed: int = 42, chunk: int = 1_000_000) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == ".xlsx":
         return _write_xlsx(path, rows, seed=seed)
+    if fmt == ".parquet":
+        return _write_parquet(path, rows, seed=seed, chunk=chunk)
     with open(path, "wb") as out:
         for i, done in enumerate(range(0, rows, chunk)):
             part = frame(min(chunk, rows - done), seed=seed, offset=done)
@@ -53,12 +55,25 @@ def write(path: Path, rows: int, *, seed: int = 42, chunk: int = 1_000_000) -> P
                 part.write_csv(out, include_header=(i == 0))
             elif fmt in (".ndjson", ".jsonl"):
                 part.write_ndjson(out)
-            elif fmt == ".parquet":
-                if rows > chunk:
-                    raise ValueError("parquet: write at most one chunk (use several files for more)")
-                part.write_parquet(out, compression="zstd")
             else:
                 raise ValueError(f"unknown format {fmt}")
+    return path
+
+
+def _write_parquet(path: Path, rows: int, *, seed: int, chunk: int) -> Path:
+    """One zstd Parquet file of any size: each chunk of ``chunk`` rows is written as its own row groups."""
+    import pyarrow.parquet as pq
+
+    writer: pq.ParquetWriter | None = None
+    try:
+        for done in range(0, rows, chunk):
+            table = frame(min(chunk, rows - done), seed=seed, offset=done).to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(str(path), table.schema, compression="zstd")
+            writer.write_table(table, row_group_size=256 * 1024)
+    finally:
+        if writer is not None:
+            writer.close()
     return path
 
 

@@ -313,8 +313,8 @@ class PostgresSink:
         if child in info.children or child in fresh:
             return name
         self.run("SELECT pg_advisory_xact_lock(hashtext($1))", [f"child:{schema}.{child}"])
-        attached = self.run("SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2)",
-                            [qchild, qualified(info.name)])
+        attached = self.run("SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) "
+                            "AND inhparent = to_regclass($2)", [qchild, qualified(info.name)])
         if attached:
             info.children.add(child)
             return name
