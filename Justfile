@@ -18,9 +18,20 @@ test *ARGS:
 test-fast *ARGS:
     python -m pytest -q -m "not slow" {{ARGS}}
 
-# 1M-row CSV and xlsx loads beside psql \copy, in this run (prints rows/s, peak RSS, ratios)
+# speed bar, 1M rows (< 3 min): engine CSV/Parquet/xlsx, plain and --spec, beside psql \copy, ADBC, dlt, pandas
 bench *ARGS:
-    python bench/foundation.py {{ARGS}}
+    pip install -q -e '.[bench]'
+    python bench/run.py --rows 1000000 --runs 3 --peer-runs 1 --pandas-rows 10000 --dlt-default-rows 100000 --lean {{ARGS}}
+
+# the same at 10M and 100M rows (100M: CSV only, in-memory peers capped at 10M); LONG: about 3 hours, ~12 GB of files
+bench-full *ARGS:
+    pip install -q -e '.[bench]'
+    python bench/run.py --rows 10000000 --rows 100000000 --runs 3 --peer-runs 3 --pandas-rows 100000 --dlt-default-rows 1000000 {{ARGS}}
+
+# micro-benchmarks (pytest-benchmark): spec compile, validation on 1M rows, Arrow batch handling
+bench-micro *ARGS:
+    pip install -q -e '.[bench]'
+    python -m pytest bench/micro --benchmark-only -q {{ARGS}}
 
 # ruff + mypy
 lint:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -62,6 +62,8 @@ class ExcelSource:
     dtypes: Mapping[str, str] | None = None
     memory_limit_mb: int = 4096
     timeout_s: float = 600.0
+    #: the last sheet parsed (one slot): a partition-wide pass and the load then share one parse
+    _last: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Frozen, but normalise what callers naturally pass (a list, str paths) so equality stays meaningful.
@@ -111,12 +113,18 @@ class ExcelSource:
 
     def scan(self, partition: Partition) -> pl.LazyFrame:
         """The sheet, parsed now in the sandbox, as a lazy frame over its memory-mapped Arrow data."""
+        slot = (partition.key, partition.fingerprint)
+        if self._last.get("slot") == slot:
+            return self._last["frame"]  # type: ignore[no-any-return]
+        self._last.clear()  # let the previous sheet's mapping go before parsing the next
         frame = self._load(partition, schema_only=False)
-        return (
+        lazy = (
             frame.lazy()
             .with_row_index(ROW_COLUMN, offset=self.header_row + 2)
             .select(pl.exclude(ROW_COLUMN), pl.col(ROW_COLUMN).cast(pl.Int64))
         )
+        self._last.update(slot=slot, frame=lazy)
+        return lazy
 
     def chunks(self, partition: Partition) -> Iterator[ChunkFactory]:
         """Row slices of about ``BICONIC_CHUNK_ROWS`` rows: bounded memory whatever the size."""
