@@ -46,7 +46,16 @@ from engine.spec import (
     parse_pipeline,
     read_pipeline_spec,
 )
-from engine.transform import SOURCE_PREFIX, Plan, compile_steps, did_you_mean, fit_names, normalize
+from engine.transform import (
+    KEY_COLUMN,
+    PENDING_COLUMN,
+    SOURCE_PREFIX,
+    Plan,
+    compile_steps,
+    did_you_mean,
+    fit_names,
+    normalize,
+)
 from engine.types import pg_type, to_loadable
 from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, as_text, finish, guard_copy
 
@@ -269,23 +278,38 @@ class _Job:
         return plan
 
     def _precompute(self, partition: Partition) -> dict[str, pl.Series] | None:
-        """Rows that dedupe steps drop and unique rules reject, found in one pass over the whole partition.
+        """Rows that dedupe steps drop and unique rules reject, decided over the whole partition.
 
-        Chunks are planned separately, so these partition-wide decisions are made first; the pass reads only
-        the rows' numbers and the global flags (Polars prunes the other columns).
+        Chunks are planned separately, so each such step gets a first pass, chunk by chunk, that keeps only
+        the row number and key of rows still headed for the table; the repeats among those are the flagged
+        rows, which each chunk then looks up. Memory grows with the keys kept, not with the data. Steps are
+        decided in order, each pass seeing the decisions of the steps before it.
         """
         pipeline = self._pipeline()
         if not any(isinstance(s, Dedupe) for s in pipeline.steps) and \
                 not any(isinstance(r, Unique) for r in pipeline.rules):
             return None
-        plan = compile_steps(pipeline, self.source.scan(partition), precomputed=None)
-        apply_rules(plan, pipeline)
-        flags = list(plan.globals)
-        try:
-            hits = plan.frame.select([ROW_COLUMN, *flags]).filter(pl.any_horizontal(flags)).collect(engine="streaming")
-        except pl.exceptions.PolarsError as exc:
-            raise _source_error(partition, exc) from None
-        return {name: hits.filter(pl.col(name))[ROW_COLUMN] for name in flags}
+        first = next(iter(self.source.chunks(partition)))(0)
+        probe = compile_steps(pipeline, first, precomputed={})
+        apply_rules(probe, pipeline)
+        precomputed: dict[str, pl.Series] = {}
+        for name in probe.globals:
+            rows_before = 0
+            keys: list[pl.DataFrame] = []
+            for factory in self.source.chunks(partition):
+                plan = compile_steps(pipeline, factory(rows_before), precomputed=precomputed, collect_for=name)
+                apply_rules(plan, pipeline)
+                try:
+                    df = plan.frame.select(ROW_COLUMN, KEY_COLUMN, PENDING_COLUMN).collect()
+                except pl.exceptions.PolarsError as exc:
+                    raise _source_error(partition, exc) from None
+                rows_before += df.height
+                keys.append(df.filter(pl.col(PENDING_COLUMN)).select(ROW_COLUMN, KEY_COLUMN))
+            everything = pl.concat(keys)
+            key = pl.col(KEY_COLUMN)
+            kept = key.is_first_distinct() if probe.global_keep[name] == "first" else key.is_last_distinct()
+            precomputed[name] = everything.filter(~kept)[ROW_COLUMN]
+        return precomputed
 
     def prepare(self, partition: Partition, first_chunk: Any, *, table: str, conn: Any = None,
                 defer_indexes: bool = False) -> _Prepared:

@@ -38,6 +38,8 @@ __all__ = ["DROP_COLUMN", "REJECT_PREFIX", "Plan", "compile_steps", "convert", "
 REJECT_PREFIX = "__biconic_reject:"
 GLOBAL_PREFIX = "__biconic_global:"
 SOURCE_PREFIX = "__biconic_src:"
+KEY_COLUMN = "__biconic_key"
+PENDING_COLUMN = "__biconic_pending"
 DROP_COLUMN = "__biconic_drop"
 _PREVIEW = 80
 
@@ -96,6 +98,9 @@ class Plan:
     #: None means "compute them here" (the partition is planned as one piece).
     precomputed: dict[str, pl.Series] | None = None
     globals: list[str] = field(default_factory=list)
+    #: the flag whose key a first pass collects (see :meth:`global_repeat`), and each flag's keep mode
+    collect_for: str | None = None
+    global_keep: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def start(cls, frame: pl.LazyFrame) -> Plan:
@@ -119,17 +124,38 @@ class Plan:
         self.frame = self.frame.with_columns(pl.when(failed).then(reason).otherwise(None).alias(name))
         self.schema[name] = pl.String()
 
-    def global_flag(self, path: str, expr: pl.Expr) -> pl.Expr:
-        """A partition-wide flag as a hidden column: ``expr`` itself, or a lookup of the precomputed rows
-        when the partition is planned chunk by chunk."""
+    def global_repeat(self, path: str, columns: Sequence[str], *, keep: str = "first") -> pl.Expr:
+        """A partition-wide "repeats an earlier (or later) row" flag, as a hidden column.
+
+        Planned as one frame, it is computed here (:meth:`repeated`). Planned chunk by chunk, it is a lookup
+        of the rows a first pass found (``precomputed``); during that pass (``collect_for`` names this flag)
+        the plan exposes the key and whether the row still counts, and the flag itself is false.
+        """
         name = f"{GLOBAL_PREFIX}{path}"
-        if self.precomputed is not None:
-            rows = self.precomputed.get(name)
-            expr = pl.col(ROW_COLUMN).is_in(rows.implode()) if rows is not None and len(rows) else pl.lit(False)
+        self.global_keep[name] = keep
+        if self.collect_for == name:
+            self.frame = self.frame.with_columns(_flat_key(columns).alias(KEY_COLUMN),
+                                                 self._pending().alias(PENDING_COLUMN))
+            expr = pl.lit(False)
+        elif self.precomputed is not None and name in self.precomputed:
+            rows = self.precomputed[name]
+            expr = pl.col(ROW_COLUMN).is_in(rows.implode()) if len(rows) else pl.lit(False)
+        elif self.precomputed is not None or self.collect_for is not None:
+            expr = pl.lit(False)  # decided in a later pass
+        else:
+            expr = self.repeated(columns, keep=keep)
         self.frame = self.frame.with_columns(expr.alias(name))
         self.schema[name] = pl.Boolean()
         self.globals.append(name)
         return pl.col(name)
+
+    def _pending(self) -> pl.Expr:
+        """Rows still headed for the table: not filtered, not rejected so far."""
+        pending = ~pl.col(DROP_COLUMN).fill_null(False) if DROP_COLUMN in self.schema else pl.lit(True)
+        for c in self.schema:
+            if c.startswith(REJECT_PREFIX):
+                pending = pending & pl.col(c).is_null()
+        return pending
 
     def repeated(self, columns: Sequence[str], *, keep: str = "first") -> pl.Expr:
         """True for rows whose ``columns`` repeat an earlier (or, for ``keep="last"``, a later) row.
@@ -137,10 +163,7 @@ class Plan:
         Only rows still headed for the table count: a row already filtered or rejected must not make
         the one valid row of its key look like a repeat.
         """
-        pending = ~pl.col(DROP_COLUMN).fill_null(False) if DROP_COLUMN in self.schema else pl.lit(True)
-        for c in self.schema:
-            if c.startswith(REJECT_PREFIX):
-                pending = pending & pl.col(c).is_null()
+        pending = self._pending()
         key = pl.struct(list(columns))
         kept = key.is_first_distinct() if keep == "first" else key.is_last_distinct()
         return pending & ~kept.over(pending)
@@ -165,6 +188,20 @@ class Plan:
             convert(pl.col(c), self.schema[c], t).alias(c) for c, t in targets.items()
         )
         self.refresh()
+
+
+def _flat_key(columns: Sequence[str]) -> pl.Expr:
+    """One plain column standing for a key: the column itself, or for several an unambiguous text
+    (``len:value`` per part, ``~`` for null). Polars finds repeats in a plain column in a fraction of the
+    memory a struct key takes (measured: +150 MB against +1 GB for 5M rows)."""
+    if len(columns) == 1:
+        return pl.col(columns[0])
+    parts = []
+    for c in columns:
+        text = pl.col(c).cast(pl.String)
+        encoded = pl.format("{}:{}", text.str.len_bytes(), text)
+        parts.append(pl.when(text.is_null()).then(pl.lit("~")).otherwise(encoded))
+    return pl.concat_str(parts, separator="|")
 
 
 def _type_label(dtype: pl.DataType) -> str:
@@ -280,7 +317,7 @@ def _apply(plan: Plan, step: Step, path: str) -> None:
     elif isinstance(step, Dedupe):
         for c in step.keys:
             plan.need(c, f"{path}.keys")
-        plan.drop_where(plan.global_flag(path, plan.repeated(step.keys, keep=step.keep)))
+        plan.drop_where(plan.global_repeat(path, step.keys, keep=step.keep))
     _check_runs(plan, path)
 
 
@@ -294,13 +331,14 @@ def keep_source_values(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def compile_steps(pipeline: Pipeline, frame: pl.LazyFrame, *,
-                  precomputed: dict[str, pl.Series] | None = None) -> Plan:
+                  precomputed: dict[str, pl.Series] | None = None, collect_for: str | None = None) -> Plan:
     """The pipeline's steps applied to one partition's (or chunk's) frame; raises SpecError naming the step.
 
     ``precomputed`` holds the rows flagged by partition-wide steps and rules when planning a chunk.
     """
     plan = Plan.start(keep_source_values(frame))
     plan.precomputed = precomputed
+    plan.collect_for = collect_for
     for i, step in enumerate(pipeline.steps):
         kind = _STEP_KEYS[type(step)]
         _apply(plan, step, f"steps[{i}].{kind}")

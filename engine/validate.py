@@ -69,7 +69,7 @@ def apply_rules(plan: Plan, pipeline: Pipeline) -> None:
                 plan.need(c, path)
             key = pl.struct(list(rule.columns))
             label = ", ".join(rule.columns)
-            plan.reject("unique", label, plan.global_flag(path, plan.repeated(rule.columns)),
+            plan.reject("unique", label, plan.global_repeat(path, rule.columns),
                         pl.format("duplicate ({}) = {}", pl.lit(label), preview(key.struct.json_encode())))
         elif isinstance(rule, Range):
             path = f"rules[{i}].range"

@@ -69,3 +69,27 @@ def test_fresh_partitions_get_the_parent_indexes(tmp_path: Path, pg_dsn: str, ta
     engine.load(again, into=table, partition_by="created_at", dsn=pg_dsn)
     assert sql(f'SELECT count(*) FROM "{table}" WHERE connection_id = 0 AND created_at >= $1',
                [dt.datetime(2026, 5, 1)]) == [(ROWS,)]
+
+
+def test_unique_and_dedupe_across_many_chunks(tmp_path: Path, pg_dsn: str, table: str, sql,  # type: ignore[no-untyped-def]
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Partition-wide steps decided by a first pass stay exact when the file is cut into many chunks,
+    with a two-column key (the flattened key path) and keep='last'."""
+    monkeypatch.setenv("BICONIC_CHUNK_MB", "0.002")
+    n = 3000
+    path = tmp_path / "d.csv"
+    pl.DataFrame({
+        "a": [i % 700 for i in range(n)], "b": [("x" if (i // 700) % 2 else None) for i in range(n)],
+        "id": list(range(n)), "created_at": [dt.datetime(2026, 1, 1 + i % 28) for i in range(n)],
+    }).write_csv(path)
+    report = engine.load(path, into=table, partition_by="created_at", dsn=pg_dsn,
+                         spec={"steps": [{"dedupe": {"keys": ["a", "b"], "keep": "last"}}],
+                               "rules": [{"unique": ["a"]}]})
+    # (a, b) has 1400 distinct values (b alternates null/x by block); the last of each survives dedupe; then unique on
+    # a keeps the first surviving row of each a and quarantines the second
+    assert (report.rows_in, report.rows_filtered) == (n, n - 1400)
+    assert (report.rows_loaded, report.rows_quarantined) == (700, 700)
+    source = pl.read_csv(path).select("a", "b", "id")
+    expected_ids = source.group_by("a", "b").agg(pl.col("id").max())
+    first_per_a = expected_ids.sort("id").group_by("a", maintain_order=True).first()["id"].sort().to_list()
+    assert [r[0] for r in sql(f'SELECT id FROM "{table}" ORDER BY id')] == first_per_a
