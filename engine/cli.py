@@ -108,10 +108,7 @@ def run(pipeline: str, dsn: str | None, as_json: bool) -> None:
     except BiconicError as exc:
         _fail(exc)
         return
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in reports]))
-    else:
-        click.echo("\n".join(r.summary() for r in reports))
+    _echo_reports(reports, as_json)
 
 
 @cli.command()
@@ -130,6 +127,10 @@ def demo(rows: int, folder: str | None, dsn: str | None, as_json: bool) -> None:
     except BiconicError as exc:
         _fail(exc)
         return
+    _echo_reports(reports, as_json)
+
+
+def _echo_reports(reports: list[Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in reports]))
     else:

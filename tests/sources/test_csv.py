@@ -12,22 +12,10 @@ import pytest
 from engine.errors import SourceError, SpecError
 from engine.sources import ROW_COLUMN, open_source
 from engine.sources.csv import CsvSource
-from engine.transform import REJECT_PREFIX, is_hidden
+from engine.transform import REJECT_PREFIX
+from tests.sources._helpers import frames, one, visible
 
-
-def _frames(path: Path | str, **options: Any) -> list[pl.DataFrame]:
-    source = open_source(path, options=options)
-    return [source.scan(p).collect() for p in source.partitions()]
-
-
-def _one(path: Path | str, **options: Any) -> pl.DataFrame:
-    frames = _frames(path, **options)
-    assert len(frames) == 1
-    return frames[0]
-
-
-def _visible(df: pl.DataFrame) -> pl.DataFrame:
-    return df.select([c for c in df.columns if not is_hidden(c)])
+_frames, _one, _visible = frames, one, visible
 
 
 def _rejects(df: pl.DataFrame) -> list[str | None]:

@@ -1,0 +1,26 @@
+"""Helpers shared by the source tests: read a path through ``open_source`` and collect its partitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.sources import open_source
+from engine.transform import is_hidden
+
+
+def frames(path: Path | str, **options: Any) -> list[pl.DataFrame]:
+    source = open_source(path, options=options)
+    return [source.scan(p).collect() for p in source.partitions()]
+
+
+def one(path: Path | str, **options: Any) -> pl.DataFrame:
+    found = frames(path, **options)
+    assert len(found) == 1
+    return found[0]
+
+
+def visible(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select([c for c in df.columns if not is_hidden(c)])
