@@ -387,4 +387,3 @@ _STEP_KEYS: dict[type[Any], str] = {
     FillNull: "fill_null", Trim: "trim", ParseDate: "parse_date", ParseNumber: "parse_number", Dedupe: "dedupe",
 }
 
-ROW = ROW_COLUMN

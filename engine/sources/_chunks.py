@@ -14,7 +14,7 @@ from typing import IO
 
 import polars as pl
 
-__all__ = ["ChunkFactory", "chunk_bytes", "chunk_rows", "open_binary", "preamble_end", "record_chunks", "record_end",
+__all__ = ["ChunkFactory", "chunk_bytes", "chunk_rows", "open_binary", "record_chunks", "record_end",
            "row_slices", "sliced_chunks", "split_records"]
 
 #: A chunk: given how many rows came before it in the partition, its lazy frame.
@@ -83,24 +83,6 @@ def split_records(data: bytes, quote: bytes | None) -> tuple[bytes, bytes] | Non
         if end == -1 or end >= len(data):
             return None
     return data[:end], data[end:]
-
-
-def preamble_end(f: IO[bytes], records: int, quote: bytes | None) -> int:
-    """The byte offset after the first ``records`` records (skipped lines and the header)."""
-    f.seek(0)
-    offset, parity, done = 0, 0, 0
-    while done < records:
-        block = f.read(_BLOCK)
-        if not block:
-            return offset
-        at = 0
-        while done < records:
-            end, parity = _scan_records(block, at, parity, quote)
-            if end == -1:
-                break
-            done, at = done + 1, end
-        offset += at if done == records else len(block)
-    return offset
 
 
 def record_chunks(f: IO[bytes], start: int, target: int, quote: bytes | None) -> Iterator[bytes]:
