@@ -10,6 +10,7 @@
     ├── SinkError                exit 5   PostgreSQL refused or failed the load
     │   ├── SinkUnavailableError exit 5   the server cannot be reached (also a TransientError)
     │   └── SinkConflictError    exit 5   a deadlock or lock timeout with another load (also a TransientError)
+    ├── ArchiveError             exit 7   the archive copy could not be written and verified (also a TransientError)
     └── IntegrityError           exit 6   a load's row accounting does not add up; nothing was committed
 
     TransientError                        marker: the job layer retries these, and only these
@@ -21,6 +22,7 @@ never exceptions: they go to quarantine.
 from __future__ import annotations
 
 __all__ = [
+    "ArchiveError",
     "BiconicError",
     "HostileInputError",
     "IntegrityError",
@@ -113,3 +115,16 @@ class IntegrityError(BiconicError):
     """rows_in != rows_loaded + rows_quarantined + rows_filtered for a partition; nothing was committed."""
 
     exit_code = 6
+
+
+class ArchiveError(BiconicError, TransientError):
+    """An archive file could not be written and verified after retries; the load was rolled back (its rows are
+    not committed without their archive copy) and a re-run completes it."""
+
+    exit_code = 7
+
+    def __init__(self, where: str, message: str, *, attempts: int = 1) -> None:
+        self.where = where
+        self.attempts = attempts
+        super().__init__(f"archive {where}: {message} (after {attempts} attempt{'s' if attempts != 1 else ''}); "
+                         "nothing was committed, re-run to finish")
