@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from engine.archive import MANIFEST, ArchiveWriter, record_files
 from engine.config import batch_rows, resolve_dsn
 from engine.errors import IntegrityError, SchemaDriftError, SourceError, SpecError
 from engine.names import canonical_table, qualified, quote_ident
@@ -46,6 +47,7 @@ from engine.spec import (
     parse_pipeline,
     read_pipeline_spec,
 )
+from engine.storage import Store, archive_url
 from engine.transform import (
     KEY_COLUMN,
     PENDING_COLUMN,
@@ -86,6 +88,7 @@ def load(
     options: Mapping[str, Any] | None = None,
     contract: str = "evolve",
     dsn: str | None = None,
+    archive: str | bool | None = None,
     progress: Progress | None = None,
 ) -> LoadReport:
     """Load a file, folder or glob into a partitioned PostgreSQL table, effectively once.
@@ -95,6 +98,8 @@ def load(
 
     ``spec`` holds steps and rules: a YAML path, a :class:`Pipeline`, or a dict. Re-running the same load
     adds nothing; a load killed part-way leaves no partial partition visible and completes when re-run.
+    ``archive``: where the Parquet copy goes (a folder or ``s3://bucket/prefix``); None = the default
+    (``BICONIC_ARCHIVE_URL``, else a folder under the data folder); False = no archive copy.
     """
     if isinstance(spec, (str, Path)):
         pipeline = read_pipeline_spec(spec)
@@ -109,6 +114,7 @@ def load(
         "table": into, "connection_id": connection_id, "partition_by": partition_by,
         "hash_partitions": hash_partitions, "mode": mode,
         "key": [key] if isinstance(key, str) else list(key or []), "contract": contract, "dsn": dsn,
+        "archive": archive,
     })
     spec_obj = LoadSpec(source=SourceSpec(path=str(source), format=format, options=opts), target=target,
                         pipeline=pipeline)
@@ -150,9 +156,13 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
                         source_partitions=len(partitions), source_bytes=sum(p.size_bytes for p in partitions))
     spec_hash = _spec_hash(spec)
     keys = [_load_key(target, p, spec_hash) for p in partitions]
+    url = archive_url(target.archive)
+    store = Store(url) if url is not None else None
+    report.archive = store.url if store is not None else None
     with PostgresSink(resolve_dsn(target.dsn)) as sink:
         sink.ensure_meta()
-        job = _Job(spec=spec, source=source, sink=sink, report=report, spec_hash=spec_hash, progress=progress)
+        job = _Job(spec=spec, source=source, sink=sink, report=report, spec_hash=spec_hash, progress=progress,
+                   store=store)
         if target.mode == "replace":
             job.replace(partitions, keys)
         else:
@@ -165,6 +175,8 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
     report.rows_per_s = round(report.rows_in / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb, report.peak_child_rss_mb = (round(x, 1) for x in _peak_rss_mb())
     report.partitions = sorted(set(report.partitions))
+    if report.archive_bytes:
+        report.compression_ratio = round(report.source_bytes / report.archive_bytes, 2)
     return report
 
 
@@ -243,7 +255,7 @@ class _Job:
     """One load's state: its sink, report and the table layout once known."""
 
     def __init__(self, *, spec: LoadSpec, source: Source, sink: PostgresSink, report: LoadReport, spec_hash: str,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, store: Store | None = None) -> None:
         self.spec = spec
         self.target = spec.target
         self.source = source
@@ -251,6 +263,7 @@ class _Job:
         self.report = report
         self.spec_hash = spec_hash
         self.progress = progress
+        self.store = store
         self.loaded_at = dt.datetime.now(dt.UTC)
         self.partitions_done = 0
         #: children created standalone in the open transaction, attached before it commits
@@ -523,8 +536,10 @@ class _Job:
                 raise SourceError(label, f"cannot read: {first_line(exc)}", row=row) from None
 
     def stream(self, partition: Partition, chunks: Iterator[Any], prepared: _Prepared, *, into: str,
-               temporary: bool = False, ddl_conn: Any = None) -> tuple[int, int, int, int]:
-        """Split each batch into loaded / quarantined / filtered rows and COPY them; returns the counts."""
+               temporary: bool = False, ddl_conn: Any = None,
+               archive: ArchiveWriter | None = None) -> tuple[int, int, int, int]:
+        """Split each batch into loaded / quarantined / filtered rows and COPY them (and hand them to the
+        archive writer); returns the counts."""
         rows_in = loaded = quarantined = filtered = 0
         rules: Counter[str] = Counter()
         keep = prepared.columns
@@ -538,11 +553,16 @@ class _Job:
                     names = self.sink.ensure_partitions(prepared.info, self._periods(good, prepared), conn=ddl_conn)
                     self.report.partitions.extend(names)
                     self.sink.copy(into, good.to_arrow(), temporary=True)
+                    if archive is not None:
+                        for period, part in self._by_period(good, prepared):
+                            archive.add(period.start, part)
                 elif good.height:
                     for period, part in self._by_period(good, prepared):
                         child = self.sink.child_for(prepared.info, period, self.fresh)
                         self.report.partitions.append(period.child_name(split_table(prepared.info.name)[1]))
                         self.sink.copy(child, part.to_arrow())
+                        if archive is not None:
+                            archive.add(period.start, part)
                 loaded += good.height
                 bad = df.filter(status == 1)
                 if bad.height:
@@ -563,6 +583,21 @@ class _Job:
         for rule, n in rules.items():
             self.report.quarantine_by_rule[rule] = self.report.quarantine_by_rule.get(rule, 0) + n
         return rows_in, loaded, quarantined, filtered
+
+    def _archive_writer(self, prepared: _Prepared, key: str) -> ArchiveWriter | None:
+        if self.store is None:
+            return None
+        return ArchiveWriter(self.store, self.target.table, key, time_column=prepared.time_column)
+
+    def _publish_archive(self, archive: ArchiveWriter | None, key: str) -> None:
+        """Upload and verify the partition's archive files and list them, inside the data transaction: the
+        rows and their archive copy become visible together (an upload that keeps failing rolls back)."""
+        if archive is None:
+            return
+        files = archive.finish()
+        record_files(self.sink, files, dataset=self.target.table, load_key=key, load_id=self.report.load_id)
+        self.report.archive_files += len(files)
+        self.report.archive_bytes += sum(f.bytes for f in files)
 
     def _progress(self, partition: Partition, rows: int) -> None:
         if self.progress is not None:
@@ -595,6 +630,7 @@ class _Job:
         first = next(chunks)
         prepared = self.prepare(partition, first, table=target.table)
         chunks = itertools.chain([first], chunks)
+        archive = self._archive_writer(prepared, key)
         try:
             if not sink.claim(key, load_id=self.report.load_id, dataset=target.table,
                               connection_id=target.connection_id, source=partition.label,
@@ -606,19 +642,24 @@ class _Job:
                 staging = f"biconic_stage_{self.report.load_id[:12]}"
                 sink.run(f"CREATE TEMP TABLE {staging} (LIKE {_q(target.table)} INCLUDING DEFAULTS) ON COMMIT DROP")
                 rows_in, staged, quarantined, filtered = self.stream(partition, chunks, prepared, into=staging,
-                                                                     temporary=True)
+                                                                     temporary=True, archive=archive)
                 written = sink.merge(target.table, staging, prepared.columns, prepared.conflict,
                                      prepared.identity, prepared.time_column)
                 # staged rows superseded by a later row with the same key count as filtered (deduplicated)
                 counts = (rows_in, written, quarantined, filtered + staged - written)
             else:
-                counts = self.stream(partition, chunks, prepared, into=target.table)
+                counts = self.stream(partition, chunks, prepared, into=target.table, archive=archive)
+            self._publish_archive(archive, key)
+            sink.bump_version(target.table)
             sink.complete(key, rows_in=counts[0], rows_loaded=counts[1], rows_quarantined=counts[2],
                           rows_filtered=counts[3])
         except BaseException:
             sink.rollback()
             self.fresh.clear()
             raise
+        finally:
+            if archive is not None:
+                archive.discard()
         self._account(partition, counts)
 
     def replace(self, partitions: list[Partition], keys: list[str]) -> None:
@@ -643,6 +684,9 @@ class _Job:
         existed = sink.describe(target.table, conn=sink.data) is not None
         try:
             sink.run(f"DELETE FROM biconic.loads WHERE dataset = $1 {scope}", params)
+            # the old rows' archive files describe rows that no longer exist: kept for audit, never read
+            sink.run(f"UPDATE {MANIFEST} SET state = 'superseded', changed_at = now() "
+                     f"WHERE dataset = $1 {scope} AND state <> 'superseded'", params)
             if existed and target.connection_id is not None:
                 sink.run(f"DELETE FROM {_q(target.table)} WHERE {_qi(CONNECTION_COLUMN)} = $1", [target.connection_id])
             elif existed:
@@ -661,6 +705,7 @@ class _Job:
             info = sink.describe(target.table, conn=sink.data)
             if not existed and info is not None and info.time_column:
                 sink.create_indexes(target.table, info.time_column, conn=sink.data)  # after the rows: faster
+            sink.bump_version(target.table)
             sink.commit()
         except BaseException:
             sink.rollback()
@@ -675,8 +720,14 @@ class _Job:
         chunks = iter(self.source.chunks(partition))
         first = next(chunks)
         prepared = self.prepare(partition, first, table=self.target.table, conn=sink.data, defer_indexes=fresh)
-        counts = self.stream(partition, itertools.chain([first], chunks), prepared, into=self.target.table,
-                             ddl_conn=sink.data)
+        archive = self._archive_writer(prepared, key)
+        try:
+            counts = self.stream(partition, itertools.chain([first], chunks), prepared, into=self.target.table,
+                                 ddl_conn=sink.data, archive=archive)
+            self._publish_archive(archive, key)
+        finally:
+            if archive is not None:
+                archive.discard()
         sink.claim(key, load_id=self.report.load_id, dataset=self.target.table, connection_id=self.target.connection_id,
                    source=partition.label, partition_key=partition.key, spec_hash=self.spec_hash, mode="replace")
         sink.run("UPDATE biconic.loads SET rows_in = $2, rows_loaded = $3, rows_quarantined = $4, rows_filtered = $5, "

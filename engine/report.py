@@ -33,6 +33,11 @@ class LoadReport:
     columns_widened: list[str] = field(default_factory=list)
     time_column: str | None = None
     source_bytes: int = 0
+    #: where the archive copy went (None: archiving off), its size, files, and source_bytes / archive_bytes
+    archive: str | None = None
+    archive_bytes: int = 0
+    archive_files: int = 0
+    compression_ratio: float | None = None
     seconds: float = 0.0
     rows_per_s: float = 0.0
     peak_rss_mb: float = 0.0
@@ -53,6 +58,10 @@ class LoadReport:
             f"  source partitions: {self.source_partitions} ({self.skipped_partitions} already loaded, skipped)",
             f"  table partitions: {', '.join(self.partitions) if self.partitions else '-'}",
         ]
+        if self.archive is not None:
+            ratio = f", source/archive {self.compression_ratio:.1f}x" if self.compression_ratio else ""
+            lines.append(f"  archive: {self.archive_files} file(s), {self.archive_bytes:,} bytes{ratio} "
+                         f"in {self.archive}")
         if self.quarantine_by_rule:
             rules = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.quarantine_by_rule.items()))
             lines.append(f"  quarantined by rule: {rules}  (see biconic.quarantine, load_id {self.load_id})")

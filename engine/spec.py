@@ -199,6 +199,8 @@ class TargetSpec:
     key: tuple[str, ...] = ()
     contract: Contract = "evolve"
     dsn: str | None = None
+    #: archive URL (folder or s3://bucket/prefix); None = BICONIC_ARCHIVE_URL or the data folder; "off" = none
+    archive: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -443,7 +445,19 @@ def make_target(tgt: Mapping[str, Any], path: str = "target") -> TargetSpec:
         table=str(tgt["table"]), connection_id=cid, partition_by=partition_by, granularity=granularity,
         hash_partitions=hp, mode=mode, key=key,
         contract=_choice(tgt.get("contract", "evolve"), f"{path}.contract", CONTRACTS), dsn=tgt.get("dsn"),
+        archive=_archive_setting(tgt.get("archive"), f"{path}.archive"),
     )
+
+
+def _archive_setting(value: Any, path: str) -> str | None:
+    """``archive: false`` (YAML) or ``"off"`` turn archiving off; a string is the archive URL."""
+    if value is None or value is True:
+        return None
+    if value is False:
+        return "off"
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise SpecError(path, f"expected an archive URL (a folder or s3://bucket/prefix) or false, got {value!r}")
 
 
 def split_partition_by(value: Any, path: str) -> tuple[str | None, Granularity]:

@@ -29,9 +29,15 @@ ATTEMPTS = 3
 _FIRST_WAIT = 0.5
 
 
-def archive_url(url: str | None = None) -> str:
-    """The archive location: the argument, else ``BICONIC_ARCHIVE_URL``, else ``{data dir}/archive``."""
-    return url or os.environ.get("BICONIC_ARCHIVE_URL") or str(data_dir() / "archive")
+#: values of ``--archive`` / ``BICONIC_ARCHIVE_URL`` that turn archiving off
+OFF = frozenset({"off", "none", "false", "no", "0"})
+
+
+def archive_url(url: str | None = None) -> str | None:
+    """The archive location: the argument, else ``BICONIC_ARCHIVE_URL``, else ``{data dir}/archive``;
+    None when archiving is turned off (``off``)."""
+    chosen = url or os.environ.get("BICONIC_ARCHIVE_URL") or str(data_dir() / "archive")
+    return None if chosen.strip().lower() in OFF else chosen
 
 
 @dataclass(frozen=True)
@@ -145,5 +151,8 @@ class Store:
 
 
 def open_store(url: str | None = None) -> Store:
-    """The archive store for ``url`` (see :func:`archive_url`)."""
-    return Store(archive_url(url))
+    """The archive store for ``url`` (see :func:`archive_url`); archiving off is an error here."""
+    chosen = archive_url(url)
+    if chosen is None:
+        raise SpecError("archive", "archiving is off (BICONIC_ARCHIVE_URL/--archive is 'off'); give an archive URL")
+    return Store(chosen)

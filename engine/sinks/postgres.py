@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from engine.archive import MANIFEST, MANIFEST_DDL
 from engine.config import redact, secret_of
 from engine.errors import SinkConflictError, SinkError, SinkUnavailableError
 from engine.names import qualified, quote_ident, shorten
@@ -65,6 +66,9 @@ _META_DDL = [
         granularity text,
         hash_partitions integer NOT NULL DEFAULT 0,
         created_at timestamptz NOT NULL DEFAULT now())""",
+    # bumped in the transaction of every load, replace, restore: query-cache keys carry it
+    f"ALTER TABLE {META_SCHEMA}.datasets ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0",
+    *MANIFEST_DDL,
 ]
 
 
@@ -164,7 +168,13 @@ class PostgresSink:
             raise _wrap(exc, sql.split("(")[0].strip()[:60], self.dsn) from None
 
     def ensure_meta(self) -> None:
-        """Create the ``biconic`` schema (ledger, quarantine, datasets) once; safe under concurrency."""
+        """Create the ``biconic`` schema (ledger, quarantine, datasets, archive manifest) once; safe under
+        concurrency. Skipped when the newest piece exists, so loads do not queue on DDL locks."""
+        current = self.run("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('biconic.datasets') "
+                           "AND attname = 'version' AND to_regclass($1) IS NOT NULL", [MANIFEST], conn=self.ddl)
+        if current:
+            self.ddl.commit()
+            return
         self.run("SELECT pg_advisory_xact_lock(hashtext('biconic.meta'))", conn=self.ddl)
         for stmt in _META_DDL:
             self.run(stmt, conn=self.ddl)
@@ -361,6 +371,10 @@ class PostgresSink:
                  "rows_filtered = $5, finished_at = clock_timestamp(), state = 'committed' WHERE load_key = $1",
                  [load_key, rows_in, rows_loaded, rows_quarantined, rows_filtered])
         self.commit()
+
+    def bump_version(self, dataset: str) -> None:
+        """Mark the dataset changed, in the open data transaction (cached query results keyed on it go stale)."""
+        self.run(f"UPDATE {META_SCHEMA}.datasets SET version = version + 1 WHERE dataset = $1", [dataset])
 
     def commit(self) -> None:
         try:

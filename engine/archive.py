@@ -1,0 +1,254 @@
+"""The cold copy of every load: Parquet + ZSTD files, hive-partitioned, listed in a manifest table.
+
+Layout: ``{archive}/{dataset}/connection_id={id}/period={start}/{load_key}.parquet``. A file is written
+locally while its rows stream to PostgreSQL, uploaded to a temporary key, re-opened to check its footer and
+row count, renamed into place, and only then listed in ``biconic.archive_files`` — in the same transaction
+that commits its rows. Readers list files from the manifest only, so a torn or orphaned upload is never read.
+
+A file's ``state`` says where its rows are live: ``hot`` (also in PostgreSQL), ``cold`` (its partition was
+tiered out of PostgreSQL: the archive is the only copy) or ``superseded`` (a replace, or a tiering snapshot,
+made it obsolete; kept for audit, never read).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import tempfile
+import urllib.parse
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.config import data_dir
+from engine.storage import Store, sha256_of
+
+__all__ = ["MANIFEST", "MANIFEST_DDL", "ArchiveWriter", "ArchivedFile", "archive_level", "dataset_dir",
+           "record_files", "verify_parquet"]
+
+log = logging.getLogger("biconic.archive")
+
+MANIFEST = "biconic.archive_files"
+MANIFEST_DDL = [
+    f"""CREATE TABLE IF NOT EXISTS {MANIFEST} (
+        uri text PRIMARY KEY,
+        dataset text NOT NULL,
+        connection_id bigint NOT NULL,
+        period date NOT NULL,
+        load_key text NOT NULL,
+        load_id text NOT NULL,
+        rows bigint NOT NULL,
+        bytes bigint NOT NULL,
+        sha256 text NOT NULL,
+        min_time timestamptz,
+        max_time timestamptz,
+        state text NOT NULL DEFAULT 'hot' CHECK (state IN ('hot', 'cold', 'superseded')),
+        created_at timestamptz NOT NULL DEFAULT now(),
+        changed_at timestamptz)""",
+    f"CREATE INDEX IF NOT EXISTS archive_files_dataset_idx ON {MANIFEST} (dataset, period, state)",
+]
+
+#: rows gathered per (connection, period) before they are written as one row group
+ROW_GROUP_ROWS = 131_072
+#: rows held in memory across all groups before every group is flushed
+BUFFER_ROWS = 524_288
+#: open Parquet writers at once; beyond it the least recently used is closed and a new part file begun
+OPEN_WRITERS = 128
+
+PERIOD_COLUMN = "period"
+
+
+def archive_level() -> int:
+    """ZSTD level for archive files (``BICONIC_ARCHIVE_LEVEL``, 1..22, default 3)."""
+    level = int(os.environ.get("BICONIC_ARCHIVE_LEVEL", "3"))
+    return min(max(level, 1), 22)
+
+
+def dataset_dir(dataset: str) -> str:
+    """A dataset's folder name: its table name (without ``public.``), made safe for any path or object key."""
+    name = dataset.removeprefix("public.")
+    safe = urllib.parse.quote(name, safe="_-.")
+    return safe if safe.strip(".") else safe.replace(".", "%2E")
+
+
+@dataclass(frozen=True)
+class ArchivedFile:
+    """One archive file, verified at its final key and ready to be listed."""
+
+    connection_id: int
+    period: dt.date
+    uri: str
+    rows: int
+    bytes: int
+    sha256: str
+    min_time: dt.datetime | None
+    max_time: dt.datetime | None
+
+
+def verify_parquet(expected_rows: int) -> Any:
+    """A check for :meth:`Store.put_verified`: the uploaded file's footer parses and holds ``expected_rows``."""
+    def check(fs: Any, path: str) -> None:
+        with fs.open(path, "rb") as f:
+            rows = pq.ParquetFile(f).metadata.num_rows
+        if rows != expected_rows:
+            raise OSError(f"{path}: footer says {rows} rows, {expected_rows} were written")
+    return check
+
+
+@dataclass
+class _Group:
+    path: Path
+    writer: pq.ParquetWriter | None
+    pending: list[pa.Table]
+    pending_rows: int = 0
+    rows: int = 0
+    min_time: Any = None
+    max_time: Any = None
+
+
+class ArchiveWriter:
+    """The archive copy of one source partition (one load key), written while its rows stream to COPY.
+
+    Rows are grouped by (connection, period); each group becomes one file (more only when over
+    ``OPEN_WRITERS`` groups are live at once). Memory is bounded by ``BUFFER_ROWS`` rows.
+    """
+
+    def __init__(self, store: Store, dataset: str, load_key: str, *, time_column: str, level: int | None = None,
+                 workdir: Path | None = None) -> None:
+        self.store = store
+        self.dataset = dataset
+        self.load_key = load_key
+        self.time_column = time_column
+        self.level = level or archive_level()
+        base = workdir or data_dir() / "tmp"
+        base.mkdir(parents=True, exist_ok=True)
+        self._dir = Path(tempfile.mkdtemp(prefix="archive-", dir=base))
+        self._groups: dict[tuple[int, dt.date, int], _Group] = {}
+        self._parts: dict[tuple[int, dt.date], int] = {}
+        self._open: list[tuple[int, dt.date, int]] = []
+        self._buffered = 0
+        self.rows = 0
+
+    def add(self, period: dt.date, df: pl.DataFrame) -> None:
+        """Rows of one period (any connections), in the table's column layout."""
+        if not df.height:
+            return
+        by_conn = df.partition_by("connection_id", as_dict=True, maintain_order=True) \
+            if df["connection_id"].n_unique() > 1 else {(df["connection_id"][0],): df}
+        for (cid,), part in by_conn.items():
+            key = (int(cid), period, self._parts.get((int(cid), period), 0))
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = _Group(path=self._dir / f"{uuid.uuid4().hex}.parquet", writer=None,
+                                                   pending=[])
+            t = pl.col(self.time_column)
+            lo, hi = part.select(t.min(), t.max().alias("hi")).row(0)
+            if lo is not None and (group.min_time is None or lo < group.min_time):
+                group.min_time = lo
+            if hi is not None and (group.max_time is None or hi > group.max_time):
+                group.max_time = hi
+            group.pending.append(part.to_arrow())
+            group.pending_rows += part.height
+            group.rows += part.height
+            self.rows += part.height
+            self._buffered += part.height
+            if group.pending_rows >= ROW_GROUP_ROWS:
+                self._flush(key)
+        if self._buffered >= BUFFER_ROWS:
+            for key in list(self._groups):
+                self._flush(key)
+
+    def _flush(self, key: tuple[int, dt.date, int]) -> None:
+        group = self._groups[key]
+        if not group.pending:
+            return
+        table = pa.concat_tables(group.pending, promote_options="permissive")
+        if group.writer is None:
+            if len(self._open) >= OPEN_WRITERS:
+                self._retire(self._open[0])
+            group.writer = pq.ParquetWriter(group.path, table.schema, compression="zstd",
+                                            compression_level=self.level)
+            self._open.append(key)
+        elif table.schema != group.writer.schema:
+            table = table.cast(group.writer.schema)
+        group.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self._buffered -= group.pending_rows
+        group.pending, group.pending_rows = [], 0
+        self._open.remove(key)
+        self._open.append(key)
+
+    def _retire(self, key: tuple[int, dt.date, int]) -> None:
+        """Close a writer for good; later rows of its group go to a new part file."""
+        group = self._groups[key]
+        assert group.writer is not None
+        group.writer.close()
+        self._open.remove(key)
+        cid, period, part = key
+        self._parts[(cid, period)] = part + 1
+
+    def finish(self) -> list[ArchivedFile]:
+        """Close every file, upload and verify it; returns what to list in the manifest."""
+        for key in list(self._groups):
+            self._flush(key)
+        for key in list(self._open):
+            writer = self._groups[key].writer
+            assert writer is not None
+            writer.close()
+        self._open.clear()
+        files = []
+        for (cid, period, part), group in sorted(self._groups.items(), key=lambda kv: kv[0]):
+            name = f"{self.load_key}.parquet" if part == 0 else f"{self.load_key}-{part}.parquet"
+            final = self.store.path(dataset_dir(self.dataset), f"connection_id={cid}", f"{PERIOD_COLUMN}={period}",
+                                    name)
+            stored = self.store.put_verified(group.path, final, check=verify_parquet(group.rows),
+                                             digest=sha256_of(group.path))
+            files.append(ArchivedFile(connection_id=cid, period=period, uri=stored.uri, rows=group.rows,
+                                      bytes=stored.bytes, sha256=stored.sha256, min_time=_utc(group.min_time),
+                                      max_time=_utc(group.max_time)))
+        self.discard()
+        return files
+
+    def discard(self) -> None:
+        """Drop the local files (after upload, or when the load fails)."""
+        for key in list(self._open):
+            writer = self._groups[key].writer
+            if writer is not None:
+                try:
+                    writer.close()
+                except Exception:  # already failed; the folder goes anyway
+                    log.debug("closing %s failed", key)
+        self._open.clear()
+        self._groups.clear()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _utc(value: Any) -> dt.datetime | None:
+    """A time bound as an aware UTC datetime (dates are midnight; naive timestamps are taken as UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    return None
+
+
+def record_files(sink: Any, files: Sequence[ArchivedFile], *, dataset: str, load_key: str, load_id: str,
+                 state: str = "hot") -> None:
+    """List verified files in the manifest, inside the caller's open data transaction."""
+    for f in files:
+        sink.run(f"INSERT INTO {MANIFEST} (uri, dataset, connection_id, period, load_key, load_id, rows, bytes, "
+                 "sha256, min_time, max_time, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+                 "ON CONFLICT (uri) DO UPDATE SET rows = EXCLUDED.rows, bytes = EXCLUDED.bytes, "
+                 "sha256 = EXCLUDED.sha256, min_time = EXCLUDED.min_time, max_time = EXCLUDED.max_time, "
+                 "load_id = EXCLUDED.load_id, state = EXCLUDED.state, changed_at = now()",
+                 [f.uri, dataset, f.connection_id, f.period, load_key, load_id, f.rows, f.bytes, f.sha256,
+                  f.min_time, f.max_time, state])

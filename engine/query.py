@@ -1,0 +1,239 @@
+"""Ad-hoc SQL with DuckDB over every dataset: hot rows in PostgreSQL plus cold rows in the archive.
+
+Each dataset is one view, ``orders`` (``sales.orders`` for a table outside ``public``): its PostgreSQL table
+(read through DuckDB's postgres scanner, filters pushed down) ``UNION ALL`` the manifest-listed archive files
+whose partition was tiered out of PostgreSQL (state ``cold``). A partition is in exactly one of the two, so
+nothing is counted twice across the tiering boundary. ``archive.orders`` is the raw archive: every listed
+file of the dataset (hot and cold), with its hive columns ``connection_id`` and ``period``.
+
+Results are cached (see :mod:`engine.cache`) under the SQL text and the versions of the datasets it names;
+every load bumps its dataset's version in the load's own transaction, so a load invalidates.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from engine.archive import MANIFEST
+from engine.cache import get_cache
+from engine.config import redact, resolve_dsn
+from engine.errors import BiconicError, SinkError, SpecError
+from engine.names import quote_ident
+from engine.storage import Store, archive_url
+
+__all__ = ["QueryResult", "query", "query_ttl"]
+
+log = logging.getLogger("biconic.query")
+
+#: manifest re-reads when a tiering or restore commits while a query runs
+_ATTEMPTS = 3
+
+
+def query_ttl() -> float:
+    """Seconds a cached result lives (``BICONIC_QUERY_TTL``, default 300)."""
+    return float(os.environ.get("BICONIC_QUERY_TTL", "300"))
+
+
+@dataclass
+class QueryResult:
+    """A query's rows and how they were obtained."""
+
+    frame: pl.DataFrame
+    cached: bool
+    seconds: float
+    datasets: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Dataset:
+    name: str  # as in biconic.datasets: "orders", "sales.orders"
+    version: int
+    exists: bool  # the PostgreSQL table is still there
+
+
+def query(sql: str, *, dsn: str | None = None, archive: str | None = None, cache: bool = True) -> pl.DataFrame:
+    """Run ``sql`` (DuckDB dialect) over every dataset and return the rows.
+
+    >>> engine.query("SELECT connection_id, count(*) FROM orders GROUP BY 1")  # doctest: +SKIP
+    """
+    return run_query(sql, dsn=dsn, archive=archive, cache=cache).frame
+
+
+def run_query(sql: str, *, dsn: str | None = None, archive: str | None = None, cache: bool = True) -> QueryResult:
+    """:func:`query` with the details: whether the cache answered, how long it took, which datasets."""
+    if not sql or not sql.strip():
+        raise SpecError("sql", "empty query")
+    started = time.perf_counter()
+    dsn = resolve_dsn(dsn)
+    url = archive_url(archive)
+    store = Store(url) if url is not None else None
+    with _Catalog(dsn) as catalog:
+        datasets = catalog.datasets()
+        named = [d for d in datasets if _mentions(sql, d.name)]
+        key = _cache_key(sql, named, url)
+        store_cache = get_cache() if cache else None
+        if store_cache is not None:
+            hit = store_cache.get_frame(key)
+            if hit is not None:
+                return QueryResult(hit, True, time.perf_counter() - started, [d.name for d in named])
+        for attempt in range(1, _ATTEMPTS + 1):
+            cold = catalog.cold_files([d.name for d in named])
+            frame = _run_duckdb(sql, dsn, store, datasets, cold, catalog)
+            if catalog.cold_files([d.name for d in named]) == cold:
+                break
+            log.info("tiering changed the archive while the query ran; running it again (%d)", attempt)
+        if store_cache is not None:
+            store_cache.set_frame(key, frame, ttl=query_ttl())
+    return QueryResult(frame, False, time.perf_counter() - started, [d.name for d in named])
+
+
+def _mentions(sql: str, dataset: str) -> bool:
+    """Whether the SQL may read the dataset (case-insensitive word match: too many is only less caching)."""
+    base = dataset.rpartition(".")[2]
+    return re.search(rf"(?<![\w$]){re.escape(base)}(?![\w$])", sql, flags=re.IGNORECASE) is not None
+
+
+def _cache_key(sql: str, datasets: Sequence[_Dataset], url: str | None) -> str:
+    text = json.dumps([sql.strip(), url, sorted((d.name, d.version) for d in datasets)])
+    return "q:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Catalog:
+    """The engine's metadata in PostgreSQL: datasets, their versions and the archive manifest."""
+
+    def __init__(self, dsn: str) -> None:
+        import adbc_driver_postgresql.dbapi as pgdbapi
+
+        self.dsn = dsn
+        try:
+            self.conn = pgdbapi.connect(dsn, autocommit=True)
+        except Exception as exc:
+            raise SinkError(f"cannot connect to PostgreSQL at {redact(dsn)}: {str(exc).splitlines()[0]}") from None
+
+    def __enter__(self) -> _Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, list(params) if params is not None else None)
+            return list(cur.fetchall())
+
+    def datasets(self) -> list[_Dataset]:
+        if not self.rows("SELECT to_regclass('biconic.datasets') IS NOT NULL")[0][0]:
+            return []
+        return [_Dataset(name, int(version), bool(exists)) for name, version, exists in self.rows(
+            "SELECT dataset, version, to_regclass(quote_ident(split_part(dataset, '.', 1)) || "
+            "CASE WHEN position('.' in dataset) > 0 THEN '.' || quote_ident(split_part(dataset, '.', 2)) "
+            "ELSE '' END) IS NOT NULL FROM biconic.datasets ORDER BY dataset")]
+
+    def cold_files(self, datasets: Sequence[str]) -> dict[str, list[str]]:
+        if not datasets or not self.rows(f"SELECT to_regclass('{MANIFEST}') IS NOT NULL")[0][0]:
+            return {}
+        found: dict[str, list[str]] = {}
+        for dataset, uri in self.rows(f"SELECT dataset, uri FROM {MANIFEST} WHERE state = 'cold' "
+                                      "AND dataset = ANY($1) ORDER BY uri", [list(datasets)]):
+            found.setdefault(dataset, []).append(uri)
+        return found
+
+    def archived_files(self, dataset: str) -> list[str]:
+        return [r[0] for r in self.rows(f"SELECT uri FROM {MANIFEST} WHERE dataset = $1 AND state <> 'superseded' "
+                                        "ORDER BY uri", [dataset])]
+
+
+def _postgres_extension() -> str | None:
+    """The postgres scanner extension file shipped by the ``duckdb-ext-postgres`` wheel, if installed."""
+    try:
+        import duckdb_ext  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    for root in getattr(duckdb_ext, "__path__", []):
+        found = glob.glob(os.path.join(root, "extensions", "*", "*", "postgres_scanner.duckdb_extension"))
+        if found:
+            return found[0]
+    return None
+
+
+def _libpq(dsn: str) -> str:
+    """DuckDB's scanner takes libpq strings; our DSNs are URLs, which libpq reads as they are."""
+    return dsn
+
+
+def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dataset],
+                cold: dict[str, list[str]], catalog: _Catalog) -> pl.DataFrame:
+    import duckdb
+
+    con = duckdb.connect(config={"threads": max(os.cpu_count() or 1, 1)})
+    try:
+        if store is not None and not store.is_local:
+            con.register_filesystem(store.fs)
+        scanner = _postgres_extension()
+        if scanner is not None:
+            con.execute(f"LOAD '{scanner}'")
+            con.execute(f"ATTACH {_sql_text(_libpq(dsn))} AS biconic_pg (TYPE postgres, READ_ONLY)")
+        con.execute("CREATE SCHEMA IF NOT EXISTS archive")
+        for d in datasets:
+            schema, _, table = d.name.rpartition(".")
+            schema = schema or "public"
+            view_schema = "main" if schema == "public" else schema
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(view_schema)}")
+            parts = []
+            if d.exists:
+                if scanner is not None:
+                    parts.append(f"SELECT * FROM biconic_pg.{quote_ident(schema)}.{quote_ident(table)}")
+                elif _mentions(sql, d.name):
+                    parts.append(_scan_into(con, catalog, schema, table))
+            files = cold.get(d.name, [])
+            if files:
+                parts.append(f"SELECT * EXCLUDE (period) FROM read_parquet({_list(files)}, hive_partitioning = true, "
+                             "union_by_name = true)")
+            if parts:
+                con.execute(f"CREATE VIEW {quote_ident(view_schema)}.{quote_ident(table)} AS "
+                            + " UNION ALL BY NAME ".join(parts))
+            archived = catalog.archived_files(d.name) if _mentions(sql, d.name) else []
+            if archived:
+                con.execute(f"CREATE VIEW archive.{quote_ident(table)} AS SELECT * FROM read_parquet("
+                            f"{_list(archived)}, hive_partitioning = true, union_by_name = true)")
+        try:
+            return pl.from_arrow(con.execute(sql).arrow())  # type: ignore[return-value]
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    finally:
+        con.close()
+
+
+def _scan_into(con: Any, catalog: _Catalog, schema: str, table: str) -> str:
+    """Without the scanner extension: the hot table read through ADBC into Arrow (the whole table)."""
+    with catalog.conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM {quote_ident(schema)}.{quote_ident(table)}")
+        arrow = cur.fetch_arrow_table()
+    name = f"hot_{hashlib.sha1(f'{schema}.{table}'.encode()).hexdigest()[:10]}"
+    con.register(name, arrow)
+    return f"SELECT * FROM {name}"
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _list(items: Sequence[str]) -> str:
+    return "[" + ", ".join(_sql_text(i) for i in items) + "]"
+
+
+class QueryError(BiconicError):
+    """DuckDB refused or failed the query (syntax, unknown table or column)."""
+
+    exit_code = 2
