@@ -1,6 +1,6 @@
 """The engine's cache: Redis when ``BICONIC_REDIS_URL`` is set, else a bounded in-process LRU with TTLs.
 
-A cache may be slow or empty but never wrong, and never the reason a run fails: when Redis is unreachable every
+A cache may be slow or empty but never wrong, and an outage never fails a run: when Redis is unreachable every
 operation behaves as a miss (``get`` returns ``None``, ``set``/``delete`` do nothing), one warning is logged for
 the whole outage, and the connection is retried at most once a second until Redis is back. Deletes dropped during
 an outage would leave stale entries behind, so on reconnecting the cache first clears its own prefix.
@@ -168,7 +168,7 @@ class Cache:
                 self._retry_at = time.monotonic() + RETRY_EVERY
                 first, self._down = not self._down, True
             if first:
-                log.warning("Redis cache at %s unreachable (%s); serving misses, retrying every %.0f s",
+                log.warning("Redis cache at %s unreachable (%s); serving misses, retrying every %g s",
                             _safe_url(self.url or ""), _scrub(str(exc), self.url or ""), RETRY_EVERY)
             return default
         if probing:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from engine.errors import BiconicError
+from engine.errors import BiconicError, SpecError
 
 __all__ = ["main"]
 
@@ -59,10 +59,15 @@ def cli() -> None:
 @click.option("--contract", type=click.Choice(["evolve", "freeze"]), default="evolve", show_default=True,
               help="Schema drift: evolve adds columns and widens types; freeze refuses any change.")
 @click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
+@click.option("--archive", default=None, metavar="URL",
+              help="Archive copy: a folder or s3://bucket/prefix, 'off' for none "
+                   "[env BICONIC_ARCHIVE_URL; default .biconic/archive].")
+@click.option("--no-archive", is_flag=True, help="Write no archive copy (same as --archive off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the LoadReport as one JSON object.")
 def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ...], partition_by: str | None,
          hash_partitions: int, mode: str, key: str | None, spec: str | None, fmt: str | None,
-         options: tuple[str, ...], contract: str, dsn: str | None, as_json: bool) -> None:
+         options: tuple[str, ...], contract: str, dsn: str | None, archive: str | None, no_archive: bool,
+         as_json: bool) -> None:
     """Load PATH (a file, folder or glob) into a partitioned PostgreSQL table.
 
     \b
@@ -81,7 +86,8 @@ def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ..
                 path, into=table, connection_id=connection_id, partition_by=partition_by,
                 hash_partitions=hash_partitions, mode=mode,  # type: ignore[arg-type]
                 key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
-                spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn, progress=progress,
+                spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn,
+                archive=False if no_archive else archive, progress=progress,
             )
     except BiconicError as exc:
         _fail(exc)
@@ -119,15 +125,147 @@ def run(pipeline: str, dsn: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the LoadReports as a JSON array.")
 def demo(rows: int, folder: str | None, dsn: str | None, as_json: bool) -> None:
     """Generate a sample workbook and CSV, load them, and print the reports (needs no server)."""
-    from engine.demo import run_demo
+    from engine.demo import DEMO_QUERY, run_demo
 
     try:
         with _progress(not as_json) as progress:
             reports = run_demo(rows=rows, folder=Path(folder) if folder else None, dsn=dsn, progress=progress)
+        _echo_reports(reports, as_json)
+        if not as_json:
+            from engine.query import run_query
+
+            result = run_query(DEMO_QUERY, dsn=dsn)
+            click.echo(f"\n$ biconic query \"{DEMO_QUERY}\"")
+            click.echo(result.frame)
+            click.echo(f"({'cached' if result.cached else 'DuckDB over PostgreSQL + archive'}, "
+                       f"{result.seconds * 1000:.0f} ms)")
+    except BiconicError as exc:
+        _fail(exc)
+
+
+@cli.command()
+@click.argument("sql")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON array of objects.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV.")
+@click.option("--no-cache", is_flag=True, help="Run the query even if a cached result is current.")
+@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
+@click.option("--archive", default=None, metavar="URL", help="Archive location [env BICONIC_ARCHIVE_URL].")
+def query(sql: str, as_json: bool, as_csv: bool, no_cache: bool, dsn: str | None, archive: str | None) -> None:
+    """Run SQL (DuckDB dialect) over every dataset: hot rows in PostgreSQL plus cold rows in the archive.
+
+    \b
+    Each dataset is a view named like its table (orders, sales.orders); archive.orders is the raw archive
+    with its hive columns connection_id and period.
+    Example:
+      biconic query "SELECT connection_id, count(*) FROM orders GROUP BY 1" --json
+    """
+    from engine.query import run_query
+
+    if as_json and as_csv:
+        _fail(SpecError("query", "choose one of --json and --csv"))
+    try:
+        result = run_query(sql, dsn=dsn, archive=archive, cache=not no_cache)
     except BiconicError as exc:
         _fail(exc)
         return
-    _echo_reports(reports, as_json)
+    frame = result.frame
+    if as_json:
+        click.echo(frame.write_json())
+    elif as_csv:
+        click.echo(frame.write_csv(), nl=False)
+    else:
+        import polars as pl
+
+        with pl.Config(tbl_rows=50, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+            click.echo(frame)
+        source = "cache" if result.cached else "DuckDB"
+        click.echo(f"{frame.height:,} row(s) from {source} in {result.seconds * 1000:.0f} ms", err=True)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Report what would move, change nothing.")
+@click.option("--older-than", "days", type=int, default=None, metavar="DAYS",
+              help="Archive age for PostgreSQL partitions [env BICONIC_TIER_ARCHIVE_DAYS; default 90].")
+@click.option("--dataset", "datasets", multiple=True, help="Only these datasets (repeat); default all.")
+@click.option("--no-uploads", is_flag=True, help="Leave the raw uploads folder alone.")
+@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
+@click.option("--archive", default=None, metavar="URL", help="Archive location [env BICONIC_ARCHIVE_URL].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def tier(dry_run: bool, days: int | None, datasets: tuple[str, ...], no_uploads: bool, dsn: str | None,
+         archive: str | None, as_json: bool) -> None:
+    """Apply the tiering policy: old partitions verified against the archive, then detached and dropped;
+    raw uploads compressed after 30 days and moved to the archive after 90."""
+    import dataclasses
+
+    from engine.names import canonical_table
+    from engine.tiering import TierPolicy
+    from engine.tiering import tier as run_tier
+
+    try:
+        policy = TierPolicy.from_env()
+        if days is not None:
+            if days < 0:
+                raise SpecError("--older-than", f"expected 0 or more days, got {days}")
+            policy = dataclasses.replace(policy, archive_days=days)
+        report = run_tier(dsn=dsn, archive=archive, policy=policy, dry_run=dry_run, uploads=not no_uploads,
+                          datasets=[canonical_table(d) for d in datasets] or None)
+    except BiconicError as exc:
+        _fail(exc)
+        return
+    click.echo(json.dumps(report.to_dict(), default=str) if as_json else report.summary())
+
+
+@cli.command()
+@click.argument("dataset")
+@click.option("--from", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (YYYY-MM-DD).")
+@click.option("--to", "end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day (YYYY-MM-DD).")
+@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
+@click.option("--archive", default=None, metavar="URL", help="Archive location [env BICONIC_ARCHIVE_URL].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def restore(dataset: str, start: Any, end: Any, dsn: str | None, archive: str | None, as_json: bool) -> None:
+    """Load a tiered DATASET's archived rows from --from to --to back into PostgreSQL (whole periods;
+    idempotent: re-running restores nothing twice)."""
+    from engine.tiering import restore as run_restore
+
+    try:
+        report = run_restore(dataset, start=start.date(), end=end.date(), dsn=dsn, archive=archive)
+    except BiconicError as exc:
+        _fail(exc)
+        return
+    click.echo(json.dumps(report.to_dict(), default=str) if as_json else report.summary())
+
+
+@cli.command()
+@click.argument("dataset")
+@click.option("--connection", "connection_id", type=int, default=None, help="One connection's share only.")
+@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
+@click.option("--no-cache", is_flag=True, help="Read PostgreSQL even if a cached answer is current.")
+def info(dataset: str, connection_id: int | None, dsn: str | None, no_cache: bool) -> None:
+    """Print a dataset's metadata as JSON: columns, rows per connection, last load, partitions, cold periods."""
+    from engine.catalog import metadata
+
+    try:
+        click.echo(json.dumps(metadata(dataset, connection_id, dsn=dsn, cache=not no_cache), indent=2, default=str))
+    except BiconicError as exc:
+        _fail(exc)
+
+
+@cli.command()
+@click.argument("dataset")
+@click.option("--connection", "connection_id", type=int, required=True, help="The connection id.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Rows to print (at most 1000 are kept).")
+@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON array of objects.")
+def latest(dataset: str, connection_id: int, limit: int, dsn: str | None, as_json: bool) -> None:
+    """Print a connection's latest rows (served from the cache, refreshed by every load)."""
+    from engine.catalog import hot_rows
+
+    try:
+        frame = hot_rows(dataset, connection_id, dsn=dsn).head(max(limit, 0))
+    except BiconicError as exc:
+        _fail(exc)
+        return
+    click.echo(frame.write_json() if as_json else frame)
 
 
 def _echo_reports(reports: list[Any], as_json: bool) -> None:
@@ -138,8 +276,6 @@ def _echo_reports(reports: list[Any], as_json: bool) -> None:
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    from engine.errors import SpecError
-
     out: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")

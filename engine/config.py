@@ -37,14 +37,14 @@ def redact(dsn: str) -> str:
     Handles ``user:secret@host`` (even with an unencoded ``@`` in the secret: the authority ends at the last
     ``@`` before the host), ``?password=...`` and keyword form ``password = 'a b'``.
     """
-    dsn = re.sub(r"(://[^:/@\s]+:)[^/\s]*@(?=[^@/\s]*(?:[/?\s]|$))", r"\1***@", dsn)
+    dsn = re.sub(r"(://[^:/@\s]*:)[^/\s]*@(?=[^@/\s]*(?:[/?\s]|$))", r"\1***@", dsn)
     dsn = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^&\s]+)", r"\1***", dsn, flags=re.IGNORECASE)
     return dsn
 
 
 def secret_of(dsn: str) -> str | None:
     """The password inside a DSN, so error texts that echo it (libpq does, on bad host names) can be scrubbed."""
-    m = re.search(r"://[^:/@\s]+:([^/\s]*)@[^@/\s]*(?:[/?\s]|$)", dsn)
+    m = re.search(r"://[^:/@\s]*:([^/\s]*)@[^@/\s]*(?:[/?\s]|$)", dsn)
     if m and m.group(1):
         return m.group(1)
     m = re.search(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^&\s]+)", dsn, flags=re.IGNORECASE)

@@ -15,7 +15,11 @@ from engine.config import data_dir
 from engine.pipeline import Progress, run
 from engine.report import LoadReport
 
-__all__ = ["run_demo", "write_sample_csv", "write_sample_workbook"]
+__all__ = ["DEMO_QUERY", "run_demo", "write_sample_csv", "write_sample_workbook"]
+
+#: what the demo asks after loading: DuckDB over the loaded dataset (hot rows in PostgreSQL, cold in the archive)
+DEMO_QUERY = ("SELECT estado, count(*) AS orders, CAST(sum(importe) AS DECIMAL(18, 2)) AS total, "
+              "count(DISTINCT connection_id) AS connections FROM demo_orders GROUP BY estado ORDER BY estado")
 
 PIPELINE = """\
 # Written by `biconic demo`: two loads, run in order by `biconic run {folder}/pipeline.yaml`.

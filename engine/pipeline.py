@@ -64,6 +64,7 @@ from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, as_text, 
 __all__ = ["Progress", "load", "run", "run_load"]
 
 LOADED_AT = "_loaded_at"
+_TRACKED_CONNECTIONS = 10_000
 
 
 class Progress(Protocol):
@@ -171,6 +172,10 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
                     report.skipped_partitions += 1
                     continue
                 job.load_partition(partition, key)
+    if report.rows_loaded or report.mode == "replace":
+        from engine.catalog import refresh_hot_rows
+
+        refresh_hot_rows(target.table, job.connections, dsn=target.dsn)
     report.seconds = round(time.perf_counter() - started, 3)
     report.rows_per_s = round(report.rows_in / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb, report.peak_child_rss_mb = (round(x, 1) for x in _peak_rss_mb())
@@ -268,6 +273,8 @@ class _Job:
         self.partitions_done = 0
         #: children created standalone in the open transaction, attached before it commits
         self.fresh: dict[str, Period] = {}
+        #: connections that received rows (their cached latest rows are refreshed after the load)
+        self.connections: set[int] = set()
 
     # --- planning ------------------------------------------------------------------------------------------
     def _pipeline(self) -> Pipeline:
@@ -564,6 +571,8 @@ class _Job:
                         if archive is not None:
                             archive.add(period.start, part)
                 loaded += good.height
+                if good.height and len(self.connections) < _TRACKED_CONNECTIONS:
+                    self.connections.update(good[CONNECTION_COLUMN].unique().to_list())
                 bad = df.filter(status == 1)
                 if bad.height:
                     rules.update(bad[RULE].to_list())

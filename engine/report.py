@@ -58,7 +58,7 @@ class LoadReport:
             f"  source partitions: {self.source_partitions} ({self.skipped_partitions} already loaded, skipped)",
             f"  table partitions: {', '.join(self.partitions) if self.partitions else '-'}",
         ]
-        if self.archive is not None:
+        if self.archive is not None and self.archive_files:
             ratio = f", source/archive {self.compression_ratio:.1f}x" if self.compression_ratio else ""
             lines.append(f"  archive: {self.archive_files} file(s), {self.archive_bytes:,} bytes{ratio} "
                          f"in {self.archive}")

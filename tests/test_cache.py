@@ -383,6 +383,38 @@ def test_a_frozen_server_times_out(own_redis: RedisServer) -> None:
     c.close()
 
 
+def test_a_long_outage_probes_once_per_interval_and_warns_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(cache_module, "RETRY_EVERY", 0.05)
+    c = Cache(f"redis://127.0.0.1:{_free_port()}/0")
+    attempts: list[float] = []
+    connect = c._redis.connection_pool.get_connection
+
+    def counting(*args: object, **kwargs: object) -> object:
+        attempts.append(time.monotonic())
+        time.sleep(0.02)  # a slow failure, so threads would overlap if each one probed
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(c._redis.connection_pool, "get_connection", counting)
+
+    def hammer() -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < 0.5:
+            assert c.get("k") is None
+            time.sleep(0.001)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # before the first failure each thread may try; after it, one probe per 0.05 s across all of them
+    assert 5 <= len(attempts) <= len(threads) + 11, len(attempts)
+    assert c.stats.errors == c.stats.misses > 800
+    assert len(_records(caplog, logging.WARNING)) == 1
+    c.close()
+
+
 @pytest.mark.parametrize("url", [
     "redis://:s3cret@127.0.0.1:{port}/0",
     "redis://default:s3cret@127.0.0.1:{port}/0",

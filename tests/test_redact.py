@@ -64,3 +64,10 @@ def test_dsn_without_password_is_unchanged(dsn: str) -> None:
     assert redact(dsn) == dsn
     err = _wrap(RuntimeError(f"IO: [libpq] Failed to connect: could not connect to {dsn}"), "connect", dsn)
     assert dsn in str(err)
+
+
+@pytest.mark.parametrize("url", ["redis://:s3cret@127.0.0.1:6379/0", "rediss://:s3cret@cache.example:6380"])
+def test_password_without_user_is_redacted(url: str) -> None:
+    """Redis URLs carry the password with no user name (``redis://:pw@host``)."""
+    assert "s3cret" not in redact(url)
+    assert secret_of(url) == "s3cret"
