@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import redact
+from engine.config import redact, secret_of
 from engine.errors import SinkError
 from engine.sinks.postgres import _wrap
 
