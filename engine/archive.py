@@ -170,25 +170,31 @@ class ArchiveWriter:
         group = self._groups[key]
         if not group.pending:
             return
-        table = pa.concat_tables(group.pending, promote_options="permissive")
         if group.writer is None:
             if len(self._open) >= OPEN_WRITERS:
                 self._retire(self._open[0])
-            group.writer = pq.ParquetWriter(group.path, table.schema, compression="zstd",
-                                            compression_level=self.level)
+            schema = pa.concat_tables(group.pending, promote_options="permissive").schema
+            group.writer = pq.ParquetWriter(group.path, schema, compression="zstd", compression_level=self.level)
             self._open.append(key)
-        elif table.schema != group.writer.schema:
+        self._write_pending(group)
+        self._open.remove(key)
+        self._open.append(key)
+
+    def _write_pending(self, group: _Group) -> None:
+        assert group.writer is not None
+        table = pa.concat_tables(group.pending, promote_options="permissive")
+        if table.schema != group.writer.schema:
             table = table.cast(group.writer.schema)
         group.writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self._buffered -= group.pending_rows
         group.pending, group.pending_rows = [], 0
-        self._open.remove(key)
-        self._open.append(key)
 
     def _retire(self, key: tuple[int, dt.date, int]) -> None:
         """Close a writer for good; later rows of its group go to a new part file."""
         group = self._groups[key]
         assert group.writer is not None
+        if group.pending:  # rows buffered since its last flush belong in this file: a closed one takes no more
+            self._write_pending(group)
         group.writer.close()
         self._open.remove(key)
         cid, period, part = key

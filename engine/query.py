@@ -4,7 +4,8 @@ Each dataset is one view, ``orders`` (``sales.orders`` for a table outside ``pub
 (read through DuckDB's postgres scanner, filters pushed down) ``UNION ALL`` the manifest-listed archive files
 whose partition was tiered out of PostgreSQL (state ``cold``). A partition is in exactly one of the two, so
 nothing is counted twice across the tiering boundary. ``archive.orders`` is the raw archive: every listed
-file of the dataset (hot and cold), with its hive columns ``connection_id`` and ``period``.
+file of the dataset (hot and cold), with its hive columns ``connection_id`` and ``period``; a table outside
+``public`` keeps its schema there too (``archive.sales.orders``), so ``orders`` and ``sales.orders`` never collide.
 
 Results are cached (see :mod:`engine.cache`) under the SQL text and the versions of the datasets it names;
 every load bumps its dataset's version in the load's own transaction, so a load invalidates.
@@ -81,7 +82,7 @@ def run_query(sql: str, *, dsn: str | None = None, archive: str | None = None, c
     with _Catalog(dsn) as catalog:
         datasets = catalog.datasets()
         named = [d for d in datasets if _mentions(sql, d.name)]
-        key = _cache_key(sql, named, url)
+        key = _cache_key(sql, named, url, dsn)
         store_cache = get_cache() if cache else None
         if store_cache is not None:
             hit = store_cache.get_frame(key)
@@ -101,11 +102,15 @@ def run_query(sql: str, *, dsn: str | None = None, archive: str | None = None, c
 def _mentions(sql: str, dataset: str) -> bool:
     """Whether the SQL may read the dataset (case-insensitive word match: too many is only less caching)."""
     base = dataset.rpartition(".")[2]
-    return re.search(rf"(?<![\w$]){re.escape(base)}(?![\w$])", sql, flags=re.IGNORECASE) is not None
+    # a name holding '"' can only be written quoted, with the quote doubled: "we ""odd"" name"
+    spellings = {base, base.replace('"', '""')}
+    return any(re.search(rf"(?<![\w$]){re.escape(b)}(?![\w$])", sql, flags=re.IGNORECASE) is not None
+               for b in spellings)
 
 
-def _cache_key(sql: str, datasets: Sequence[_Dataset], url: str | None) -> str:
-    text = json.dumps([sql.strip(), url, sorted((d.name, d.version) for d in datasets)])
+def _cache_key(sql: str, datasets: Sequence[_Dataset], url: str | None, dsn: str) -> str:
+    # the database too: two databases (staging, prod) sharing one Redis hold "orders" at the same version
+    text = json.dumps([sql.strip(), url, dsn, sorted((d.name, d.version) for d in datasets)])
     return "q:" + hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -184,7 +189,8 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
         if scanner is not None:
             con.execute(f"LOAD '{scanner}'")
             con.execute(f"ATTACH {_sql_text(_libpq(dsn))} AS biconic_pg (TYPE postgres, READ_ONLY)")
-        con.execute("CREATE SCHEMA IF NOT EXISTS archive")
+        # a catalog, not a schema: archive.orders and archive.sales.orders both resolve, and never collide
+        con.execute("ATTACH ':memory:' AS archive")
         for d in datasets:
             schema, _, table = d.name.rpartition(".")
             schema = schema or "public"
@@ -198,21 +204,40 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
                     parts.append(_scan_into(con, catalog, schema, table))
             files = cold.get(d.name, [])
             if files:
-                parts.append(f"SELECT * EXCLUDE (period) FROM read_parquet({_list(files)}, hive_partitioning = true, "
-                             "union_by_name = true)")
+                parts.append(_archive_scan(con, files, drop=["period"]))
             if parts:
                 con.execute(f"CREATE VIEW {quote_ident(view_schema)}.{quote_ident(table)} AS "
                             + " UNION ALL BY NAME ".join(parts))
             archived = catalog.archived_files(d.name) if _mentions(sql, d.name) else []
             if archived:
-                con.execute(f"CREATE VIEW archive.{quote_ident(table)} AS SELECT * FROM read_parquet("
-                            f"{_list(archived)}, hive_partitioning = true, union_by_name = true)")
-        try:
-            return pl.from_arrow(con.execute(sql).arrow())  # type: ignore[return-value]
-        except duckdb.Error as exc:
-            raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS archive.{quote_ident(view_schema)}")
+                con.execute(f"CREATE VIEW archive.{quote_ident(view_schema)}.{quote_ident(table)} AS "
+                            + _archive_scan(con, archived))
+        return pl.from_arrow(con.execute(sql).arrow())  # type: ignore[return-value]
+    except duckdb.Error as exc:  # the query itself, or a view over a listed file that is gone or unreadable
+        raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     finally:
         con.close()
+
+
+def _archive_scan(con: Any, files: Sequence[str], *, drop: Sequence[str] = ()) -> str:
+    """SELECT over archive files with their hive columns ``connection_id`` and ``period``, and no others.
+
+    DuckDB reads every ``key=value`` folder of a path as a column, so an archive kept under, say,
+    ``s3://lake/env=prod/`` would grow an ``env`` column; such columns are found and dropped.
+    """
+    source = f"read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true)"
+    stray: list[str] = []
+    if any("=" in uri.rsplit("/", 3)[0] for uri in files):
+        first = _list(files[:1])
+        hive = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({first}, hive_partitioning = true)")
+                .fetchall()]
+        own = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({first}, hive_partitioning = false)")
+               .fetchall()}
+        stray = [c for c in hive if c not in own and c not in ("connection_id", "period")]
+    excluded = [*stray, *drop]
+    columns = f"* EXCLUDE ({', '.join(quote_ident(c) for c in excluded)})" if excluded else "*"
+    return f"SELECT {columns} FROM {source}"
 
 
 def _scan_into(con: Any, catalog: _Catalog, schema: str, table: str) -> str:

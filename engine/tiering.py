@@ -126,6 +126,8 @@ def tier(*, dsn: str | None = None, archive: str | None = None, policy: TierPoli
     """Apply the tiering policy (see the module docstring); ``dry_run`` only reports what would move."""
     policy = policy or TierPolicy.from_env()
     now = now or dt.datetime.now(dt.UTC)
+    # partition bounds are UTC midnights: an aware time elsewhere (or a naive one, taken as UTC) is moved there
+    now = now.astimezone(dt.UTC) if now.tzinfo is not None else now
     cutoff = (now - dt.timedelta(days=policy.archive_days)).date()
     store = _store(archive)
     report = TierReport(cutoff=cutoff.isoformat(), dry_run=dry_run)
@@ -135,9 +137,16 @@ def tier(*, dsn: str | None = None, archive: str | None = None, policy: TierPoli
         sink.data.commit()
         names = [r[0] for r in sink.run("SELECT dataset FROM biconic.datasets WHERE time_column IS NOT NULL "
                                         "ORDER BY dataset", conn=sink.ddl)]
+        sink.ddl.commit()
+        if datasets is not None:
+            # one spelling per table, as loads record it: "public.orders" is "orders"
+            wanted = {canonical_table(d) for d in datasets}
+            unknown = sorted(wanted - set(names))
+            if unknown:
+                raise SpecError("datasets", f"no time-partitioned dataset named {', '.join(unknown)}; known: "
+                                            f"{', '.join(names) or '(none yet)'}")
+            names = [n for n in names if n in wanted]
         for dataset in names:
-            if datasets is not None and dataset not in datasets:
-                continue
             for child, period in _old_children(sink, dataset, cutoff):
                 done = _tier_partition(sink, store, dataset, child, period, dry_run=dry_run)
                 if done is not None:
@@ -174,6 +183,13 @@ def _tier_partition(sink: PostgresSink, store: Store, dataset: str, child: str, 
     schema, _ = split_table(dataset)
     qchild = f"{quote_ident(schema)}.{quote_ident(child)}"
     try:
+        # a second tiering run waits here for the first, then finds the partition gone and skips it (without
+        # this, its LOCK TABLE would wait on the first run's lock and then fail: the table was dropped)
+        sink.run("SELECT pg_advisory_xact_lock(hashtext($1))", [f"tier:{schema}.{child}"])
+        if not sink.run("SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2)",
+                        [qchild, qualified(dataset)]):
+            sink.rollback()
+            return None
         # writers wait (readers do not) from here to the commit: no row can arrive between check and drop
         sink.run(f"LOCK TABLE {qchild} IN EXCLUSIVE MODE")
         in_pg = {int(c): int(n) for c, n in sink.run(
@@ -182,7 +198,8 @@ def _tier_partition(sink: PostgresSink, store: Store, dataset: str, child: str, 
                          "AND state = 'hot'", [dataset, period.start])
         archived = _footer_counts(store, files)
         rows = sum(in_pg.values())
-        how = "verified" if archived == {c: n for c, n in in_pg.items() if n} else "snapshot"
+        same = archived == {c: n for c, n in in_pg.items() if n}
+        how = "verified" if same and _counts_prove_contents(sink, dataset) else "snapshot"
         if dry_run:
             sink.rollback()
             return TieredPartition(dataset, child, period.start.isoformat(), rows, how)
@@ -198,6 +215,27 @@ def _tier_partition(sink: PostgresSink, store: Store, dataset: str, child: str, 
         raise
     log.info("tiered %s %s (%d rows, %s)", dataset, child, rows, how)
     return TieredPartition(dataset, child, period.start.isoformat(), rows, how)
+
+
+def _counts_prove_contents(sink: PostgresSink, dataset: str) -> bool:
+    """Whether equal row counts (per connection) prove the archive files hold exactly the partition's rows.
+
+    A load archives exactly the rows it writes, except a merge: its staged rows are all archived, yet it keeps
+    one per key and deletes a key's row from its old period when its time moved; and a load with archiving
+    off writes rows the archive never sees. With only the first kind, the archive holds PostgreSQL's rows and
+    maybe more; with only the second, PostgreSQL holds the archive's and maybe more: either way equal counts
+    mean equal contents. With both, stale merged versions can balance unarchived rows exactly, and trusting
+    the count would tier out the stale rows and drop the unarchived ones: such a dataset is snapshotted.
+    (A replace supersedes the files of the rows it deletes and clears their ledger rows; a restore writes
+    exactly a file's rows; neither breaks the argument.)
+    """
+    merged, unarchived = sink.run(
+        "SELECT EXISTS (SELECT 1 FROM biconic.loads WHERE dataset = $1 AND mode = 'merge' "
+        "AND state = 'committed' AND rows_loaded > 0), "
+        "EXISTS (SELECT 1 FROM biconic.loads l WHERE l.dataset = $1 AND l.mode <> 'restore' "
+        f"AND l.state = 'committed' AND l.rows_loaded > 0 AND NOT EXISTS (SELECT 1 FROM {MANIFEST} m "
+        "WHERE m.dataset = l.dataset AND m.load_key = l.load_key))", [dataset])[0]
+    return not (merged and unarchived)
 
 
 def _footer_counts(store: Store, files: Sequence[tuple[Any, ...]]) -> dict[int, int]:
@@ -253,7 +291,11 @@ def restore(dataset: str, *, start: dt.date, end: dt.date, dsn: str | None = Non
         info = sink.describe(dataset, conn=sink.data)
         sink.data.commit()
         if info is None or not info.time_column:
-            raise SpecError("dataset", f"{dataset} is not a time-partitioned dataset of this engine")
+            known = [r[0] for r in sink.run("SELECT dataset FROM biconic.datasets WHERE time_column IS NOT NULL "
+                                            "ORDER BY dataset", conn=sink.ddl)]
+            sink.ddl.commit()
+            raise SpecError("dataset", f"{dataset} is not a time-partitioned dataset of this engine; known: "
+                                       f"{', '.join(known) or '(none yet)'}")
         periods = [r[0] for r in sink.run(f"SELECT DISTINCT period FROM {MANIFEST} WHERE dataset = $1 "
                                           "AND state = 'cold' AND period <= $2 ORDER BY 1", [dataset, end],
                                           conn=sink.ddl)]
@@ -276,6 +318,9 @@ def _restore_period(sink: PostgresSink, store: Store, dataset: str, period: Peri
         assert info is not None
         files = sink.run(f"SELECT uri, rows, changed_at FROM {MANIFEST} WHERE dataset = $1 AND period = $2 "
                          "AND state = 'cold' ORDER BY uri FOR UPDATE", [dataset, period.start])
+        if not files:  # restored by a concurrent run since the periods were listed
+            sink.rollback()
+            return 0, 0
         fresh: dict[str, Period] = {}
         child = sink.child_for(info, period, fresh)
         rows = 0
