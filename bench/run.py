@@ -1,5 +1,6 @@
-"""The speed bar: the engine beside ``psql \\copy``, a bare ADBC ingest, dlt and pandas, on the same data and
-the same month-partitioned, indexed table, in one run.
+"""The speed bar: the engine (with its default archive copy, and with ``--no-archive``) beside ``psql \\copy``,
+a bare ADBC ingest, dlt and pandas, on the same data and the same month-partitioned, indexed table, in one run;
+then the query benchmark (``bench/query.py``) on the engine-loaded CSV.
 
 Every figure is the median of several runs (order alternated between runs); each run is its own process,
 measured from outside by ``/usr/bin/time -f "%e %M"`` (wall seconds, peak RSS). Results: a terminal table,
@@ -18,6 +19,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +39,9 @@ SCHEMA = "bench"
 SPEC = HERE / "spec.yaml"
 COLUMNS = "id,connection_id,created_at,order_date,amount,unit_price,quantity,customer,city,status,note,is_paid"
 XLSX_MAX_ROWS = 1_048_575
-NOT_MEASURED = ["archive (Parquet + ZSTD): the engine has no archive feature yet, so there is nothing to time"]
+#: what the harness keeps from the engine's --json report (its own "seconds" stays out: the wall is measured)
+REPORT_KEYS = ("rows_loaded", "rows_quarantined", "rows_filtered", "peak_child_rss_mb", "archive_bytes",
+               "archive_files", "compression_ratio")
 
 
 @dataclass
@@ -45,7 +49,9 @@ class Line:
     """One row of the result table: a tool loading one file (or part of it) into one table."""
 
     scenario: str  # "CSV", "Parquet", "xlsx"
-    tool: str  # engine, engine+spec, psql, adbc, dlt-fast, dlt-default, pandas, fastexcel
+    # engine, engine-noarchive, engine+spec, engine+spec-noarchive, engine-append, psql, adbc, dlt-fast,
+    # dlt-default, pandas, fastexcel
+    tool: str
     label: str
     path: Path
     table: str | None
@@ -59,6 +65,15 @@ class Line:
     @property
     def key(self) -> str:
         return f"{self.scenario}/{self.tool}"
+
+    @property
+    def engine(self) -> bool:
+        return self.tool.startswith("engine")
+
+    @property
+    def archives(self) -> bool:
+        """The engine's default: every load also writes its Parquet+ZSTD archive copy."""
+        return self.engine and not self.tool.endswith("-noarchive")
 
 
 # --- running one measured process --------------------------------------------------------------------------
@@ -86,10 +101,11 @@ def last_json(stdout: str) -> dict[str, Any]:
 
 
 class Db:
-    """Setup and checks through psql (never timed)."""
+    """Setup and checks (never timed): PostgreSQL through psql, and the engine's archive folder."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, archive: Path) -> None:
         self.dsn = dsn
+        self.archive = archive.resolve()
 
     def sql(self, command: str) -> str:
         out = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", self.dsn, "-c", command],
@@ -106,17 +122,29 @@ class Db:
 
     def drop(self, table: str) -> None:
         """Drop the table and its ledger rows, so the engine loads the file again instead of skipping it."""
-        self.sql(f"DROP TABLE IF EXISTS {table}; DO $$ BEGIN IF to_regclass('biconic.loads') IS NOT NULL THEN "
-                 f"DELETE FROM biconic.loads WHERE dataset = '{table}'; END IF; END $$")
+        self.sql(f"DROP TABLE IF EXISTS {table}")
+        self.forget(table)
+
+    def forget(self, table: str) -> None:
+        """Delete the table's ledger and archive-manifest rows and its archive folder (the table stays)."""
+        self.sql(f"DO $$ BEGIN IF to_regclass('biconic.loads') IS NOT NULL THEN "
+                 f"DELETE FROM biconic.loads WHERE dataset = '{table}'; END IF; "
+                 f"IF to_regclass('biconic.archive_files') IS NOT NULL THEN "
+                 f"DELETE FROM biconic.archive_files WHERE dataset = '{table}'; END IF; END $$")
+        shutil.rmtree(self.archive / table.removeprefix("public."), ignore_errors=True)
 
     def drop_dlt_state(self) -> None:
         self.sql(f"DROP TABLE IF EXISTS {SCHEMA}._dlt_loads, {SCHEMA}._dlt_version, {SCHEMA}._dlt_pipeline_state")
 
 
-def engine_cmd(line: Line, dsn: str, *, spec: bool) -> list[str]:
+def engine_cmd(line: Line, db: Db, *, archive: bool) -> list[str]:
+    """``biconic load``; the archive goes to ``bench/data/archive`` (the engine's default is a folder under
+    its data folder; only the place differs)."""
     cmd = [sys.executable, "-m", "engine", "load", str(line.path), "--into", str(line.table),
-           "--partition-by", "created_at:month", "--dsn", dsn, "--json"]
-    return [*cmd, "--spec", str(SPEC)] if spec else cmd
+           "--partition-by", "created_at:month", "--dsn", db.dsn, "--json"]
+    if line.tool.startswith("engine+spec"):
+        cmd += ["--spec", str(SPEC)]
+    return [*cmd, "--archive", str(db.archive)] if archive else [*cmd, "--no-archive"]
 
 
 def peer_cmd(line: Line) -> list[str]:
@@ -139,27 +167,26 @@ def peer_cmd(line: Line) -> list[str]:
     raise ValueError(line.tool)
 
 
-def run_once(line: Line, db: Db, dsn: str, *, timeout: float) -> dict[str, Any]:
+def run_once(line: Line, db: Db, *, timeout: float) -> dict[str, Any]:
     """Prepare the table (untimed), run the tool in its own measured process, check what landed."""
-    if line.tool in ("engine", "engine+spec"):
-        db.drop(str(line.table))
-        wall, rss, out = timed(engine_cmd(line, dsn, spec=line.tool == "engine+spec"), timeout=timeout)
+    if line.engine:
+        if line.tool == "engine-append":
+            if not db.exists(str(line.table)):
+                db.drop(str(line.table))
+                timed(engine_cmd(line, db, archive=False), timeout=timeout)
+            # the partitions stay (empty): the load appends into existing, indexed children, as psql \copy does
+            db.sql(f"TRUNCATE {line.table}")
+            db.forget(str(line.table))
+        else:
+            db.drop(str(line.table))  # with its ledger rows, manifest rows and archive folder
+        wall, rss, out = timed(engine_cmd(line, db, archive=line.archives), timeout=timeout)
         report = last_json(out)
         landed = db.count(str(line.table))
-        extra = {k: report.get(k) for k in ("rows_loaded", "rows_quarantined", "rows_filtered", "seconds",
-                                              "peak_child_rss_mb")}
+        extra = {k: report.get(k) for k in REPORT_KEYS}
+        extra["engine_s"] = report.get("seconds")  # the engine's own clock: no interpreter start, no imports
         expected = int(report.get("rows_loaded") or 0)
-    elif line.tool == "engine-append":
-        if not db.exists(str(line.table)):
-            db.drop(str(line.table))
-            timed(engine_cmd(line, dsn, spec=False), timeout=timeout)
-        # the partitions stay (empty): the load appends into existing, indexed children, as psql \copy does
-        db.sql(f"TRUNCATE {line.table}; DELETE FROM biconic.loads WHERE dataset = '{line.table}'")
-        wall, rss, out = timed(engine_cmd(line, dsn, spec=False), timeout=timeout)
-        report = last_json(out)
-        landed = db.count(str(line.table))
-        extra = {k: report.get(k) for k in ("rows_loaded", "rows_quarantined", "seconds")}
-        expected = int(report.get("rows_loaded") or 0)
+        if line.archives and not report.get("archive_bytes"):
+            raise RuntimeError("the engine wrote no archive copy (archive_bytes 0)")
     elif line.tool == "fastexcel":
         wall, rss, out = timed(peer_cmd(line), timeout=timeout)
         landed = expected = int(out.strip().splitlines()[-1])
@@ -167,7 +194,7 @@ def run_once(line: Line, db: Db, dsn: str, *, timeout: float) -> dict[str, Any]:
     else:
         if not db.exists(str(line.table)):  # the engine makes the table every tool loads into
             db.drop(str(line.table))
-            timed(engine_cmd(line, dsn, spec=False), timeout=timeout)
+            timed(engine_cmd(line, db, archive=False), timeout=timeout)
         db.sql(f"TRUNCATE {line.table}")
         if line.tool.startswith("dlt"):
             db.drop_dlt_state()
@@ -179,7 +206,7 @@ def run_once(line: Line, db: Db, dsn: str, *, timeout: float) -> dict[str, Any]:
             db.drop_dlt_state()
     if landed != line.rows or expected != line.rows:
         raise RuntimeError(f"expected {line.rows:,} rows, the table holds {landed:,} (tool said {expected:,})")
-    return {"seconds": wall, "peak_rss_mb": round(rss, 1), **extra}
+    return {**extra, "seconds": wall, "peak_rss_mb": round(rss, 1)}
 
 
 # --- the plan ----------------------------------------------------------------------------------------------
@@ -203,8 +230,16 @@ def plan(rows: int, args: argparse.Namespace) -> list[Line]:
         path = data_file(args.data, rows, fmt)
         scen = {"csv": "CSV", "parquet": "Parquet", "xlsx": "xlsx"}[fmt]
         t = f"{SCHEMA}.{fmt}_{rows}"
-        out += [Line(scen, "engine", f"biconic load {fmt}", path, t, rows, args.runs),
-                Line(scen, "engine+spec", f"biconic load {fmt} --spec", path, f"{t}_spec", rows, args.runs)]
+        # the engine's default writes the archive copy; --no-archive is the same load without it (in --lean:
+        # CSV only)
+        bare = fmt == "csv" or not args.lean
+        out.append(Line(scen, "engine", f"biconic load {fmt}", path, t, rows, args.runs))
+        if bare:
+            out.append(Line(scen, "engine-noarchive", f"biconic load {fmt} --no-archive", path, t, rows, args.runs))
+        out.append(Line(scen, "engine+spec", f"biconic load {fmt} --spec", path, f"{t}_spec", rows, args.runs))
+        if not args.lean:
+            out.append(Line(scen, "engine+spec-noarchive", f"biconic load {fmt} --spec --no-archive", path,
+                            f"{t}_spec", rows, args.runs))
         if fmt == "csv":
             out.append(Line(scen, "psql", "psql \\copy (physical limit)", path, t, rows, args.runs))
             if not args.lean:
@@ -232,7 +267,7 @@ def plan(rows: int, args: argparse.Namespace) -> list[Line]:
     return out
 
 
-def measure(lines: list[Line], db: Db, dsn: str, *, timeout: float) -> None:
+def measure(lines: list[Line], db: Db, *, timeout: float) -> None:
     rounds = max(line.runs for line in lines)
     for r in range(rounds):
         order = lines if r % 2 == 0 else lines[::-1]
@@ -241,7 +276,7 @@ def measure(lines: list[Line], db: Db, dsn: str, *, timeout: float) -> None:
             if r >= line.runs or line.failure:
                 continue
             try:
-                line.samples.append(run_once(line, db, dsn, timeout=timeout))
+                line.samples.append(run_once(line, db, timeout=timeout))
             except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
                 line.failure = str(exc)
                 print(f"  FAILED {line.key}: {exc}", flush=True)
@@ -267,6 +302,22 @@ def summarise(lines: list[Line], rows: int) -> list[dict[str, Any]]:
             entry.update(seconds=round(secs, 2), rows_per_s=round(line.rows / secs),
                          mb_per_s=round(size / secs, 1), peak_rss_mb=round(med(line, "peak_rss_mb")),
                          vs_psql_copy=round(line.rows / secs / base, 2) if base else None)
+            if line.engine and line.samples[0].get("engine_s") is not None:
+                entry["engine_s"] = round(med(line, "engine_s"), 2)
+            if line.archives:
+                entry.update(archive_mb=round(med(line, "archive_bytes") / 1e6, 1),
+                             archive_files=round(med(line, "archive_files")),
+                             compression_ratio=round(med(line, "compression_ratio"), 2))
+                bare = next((b for b in lines if b.tool == f"{line.tool}-noarchive" and b.scenario == line.scenario
+                             and b.samples), None)
+                if bare is not None:  # what the archive copy costs: this line minus its --no-archive twin
+                    extra_s = secs - med(bare, "seconds")
+                    extra_mb = med(line, "peak_rss_mb") - med(bare, "peak_rss_mb")
+                    entry["archive_cost"] = {"seconds": round(extra_s, 2),
+                                             "percent": round(100 * extra_s / med(bare, "seconds"), 1),
+                                             "peak_rss_mb": round(extra_mb)}
+                    entry["note"] = (f"{entry['note']}; " if entry["note"] else "") + \
+                        f"archive {extra_s:+.2f} s, {extra_mb:+.0f} MB RSS vs --no-archive"
         out.append(entry)
         if line.tool == "adbc" and line.samples and "ingest_s" in line.samples[0]:
             secs = med(line, "ingest_s")
@@ -279,8 +330,10 @@ def summarise(lines: list[Line], rows: int) -> list[dict[str, Any]]:
 
 
 def print_table(rows: int, table: list[dict[str, Any]], runs: int) -> None:
-    print(f"\n{rows:,} rows; median of runs (engine and psql: {runs}); wall and peak RSS of the whole process")
-    head = f"{'scenario':<9}{'tool':<44}{'rows':>12}{'s':>8}{'rows/s':>11}{'MB/s':>7}{'RSS MB':>8}{'x copy':>8}  note"
+    print(f"\n{rows:,} rows; median of runs (engine and psql: {runs}); wall and peak RSS of the whole process; "
+          "arch MB / src/arch: the engine's archive copy and source bytes / archive bytes")
+    head = (f"{'scenario':<9}{'tool':<44}{'rows':>12}{'s':>8}{'rows/s':>11}{'MB/s':>7}{'RSS MB':>8}{'x copy':>8}"
+            f"{'arch MB':>9}{'src/arch':>9}  note")
     print(head)
     print("-" * len(head))
     for e in table:
@@ -291,10 +344,10 @@ def print_table(rows: int, table: list[dict[str, Any]], runs: int) -> None:
         ratio = f"{e['vs_psql_copy']:.2f}" if e.get("vs_psql_copy") is not None else "-"
         note = e["note"] + (f" ({len(e['runs'])} run{'s' if len(e['runs']) != 1 else ''})"
                             if len(e["runs"]) != runs else "")
+        arch = f"{e['archive_mb']:.1f}" if e.get("archive_mb") is not None else "-"
+        squeeze = f"{e['compression_ratio']:.2f}" if e.get("compression_ratio") is not None else "-"
         print(f"{e['scenario']:<9}{e['label']:<44}{e['rows']:>12,}{e['seconds']:>8.2f}{e['rows_per_s']:>11,}"
-              f"{mbs:>7}{e['peak_rss_mb']:>8,}{ratio:>8}  {note}")
-    for item in NOT_MEASURED:
-        print(f"not measured: {item}")
+              f"{mbs:>7}{e['peak_rss_mb']:>8,}{ratio:>8}{arch:>9}{squeeze:>9}  {note}")
 
 
 def versions(db: Db) -> dict[str, str]:
@@ -342,13 +395,15 @@ def plot(results: dict[str, list[dict[str, Any]]], out: Path, *, title: str) -> 
                 series.setdefault(key, []).append((e["input_rows"], e["rows_per_s"], e["peak_rss_mb"]))
                 capped = " [capped rows]" if e["rows"] != e["input_rows"] else ""
                 labels[key] = f"{e['scenario']}: {e['label']}{capped}"
-    tools = ["engine", "engine+spec", "psql", "adbc", "adbc-ingest", "dlt-fast", "dlt-default", "pandas",
-             "engine-append"]
-    cmap = plt.get_cmap("tab10")
-    colors = {tool: cmap(i) for i, tool in enumerate(tools)}
+    tools = ["engine", "engine-noarchive", "engine+spec", "engine+spec-noarchive", "psql", "adbc", "adbc-ingest",
+             "dlt-fast", "dlt-default", "pandas", "engine-append"]
+    # tab20 comes in pairs (dark, light): a line with the archive and its --no-archive twin share a hue
+    cmap = plt.get_cmap("tab20")
+    slots = [0, 1, 2, 3, 4, 6, 7, 8, 10, 12, 14]
+    colors = {tool: cmap(slot) for tool, slot in zip(tools, slots, strict=True)}
     marks = {"CSV": ("o", "-"), "Parquet": ("s", "--"), "xlsx": ("^", ":")}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 7))
-    ordered = sorted(series.items(), key=lambda kv: (kv[0][0], tools.index(kv[0][1])))
+    ordered = sorted(series.items(), key=lambda kv: (kv[0][0], tools.index(kv[0][1]) if kv[0][1] in tools else 99))
     for i, ((scenario, tool), pts) in enumerate(ordered):
         pts.sort()
         # each series is nudged sideways (a few % of a decade) so that tools at one size do not hide each other
@@ -387,6 +442,21 @@ def plot(results: dict[str, list[dict[str, Any]]], out: Path, *, title: str) -> 
     plt.close(fig)
 
 
+def run_query_bench(args: argparse.Namespace, rows: int) -> dict[str, Any] | None:
+    """bench/query.py in its own process (its table and output as it prints them); its JSON, or None."""
+    cmd = [sys.executable, str(HERE / "query.py"), "--rows", str(rows), "--runs", str(args.query_runs),
+           "--dsn", args.dsn, "--data", str(args.data), "--out", str(args.out), "--timeout", str(args.timeout)]
+    print(flush=True)
+    done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    found = args.out / "query.json"
+    if done.returncode != 0 or not found.exists():
+        print(f"  FAILED query benchmark (exit {done.returncode})", flush=True)
+        return {"failure": f"bench/query.py exited {done.returncode}"}
+    doc = dict(json.loads(found.read_text()))
+    doc.pop("machine", None)  # the same machine as the load lines
+    return doc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, action="append", help="input size; repeat for several (default 1M)")
@@ -400,8 +470,12 @@ def main() -> None:
                         help="cap for the in-memory peers (bare ADBC, dlt fast): they hold the whole table")
     parser.add_argument("--parquet-max-rows", type=int, default=10_000_000, help="above this, CSV only")
     parser.add_argument("--lean", action=argparse.BooleanOptionalAction, default=False,
-                        help="skip the engine append line, dlt on Parquet and the fastexcel reference "
-                             "(keeps `just bench` under 3 minutes); --no-lean puts them back")
+                        help="skip the engine append line, the --no-archive twins of all engine lines but "
+                             "plain CSV, dlt on Parquet and the fastexcel reference (keeps `just bench` near 3 "
+                             "minutes); --no-lean puts them back")
+    parser.add_argument("--query", action=argparse.BooleanOptionalAction, default=True,
+                        help="end with the query benchmark (bench/query.py) at the smallest --rows")
+    parser.add_argument("--query-runs", type=int, default=5, help="runs per query figure (median)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed to one measured process")
     parser.add_argument("--dsn", default=os.environ.get("BICONIC_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--data", type=Path, default=HERE / "data")
@@ -413,7 +487,7 @@ def main() -> None:
         print("note: fewer than 3 runs per line; medians of 1-2 runs are noisy", flush=True)
 
     started = time.perf_counter()
-    db = Db(args.dsn)
+    db = Db(args.dsn, args.data / "archive")
     db.sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     info = {"machine": machine(), "versions": versions(db)}
     plans = {rows: plan(rows, args) for rows in sizes}
@@ -421,17 +495,21 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {}
     for rows, lines in plans.items():
         print(f"{rows:,} rows: {len(lines)} lines", flush=True)
-        measure(lines, db, args.dsn, timeout=args.timeout)
+        measure(lines, db, timeout=args.timeout)
         results[str(rows)] = summarise(lines, rows)
     for rows in sizes:
         print_table(rows, results[str(rows)], args.runs)
+    loads_s = time.perf_counter() - measured_at
+    query: dict[str, Any] | None = None
+    if args.query:
+        query = run_query_bench(args, min(sizes))
     elapsed = time.perf_counter() - started
-    print(f"\nmeasuring took {time.perf_counter() - measured_at:.0f} s ({elapsed:.0f} s with setup); "
-          f"{info['machine']['cores']} cores, {info['machine']['ram_gb']} GiB, {info['machine']['date']}")
+    print(f"\nmeasuring took {time.perf_counter() - measured_at:.0f} s (loads {loads_s:.0f} s; {elapsed:.0f} s with "
+          f"setup); {info['machine']['cores']} cores, {info['machine']['ram_gb']} GiB, {info['machine']['date']}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "dsn"}
-    doc = {**info, "config": config, "elapsed_s": round(elapsed), "not_measured": NOT_MEASURED, "results": results}
+    doc = {**info, "config": config, "elapsed_s": round(elapsed), "results": results, "query": query}
     for rows in sizes:  # per size, so that a later run of other sizes still plots these
         (args.out / f"rows_{rows}.json").write_text(json.dumps({**doc, "results": {str(rows): results[str(rows)]}},
                                                                indent=2, default=str))

@@ -61,7 +61,7 @@ ROW_GROUP_ROWS = 131_072
 #: rows held in memory across all groups before every group is flushed
 BUFFER_ROWS = 524_288
 #: open Parquet writers at once; beyond it the least recently used is closed and a new part file begun
-OPEN_WRITERS = 128
+OPEN_WRITERS = 512
 
 PERIOD_COLUMN = "period"
 

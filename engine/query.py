@@ -180,6 +180,7 @@ def _libpq(dsn: str) -> str:
 def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dataset],
                 cold: dict[str, list[str]], catalog: _Catalog) -> pl.DataFrame:
     import duckdb
+    import pyarrow as pa
 
     con = duckdb.connect(config={"threads": max(os.cpu_count() or 1, 1)})
     try:
@@ -213,7 +214,10 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS archive.{quote_ident(view_schema)}")
                 con.execute(f"CREATE VIEW archive.{quote_ident(view_schema)}.{quote_ident(table)} AS "
                             + _archive_scan(con, archived))
-        return pl.from_arrow(con.execute(sql).arrow())  # type: ignore[return-value]
+        result = con.execute(sql).arrow()
+        # DuckDB 1.4 hands back a reader: read it whole, or a query with no rows has no batch to take a schema from
+        table = result.read_all() if isinstance(result, pa.RecordBatchReader) else result
+        return pl.from_arrow(table)  # type: ignore[return-value]
     except duckdb.Error as exc:  # the query itself, or a view over a listed file that is gone or unreadable
         raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     finally:

@@ -91,6 +91,9 @@ def test_query_equals_the_source(tmp_path: Path, pg_dsn: str, table: str) -> Non
     assert totals["amount"][0] == pytest.approx(want["amount"].sum(), rel=1e-12)
     assert totals["notes"][0] == want["note"].count()
     assert totals["active"][0] == want["active"].sum()
+    empty = query(f"SELECT id, note, created_at FROM {table} WHERE id < 0", dsn=pg_dsn)
+    assert (empty.height, dict(empty.schema)) == (0, {"id": pl.Int64, "note": pl.String,
+                                                      "created_at": pl.Datetime("us")})
     by_conn = query(f"SELECT connection_id, count(*) AS n FROM {table} GROUP BY 1 ORDER BY 1", dsn=pg_dsn)
     assert by_conn.equals(want.group_by("connection_id").agg(pl.len().cast(pl.Int64).alias("n")).sort("connection_id"))
     # the raw archive holds the same rows, with the period each file sits in

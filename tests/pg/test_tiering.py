@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -96,10 +97,20 @@ def _rows(table: str, dsn: str, **kw: Any) -> pl.DataFrame:
                         pl.col("created_at").cast(pl.Datetime("us")), pl.col("amount").cast(pl.Float64))
 
 
-def _same_rows(table: str, dsn: str, expected: pl.DataFrame, **kw: Any) -> None:
-    want = expected.select(COLUMNS).sort("id", "amount").select(
+def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select(COLUMNS).sort("id", "amount").select(
         pl.col("id").cast(pl.Int64), pl.col("connection_id").cast(pl.Int64),
         pl.col("created_at").cast(pl.Datetime("us")), pl.col("amount").cast(pl.Float64))
+
+
+def _pg_rows(sql: Sql, table: str) -> pl.DataFrame:
+    """The rows PostgreSQL itself holds (no archive), like :func:`_sorted`."""
+    rows = sql(f'SELECT {", ".join(COLUMNS)} FROM "{table}" ORDER BY id, amount')
+    return _sorted(pl.DataFrame(rows, schema=COLUMNS, orient="row"))
+
+
+def _same_rows(table: str, dsn: str, expected: pl.DataFrame, **kw: Any) -> None:
+    want = _sorted(expected)
     got = _rows(table, dsn, **kw)
     assert got.height == want.height, f"query returned {got.height} rows, expected {want.height}"
     assert_frame_equal(got, want)
@@ -152,13 +163,10 @@ def test_tier_detaches_exactly_the_old_partitions_and_the_query_keeps_every_row(
                       dsn=pg_dsn, cache=False).frame
     assert total.row(0) == pytest.approx((source.height, source["amount"].sum(), source.height))
     _same_rows(table, pg_dsn, source)
-    cold = run_query(f"SELECT count(*) FROM \"{table}\" WHERE created_at < '{_month_end(old[-1])}'",
-                     dsn=pg_dsn, cache=False).frame
-    assert cold.item() == sum(counts[m] for m in old)
 
     again = _tier(pg_dsn, table)
     assert again.partitions == [], "tiering twice moved something twice"
-    _same_rows(table, pg_dsn, source)
+    assert _states(sql, table, "cold") == {m: counts[m] for m in old}
 
 
 def test_the_cutoff_is_the_whole_period_ending_by_now_minus_the_archive_age(
@@ -215,10 +223,11 @@ def test_restore_brings_back_exactly_the_overlapping_periods_once(
     assert _states(sql, table, "hot") == {m: counts[m] for m in MONTHS[1:3] + MONTHS[4:]}
     _same_rows(table, pg_dsn, source)
 
+    manifest = _manifest(sql, table)
     again = restore(f"public.{table}", start=dt.date(2025, 2, 1), end=dt.date(2025, 3, 1), dsn=pg_dsn)
     assert (again.rows, again.files, again.periods) == (0, 0, [])
     assert int(sql(f'SELECT count(*) FROM "{table}"')[0][0]) == sum(counts[m] for m in MONTHS[1:3] + MONTHS[4:])
-    _same_rows(table, pg_dsn, source)
+    assert _manifest(sql, table) == manifest
 
     retier = _tier(pg_dsn, table)
     assert [(p.partition, p.rows, p.how) for p in retier.partitions] == \
@@ -232,8 +241,7 @@ def test_restore_brings_back_exactly_the_overlapping_periods_once(
     assert everything.rows == sum(counts[m] for m in MONTHS[:4])
     assert _children(sql, table) == {_child(table, m) for m in MONTHS}
     assert _states(sql, table, "cold") == {}
-    assert int(sql(f'SELECT count(*) FROM "{table}"')[0][0]) == source.height
-    _same_rows(table, pg_dsn, source)
+    assert_frame_equal(_pg_rows(sql, table), _sorted(source))
 
 
 def test_restore_of_a_range_with_nothing_cold_is_a_no_op(tmp_path: Path, pg_dsn: str, table: str, sql: Sql) -> None:
@@ -280,7 +288,7 @@ def test_merged_dataset_is_snapshotted_and_the_query_returns_postgres_merged_row
     # the snapshot comes back as it went
     back = restore(table, start=MONTHS[0], end=MONTHS[3], dsn=pg_dsn)
     assert back.rows == sum(counts[m] for m in MONTHS[:4])
-    assert_frame_equal(_rows(table, pg_dsn), before)
+    assert_frame_equal(_pg_rows(sql, table), before)
     assert [p.how for p in _tier(pg_dsn, table).partitions] == ["verified"] * 4
     assert_frame_equal(_rows(table, pg_dsn), before)
 
@@ -326,6 +334,17 @@ _TIER_SCRIPT = textwrap.dedent("""
     from engine.sinks.postgres import PostgresSink
 
     point = os.environ.get("KILL_AT", "")
+    slow = float(os.environ.get("SLOW", "0"))
+
+    if slow:  # stretch every statement and every snapshot batch, so a timed kill lands anywhere in the run
+        run_, add_ = PostgresSink.run, tiering.ArchiveWriter.add
+        def slow_run(self, *a, **k):
+            time.sleep(slow)
+            return run_(self, *a, **k)
+        def slow_add(self, *a, **k):
+            time.sleep(slow)
+            return add_(self, *a, **k)
+        PostgresSink.run, tiering.ArchiveWriter.add = slow_run, slow_add
 
     def pause():
         print("PAUSED", flush=True)
@@ -367,9 +386,9 @@ _TIER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _spawn(table: str, dsn: str, point: str = "") -> subprocess.Popen[str]:
-    env = {**os.environ, "KILL_AT": point, "TIER_DSN": dsn, "TIER_NOW": NOW.isoformat(), "TIER_TABLE": table,
-           "PYTHONUNBUFFERED": "1"}
+def _spawn(table: str, dsn: str, point: str = "", *, slow: float = 0) -> subprocess.Popen[str]:
+    env = {**os.environ, "KILL_AT": point, "SLOW": str(slow), "TIER_DSN": dsn, "TIER_NOW": NOW.isoformat(),
+           "TIER_TABLE": table, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-c", _TIER_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, text=True)
 
@@ -449,25 +468,36 @@ def test_kill_9_at_each_step_of_tiering_then_rerun_loses_nothing(
     assert listed == 2 * 3, "one snapshot file per connection for March and April, none from the killed run"
     back = restore(table, start=MONTHS[0], end=MONTHS[3], dsn=pg_dsn)
     assert back.rows == sum(_month_counts(source)[m] for m in MONTHS[:4])
-    _consistent(sql, table, pg_dsn, source)
+    assert _states(sql, table, "cold") == {}
+    assert_frame_equal(_pg_rows(sql, table), _sorted(source))
 
 
 @pytest.mark.slow
 def test_kill_9_after_random_delays_then_rerun_loses_nothing(tmp_path: Path, pg_dsn: str, table: str,
                                                              sql: Sql) -> None:
-    source = _kill_dataset(tmp_path, table, pg_dsn, 150_000)
-    for delay in (0.0, 0.15, 0.3, 0.5, 0.8):
-        proc = _spawn(table, pg_dsn)
+    source = _kill_dataset(tmp_path, table, pg_dsn, 30_000)
+    rng = random.Random(20250815)
+    killed = finished = 0
+    for _ in range(4):
+        # ~25 statements at 30 ms: the run takes about a second, the kill lands anywhere in it
+        proc = _spawn(table, pg_dsn, slow=0.03)
         try:
             _wait_for(proc, "READY")
-            time.sleep(delay)
-            if proc.poll() is not None:
-                break
-            _kill(proc)
+            time.sleep(rng.uniform(0.05, 0.9))
+            if proc.poll() is None:
+                _kill(proc)
+                killed += 1
+            else:
+                out, err = proc.communicate(timeout=10)
+                assert proc.returncode == 0 and "DONE" in out, err
+                finished += 1
         finally:
             if proc.poll() is None:
                 proc.kill()
         _consistent(sql, table, pg_dsn, source)
+        if finished:
+            break
+    assert killed >= 2, "no run was killed part-way: make the runs slower or the delays shorter"
     _tier(pg_dsn, table)
     assert _children(sql, table) == {_child(table, m) for m in MONTHS[4:]}
     _consistent(sql, table, pg_dsn, source)
@@ -500,9 +530,13 @@ def test_s3_round_trip(tmp_path: Path, pg_dsn: str, table: str, sql: Sql, s3_arc
 
     back = restore(table, start=MONTHS[1], end=MONTHS[1], dsn=pg_dsn, archive=s3_archive)
     assert (back.periods, back.rows) == (["2025-02-01"], counts[MONTHS[1]])
-    assert _exists(sql, _child(table, MONTHS[1]))
-    _same_rows(table, pg_dsn, everything, archive=s3_archive)
+    assert int(sql(f'SELECT count(*) FROM "{_child(table, MONTHS[1])}"')[0][0]) == counts[MONTHS[1]]
     assert restore(table, start=MONTHS[1], end=MONTHS[1], dsn=pg_dsn, archive=s3_archive).rows == 0
+    rest = restore(table, start=MONTHS[0], end=MONTHS[5], dsn=pg_dsn, archive=s3_archive)
+    assert rest.periods == ["2025-01-01", "2025-03-01", "2025-04-01"]
+    assert _children(sql, table) == {_child(table, m) for m in MONTHS}
+    assert _states(sql, table, "cold") == {}
+    assert_frame_equal(_pg_rows(sql, table), _sorted(everything))
 
 
 # --- 6. errors ----------------------------------------------------------------------------------------------
