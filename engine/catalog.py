@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import polars as pl
 
 from engine.archive import MANIFEST
 from engine.cache import get_cache
-from engine.config import redact, resolve_dsn
-from engine.errors import SinkError, SpecError
+from engine.config import resolve_dsn
+from engine.errors import SpecError
+from engine.metadb import meta_db
 from engine.names import canonical_table, qualified, quote_ident
 from engine.sinks.postgres import CONNECTION_COLUMN
 
@@ -36,31 +37,18 @@ EAGER_CONNECTIONS = 32
 
 
 class _Db:
-    def __init__(self, dsn: str | None) -> None:
-        import adbc_driver_postgresql.dbapi as pgdbapi
+    """A pooled metadata connection (see :mod:`engine.metadb`) with the lookups this module needs."""
 
-        self.dsn = resolve_dsn(dsn)
-        try:
-            self.conn = pgdbapi.connect(self.dsn, autocommit=True)
-        except Exception as exc:
-            raise SinkError(f"cannot connect to PostgreSQL at {redact(self.dsn)}: "
-                            f"{str(exc).splitlines()[0]}") from None
+    def __init__(self, dsn: str | None) -> None:
+        self._block = meta_db(resolve_dsn(dsn))
 
     def __enter__(self) -> _Db:
+        db = self._block.__enter__()
+        self.rows, self.frame = db.rows, db.frame
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.conn.close()
-
-    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        with self.conn.cursor() as cur:
-            cur.execute(sql, list(params) if params is not None else None)
-            return list(cur.fetchall())
-
-    def frame(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
-        with self.conn.cursor() as cur:
-            cur.execute(sql, list(params) if params is not None else None)
-            return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+    def __exit__(self, *exc: Any) -> None:
+        self._block.__exit__(*exc)
 
     def dataset(self, name: str) -> tuple[str, str, int]:
         """(canonical name, time column, version) of a dataset, or a SpecError naming it."""

@@ -28,8 +28,9 @@ import polars as pl
 
 from engine.archive import MANIFEST
 from engine.cache import get_cache
-from engine.config import redact, resolve_dsn
-from engine.errors import BiconicError, SinkError, SpecError
+from engine.config import resolve_dsn
+from engine.errors import BiconicError, SpecError
+from engine.metadb import MetaDb, meta_db
 from engine.names import quote_ident
 from engine.storage import Store, archive_url
 
@@ -79,7 +80,8 @@ def run_query(sql: str, *, dsn: str | None = None, archive: str | None = None, c
     dsn = resolve_dsn(dsn)
     url = archive_url(archive)
     store = Store(url) if url is not None else None
-    with _Catalog(dsn) as catalog:
+    with meta_db(dsn) as db:
+        catalog = _Catalog(db)
         datasets = catalog.datasets()
         named = [d for d in datasets if _mentions(sql, d.name)]
         key = _cache_key(sql, named, url, dsn)
@@ -117,25 +119,9 @@ def _cache_key(sql: str, datasets: Sequence[_Dataset], url: str | None, dsn: str
 class _Catalog:
     """The engine's metadata in PostgreSQL: datasets, their versions and the archive manifest."""
 
-    def __init__(self, dsn: str) -> None:
-        import adbc_driver_postgresql.dbapi as pgdbapi
-
-        self.dsn = dsn
-        try:
-            self.conn = pgdbapi.connect(dsn, autocommit=True)
-        except Exception as exc:
-            raise SinkError(f"cannot connect to PostgreSQL at {redact(dsn)}: {str(exc).splitlines()[0]}") from None
-
-    def __enter__(self) -> _Catalog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.close()
-
-    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        with self.conn.cursor() as cur:
-            cur.execute(sql, list(params) if params is not None else None)
-            return list(cur.fetchall())
+    def __init__(self, db: MetaDb) -> None:
+        self.conn = db.conn
+        self.rows = db.rows
 
     def datasets(self) -> list[_Dataset]:
         if not self.rows("SELECT to_regclass('biconic.datasets') IS NOT NULL")[0][0]:

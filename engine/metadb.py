@@ -1,0 +1,94 @@
+"""Short reads of the engine's metadata (dataset versions, the archive manifest) on pooled connections.
+
+A cached query or a cached row lookup still reads one dataset version from PostgreSQL; opening a connection
+for it costs ~60 ms, the read itself well under one. So idle autocommit connections are kept per DSN and
+handed to one caller at a time; a connection that failed is closed, never returned to the pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import polars as pl
+
+from engine.config import redact
+from engine.errors import SinkError
+
+__all__ = ["MetaDb", "meta_db"]
+
+#: idle connections kept per DSN
+IDLE = 4
+
+_idle: dict[str, list[Any]] = {}
+_lock = threading.Lock()
+
+
+class MetaDb:
+    """One pooled autocommit connection."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, list(params) if params is not None else None)
+            return list(cur.fetchall())
+
+    def frame(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, list(params) if params is not None else None)
+            return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+
+    def exists(self, relation: str) -> bool:
+        return bool(self.rows("SELECT to_regclass($1) IS NOT NULL", [relation])[0][0])
+
+
+def _connect(dsn: str) -> Any:
+    import adbc_driver_postgresql.dbapi as pgdbapi
+
+    try:
+        return pgdbapi.connect(dsn, autocommit=True)
+    except Exception as exc:
+        raise SinkError(f"cannot connect to PostgreSQL at {redact(dsn)}: {str(exc).splitlines()[0]}") from None
+
+
+def _alive(conn: Any) -> bool:
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        return True
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.close()
+        return False
+
+
+@contextlib.contextmanager
+def meta_db(dsn: str) -> Iterator[MetaDb]:
+    """A pooled connection for the length of the block (a fresh one if none is idle)."""
+    conn = None
+    while conn is None:
+        with _lock:
+            pool = _idle.setdefault(dsn, [])
+            conn = pool.pop() if pool else None
+        if conn is None:
+            conn = _connect(dsn)
+        elif not _alive(conn):  # the server restarted or dropped it while it sat idle
+            conn = None
+    try:
+        yield MetaDb(conn)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.close()
+        raise
+    with _lock:
+        pool = _idle.setdefault(dsn, [])
+        if len(pool) < IDLE:
+            pool.append(conn)
+            return
+    with contextlib.suppress(Exception):
+        conn.close()
