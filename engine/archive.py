@@ -130,6 +130,7 @@ class ArchiveWriter:
         self.level = level or archive_level()
         base = workdir or data_dir() / "tmp"
         base.mkdir(parents=True, exist_ok=True)
+        _sweep(base)
         self._dir = Path(tempfile.mkdtemp(prefix="archive-", dir=base))
         self._groups: dict[tuple[int, dt.date, int], _Group] = {}
         self._parts: dict[tuple[int, dt.date], int] = {}
@@ -234,6 +235,23 @@ class ArchiveWriter:
         self._open.clear()
         self._groups.clear()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+#: a local work folder older than this belongs to a load that was killed
+STALE_SECONDS = 24 * 3600
+
+
+def _sweep(base: Path) -> None:
+    """Remove work folders left by killed loads (their rows were rolled back; the files are never listed)."""
+    import time
+
+    cutoff = time.time() - STALE_SECONDS
+    for folder in base.glob("archive-*"):
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _utc(value: Any) -> dt.datetime | None:

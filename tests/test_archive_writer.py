@@ -1,0 +1,53 @@
+"""The archive writer on its own (no PostgreSQL): files per connection and period, verified uploads, and the
+clean-up of work folders that killed loads left behind."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from engine.archive import STALE_SECONDS, ArchiveWriter
+from engine.storage import Store
+
+
+def _rows(n: int, cid: int, start: dt.datetime) -> pl.DataFrame:
+    return pl.DataFrame({"connection_id": [cid] * n, "id": range(n),
+                         "created_at": [start + dt.timedelta(minutes=i) for i in range(n)]})
+
+
+def test_one_verified_file_per_connection_and_period(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "archive"))
+    writer = ArchiveWriter(store, "public.orders", "k1", time_column="created_at", workdir=tmp_path / "work")
+    jan, feb = dt.date(2026, 1, 1), dt.date(2026, 2, 1)
+    writer.add(jan, pl.concat([_rows(10, 1, dt.datetime(2026, 1, 3)), _rows(5, 2, dt.datetime(2026, 1, 9))]))
+    writer.add(feb, _rows(7, 1, dt.datetime(2026, 2, 1)))
+    writer.add(jan, _rows(3, 1, dt.datetime(2026, 1, 20)))
+    files = writer.finish()
+    got = {(f.connection_id, f.period): f.rows for f in files}
+    assert got == {(1, jan): 13, (2, jan): 5, (1, feb): 7}
+    for f in files:
+        assert f.uri.endswith(f"orders/connection_id={f.connection_id}/period={f.period}/k1.parquet")
+        meta = pq.ParquetFile(f.uri).metadata
+        assert meta.num_rows == f.rows and meta.row_group(0).column(0).compression == "ZSTD"
+    first = next(f for f in files if (f.connection_id, f.period) == (1, jan))
+    assert first.min_time == dt.datetime(2026, 1, 3, tzinfo=dt.UTC)
+    assert first.max_time == dt.datetime(2026, 1, 20, 0, 2, tzinfo=dt.UTC)
+    assert not list((tmp_path / "work").glob("archive-*"))  # the local copies are gone
+
+
+def test_work_folders_of_killed_loads_are_swept(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    stale, recent = work / "archive-stale", work / "archive-recent"
+    for folder in (stale, recent):
+        folder.mkdir(parents=True)
+        (folder / "x.parquet").write_bytes(b"half a file")
+    old = time.time() - STALE_SECONDS - 60
+    os.utime(stale, (old, old))
+    writer = ArchiveWriter(Store(str(tmp_path / "archive")), "t", "k", time_column="created_at", workdir=work)
+    assert not stale.exists() and recent.exists()  # a folder in use by a running load stays
+    writer.discard()
