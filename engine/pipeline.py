@@ -273,6 +273,8 @@ class _Job:
         self.partitions_done = 0
         #: children created standalone in the open transaction, attached before it commits
         self.fresh: dict[str, Period] = {}
+        #: periods tiered out to the archive (loaded on a merge's first batch)
+        self._cold: set[dt.date] | None = None
         #: connections that received rows (their cached latest rows are refreshed after the load)
         self.connections: set[int] = set()
 
@@ -557,7 +559,9 @@ class _Job:
                 status = df[STATUS]
                 good = df.filter(status == 0).select(keep)
                 if good.height and temporary:  # merge staging: the target's children must exist for the INSERT
-                    names = self.sink.ensure_partitions(prepared.info, self._periods(good, prepared), conn=ddl_conn)
+                    periods = self._periods(good, prepared)
+                    self._refuse_cold(periods)
+                    names = self.sink.ensure_partitions(prepared.info, periods, conn=ddl_conn)
                     self.report.partitions.extend(names)
                     self.sink.copy(into, good.to_arrow(), temporary=True)
                     if archive is not None:
@@ -592,6 +596,25 @@ class _Job:
         for rule, n in rules.items():
             self.report.quarantine_by_rule[rule] = self.report.quarantine_by_rule.get(rule, 0) + n
         return rows_in, loaded, quarantined, filtered
+
+    def _refuse_cold(self, periods: list[Period]) -> None:
+        """A merge can only update rows still in PostgreSQL: rows for a tiered period would sit beside their
+        old versions in the archive, so such a merge stops (rolled back) and says how to restore first."""
+        if self._cold is None:
+            scope = "AND connection_id = $2" if self.target.connection_id is not None else ""
+            params = [self.target.table, *([self.target.connection_id] if self.target.connection_id is not None
+                                            else [])]
+            self._cold = {r[0] for r in self.sink.run(
+                f"SELECT DISTINCT period FROM {MANIFEST} WHERE dataset = $1 AND state = 'cold' {scope}", params,
+                conn=self.sink.ddl)}
+            self.sink.ddl.commit()
+        tiered = sorted(p.start for p in periods if p.start in self._cold)
+        if tiered:
+            first, last = tiered[0], max(p.end or p.start for p in periods if p.start in self._cold)
+            raise SpecError("target.mode", f"merge rows fall in period(s) {', '.join(map(str, tiered))} of "
+                                           f"{self.target.table}, which were tiered out to the archive; run "
+                                           f"`biconic restore {self.target.table} --from {first} --to "
+                                           f"{last - dt.timedelta(days=1)}` first, then the merge")
 
     def _archive_writer(self, prepared: _Prepared, key: str) -> ArchiveWriter | None:
         if self.store is None:
@@ -684,8 +707,8 @@ class _Job:
         # With a connection id, replace is that tenant's rows only; without one, the whole table.
         scope = "AND connection_id = $2" if target.connection_id is not None else ""
         params: list[Any] = [target.table, *([target.connection_id] if target.connection_id is not None else [])]
-        existing = {r[0] for r in sink.run(f"SELECT load_key FROM biconic.loads WHERE dataset = $1 {scope}",
-                                           params, conn=sink.ddl)}
+        existing = {r[0] for r in sink.run(f"SELECT load_key FROM biconic.loads WHERE dataset = $1 {scope} "
+                                           "AND mode <> 'restore'", params, conn=sink.ddl)}
         if existing and existing == set(keys):
             self.report.skipped_partitions = len(partitions)
             return

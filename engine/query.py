@@ -178,7 +178,10 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
             con.execute(f"ATTACH {_sql_text(_libpq(dsn))} AS biconic_pg (TYPE postgres, READ_ONLY)")
         # a catalog, not a schema: archive.orders and archive.sales.orders both resolve, and never collide
         con.execute("ATTACH ':memory:' AS archive")
+        wants_archive = re.search(r"(?<![\w$])archive\s*\.", sql, flags=re.IGNORECASE) is not None
         for d in datasets:
+            if not _mentions(sql, d.name):  # a view the SQL cannot name costs a catalog read for nothing
+                continue
             schema, _, table = d.name.rpartition(".")
             schema = schema or "public"
             view_schema = "main" if schema == "public" else schema
@@ -187,7 +190,7 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
             if d.exists:
                 if scanner is not None:
                     parts.append(f"SELECT * FROM biconic_pg.{quote_ident(schema)}.{quote_ident(table)}")
-                elif _mentions(sql, d.name):
+                else:
                     parts.append(_scan_into(con, catalog, schema, table))
             files = cold.get(d.name, [])
             if files:
@@ -195,7 +198,7 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
             if parts:
                 con.execute(f"CREATE VIEW {quote_ident(view_schema)}.{quote_ident(table)} AS "
                             + " UNION ALL BY NAME ".join(parts))
-            archived = catalog.archived_files(d.name) if _mentions(sql, d.name) else []
+            archived = catalog.archived_files(d.name) if wants_archive else []
             if archived:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS archive.{quote_ident(view_schema)}")
                 con.execute(f"CREATE VIEW archive.{quote_ident(view_schema)}.{quote_ident(table)} AS "

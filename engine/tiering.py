@@ -3,10 +3,12 @@
 ``tier()`` applies the policy. Each PostgreSQL partition whose whole period is older than the archive age
 (90 days by default) is checked against the archive, partition by partition and connection by connection:
 the row counts in the footers of its manifest-listed files must equal the rows in the partition. When they
-do not (a merge rewrote rows, a load ran with archiving off), the partition is first written to the archive
-as a snapshot, which supersedes its per-load files. Then, in one transaction, the files are marked ``cold``,
-the partition is detached and dropped. A crash at any point rolls that transaction back: re-running finishes
-the job, and nothing is lost or counted twice (an orphaned snapshot file is never listed, so never read).
+do not (a merge rewrote rows, a load ran with archiving off, a file is gone or torn), or when the dataset has
+had both merges and loads without archive (then equal counts can hide different rows), the partition is
+first written to the archive as a snapshot, which supersedes its per-load files. Then, in one transaction,
+the files are marked ``cold``, the partition is detached and dropped. A crash at any point rolls that
+transaction back: re-running finishes the job, and nothing is lost or counted twice (an orphaned snapshot
+file is never listed, so never read).
 
 ``restore()`` loads the cold files of a date range back into their partitions in one transaction per period,
 with a ledger row per file (``biconic.loads``), and marks the files ``hot`` again: re-running it is a no-op.
@@ -33,7 +35,7 @@ import pyarrow.parquet as pq
 
 from engine.archive import MANIFEST, ArchiveWriter, record_files
 from engine.config import resolve_dsn
-from engine.errors import SpecError
+from engine.errors import ArchiveError, SpecError
 from engine.names import canonical_table, qualified, quote_ident
 from engine.sinks._partitions import Period, period_of
 from engine.sinks.postgres import CONNECTION_COLUMN, PostgresSink, split_table
@@ -134,6 +136,8 @@ def tier(*, dsn: str | None = None, archive: str | None = None, policy: TierPoli
     with PostgresSink(resolve_dsn(dsn)) as sink:
         sink.ensure_meta()
         sink.run("SET TimeZone = 'UTC'")
+        # DETACH waits for running loads of the table, and readers queue behind it: give up early, re-run later
+        sink.run("SET lock_timeout = '10s'")
         sink.data.commit()
         names = [r[0] for r in sink.run("SELECT dataset FROM biconic.datasets WHERE time_column IS NOT NULL "
                                         "ORDER BY dataset", conn=sink.ddl)]
@@ -331,12 +335,16 @@ def _restore_period(sink: PostgresSink, store: Store, dataset: str, period: Peri
                 continue
             path = uri[len("s3://"):] if uri.startswith("s3://") else uri
             copied = 0
-            with store.fs.open(path, "rb") as f:
-                parquet = pq.ParquetFile(f)
-                keep = [c for c in parquet.schema_arrow.names if c in info.columns]
-                for batch in parquet.iter_batches(columns=keep, batch_size=131_072):
-                    sink.copy(child, pa.Table.from_batches([batch]))
-                    copied += batch.num_rows
+            try:
+                with store.fs.open(path, "rb") as f:
+                    parquet = pq.ParquetFile(f)
+                    keep = [c for c in parquet.schema_arrow.names if c in info.columns]
+                    for batch in parquet.iter_batches(columns=keep, batch_size=131_072):
+                        sink.copy(child, pa.Table.from_batches([batch]))
+                        copied += batch.num_rows
+            except (OSError, ValueError) as exc:  # missing, unreadable or torn (pyarrow's errors are ValueErrors)
+                raise ArchiveError(uri, f"cannot read it back ({type(exc).__name__}: {str(exc)[:200]}); is "
+                                        f"{store.url} the archive this dataset was tiered to?") from None
             if copied != expected:
                 raise SpecError("restore", f"{uri} holds {copied} rows, the manifest lists {expected}; "
                                            "nothing restored")
