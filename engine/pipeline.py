@@ -32,7 +32,7 @@ from engine.sinks._schema import pg_to_polars, reconcile
 from engine.sinks.postgres import CONNECTION_COLUMN, PostgresSink, TableInfo, split_table
 from engine.sources import Partition, Source, open_source
 from engine.sources._files import first_line
-from engine.sources.base import ROW_COLUMN
+from engine.sources.base import ROW_COLUMN, IncrementalSource
 from engine.spec import (
     Dedupe,
     LoadSpec,
@@ -152,18 +152,20 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
     spec = dataclasses.replace(spec, target=dataclasses.replace(spec.target, table=canonical_table(spec.target.table)))
     target = spec.target
     source = open_source(spec.source.path, format=spec.source.format, options=spec.source.options)
-    partitions = source.partitions()
-    report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=spec.source.path, mode=target.mode,
-                        source_partitions=len(partitions), source_bytes=sum(p.size_bytes for p in partitions))
-    spec_hash = _spec_hash(spec)
-    keys = [_load_key(target, p, spec_hash) for p in partitions]
     url = archive_url(target.archive)
     store = Store(url) if url is not None else None
-    report.archive = store.url if store is not None else None
     with PostgresSink(resolve_dsn(target.dsn)) as sink:
         sink.ensure_meta()
+        source, watermark = _incremental(source, sink, target)
+        partitions = source.partitions()
+        report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=source_label(spec.source.path),
+                            mode=target.mode, source_partitions=len(partitions),
+                            source_bytes=sum(p.size_bytes for p in partitions))
+        report.archive = store.url if store is not None else None
+        spec_hash = _spec_hash(spec)
+        keys = [_load_key(target, p, spec_hash) for p in partitions]
         job = _Job(spec=spec, source=source, sink=sink, report=report, spec_hash=spec_hash, progress=progress,
-                   store=store)
+                   store=store, watermark=watermark)
         if target.mode == "replace":
             job.replace(partitions, keys)
         else:
@@ -183,6 +185,29 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
     if report.archive_bytes:
         report.compression_ratio = round(report.source_bytes / report.archive_bytes, 2)
     return report
+
+
+def source_label(path: str) -> str:
+    """The source as reports and logs show it: URLs without their password."""
+    from engine.config import redact
+
+    return redact(path) if "://" in path else path
+
+
+def _incremental(source: Source, sink: PostgresSink, target: TargetSpec) -> tuple[Source, tuple[str, str] | None]:
+    """An incremental source restricted to what changed since its stored watermark, and (key, cursor) to
+    advance it under; a plain source as it is."""
+    if not isinstance(source, IncrementalSource) or not source.cursor:
+        return source, None
+    if getattr(source, "lag", None) and target.mode != "merge":
+        raise SpecError("source.lag", "a lag re-reads rows near the watermark on purpose; use mode merge with a key "
+                                      "so they update instead of duplicating")
+    key = source.watermark_key()
+    low = sink.watermark(target.table, target.connection_id, key)
+    bounded = source.with_watermark(low)
+    if len(bounded.partitions()) > 1:
+        raise SpecError("source.cursor", "an incremental source must read as one partition (one watermark commit)")
+    return bounded, (key, source.cursor)
 
 
 def _spec_hash(spec: LoadSpec) -> str:
@@ -260,7 +285,8 @@ class _Job:
     """One load's state: its sink, report and the table layout once known."""
 
     def __init__(self, *, spec: LoadSpec, source: Source, sink: PostgresSink, report: LoadReport, spec_hash: str,
-                 progress: Progress | None, store: Store | None = None) -> None:
+                 progress: Progress | None, store: Store | None = None,
+                 watermark: tuple[str, str] | None = None) -> None:
         self.spec = spec
         self.target = spec.target
         self.source = source
@@ -269,6 +295,7 @@ class _Job:
         self.spec_hash = spec_hash
         self.progress = progress
         self.store = store
+        self.watermark = watermark
         self.loaded_at = dt.datetime.now(dt.UTC)
         self.partitions_done = 0
         #: children created standalone in the open transaction, attached before it commits
@@ -597,6 +624,15 @@ class _Job:
             self.report.quarantine_by_rule[rule] = self.report.quarantine_by_rule.get(rule, 0) + n
         return rows_in, loaded, quarantined, filtered
 
+    def _advance_watermark(self) -> None:
+        """Store the incremental source's high mark in the data transaction, with the rows it covers."""
+        if self.watermark is None:
+            return
+        high = self.source.high_watermark()  # type: ignore[attr-defined]
+        if high is not None:
+            key, cursor = self.watermark
+            self.sink.set_watermark(self.target.table, self.target.connection_id, key, cursor, high)
+
     def _refuse_cold(self, periods: list[Period]) -> None:
         """A merge can only update rows still in PostgreSQL: rows for a tiered period would sit beside their
         old versions in the archive, so such a merge stops (rolled back) and says how to restore first."""
@@ -682,6 +718,7 @@ class _Job:
             else:
                 counts = self.stream(partition, chunks, prepared, into=target.table, archive=archive)
             self._publish_archive(archive, key)
+            self._advance_watermark()
             sink.bump_version(target.table)
             sink.complete(key, rows_in=counts[0], rows_loaded=counts[1], rows_quarantined=counts[2],
                           rows_filtered=counts[3])
@@ -757,6 +794,7 @@ class _Job:
             counts = self.stream(partition, itertools.chain([first], chunks), prepared, into=self.target.table,
                                  ddl_conn=sink.data, archive=archive)
             self._publish_archive(archive, key)
+            self._advance_watermark()
         finally:
             if archive is not None:
                 archive.discard()

@@ -69,6 +69,15 @@ _META_DDL = [
     # bumped in the transaction of every load, replace, restore: query-cache keys carry it
     f"ALTER TABLE {META_SCHEMA}.datasets ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0",
     *MANIFEST_DDL,
+    # incremental sources: how far each (dataset, connection, source) has been read, advanced with the data
+    f"""CREATE TABLE IF NOT EXISTS {META_SCHEMA}.watermarks (
+        dataset text NOT NULL,
+        connection_key text NOT NULL,
+        source text NOT NULL,
+        cursor_column text NOT NULL,
+        value text NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (dataset, connection_key, source))""",
 ]
 
 
@@ -171,7 +180,8 @@ class PostgresSink:
         """Create the ``biconic`` schema (ledger, quarantine, datasets, archive manifest) once; safe under
         concurrency. Skipped when the newest piece exists, so loads do not queue on DDL locks."""
         current = self.run("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('biconic.datasets') "
-                           "AND attname = 'version' AND to_regclass($1) IS NOT NULL", [MANIFEST], conn=self.ddl)
+                           "AND attname = 'version' AND to_regclass($1) IS NOT NULL "
+                           "AND to_regclass('biconic.watermarks') IS NOT NULL", [MANIFEST], conn=self.ddl)
         if current:
             self.ddl.commit()
             return
@@ -372,6 +382,20 @@ class PostgresSink:
                  [load_key, rows_in, rows_loaded, rows_quarantined, rows_filtered])
         self.commit()
 
+    def watermark(self, dataset: str, connection_id: int | None, source: str) -> str | None:
+        """The stored high mark of an incremental source (None before its first committed run)."""
+        rows = self.run(f"SELECT value FROM {META_SCHEMA}.watermarks WHERE dataset = $1 AND connection_key = $2 "
+                        "AND source = $3", [dataset, _connection_key(connection_id), source], conn=self.ddl)
+        self.ddl.commit()
+        return str(rows[0][0]) if rows else None
+
+    def set_watermark(self, dataset: str, connection_id: int | None, source: str, cursor: str, value: str) -> None:
+        """Advance the watermark inside the open data transaction: it commits with the rows it covers."""
+        self.run(f"INSERT INTO {META_SCHEMA}.watermarks (dataset, connection_key, source, cursor_column, value) "
+                 "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dataset, connection_key, source) DO UPDATE SET "
+                 "value = EXCLUDED.value, cursor_column = EXCLUDED.cursor_column, updated_at = now()",
+                 [dataset, _connection_key(connection_id), source, cursor, value])
+
     def bump_version(self, dataset: str) -> None:
         """Mark the dataset changed, in the open data transaction (cached query results keyed on it go stale)."""
         self.run(f"UPDATE {META_SCHEMA}.datasets SET version = version + 1 WHERE dataset = $1", [dataset])
@@ -427,6 +451,10 @@ class PostgresSink:
             f"ON CONFLICT ({', '.join(quote_ident(c) for c in conflict)}) {action} RETURNING 1) "
             "SELECT count(*) FROM written")
         return int(rows[0][0])
+
+
+def _connection_key(connection_id: int | None) -> str:
+    return "" if connection_id is None else str(connection_id)
 
 
 def _literal(text: str) -> str:

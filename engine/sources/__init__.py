@@ -15,7 +15,7 @@ from typing import Any
 from engine.errors import SourceError, SpecError
 from engine.sources.base import ROW_COLUMN, Partition, Source
 
-__all__ = ["EXTENSIONS", "FORMATS", "ROW_COLUMN", "Partition", "Source", "open_source"]
+__all__ = ["EXTENSIONS", "FORMATS", "KINDS", "ROW_COLUMN", "Partition", "Source", "open_source"]
 
 #: file extension -> format name
 EXTENSIONS: dict[str, str] = {
@@ -68,6 +68,31 @@ FORMATS: dict[str, Callable[[tuple[Path, ...], dict[str, Any]], Source]] = {
 }
 
 
+#: sources that are not files: kind -> (module, factory ``open(url, options) -> Source``); URL schemes map here
+KINDS: dict[str, tuple[str, str]] = {
+    "postgresql": ("engine.sources.database", "open_database"),
+    "mysql": ("engine.sources.database", "open_database"),
+    "mongodb": ("engine.sources.mongo", "open_mongo"),
+    "rest": ("engine.sources.rest", "open_rest"),
+    "graphql": ("engine.sources.rest", "open_graphql"),
+    "adbc": ("engine.sources.adbc", "open_adbc"),
+}
+_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql",
+            "mongodb": "mongodb", "mongodb+srv": "mongodb", "http": "rest", "https": "rest", "adbc": "adbc"}
+
+
+def _kind_of_url(path: str) -> str | None:
+    scheme, sep, _ = path.partition("://")
+    return _SCHEMES.get(scheme.lower()) if sep else None
+
+
+def _open_kind(kind: str, url: str, options: dict[str, Any]) -> Source:
+    import importlib
+
+    module, factory = KINDS[kind]
+    return getattr(importlib.import_module(module), factory)(url, options)  # type: ignore[no-any-return]
+
+
 def _build(cls: Any, paths: tuple[Path, ...], options: dict[str, Any]) -> Source:
     known = {f.name for f in dataclasses.fields(cls)} - {"paths"}
     for name in options:
@@ -101,7 +126,11 @@ def _expand(path: str) -> tuple[Path, ...]:
 
 
 def open_source(path: str | Path, *, format: str | None = None, options: Mapping[str, Any] | None = None) -> Source:
-    """A connector for a file, folder or glob; all files must be of one format."""
+    """A connector for a file, folder or glob (all files of one format), or for a database or API given by
+    its URL (``postgresql://...?table=orders``) or by ``format`` (``rest``, ``graphql``, ``mongodb``, ``adbc``)."""
+    kind = format if format in KINDS else (_kind_of_url(str(path)) if format is None else None)
+    if kind is not None:
+        return _open_kind(kind, str(path), dict(options or {}))
     paths = _expand(str(path))
     if format is None:
         kinds = {EXTENSIONS.get(p.suffix.lower()) for p in paths}
@@ -115,5 +144,5 @@ def open_source(path: str | Path, *, format: str | None = None, options: Mapping
         format = kinds.pop()
     assert format is not None
     if format not in FORMATS:
-        raise SpecError("source.format", f"unknown format {format!r}; known: {', '.join(FORMATS)}")
+        raise SpecError("source.format", f"unknown format {format!r}; known: {', '.join([*FORMATS, *KINDS])}")
     return FORMATS[format](paths, dict(options or {}))

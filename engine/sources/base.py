@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 import polars as pl
 import pyarrow as pa
 
-__all__ = ["ROW_COLUMN", "Partition", "Source", "file_fingerprint", "reader_from_frame"]
+__all__ = ["ROW_COLUMN", "IncrementalSource", "Partition", "Source", "file_fingerprint", "reader_from_frame"]
 
 #: Hidden column every scan carries: the 1-based row number in the source file (the header counts as a row,
 #: so for a simple CSV it is the line number and for a sheet it is the spreadsheet row).
@@ -29,8 +29,9 @@ class Partition:
 
     key: str
     label: str
-    path: Path
     fingerprint: str
+    #: the file, for file sources (None for databases and APIs)
+    path: Path | None = None
     size_bytes: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -58,6 +59,33 @@ class Source(Protocol):
 
     def schema(self) -> pa.Schema:
         """The schema of the first partition (without ``ROW_COLUMN``)."""
+        ...
+
+
+@runtime_checkable
+class IncrementalSource(Source, Protocol):
+    """A source that can read only what changed since the last run, by a cursor column or API parameter.
+
+    The pipeline reads the stored watermark, asks for :meth:`with_watermark`, loads that copy's partitions,
+    and stores :meth:`high_watermark` in the same transaction that commits the rows: a crash neither skips
+    nor repeats rows. Watermarks are text (ISO 8601 for times, decimal for numbers).
+    """
+
+    #: the cursor column (None: not incremental, every run reads everything)
+    cursor: str | None
+
+    def watermark_key(self) -> str:
+        """What the watermark belongs to (the source's identity without secrets: host, database, table or
+        query hash, endpoint)."""
+        ...
+
+    def with_watermark(self, low: str | None) -> IncrementalSource:
+        """A copy reading rows with cursor > ``low`` minus the source's lag (all rows when None), up to a high
+        mark fixed now; its partitions' fingerprints include both marks."""
+        ...
+
+    def high_watermark(self) -> str | None:
+        """The high mark of a :meth:`with_watermark` copy (None when there was nothing to read)."""
         ...
 
 
