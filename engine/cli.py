@@ -53,7 +53,9 @@ def cli() -> None:
 @click.option("--mode", type=click.Choice(["append", "replace", "merge"]), default="append", show_default=True)
 @click.option("--key", default=None, metavar="COL,...", help="Key columns for --mode merge.")
 @click.option("--spec", type=click.Path(dir_okay=False), default=None, help="YAML file with steps and rules.")
-@click.option("--format", "fmt", default=None, help="Force the format: csv, tsv, parquet, json, ndjson, excel.")
+@click.option("--format", "fmt", default=None,
+              help="Force the format: csv, tsv, parquet, json, ndjson, excel; or a source kind: rest, graphql, "
+                   "mongodb, adbc (see biconic sources).")
 @click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
               help="Reader option, e.g. --option delimiter=';' --option encoding=latin-1.")
 @click.option("--contract", type=click.Choice(["evolve", "freeze"]), default="evolve", show_default=True,
@@ -68,7 +70,8 @@ def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ..
          hash_partitions: int, mode: str, key: str | None, spec: str | None, fmt: str | None,
          options: tuple[str, ...], contract: str, dsn: str | None, archive: str | None, no_archive: bool,
          as_json: bool) -> None:
-    """Load PATH (a file, folder or glob) into a partitioned PostgreSQL table.
+    """Load PATH (a file, folder or glob, or a database/API URL: see biconic sources) into a partitioned
+    PostgreSQL table.
 
     \b
     Example:
@@ -266,6 +269,23 @@ def latest(dataset: str, connection_id: int, limit: int, dsn: str | None, as_jso
         _fail(exc)
         return
     click.echo(frame.write_json() if as_json else frame)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def sources(as_json: bool) -> None:
+    """List every source kind (files, databases, APIs) with how to name it and its options."""
+    from engine.sources import describe_sources
+
+    found = describe_sources()
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=str))
+        return
+    for entry in found:
+        click.echo(f"{entry['kind']}: {entry['summary']}")
+        click.echo(f"  source: {entry['how']}")
+        for name, text in entry["options"].items():
+            click.echo(f"  --option {name}=...  {text}")
 
 
 def _echo_reports(reports: list[Any], as_json: bool) -> None:

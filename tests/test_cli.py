@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from engine.cli import cli
 
 
-@pytest.mark.parametrize("command", [[], ["load"], ["run"], ["demo"], ["query"], ["tier"], ["restore"], ["info"],
+@pytest.mark.parametrize("command", [[], ["load"], ["run"], ["demo"], ["query"], ["tier"], ["restore"], ["info"], ["sources"],
                                      ["latest"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
@@ -87,3 +87,13 @@ def test_run_pipeline_file(tmp_path: Path, pg_dsn: str, table: str) -> None:
     assert result.exit_code == 0, result.output
     [report] = json.loads(result.output)
     assert (report["rows_loaded"], report["rows_quarantined"]) == (1, 1)
+
+
+def test_sources_lists_every_kind_with_options() -> None:
+    result = CliRunner().invoke(cli, ["sources", "--json"])
+    assert result.exit_code == 0, result.output
+    kinds = {entry["kind"]: entry for entry in json.loads(result.output)}
+    assert {"csv", "tsv", "parquet", "json", "ndjson", "excel", "postgresql", "mysql", "mongodb", "rest",
+            "graphql", "adbc"} <= set(kinds)
+    assert kinds["csv"]["options"]["delimiter"] == "default ','"
+    assert "sheets" in kinds["excel"]["options"]

@@ -146,3 +146,49 @@ def open_source(path: str | Path, *, format: str | None = None, options: Mapping
     if format not in FORMATS:
         raise SpecError("source.format", f"unknown format {format!r}; known: {', '.join([*FORMATS, *KINDS])}")
     return FORMATS[format](paths, dict(options or {}))
+
+
+_FILE_CLASSES = {"csv": ("engine.sources.csv", "CsvSource"), "tsv": ("engine.sources.csv", "CsvSource"),
+                 "parquet": ("engine.sources.parquet", "ParquetSource"), "json": ("engine.sources.json", "JsonSource"),
+                 "ndjson": ("engine.sources.json", "JsonSource"), "excel": ("engine.sources.excel", "ExcelSource")}
+_KIND_OPTIONS = {"graphql": "GRAPHQL_OPTIONS"}
+_HOW = {"postgresql": "postgresql://user@host:5432/db?table=NAME (or --option query=SQL)",
+        "mysql": "mysql://user@host:3306/db?table=NAME (MariaDB too; or --option query=SQL)",
+        "mongodb": "mongodb://user@host:27017/db?collection=NAME", "rest": "https://api.example.com/v1/items",
+        "graphql": "https://api.example.com/graphql --format graphql", "adbc": "adbc://DRIVER --format adbc"}
+
+
+def describe_sources() -> list[dict[str, Any]]:
+    """Every source kind with how to name it and its options (``biconic sources``)."""
+    import importlib
+
+    found: list[dict[str, Any]] = []
+    for fmt, (module, cls_name) in _FILE_CLASSES.items():
+        cls = getattr(importlib.import_module(module), cls_name)
+        exts = sorted(e for e, f in EXTENSIONS.items() if f == fmt)
+        options = {f.name: _default(f) for f in dataclasses.fields(cls) if f.name != "paths"}
+        if fmt == "tsv":
+            options["delimiter"] = "default '\\t'"
+        if fmt == "ndjson":
+            options["lines"] = "default True"
+        found.append({"kind": fmt, "how": f"a file, folder or glob ({', '.join(exts) or '--format ' + fmt})",
+                      "summary": (cls.__doc__ or "").strip().splitlines()[0], "options": options})
+    for kind, (module, _factory) in KINDS.items():
+        entry: dict[str, Any] = {"kind": kind, "how": _HOW.get(kind, kind), "options": {}}
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            entry["summary"] = f"unavailable here: {exc}"
+        else:
+            entry["summary"] = (mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else ""
+            entry["options"] = dict(getattr(mod, _KIND_OPTIONS.get(kind, "OPTIONS"), {}))
+        found.append(entry)
+    return found
+
+
+def _default(field: dataclasses.Field[Any]) -> str:
+    if field.default is not dataclasses.MISSING:
+        return f"default {field.default!r}"
+    if field.default_factory is not dataclasses.MISSING:
+        return f"default {field.default_factory()!r}"
+    return "required"
