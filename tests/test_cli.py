@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from engine.cli import cli
 
 
-@pytest.mark.parametrize("command", [[], ["load"], ["run"], ["demo"], ["query"], ["tier"], ["restore"], ["info"], ["sources"],
-                                     ["latest"]])
+@pytest.mark.parametrize("command", [[], ["load"], ["run"], ["demo"], ["query"], ["tier"], ["restore"], ["info"],
+                                     ["sources"], ["latest"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
