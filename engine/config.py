@@ -35,10 +35,14 @@ def redact(dsn: str) -> str:
     """A DSN (or any text holding one) safe to print: passwords become ``***``.
 
     Handles ``user:secret@host`` (even with an unencoded ``@`` in the secret: the authority ends at the last
-    ``@`` before the host), ``?password=...`` and keyword form ``password = 'a b'``.
+    ``@`` before the host), ``?password=...``, keyword form ``password = 'a b'``, and API keys in a query
+    string (``?api_key=...``, ``&access_token=...``, ``&sig=...``).
     """
     dsn = re.sub(r"(://[^:/@\s]*:)[^/\s]*@(?=[^@/\s]*(?:[/?\s]|$))", r"\1***@", dsn)
     dsn = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^&\s]+)", r"\1***", dsn, flags=re.IGNORECASE)
+    # API URLs carry keys in the query string
+    keys = r"[a-z_-]*token|api[_-]?key|apikey|key|[a-z_-]*secret|sig|[a-z_-]*signature|auth|pwd"
+    dsn = re.sub(rf"([?&](?:{keys})=)[^&\s#]+", r"\1***", dsn, flags=re.IGNORECASE)
     return dsn
 
 

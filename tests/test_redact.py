@@ -71,3 +71,13 @@ def test_password_without_user_is_redacted(url: str) -> None:
     """Redis URLs carry the password with no user name (``redis://:pw@host``)."""
     assert "s3cret" not in redact(url)
     assert secret_of(url) == "s3cret"
+
+
+@pytest.mark.parametrize("url", ["https://api.example.com/v1/orders?api_key=s3cret&page=2",
+                                 "https://api.example.com/v1/orders?page=2&access_token=s3cret",
+                                 "https://files.example.com/x.csv?X-Amz-Signature=s3cret&sig=s3cret",
+                                 "https://api.example.com/q?apikey=s3cret#frag"])
+def test_api_keys_in_query_strings_are_redacted(url: str) -> None:
+    shown = redact(url)
+    assert "s3cret" not in shown
+    assert "page=2" in shown or "page" not in url  # other parameters stay readable
