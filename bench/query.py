@@ -9,7 +9,7 @@ CSV, without the result cache and with it, before and after part of the data is 
    first).
 2. Phase ``hot``: every query once with ``cache=True`` on a cache that does not hold it (``first``: a miss, the
    result is stored), then ``--runs`` rounds of one ``cache=False`` run (``uncached``) and one ``cache=True``
-   run (``cached``: a hit, checked). All in this one process, through ``engine.query.run_query``: the in-process
+   run (``cached``: a hit, checked). All in this one process, through ``engine.adhoc.run_query``: the in-process
    cache unless ``BICONIC_REDIS_URL`` is set.
 3. ``engine.tiering.tier(now=2026-06-30, archive_days=90, datasets=[table], uploads=False)``: January to March
    (about half the rows) leave PostgreSQL; their archive files become the only copy (state ``cold``).
@@ -57,7 +57,7 @@ def queries(table: str, point_id: int) -> dict[str, str]:
 
 def measure(sql: str, *, dsn: str, archive: str, runs: int) -> dict[str, Any]:
     """first (a miss), then ``runs`` rounds of uncached + cached; wall seconds of each ``run_query`` call."""
-    from engine.query import run_query
+    from engine.adhoc import run_query
 
     def once(cache: bool) -> tuple[float, Any]:
         started = time.perf_counter()
@@ -166,7 +166,7 @@ def main() -> None:
     for done in phases:
         for e in done["queries"]:
             del e["frame"]
-    from engine.query import _postgres_extension  # which path DuckDB takes to PostgreSQL matters for the figures
+    from engine.adhoc import _postgres_extension  # which path DuckDB takes to PostgreSQL matters for the figures
 
     doc = {"machine": machine(), "config": {"rows": args.rows, "runs": args.runs, "table": table,
                                             "cache_backend": get_cache().backend,

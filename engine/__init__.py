@@ -3,6 +3,7 @@
 >>> import engine
 >>> report = engine.load("orders.csv", into="orders", partition_by="created_at:month")  # doctest: +SKIP
 >>> reports = engine.run("pipeline.yaml")  # doctest: +SKIP
+>>> engine.query("SELECT count(*) FROM orders")  # doctest: +SKIP
 
 Heavy modules (polars, ADBC) load on first use, so ``import engine`` stays fast.
 """
@@ -21,11 +22,13 @@ from engine.errors import (
     SinkError,
     SinkUnavailableError,
     SourceError,
+    SourceUnavailableError,
     SpecError,
     TransientError,
 )
 
 if TYPE_CHECKING:
+    from engine.adhoc import query
     from engine.pipeline import load, run
     from engine.report import LoadReport
     from engine.spec import LoadSpec, Pipeline
@@ -42,14 +45,16 @@ __all__ = [
     "SinkError",
     "SinkUnavailableError",
     "SourceError",
+    "SourceUnavailableError",
     "SpecError",
     "TransientError",
     "load",
+    "query",
     "run",
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"load": "engine.pipeline", "run": "engine.pipeline", "LoadReport": "engine.report",
+_LAZY = {"load": "engine.pipeline", "run": "engine.pipeline", "query": "engine.adhoc", "LoadReport": "engine.report",
          "LoadSpec": "engine.spec", "Pipeline": "engine.spec"}
 
 

@@ -135,7 +135,7 @@ def demo(rows: int, folder: str | None, dsn: str | None, as_json: bool) -> None:
             reports = run_demo(rows=rows, folder=Path(folder) if folder else None, dsn=dsn, progress=progress)
         _echo_reports(reports, as_json)
         if not as_json:
-            from engine.query import run_query
+            from engine.adhoc import run_query
 
             result = run_query(DEMO_QUERY, dsn=dsn)
             click.echo(f"\n$ biconic query \"{DEMO_QUERY}\"")
@@ -162,7 +162,7 @@ def query(sql: str, as_json: bool, as_csv: bool, no_cache: bool, dsn: str | None
     Example:
       biconic query "SELECT connection_id, count(*) FROM orders GROUP BY 1" --json
     """
-    from engine.query import run_query
+    from engine.adhoc import run_query
 
     if as_json and as_csv:
         _fail(SpecError("query", "choose one of --json and --csv"))

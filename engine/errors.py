@@ -5,7 +5,8 @@
     BiconicError                 exit 1   root: catch this to catch everything the engine raises on purpose
     ├── SpecError                exit 2   the pipeline spec or an argument is wrong (carries a dotted ``path``)
     ├── SourceError              exit 3   a source cannot be read: missing, corrupt, truncated, wrong format
-    │   └── HostileInputError    exit 3   a parser crashed or blew its memory/time limit in its sandbox
+    │   ├── HostileInputError    exit 3   a parser crashed or blew its memory/time limit in its sandbox
+    │   └── SourceUnavailableError exit 3 a database or API kept failing or is unreachable (also a TransientError)
     ├── SchemaDriftError         exit 4   incoming columns do not fit the target table under the contract
     ├── SinkError                exit 5   PostgreSQL refused or failed the load
     │   ├── SinkUnavailableError exit 5   the server cannot be reached (also a TransientError)
@@ -31,6 +32,7 @@ __all__ = [
     "SinkError",
     "SinkUnavailableError",
     "SourceError",
+    "SourceUnavailableError",
     "SpecError",
     "TransientError",
 ]
@@ -77,6 +79,10 @@ class SourceError(BiconicError):
 
 class HostileInputError(SourceError):
     """A native parser crashed, or exceeded its memory or time limit, while reading the source."""
+
+
+class SourceUnavailableError(SourceError, TransientError):
+    """The source's server kept failing (5xx, 429, timeouts) or cannot be reached; a later retry may work."""
 
 
 class SchemaDriftError(BiconicError):

@@ -7,6 +7,7 @@ handed to one caller at a time; a connection that failed is closed, never return
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
@@ -17,13 +18,26 @@ import polars as pl
 from engine.config import redact
 from engine.errors import SinkError
 
-__all__ = ["MetaDb", "meta_db"]
+__all__ = ["MetaDb", "close_idle", "meta_db"]
 
 #: idle connections kept per DSN
 IDLE = 4
 
 _idle: dict[str, list[Any]] = {}
 _lock = threading.Lock()
+
+
+def close_idle() -> None:
+    """Close every idle pooled connection (at exit: the driver must not be left to garbage collection then)."""
+    with _lock:
+        conns = [c for pool in _idle.values() for c in pool]
+        _idle.clear()
+    for conn in conns:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+atexit.register(close_idle)
 
 
 class MetaDb:

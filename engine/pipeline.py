@@ -188,10 +188,10 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
 
 
 def source_label(path: str) -> str:
-    """The source as reports and logs show it: URLs without their password."""
+    """The source as reports and logs show it: without passwords or API keys (URLs, DSNs, driver strings)."""
     from engine.config import redact
 
-    return redact(path) if "://" in path else path
+    return redact(path)
 
 
 def _incremental(source: Source, sink: PostgresSink, target: TargetSpec) -> tuple[Source, tuple[str, str] | None]:
@@ -444,6 +444,9 @@ class _Job:
             dated = [c for c in plan.columns if plan.schema[c] == pl.Date or isinstance(plan.schema[c], pl.Datetime)]
             chosen = dated[0] if dated else LOADED_AT
             add = not dated
+        if not add and chosen not in plan.columns:
+            raise SpecError("target.partition_by", f"the data has no column {chosen!r} to partition by"
+                                                   f"{did_you_mean(chosen, plan.columns)}")
         existing_text = info is not None and plan.schema.get(chosen) == pl.String  # parsed to the table's type
         if not add and not existing_text:
             dtype = plan.schema[chosen]

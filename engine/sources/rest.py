@@ -62,7 +62,7 @@ import polars as pl
 import pyarrow as pa
 
 from engine.config import data_dir, redact
-from engine.errors import SourceError, SpecError
+from engine.errors import SourceError, SourceUnavailableError, SpecError
 from engine.sources._chunks import ChunkFactory
 from engine.sources.base import Partition, reader_from_frame
 from engine.sources.csv import _ISO_DATE, _ISO_DATETIME, _ISO_DATETIME_TZ
@@ -621,8 +621,9 @@ class _Http:
             logger.removeFilter(self.filter)
         self.client.close()
 
-    def fail(self, page: int, url: str, message: str) -> SourceError:
-        return SourceError(self.label, self.secrets.scrub(f"page {page} ({url}): {message}"))
+    def fail(self, page: int, url: str, message: str, *, transient: bool = False) -> SourceError:
+        kind = SourceUnavailableError if transient else SourceError
+        return kind(self.label, self.secrets.scrub(f"page {page} ({url}): {message}"))
 
     def send(self, method: str, url: str, *, page: int, params: Mapping[str, Any] | None = None,
              body: Any = None) -> httpx.Response:
@@ -663,8 +664,9 @@ class _Http:
             log.info("%s: page %d (%s): %s; retry %d/%d in %.2f s", self.label, page, shown, reason, attempt,
                      attempts - 1, wait)
             time.sleep(wait)
-        raise self.fail(page, shown, f"{reason}; gave up after {attempts} attempt{'s' if attempts > 1 else ''} "
-                                     "(raise retries or max_wait, or try later)")
+        plural = "s" if attempts > 1 else ""
+        raise self.fail(page, shown, f"{reason}; gave up after {attempts} attempt{plural} "
+                                     "(raise retries or max_wait, or try later)", transient=True)
 
     def json(self, response: httpx.Response, page: int) -> Any:
         try:

@@ -20,8 +20,8 @@ import pytest
 import engine
 import engine.archive
 import engine.storage
+from engine.adhoc import run_query
 from engine.errors import ArchiveError
-from engine.query import run_query
 from engine.report import LoadReport
 
 Sql = Callable[..., list[tuple[Any, ...]]]

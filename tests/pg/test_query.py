@@ -21,9 +21,9 @@ import pytest
 
 import engine
 import engine.cache
+from engine.adhoc import QueryError, query, run_query
 from engine.cache import get_cache, reset_caches
 from engine.errors import BiconicError, SpecError
-from engine.query import QueryError, query, run_query
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 

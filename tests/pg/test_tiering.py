@@ -21,8 +21,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import engine
+from engine.adhoc import run_query
 from engine.errors import ArchiveError, SpecError
-from engine.query import run_query
 from engine.tiering import TierPolicy, TierReport, restore, tier
 
 Sql = Callable[..., list[tuple[Any, ...]]]
