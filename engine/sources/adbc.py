@@ -47,6 +47,7 @@ from engine.errors import SourceError, SourceUnavailableError, SpecError
 from engine.sources._chunks import ChunkFactory
 from engine.sources._files import first_line
 from engine.sources._stream import stream_chunks
+from engine.sources._watermark import lag_units
 from engine.sources.base import ROW_COLUMN, Partition
 
 __all__ = ["OPTIONS", "AdbcSource", "Window", "open_adbc"]
@@ -109,20 +110,6 @@ def _scrub_uri(uri: str) -> str:
 
 
 # --- watermarks (text <-> values of the cursor's Arrow type) -------------------------------------------------
-def _lag_units(value: Any) -> float:
-    """A lag as a number: ``90``, ``"90"``, ``"15m"``, ``"2h"``, ``"1d"`` (seconds for time cursors)."""
-    if isinstance(value, bool):
-        raise SpecError("source.lag", f"expected a number or a duration like 15m, got {value!r}")
-    if isinstance(value, (int, float)):
-        lag = float(value)
-    else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value))
-        if not m:
-            raise SpecError("source.lag", f"expected a number or a duration like 30s, 15m, 2h, 1d; got {value!r}")
-        lag = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    if lag < 0:
-        raise SpecError("source.lag", "must not be negative")
-    return lag
 
 
 #: Arrow types a cursor can have (a watermark is text, parsed back to the type and bound as a parameter)
@@ -533,4 +520,4 @@ def open_adbc(url: str, options: Mapping[str, Any]) -> AdbcSource:
         raise _bad("cursor", f"expected a column name, got {cursor!r}")
     return AdbcSource(driver=driver.strip(), uri=opts.get("uri"), uri_env=opts.get("uri_env"),
                       db_kwargs=dict(db_kwargs), entrypoint=opts.get("entrypoint"), table=opts.get("table"),
-                      query=opts.get("query"), cursor=cursor, lag=_lag_units(opts.get("lag", 0)))
+                      query=opts.get("query"), cursor=cursor, lag=lag_units(opts.get("lag", 0)))

@@ -49,6 +49,7 @@ from engine.config import data_dir, redact, secret_of
 from engine.errors import SourceError, SourceUnavailableError, SpecError
 from engine.sources._chunks import ChunkFactory
 from engine.sources._files import first_line
+from engine.sources._watermark import lag_units
 from engine.sources.base import ROW_COLUMN, Partition, reader_from_frame
 
 __all__ = ["OPTIONS", "MongoMode", "MongoSource", "Window", "open_mongo"]
@@ -261,20 +262,6 @@ class _State:
 
 
 # --- watermarks -------------------------------------------------------------------------------------------
-def _lag_units(value: Any) -> float:
-    """A lag as a number: ``90``, ``"90"``, ``"15m"``, ``"2h"``, ``"1d"`` (seconds for date cursors)."""
-    if isinstance(value, bool):
-        raise SpecError("source.lag", f"expected a number or a duration like 15m, got {value!r}")
-    if isinstance(value, (int, float)):
-        lag = float(value)
-    else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value))
-        if not m:
-            raise SpecError("source.lag", f"expected a number or a duration like 30s, 15m, 2h, 1d; got {value!r}")
-        lag = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    if lag < 0:
-        raise SpecError("source.lag", "must not be negative")
-    return lag
 
 
 def _mark_text(value: Any) -> str:
@@ -693,5 +680,5 @@ def open_mongo(url: str, options: Mapping[str, Any]) -> MongoSource:
         url=client_url, database=database, collection=collection, filter=_document_option(opts, "filter"),
         projection=projection, flatten=_int_option(opts, "flatten", 1, least=0),
         json_columns=tuple(json_columns), mode=mode, batch_rows=_int_option(opts, "batch_rows", 10_000, least=1),
-        cursor=cursor, lag=_lag_units(opts.get("lag", 0)),
+        cursor=cursor, lag=lag_units(opts.get("lag", 0)),
     )

@@ -64,6 +64,7 @@ import pyarrow as pa
 from engine.config import data_dir, redact
 from engine.errors import SourceError, SourceUnavailableError, SpecError
 from engine.sources._chunks import ChunkFactory
+from engine.sources._watermark import lag_units
 from engine.sources.base import Partition, reader_from_frame
 from engine.sources.csv import _ISO_DATE, _ISO_DATETIME, _ISO_DATETIME_TZ
 
@@ -212,17 +213,6 @@ def _number(value: Any, path: str, *, integer: bool = False, minimum: float = 0)
     return value
 
 
-def _lag_units(value: Any) -> float:
-    """A lag as a number: ``90``, ``"90"``, ``"15m"``, ``"2h"``, ``"1d"`` (seconds for time cursors), as the
-    database and MongoDB sources take it."""
-    text = None if isinstance(value, (bool, int, float)) else str(value)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text) if text is not None else None
-    if isinstance(value, bool) or (text is not None and not m):
-        raise SpecError("source.lag", f"expected a number or a duration like 30s, 15m, 2h, 1d; got {value!r}")
-    lag = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)] if m else float(value)
-    if lag < 0:
-        raise SpecError("source.lag", "must not be negative")
-    return lag
 
 
 def _mapping(value: Any, path: str) -> dict[str, Any]:
@@ -312,7 +302,7 @@ def _common(options: dict[str, Any]) -> dict[str, Any]:
     if "cursor" in options:
         kwargs["cursor"] = _text(options.pop("cursor"), "source.cursor")
     if "lag" in options:
-        kwargs["lag"] = _lag_units(options.pop("lag"))
+        kwargs["lag"] = lag_units(options.pop("lag"))
     if "max_pages" in options:
         kwargs["max_pages"] = _number(options.pop("max_pages"), "source.max_pages", integer=True, minimum=1)
     for name in ("timeout", "backoff", "max_wait"):
