@@ -353,7 +353,7 @@ def print_table(rows: int, table: list[dict[str, Any]], runs: int) -> None:
 def versions(db: Db) -> dict[str, str]:
     out: dict[str, str] = {"python": platform.python_version()}
     for name in ("polars", "pyarrow", "adbc-driver-postgresql", "adbc-driver-manager", "dlt", "pandas",
-                 "sqlalchemy", "psycopg2-binary", "fastexcel", "numpy"):
+                 "sqlalchemy", "psycopg2-binary", "fastexcel", "numpy", "duckdb", "duckdb-ext-postgres"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -475,13 +475,15 @@ def main() -> None:
                              "minutes); --no-lean puts them back")
     parser.add_argument("--query", action=argparse.BooleanOptionalAction, default=True,
                         help="end with the query benchmark (bench/query.py) at the smallest --rows")
-    parser.add_argument("--query-runs", type=int, default=5, help="runs per query figure (median)")
+    parser.add_argument("--query-runs", type=int, default=None,
+                        help="runs per query figure (median; default 3 with --lean, else 5)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed to one measured process")
     parser.add_argument("--dsn", default=os.environ.get("BICONIC_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--data", type=Path, default=HERE / "data")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     sizes = args.rows or [1_000_000]
+    args.query_runs = args.query_runs or (3 if args.lean else 5)
     os.environ["BICONIC_PG_DSN"] = args.dsn
     if args.runs < 3:
         print("note: fewer than 3 runs per line; medians of 1-2 runs are noisy", flush=True)
@@ -504,6 +506,7 @@ def main() -> None:
     if args.query:
         query = run_query_bench(args, min(sizes))
     elapsed = time.perf_counter() - started
+    info["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"\nmeasuring took {time.perf_counter() - measured_at:.0f} s (loads {loads_s:.0f} s; {elapsed:.0f} s with "
           f"setup); {info['machine']['cores']} cores, {info['machine']['ram_gb']} GiB, {info['machine']['date']}")
 
