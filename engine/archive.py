@@ -15,8 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import urllib.parse
 import uuid
 from collections.abc import Sequence
@@ -26,6 +28,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.config import data_dir
@@ -62,6 +65,8 @@ ROW_GROUP_ROWS = 131_072
 BUFFER_ROWS = 524_288
 #: open Parquet writers at once; beyond it the least recently used is closed and a new part file begun
 OPEN_WRITERS = 512
+#: batches waiting for the writer's thread
+QUEUE = 4
 
 PERIOD_COLUMN = "period"
 
@@ -118,7 +123,8 @@ class ArchiveWriter:
     """The archive copy of one source partition (one load key), written while its rows stream to COPY.
 
     Rows are grouped by (connection, period); each group becomes one file (more only when over
-    ``OPEN_WRITERS`` groups are live at once). Memory is bounded by ``BUFFER_ROWS`` rows.
+    ``OPEN_WRITERS`` groups are live at once). Memory is bounded by ``BUFFER_ROWS`` rows plus ``QUEUE``
+    batches: grouping and ZSTD encoding run on a thread of their own, so COPY does not wait for them.
     """
 
     def __init__(self, store: Store, dataset: str, load_key: str, *, time_column: str, level: int | None = None,
@@ -137,25 +143,44 @@ class ArchiveWriter:
         self._open: list[tuple[int, dt.date, int]] = []
         self._buffered = 0
         self.rows = 0
+        self._queue: queue.Queue[tuple[dt.date, pl.DataFrame] | None] = queue.Queue(maxsize=QUEUE)
+        self._error: BaseException | None = None
+        self._worker = threading.Thread(target=self._work, name=f"archive-{load_key[:8]}", daemon=True)
+        self._worker.start()
 
     def add(self, period: dt.date, df: pl.DataFrame) -> None:
-        """Rows of one period (any connections), in the table's column layout."""
-        if not df.height:
-            return
-        by_conn = df.partition_by("connection_id", as_dict=True, maintain_order=True) \
-            if df["connection_id"].n_unique() > 1 else {(df["connection_id"][0],): df}
+        """Rows of one period (any connections), in the table's column layout; written on the writer's thread
+        (an error there is raised here, or by :meth:`finish`)."""
+        if self._error is not None:
+            raise self._error
+        if df.height:
+            self._queue.put((period, df))
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # drain, so the producer never blocks on a dead writer
+            try:
+                self._add(*item)
+            except BaseException as exc:  # handed to the loading thread
+                self._error = exc
+
+    def _stop(self) -> None:
+        if self._worker.is_alive():
+            self._queue.put(None)
+            self._worker.join()
+
+    def _add(self, period: dt.date, df: pl.DataFrame) -> None:
+        by_conn = df.partition_by("connection_id", as_dict=True, maintain_order=True)
         for (cid,), part in by_conn.items():
             key = (int(cid), period, self._parts.get((int(cid), period), 0))
             group = self._groups.get(key)
             if group is None:
                 group = self._groups[key] = _Group(path=self._dir / f"{uuid.uuid4().hex}.parquet", writer=None,
                                                    pending=[])
-            t = pl.col(self.time_column)
-            lo, hi = part.select(t.min(), t.max().alias("hi")).row(0)
-            if lo is not None and (group.min_time is None or lo < group.min_time):
-                group.min_time = lo
-            if hi is not None and (group.max_time is None or hi > group.max_time):
-                group.max_time = hi
             group.pending.append(part.to_arrow())
             group.pending_rows += part.height
             group.rows += part.height
@@ -186,6 +211,12 @@ class ArchiveWriter:
         table = pa.concat_tables(group.pending, promote_options="permissive")
         if table.schema != group.writer.schema:
             table = table.cast(group.writer.schema)
+        bounds = pc.min_max(table[self.time_column]).as_py()
+        lo, hi = bounds["min"], bounds["max"]
+        if lo is not None and (group.min_time is None or lo < group.min_time):
+            group.min_time = lo
+        if hi is not None and (group.max_time is None or hi > group.max_time):
+            group.max_time = hi
         group.writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self._buffered -= group.pending_rows
         group.pending, group.pending_rows = [], 0
@@ -203,6 +234,9 @@ class ArchiveWriter:
 
     def finish(self) -> list[ArchivedFile]:
         """Close every file, upload and verify it; returns what to list in the manifest."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
         for key in list(self._groups):
             self._flush(key)
         for key in list(self._open):
@@ -225,6 +259,9 @@ class ArchiveWriter:
 
     def discard(self) -> None:
         """Drop the local files (after upload, or when the load fails)."""
+        if self._worker.is_alive():
+            self._error = self._error or RuntimeError("discarded")
+            self._stop()
         for key in list(self._open):
             writer = self._groups[key].writer
             if writer is not None:
