@@ -18,7 +18,7 @@ test *ARGS:
 test-fast *ARGS:
     python -m pytest -q -m "not slow" {{ARGS}}
 
-# speed bar, 1M rows (< 3 min): engine CSV/Parquet/xlsx, plain and --spec, beside psql \copy, ADBC, dlt, pandas
+# speed bar, 1M rows (about 4 min): engine CSV/Parquet/xlsx with and without archive, --spec, psql \copy, ADBC, dlt, pandas, queries
 bench *ARGS:
     pip install -q -e '.[bench]'
     python bench/run.py --rows 1000000 --runs 3 --peer-runs 1 --pandas-rows 10000 --dlt-default-rows 100000 --lean {{ARGS}}

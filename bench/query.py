@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 import uuid
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,14 @@ def measure(sql: str, *, dsn: str, archive: str, runs: int) -> dict[str, Any]:
             "cached_s": round(statistics.median(cached), 4), "rows_out": first.frame.height,
             "runs": {"uncached": [round(s, 4) for s in uncached], "cached": [round(s, 4) for s in cached]},
             "frame": first.frame}
+
+
+def scanner() -> str | None:
+    """The DuckDB postgres scanner wheel's version: without it the engine reads whole tables through ADBC."""
+    try:
+        return version("duckdb-ext-postgres")
+    except PackageNotFoundError:
+        return None
 
 
 def same(a: Any, b: Any) -> bool:
@@ -166,11 +175,9 @@ def main() -> None:
     for done in phases:
         for e in done["queries"]:
             del e["frame"]
-    from engine.adhoc import _postgres_extension  # which path DuckDB takes to PostgreSQL matters for the figures
-
     doc = {"machine": machine(), "config": {"rows": args.rows, "runs": args.runs, "table": table,
                                             "cache_backend": get_cache().backend,
-                                            "postgres_scanner": _postgres_extension() is not None},
+                                            "postgres_scanner": scanner()},
            "load": load, "tiering": tiering, "phases": phases, "same_answers_after_tiering": checks,
            "elapsed_s": round(time.perf_counter() - started)}
     print_table(doc)

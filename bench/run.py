@@ -310,9 +310,13 @@ def summarise(lines: list[Line], rows: int) -> list[dict[str, Any]]:
                              compression_ratio=round(med(line, "compression_ratio"), 2))
                 bare = next((b for b in lines if b.tool == f"{line.tool}-noarchive" and b.scenario == line.scenario
                              and b.samples), None)
-                if bare is not None:  # what the archive copy costs: this line minus its --no-archive twin
-                    extra_s = secs - med(bare, "seconds")
-                    extra_mb = med(line, "peak_rss_mb") - med(bare, "peak_rss_mb")
+                if bare is not None:
+                    # what the archive copy costs: the median of run-by-run differences from the --no-archive
+                    # twin, which runs right beside it in every round (steadier than a difference of medians
+                    # on a noisy machine)
+                    pairs = list(zip(line.samples, bare.samples, strict=False))  # a failed line has fewer
+                    extra_s = statistics.median(a["seconds"] - b["seconds"] for a, b in pairs)
+                    extra_mb = statistics.median(a["peak_rss_mb"] - b["peak_rss_mb"] for a, b in pairs)
                     entry["archive_cost"] = {"seconds": round(extra_s, 2),
                                              "percent": round(100 * extra_s / med(bare, "seconds"), 1),
                                              "peak_rss_mb": round(extra_mb)}
@@ -442,13 +446,14 @@ def plot(results: dict[str, list[dict[str, Any]]], out: Path, *, title: str) -> 
     plt.close(fig)
 
 
-def run_query_bench(args: argparse.Namespace, rows: int) -> dict[str, Any] | None:
-    """bench/query.py in its own process (its table and output as it prints them); its JSON, or None."""
+def run_query_bench(args: argparse.Namespace, rows: int) -> dict[str, Any]:
+    """bench/query.py in its own process (it prints its own progress and table); its JSON, or the failure."""
     cmd = [sys.executable, str(HERE / "query.py"), "--rows", str(rows), "--runs", str(args.query_runs),
            "--dsn", args.dsn, "--data", str(args.data), "--out", str(args.out), "--timeout", str(args.timeout)]
+    found = args.out / "query.json"
+    found.unlink(missing_ok=True)  # an earlier run's file must not pass for this one's
     print(flush=True)
     done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    found = args.out / "query.json"
     if done.returncode != 0 or not found.exists():
         print(f"  FAILED query benchmark (exit {done.returncode})", flush=True)
         return {"failure": f"bench/query.py exited {done.returncode}"}
@@ -471,8 +476,8 @@ def main() -> None:
     parser.add_argument("--parquet-max-rows", type=int, default=10_000_000, help="above this, CSV only")
     parser.add_argument("--lean", action=argparse.BooleanOptionalAction, default=False,
                         help="skip the engine append line, the --no-archive twins of all engine lines but "
-                             "plain CSV, dlt on Parquet and the fastexcel reference (keeps `just bench` near 3 "
-                             "minutes); --no-lean puts them back")
+                             "plain CSV, dlt on Parquet and the fastexcel reference (keeps `just bench` near 3.5 "
+                             "minutes on 2 quiet cores); --no-lean puts them back")
     parser.add_argument("--query", action=argparse.BooleanOptionalAction, default=True,
                         help="end with the query benchmark (bench/query.py) at the smallest --rows")
     parser.add_argument("--query-runs", type=int, default=None,
