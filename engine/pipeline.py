@@ -749,7 +749,8 @@ class _Job:
         params: list[Any] = [target.table, *([target.connection_id] if target.connection_id is not None else [])]
         existing = {r[0] for r in sink.run(f"SELECT load_key FROM biconic.loads WHERE dataset = $1 {scope} "
                                            "AND mode <> 'restore'", params, conn=sink.ddl)}
-        if existing and existing == set(keys):
+        # a file's key changes with its bytes; a database table's does not, so its replace always re-reads
+        if existing and existing == set(keys) and all(p.path is not None for p in partitions):
             self.report.skipped_partitions = len(partitions)
             return
         counted: list[tuple[Partition, tuple[int, int, int, int]]] = []
