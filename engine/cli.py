@@ -65,11 +65,13 @@ def cli() -> None:
               help="Archive copy: a folder or s3://bucket/prefix, 'off' for none "
                    "[env BICONIC_ARCHIVE_URL; default .biconic/archive].")
 @click.option("--no-archive", is_flag=True, help="Write no archive copy (same as --archive off).")
+@click.option("--layout", type=click.Choice(["table", "document"]), default="table", show_default=True,
+              help="document: the generic table (_import_id, connection_id, data jsonb, created_at).")
 @click.option("--json", "as_json", is_flag=True, help="Print the LoadReport as one JSON object.")
 def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ...], partition_by: str | None,
          hash_partitions: int, mode: str, key: str | None, spec: str | None, fmt: str | None,
          options: tuple[str, ...], contract: str, dsn: str | None, archive: str | None, no_archive: bool,
-         as_json: bool) -> None:
+         layout: str, as_json: bool) -> None:
     """Load PATH (a file, folder or glob, or a database/API URL: see biconic sources) into a partitioned
     PostgreSQL table.
 
@@ -90,7 +92,7 @@ def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ..
                 hash_partitions=hash_partitions, mode=mode,  # type: ignore[arg-type]
                 key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
                 spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn,
-                archive=False if no_archive else archive, progress=progress,
+                archive=False if no_archive else archive, layout=layout, progress=progress,
             )
     except BiconicError as exc:
         _fail(exc)

@@ -64,6 +64,10 @@ from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, as_text, 
 __all__ = ["Progress", "load", "run", "run_load"]
 
 LOADED_AT = "_loaded_at"
+#: the document layout's columns (the seed's generic ``import_data`` table)
+DOC_IMPORT, DOC_DATA, DOC_TIME = "_import_id", "data", "created_at"
+#: jsonb's binary COPY format: a version byte, then the JSON text
+_JSONB_VERSION = "\x01"
 _TRACKED_CONNECTIONS = 10_000
 
 
@@ -90,6 +94,7 @@ def load(
     contract: str = "evolve",
     dsn: str | None = None,
     archive: str | bool | None = None,
+    layout: str = "table",
     progress: Progress | None = None,
 ) -> LoadReport:
     """Load a file, folder or glob into a partitioned PostgreSQL table, effectively once.
@@ -101,6 +106,8 @@ def load(
     adds nothing; a load killed part-way leaves no partial partition visible and completes when re-run.
     ``archive``: where the Parquet copy goes (a folder or ``s3://bucket/prefix``); None = the default
     (``BICONIC_ARCHIVE_URL``, else a folder under the data folder); False = no archive copy.
+    ``layout="document"`` stores each row as one jsonb document in the generic table
+    ``(_import_id, connection_id, data jsonb, created_at)`` (for schemaless sources: MongoDB, REST).
     """
     if isinstance(spec, (str, Path)):
         pipeline = read_pipeline_spec(spec)
@@ -115,7 +122,7 @@ def load(
         "table": into, "connection_id": connection_id, "partition_by": partition_by,
         "hash_partitions": hash_partitions, "mode": mode,
         "key": [key] if isinstance(key, str) else list(key or []), "contract": contract, "dsn": dsn,
-        "archive": archive,
+        "archive": archive, "layout": layout,
     })
     spec_obj = LoadSpec(source=SourceSpec(path=str(source), format=format, options=opts), target=target,
                         pipeline=pipeline)
@@ -213,7 +220,8 @@ def _incremental(source: Source, sink: PostgresSink, target: TargetSpec) -> tupl
 def _spec_hash(spec: LoadSpec) -> str:
     t = spec.target
     text = "\x1f".join([spec.pipeline.fingerprint(), str(t.partition_by), t.granularity, str(t.hash_partitions),
-                        t.mode, ",".join(t.key), repr(sorted(spec.source.options.items()))])
+                        t.mode, ",".join(t.key), repr(sorted(spec.source.options.items())),
+                        *([t.layout] if t.layout != "table" else [])])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -318,6 +326,11 @@ class _Job:
         pipeline = self._pipeline()
         plan = compile_steps(pipeline, frame, precomputed=precomputed)
         apply_rules(plan, pipeline)
+        if self.target.layout == "document":  # fields keep their names and nesting inside the document
+            self._connection_column(plan)
+            self._document(plan)
+            guard_copy(plan)
+            return plan
         guard_copy(plan)
         if pipeline.normalize_names:
             normalize(plan, known_names)
@@ -325,6 +338,37 @@ class _Job:
             fit_names(plan)
         self._connection_column(plan)
         return plan
+
+    def _document(self, plan: Plan) -> None:
+        """Every visible field into one JSON document per row, beside the import id and a timestamp (the
+        ``partition_by`` column if given, else the load time). Binary COPY writes jsonb as a version byte
+        followed by the text, so the column is sent as bytes."""
+        fields = [c for c in plan.columns if c != CONNECTION_COLUMN]
+        wanted = self.target.partition_by
+        when: pl.Expr = pl.lit(self.loaded_at, dtype=pl.Datetime("us", "UTC"))
+        if wanted:
+            source = wanted if wanted in plan.columns else _renamed(plan, wanted)
+            plan.need(source, "target.partition_by")
+            if plan.schema[source] == pl.String:  # JSON has no time type: parse, rows that do not parse are rejected
+                plan.convert_columns({source: pl.Datetime("us")}, "type")
+            dtype = plan.schema[source]
+            if dtype == pl.Date:
+                when = pl.col(source).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+            elif isinstance(dtype, pl.Datetime):
+                when = pl.col(source).dt.replace_time_zone("UTC") if dtype.time_zone is None \
+                    else pl.col(source).dt.convert_time_zone("UTC")
+            else:
+                raise SpecError("target.partition_by", f"column {source!r} is {dtype}, not a date or timestamp")
+        document = pl.struct(fields).struct.json_encode() if fields else pl.lit("{}")
+        plan.reject("copy_safe", DOC_DATA, document.str.contains("\\u0000", literal=True).fill_null(False),
+                    pl.lit("the document holds a NUL character (\\u0000), which jsonb refuses"))
+        hidden = [c for c in plan.schema if c not in plan.columns]
+        plan.frame = plan.frame.with_columns(
+            pl.lit(self.report.load_id).alias(DOC_IMPORT),
+            (pl.lit(_JSONB_VERSION) + document).cast(pl.Binary).alias(DOC_DATA),
+            when.alias(DOC_TIME),
+        ).select(*hidden, CONNECTION_COLUMN, DOC_IMPORT, DOC_DATA, DOC_TIME)
+        plan.refresh()
 
     def _precompute(self, partition: Partition) -> dict[str, pl.Series] | None:
         """Rows that dedupe steps drop and unique rules reject, decided over the whole partition.
@@ -428,7 +472,7 @@ class _Job:
 
     def _time_column(self, plan: Plan, info: TableInfo | None) -> tuple[str, bool]:
         """The partition column, and whether it is the engine's own ``_loaded_at``."""
-        wanted = self.target.partition_by
+        wanted = DOC_TIME if self.target.layout == "document" else self.target.partition_by
         add = False
         if info is not None and info.time_column:
             if wanted and wanted != info.time_column and _renamed(plan, wanted) != info.time_column:
@@ -470,7 +514,8 @@ class _Job:
         plan.refresh()
 
     def _create(self, plan: Plan, table: str, time_column: str, *, conn: Any, defer_indexes: bool) -> TableInfo:
-        columns = [(c, pg_type(to_loadable(plan.schema[c]))) for c in plan.columns]
+        columns = [(c, "jsonb" if self.target.layout == "document" and c == DOC_DATA
+                    else pg_type(to_loadable(plan.schema[c]))) for c in plan.columns]
         comments = {new: old for new, old in plan.renamed_from.items() if new in plan.columns}
         return self.sink.create_table(table, columns, time_column=time_column, granularity=self.target.granularity,
                                       hash_partitions=self.target.hash_partitions, comments=comments, conn=conn,
@@ -483,6 +528,11 @@ class _Job:
         casts: dict[str, pl.DataType] = {}
         for name in plan.columns:
             incoming = plan.schema[name]
+            if self.target.layout == "document" and name == DOC_DATA:
+                if info.columns.get(name) != "jsonb":
+                    raise SchemaDriftError(info.name, name, info.columns.get(name), "jsonb",
+                                           "the document layout needs a jsonb data column; load into a new table")
+                continue
             decision = reconcile(info.columns.get(name), incoming,
                                  is_key=name in (info.time_column, CONNECTION_COLUMN))
             if decision.action == "keep":
@@ -603,7 +653,7 @@ class _Job:
                         self.report.partitions.append(period.child_name(split_table(prepared.info.name)[1]))
                         self.sink.copy(child, part.to_arrow())
                         if archive is not None:
-                            archive.add(period.start, part)
+                            archive.add(period.start, self._archivable(part))
                 loaded += good.height
                 if good.height and len(self.connections) < _TRACKED_CONNECTIONS:
                     self.connections.update(good[CONNECTION_COLUMN].unique().to_list())
@@ -626,6 +676,12 @@ class _Job:
         for rule, n in rules.items():
             self.report.quarantine_by_rule[rule] = self.report.quarantine_by_rule.get(rule, 0) + n
         return rows_in, loaded, quarantined, filtered
+
+    def _archivable(self, part: pl.DataFrame) -> pl.DataFrame:
+        """The archive keeps documents as JSON text (without jsonb's COPY version byte)."""
+        if self.target.layout != "document":
+            return part
+        return part.with_columns(pl.col(DOC_DATA).cast(pl.String).str.slice(1))
 
     def _advance_watermark(self) -> None:
         """Store the incremental source's high mark in the data transaction, with the rows it covers."""

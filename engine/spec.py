@@ -37,6 +37,8 @@ Mode: TypeAlias = Literal["append", "replace", "merge"]
 Granularity: TypeAlias = Literal["day", "week", "month", "year"]
 Contract: TypeAlias = Literal["evolve", "freeze"]
 MODES: tuple[str, ...] = ("append", "replace", "merge")
+#: ``table``: one typed column per field; ``document``: the seed's generic table, each row one jsonb document
+LAYOUTS: tuple[str, ...] = ("table", "document")
 GRANULARITIES: tuple[str, ...] = ("day", "week", "month", "year")
 CONTRACTS: tuple[str, ...] = ("evolve", "freeze")
 
@@ -201,6 +203,7 @@ class TargetSpec:
     dsn: str | None = None
     #: archive URL (folder or s3://bucket/prefix); None = BICONIC_ARCHIVE_URL or the data folder; "off" = none
     archive: str | None = None
+    layout: str = "table"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -427,6 +430,9 @@ def make_target(tgt: Mapping[str, Any], path: str = "target") -> TargetSpec:
     key = _names(tgt["key"], f"{path}.key") if tgt.get("key") else ()
     if mode == "merge" and not key:
         raise SpecError(f"{path}.key", "merge mode needs the key column(s) to upsert on")
+    layout = _choice(tgt.get("layout", "table") or "table", f"{path}.layout", LAYOUTS)
+    if layout == "document" and mode == "merge":
+        raise SpecError(f"{path}.layout", "the document layout has no key columns to merge on; use append or replace")
     hp = tgt.get("hash_partitions", 0) or 0
     if not isinstance(hp, int) or isinstance(hp, bool) or hp < 0 or hp > 1024:
         raise SpecError(f"{path}.hash_partitions", f"expected a whole number 0..1024, got {hp!r}")
@@ -445,7 +451,7 @@ def make_target(tgt: Mapping[str, Any], path: str = "target") -> TargetSpec:
         table=str(tgt["table"]), connection_id=cid, partition_by=partition_by, granularity=granularity,
         hash_partitions=hp, mode=mode, key=key,
         contract=_choice(tgt.get("contract", "evolve"), f"{path}.contract", CONTRACTS), dsn=tgt.get("dsn"),
-        archive=_archive_setting(tgt.get("archive"), f"{path}.archive"),
+        archive=_archive_setting(tgt.get("archive"), f"{path}.archive"), layout=layout,
     )
 
 

@@ -340,7 +340,7 @@ def _restore_period(sink: PostgresSink, store: Store, dataset: str, period: Peri
                     parquet = pq.ParquetFile(f)
                     keep = [c for c in parquet.schema_arrow.names if c in info.columns]
                     for batch in parquet.iter_batches(columns=keep, batch_size=131_072):
-                        sink.copy(child, pa.Table.from_batches([batch]))
+                        sink.copy(child, _for_copy(pa.Table.from_batches([batch]), info.columns))
                         copied += batch.num_rows
             except (OSError, ValueError) as exc:  # missing, unreadable or torn (pyarrow's errors are ValueErrors)
                 raise ArchiveError(uri, f"cannot read it back ({type(exc).__name__}: {str(exc)[:200]}); is "
@@ -362,3 +362,14 @@ def _restore_period(sink: PostgresSink, store: Store, dataset: str, period: Peri
         raise
     log.info("restored %s %s: %d rows from %d file(s)", dataset, period.start, rows, len(files))
     return len(files), rows
+
+
+def _for_copy(table: pa.Table, columns: dict[str, str]) -> pa.Table:
+    """Archived JSON text headed for a jsonb column: binary COPY wants jsonb's version byte before the text."""
+    jsonb = [c for c in table.column_names if columns.get(c) == "jsonb"]
+    if not jsonb:
+        return table
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.with_columns((pl.lit("\x01") + pl.col(c).cast(pl.String)).cast(pl.Binary).alias(c)
+                              for c in jsonb).to_arrow()
