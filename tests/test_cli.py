@@ -97,3 +97,7 @@ def test_sources_lists_every_kind_with_options() -> None:
             "graphql", "adbc"} <= set(kinds)
     assert kinds["csv"]["options"]["delimiter"] == "default ','"
     assert "sheets" in kinds["excel"]["options"]
+    for kind in ("postgresql", "mysql", "mongodb", "rest", "graphql", "adbc"):  # importable here, options listed
+        assert not kinds[kind]["summary"].startswith("unavailable"), kinds[kind]
+        assert kinds[kind]["options"], kind
+    assert "cursor" in kinds["postgresql"]["options"] and "pagination.style" in kinds["rest"]["options"]
