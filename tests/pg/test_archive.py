@@ -8,7 +8,6 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from archive_data import TYPES, expected, make_source, write_csv
 
 import engine
 import engine.archive
@@ -28,41 +28,6 @@ Sql = Callable[..., list[tuple[Any, ...]]]
 
 MANIFEST_COLUMNS = ["uri", "dataset", "connection_id", "period", "load_key", "rows", "bytes", "sha256", "min_time",
                     "max_time", "state"]
-#: the source's columns after the engine's type mapping (the CSV's decimal-ish text is inferred as a float)
-TYPES = {"id": pl.Int64, "connection_id": pl.Int64, "created_at": pl.Datetime("us"), "qty": pl.Int64,
-         "price": pl.Float64, "amount": pl.Float64, "day": pl.Date, "active": pl.Boolean, "note": pl.String}
-
-
-def make_source(n: int = 20_000, *, seed: int = 7, first_id: int = 1, start: dt.datetime = dt.datetime(2024, 1, 1),
-                days: int = 90) -> pl.DataFrame:
-    """``n`` rows over 3 connections and ``days`` days from ``start`` (3 months by default), mixed types."""
-    rng = random.Random(seed)
-    step = days * 86_400 / n
-    return pl.DataFrame({
-        "id": range(first_id, first_id + n),
-        "connection_id": [rng.randint(1, 3) for _ in range(n)],
-        "created_at": [start + dt.timedelta(seconds=int(i * step), microseconds=rng.randint(0, 999_999))
-                       for i in range(n)],
-        "qty": [rng.randint(-10**12, 10**12) for _ in range(n)],
-        "price": [rng.uniform(-1e6, 1e6) for _ in range(n)],
-        "amount": [f"{rng.randint(0, 999_999)}.{rng.randint(0, 99):02d}" for _ in range(n)],
-        "day": [dt.date(2020, 1, 1) + dt.timedelta(days=rng.randint(0, 3000)) for _ in range(n)],
-        "active": [rng.random() < 0.5 for _ in range(n)],
-        "note": [None if rng.random() < 0.2 else f"nota {i} ñ, \"q\"" for i in range(n)],
-    }, schema_overrides={"id": pl.Int64})
-
-
-def expected(source: pl.DataFrame) -> pl.DataFrame:
-    """The source as the engine stores it."""
-    return source.with_columns(pl.col("amount").cast(pl.Float64)).select(
-        [pl.col(c).cast(t) for c, t in TYPES.items()]).sort("id")
-
-
-def write_csv(df: pl.DataFrame, path: Path) -> Path:
-    df.write_csv(path)
-    return path
-
-
 def manifest(sql: Sql, table: str) -> list[dict[str, Any]]:
     rows = sql(f"SELECT {', '.join(MANIFEST_COLUMNS)} FROM biconic.archive_files WHERE dataset = $1 ORDER BY uri",
                [table])
