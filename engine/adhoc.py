@@ -28,7 +28,7 @@ import polars as pl
 
 from engine.archive import MANIFEST
 from engine.cache import get_cache
-from engine.config import resolve_dsn
+from engine.config import redact, resolve_dsn, secret_of
 from engine.errors import BiconicError, SpecError
 from engine.metadb import MetaDb, meta_db
 from engine.names import quote_ident
@@ -158,11 +158,6 @@ def _postgres_extension() -> str | None:
     return None
 
 
-def _libpq(dsn: str) -> str:
-    """DuckDB's scanner takes libpq strings; our DSNs are URLs, which libpq reads as they are."""
-    return dsn
-
-
 def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dataset],
                 cold: dict[str, list[str]], catalog: _Catalog) -> pl.DataFrame:
     import duckdb
@@ -175,7 +170,8 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
         scanner = _postgres_extension()
         if scanner is not None:
             con.execute(f"LOAD '{scanner}'")
-            con.execute(f"ATTACH {_sql_text(_libpq(dsn))} AS biconic_pg (TYPE postgres, READ_ONLY)")
+            # libpq (the scanner's client) reads our URL DSNs as they are
+            con.execute(f"ATTACH {_sql_text(dsn)} AS biconic_pg (TYPE postgres, READ_ONLY)")
         # a catalog, not a schema: archive.orders and archive.sales.orders both resolve, and never collide
         con.execute("ATTACH ':memory:' AS archive")
         wants_archive = re.search(r"(?<![\w$])archive\s*\.", sql, flags=re.IGNORECASE) is not None
@@ -208,7 +204,9 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
         table = result.read_all() if isinstance(result, pa.RecordBatchReader) else result
         return pl.from_arrow(table)  # type: ignore[return-value]
     except duckdb.Error as exc:  # the query itself, or a view over a listed file that is gone or unreadable
-        raise QueryError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        secret = secret_of(dsn)  # the scanner's connection errors can echo the DSN it was given
+        raise QueryError(redact(text.replace(secret, "***") if secret else text)) from None
     finally:
         con.close()
 
