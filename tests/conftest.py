@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,3 +122,21 @@ def s3_archive(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"b-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     return f"s3://{bucket}/archive"
+
+
+@pytest.fixture(scope="session")
+def _http_server() -> Iterator[Any]:
+    from pytest_httpserver import HTTPServer
+
+    server = HTTPServer(host="127.0.0.1", threaded=True)  # threaded: a sleeping request must not block a retry
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def server(_http_server: Any) -> Iterator[Any]:
+    """A real HTTP server on loopback (pytest-httpserver) for the API-source tests, cleared after each test."""
+    yield _http_server
+    _http_server.clear()

@@ -10,7 +10,7 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +35,6 @@ from engine.transform import is_hidden
 SECRET = "Zq9-SECRET-7f3kX"
 FAST = {"backoff": 0.001, "max_wait": 0.05}
 Handler = Callable[[Request], Response]
-
-
-@pytest.fixture(scope="module")
-def _server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", threaded=True)  # threaded: a sleeping request must not block the retry
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
-
-
-@pytest.fixture
-def server(_server: HTTPServer) -> Iterator[HTTPServer]:
-    yield _server
-    _server.clear()
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,21 +17,6 @@ from engine.config import data_dir
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 SECRET = "pg-SECRET-41x"
-
-
-@pytest.fixture(scope="module")
-def _server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
-
-
-@pytest.fixture
-def server(_server: HTTPServer) -> Iterator[HTTPServer]:
-    yield _server
-    _server.clear()
 
 
 def _json(body: Any) -> Response:
