@@ -413,6 +413,8 @@ class PostgresSink:
     def copy(self, table: str, data: pa.Table | pa.RecordBatchReader, *, temporary: bool = False) -> None:
         """Binary COPY through ADBC into ``table`` (inside the open data transaction)."""
         schema, base = split_table(table)
+        if isinstance(data, pa.Table):
+            data = _small_batches(data)
         try:
             with self.data.cursor() as cur:
                 if temporary:
@@ -451,6 +453,20 @@ class PostgresSink:
             f"ON CONFLICT ({', '.join(quote_ident(c) for c in conflict)}) {action} RETURNING 1) "
             "SELECT count(*) FROM written")
         return int(rows[0][0])
+
+
+#: bytes per record batch handed to COPY (see :func:`_small_batches`)
+COPY_BATCH_BYTES = 256 * 1024
+
+
+def _small_batches(table: pa.Table) -> pa.RecordBatchReader:
+    """The table as a stream of ~256 KB record batches. The ADBC driver encodes one batch, sends it, then
+    encodes the next: small batches let the server insert batch k while this process encodes batch k+1.
+    One big batch serialises the two (measured: 1M rows in 70 COPYs took 1.20 s as whole tables, 0.68 s in
+    ~256 KB batches, with the same CPU on both sides)."""
+    per_row = max(table.nbytes // max(table.num_rows, 1), 1)
+    rows = max(COPY_BATCH_BYTES // per_row, 64)
+    return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=rows))
 
 
 def _connection_key(connection_id: int | None) -> str:
