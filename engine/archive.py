@@ -145,6 +145,9 @@ class ArchiveWriter:
         self.rows = 0
         self._queue: queue.Queue[tuple[dt.date, pl.DataFrame] | None] = queue.Queue(maxsize=QUEUE)
         self._error: BaseException | None = None
+        self._sealed = False
+        self._discarding = False
+        self._files: list[ArchivedFile] = []
         self._worker = threading.Thread(target=self._work, name=f"archive-{load_key[:8]}", daemon=True)
         self._worker.start()
 
@@ -153,25 +156,38 @@ class ArchiveWriter:
         (an error there is raised here, or by :meth:`finish`)."""
         if self._error is not None:
             raise self._error
+        if self._sealed:
+            raise RuntimeError("archive writer already sealed")
         if df.height:
             self._queue.put((period, df))
+
+    def seal(self) -> None:
+        """No more rows: the thread closes, uploads and verifies the files while the caller goes on (a load
+        seals before PostgreSQL builds the new partitions' indexes); :meth:`finish` collects the result."""
+        if not self._sealed:
+            self._sealed = True
+            self._queue.put(None)
 
     def _work(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
-                return
+                break
             if self._error is not None:
                 continue  # drain, so the producer never blocks on a dead writer
             try:
                 self._add(*item)
             except BaseException as exc:  # handed to the loading thread
                 self._error = exc
+        if self._error is None and not self._discarding:
+            try:
+                self._files = self._publish()
+            except BaseException as exc:
+                self._error = exc
 
     def _stop(self) -> None:
-        if self._worker.is_alive():
-            self._queue.put(None)
-            self._worker.join()
+        self.seal()
+        self._worker.join()
 
     def _add(self, period: dt.date, df: pl.DataFrame) -> None:
         by_conn = df.partition_by("connection_id", as_dict=True, maintain_order=True)
@@ -233,10 +249,17 @@ class ArchiveWriter:
         self._parts[(cid, period)] = part + 1
 
     def finish(self) -> list[ArchivedFile]:
-        """Close every file, upload and verify it; returns what to list in the manifest."""
+        """Close every file, upload and verify it (on the writer's thread); returns what to list in the
+        manifest."""
         self._stop()
         if self._error is not None:
             raise self._error
+        files, self._files = self._files, []
+        self.discard()
+        return files
+
+    def _publish(self) -> list[ArchivedFile]:
+        """On the writer's thread: flush and close every file, then upload and verify each."""
         for key in list(self._groups):
             self._flush(key)
         for key in list(self._open):
@@ -246,6 +269,8 @@ class ArchiveWriter:
         self._open.clear()
         files = []
         for (cid, period, part), group in sorted(self._groups.items(), key=lambda kv: kv[0]):
+            if self._discarding:  # the load failed meanwhile: upload nothing more
+                raise RuntimeError("discarded")
             name = f"{self.load_key}.parquet" if part == 0 else f"{self.load_key}-{part}.parquet"
             final = self.store.path(dataset_dir(self.dataset), f"connection_id={cid}", f"{PERIOD_COLUMN}={period}",
                                     name)
@@ -254,13 +279,13 @@ class ArchiveWriter:
             files.append(ArchivedFile(connection_id=cid, period=period, uri=stored.uri, rows=group.rows,
                                       bytes=stored.bytes, sha256=stored.sha256, min_time=_utc(group.min_time),
                                       max_time=_utc(group.max_time)))
-        self.discard()
         return files
 
     def discard(self) -> None:
         """Drop the local files (after upload, or when the load fails)."""
+        self._discarding = True
+        self._error = self._error or RuntimeError("discarded")
         if self._worker.is_alive():
-            self._error = self._error or RuntimeError("discarded")
             self._stop()
         for key in list(self._open):
             writer = self._groups[key].writer

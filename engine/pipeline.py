@@ -664,6 +664,8 @@ class _Job:
                     quarantined += bad.height
                 filtered += int((status == 2).sum())
                 self._progress(partition, self.report.rows_in + rows_in)
+            if archive is not None:
+                archive.seal()  # its files are written and uploaded while PostgreSQL builds indexes
             if self.fresh:
                 self.sink.attach_fresh(prepared.info, self.fresh)
         except pl.exceptions.PolarsError as exc:

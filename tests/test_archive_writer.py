@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 import pyarrow.parquet as pq
 
 from engine.archive import STALE_SECONDS, ArchiveWriter
@@ -51,3 +52,26 @@ def test_work_folders_of_killed_loads_are_swept(tmp_path: Path) -> None:
     writer = ArchiveWriter(Store(str(tmp_path / "archive")), "t", "k", time_column="created_at", workdir=work)
     assert not stale.exists() and recent.exists()  # a folder in use by a running load stays
     writer.discard()
+
+
+def test_sealed_writer_publishes_in_the_background_and_takes_no_more_rows(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "archive"))
+    writer = ArchiveWriter(store, "orders", "k2", time_column="created_at", workdir=tmp_path / "work")
+    jan = dt.date(2026, 1, 1)
+    writer.add(jan, _rows(4, 1, dt.datetime(2026, 1, 2)))
+    writer.seal()
+    with pytest.raises(RuntimeError, match="sealed"):
+        writer.add(jan, _rows(1, 1, dt.datetime(2026, 1, 3)))
+    [f] = writer.finish()
+    assert f.rows == 4 and pq.ParquetFile(f.uri).metadata.num_rows == 4
+
+
+def test_discarding_a_sealed_writer_lists_nothing_and_cleans_up(tmp_path: Path) -> None:
+    writer = ArchiveWriter(Store(str(tmp_path / "archive")), "orders", "k3", time_column="created_at",
+                           workdir=tmp_path / "work")
+    writer.add(dt.date(2026, 1, 1), _rows(4, 1, dt.datetime(2026, 1, 2)))
+    writer.seal()
+    writer.discard()  # the load failed after sealing: its files are never listed
+    with pytest.raises(RuntimeError):
+        writer.finish()
+    assert not list((tmp_path / "work").glob("archive-*"))
