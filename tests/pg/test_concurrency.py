@@ -93,3 +93,29 @@ def test_unique_and_dedupe_across_many_chunks(tmp_path: Path, pg_dsn: str, table
     expected_ids = source.group_by("a", "b").agg(pl.col("id").max())
     first_per_a = expected_ids.sort("id").group_by("a", maintain_order=True).first()["id"].sort().to_list()
     assert [r[0] for r in sql(f'SELECT id FROM "{table}" ORDER BY id')] == first_per_a
+
+
+def test_unique_keys_that_never_repeat_skip_the_full_first_pass(tmp_path: Path, pg_dsn: str, table: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key-only check settles a unique rule when no key occurs twice; one repeat sends it to the full pass,
+    which still quarantines exactly the repeat."""
+    from engine import pipeline
+
+    monkeypatch.setenv("BICONIC_CHUNK_MB", "0.002")
+    answers: list[object] = []
+    check = pipeline._Job._keys_never_repeat
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        answer = check(self, *args, **kwargs)
+        answers.append(answer)
+        return answer
+
+    monkeypatch.setattr(pipeline._Job, "_keys_never_repeat", spy)
+    ids = list(range(2000))
+    for name, keys, quarantined in (("u.csv", ids, 0), ("r.csv", [*ids[:-1], 7], 1)):
+        path = tmp_path / name
+        pl.DataFrame({"id": keys, "created_at": [dt.datetime(2026, 1, 1 + i % 28) for i in ids]}).write_csv(path)
+        report = engine.load(path, into=table, partition_by="created_at", dsn=pg_dsn,
+                             spec={"rules": [{"unique": ["id"]}]})
+        assert (report.rows_loaded, report.rows_quarantined) == (2000 - quarantined, quarantined)
+    assert [a is None for a in answers] == [False, True]  # settled by the key check, then the full pass
