@@ -148,7 +148,7 @@ class _Catalog:
 def _postgres_extension() -> str | None:
     """The postgres scanner extension file shipped by the ``duckdb-ext-postgres`` wheel, if installed."""
     try:
-        import duckdb_ext  # type: ignore[import-not-found]
+        import duckdb_ext  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return None
     for root in getattr(duckdb_ext, "__path__", []):

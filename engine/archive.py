@@ -340,7 +340,7 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     bench data: 0.29 s and 19.5 MB against 0.41 s and 25.8 MB with dictionaries everywhere)."""
     def repeats(field: pa.Field) -> bool:
         t = field.type
-        return (field.name == CONNECTION or pa.types.is_string(t) or pa.types.is_large_string(t)
+        return bool(field.name == CONNECTION or pa.types.is_string(t) or pa.types.is_large_string(t)
                 or pa.types.is_string_view(t) or pa.types.is_date(t) or pa.types.is_boolean(t))
     return [f.name for f in schema if repeats(f)]
 

@@ -5,6 +5,7 @@
 | BICONIC_PG_DSN      | PostgreSQL URL (``postgresql://user@host:5432/db``)  | embedded server (pgserver) |
 | BICONIC_DATA_DIR    | where the embedded server and temp files live        | ``./.biconic``             |
 | BICONIC_BATCH_ROWS  | rows per streamed batch (memory vs. per-batch cost)  | 100000                     |
+| BICONIC_COPY_STREAMS| helper connections for new partitions (staging.py)   | 2                          |
 """
 
 from __future__ import annotations

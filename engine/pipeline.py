@@ -29,7 +29,8 @@ from engine.names import canonical_table, qualified, quote_ident
 from engine.report import LoadReport
 from engine.sinks._partitions import Period, period_of, truncate_every
 from engine.sinks._schema import pg_to_polars, reconcile
-from engine.sinks.postgres import CONNECTION_COLUMN, PostgresSink, TableInfo, split_table
+from engine.sinks.postgres import CONNECTION_COLUMN, PostgresSink, TableInfo, index_columns, split_table
+from engine.sinks.staging import CHILD, FreshChildren, copy_streams
 from engine.sources import Partition, Source, open_source
 from engine.sources._files import first_line
 from engine.sources.base import ROW_COLUMN, IncrementalSource
@@ -173,14 +174,17 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
         keys = [_load_key(target, p, spec_hash) for p in partitions]
         job = _Job(spec=spec, source=source, sink=sink, report=report, spec_hash=spec_hash, progress=progress,
                    store=store, watermark=watermark)
-        if target.mode == "replace":
-            job.replace(partitions, keys)
-        else:
-            for partition, key in zip(partitions, keys, strict=True):
-                if sink.is_loaded(key):
-                    report.skipped_partitions += 1
-                    continue
-                job.load_partition(partition, key)
+        try:
+            if target.mode == "replace":
+                job.replace(partitions, keys)
+            else:
+                for partition, key in zip(partitions, keys, strict=True):
+                    if sink.is_loaded(key):
+                        report.skipped_partitions += 1
+                        continue
+                    job.load_partition(partition, key)
+        finally:
+            job.close()
     if report.rows_loaded or report.mode == "replace":
         from engine.catalog import refresh_hot_rows
 
@@ -308,6 +312,8 @@ class _Job:
         self.partitions_done = 0
         #: children created standalone in the open transaction, attached before it commits
         self.fresh: dict[str, Period] = {}
+        #: helper connections that fill new children beside the transaction (append mode; None = off or unused)
+        self.staging: FreshChildren | None = None
         #: periods tiered out to the archive (loaded on a merge's first batch)
         self._cold: set[dt.date] | None = None
         #: connections that received rows (their cached latest rows are refreshed after the load)
@@ -650,11 +656,17 @@ class _Job:
                 raise SourceError(label, f"cannot read: {first_line(exc)}", row=row) from None
 
     def stream(self, partition: Partition, chunks: Iterator[Any], prepared: _Prepared, *, into: str,
-               temporary: bool = False, ddl_conn: Any = None,
-               archive: ArchiveWriter | None = None) -> tuple[int, int, int, int]:
+               temporary: bool = False, ddl_conn: Any = None, archive: ArchiveWriter | None = None,
+               staging: FreshChildren | None = None) -> tuple[int, int, int, int]:
         """Split each batch into loaded / quarantined / filtered rows and COPY them (and hand them to the
-        archive writer); returns the counts."""
+        archive writer); returns the counts. With ``staging``, rows of new children go to its helper
+        connections, which index and commit them; they are attached here, before the caller commits."""
         rows_in = loaded = quarantined = filtered = 0
+        schema, base = split_table(prepared.info.name)
+        time_type = prepared.info.columns.get(prepared.time_column, "")
+        if staging is not None:
+            staging.start(qualified(prepared.info.name), prepared.time_column, prepared.info.hash_partitions,
+                          [f"CREATE INDEX ON {CHILD} {cols}" for cols in index_columns(prepared.time_column).values()])
         rules: Counter[str] = Counter()
         keep = prepared.columns
         prefetch = _Prefetch(self._batches(chunks, prepared, partition.label))
@@ -679,9 +691,13 @@ class _Job:
                     good = good.sort([CONNECTION_COLUMN, prepared.time_column], descending=[False, True],
                                      nulls_last=True)
                     for period, part in self._by_period(good, prepared):
-                        child = self.sink.child_for(prepared.info, period, self.fresh)
-                        self.report.partitions.append(period.child_name(split_table(prepared.info.name)[1]))
-                        self.sink.copy(child, part.to_arrow())
+                        child = self.sink.child_for(prepared.info, period, self.fresh, create=staging is None)
+                        name = period.child_name(base)
+                        self.report.partitions.append(name)
+                        if staging is not None and name in self.fresh:
+                            staging.copy(schema, name, period, time_type, part.to_arrow())
+                        else:
+                            self.sink.copy(child, part.to_arrow())
                         if archive is not None:
                             archive.add(period.start, self._archivable(part))
                 loaded += good.height
@@ -696,8 +712,10 @@ class _Job:
                 self._progress(partition, self.report.rows_in + rows_in)
             if archive is not None:
                 archive.seal()  # its files are written and uploaded while PostgreSQL builds indexes
+            if staging is not None and self.fresh:
+                staging.finish()
             if self.fresh:
-                self.sink.attach_fresh(prepared.info, self.fresh)
+                self.sink.attach_fresh(prepared.info, self.fresh, staged=staging is not None)
         except pl.exceptions.PolarsError as exc:
             raise _source_error(partition, exc) from None
         finally:
@@ -807,7 +825,8 @@ class _Job:
                 # staged rows superseded by a later row with the same key count as filtered (deduplicated)
                 counts = (rows_in, written, quarantined, filtered + staged - written)
             else:
-                counts = self.stream(partition, chunks, prepared, into=target.table, archive=archive)
+                counts = self.stream(partition, chunks, prepared, into=target.table, archive=archive,
+                                     staging=self._staging())
             self._publish_archive(archive, key)
             self._advance_watermark()
             sink.bump_version(target.table)
@@ -816,11 +835,24 @@ class _Job:
         except BaseException:
             sink.rollback()
             self.fresh.clear()
+            if self.staging is not None:
+                self.staging.abort()
             raise
         finally:
             if archive is not None:
                 archive.discard()
         self._account(partition, counts)
+
+    def _staging(self) -> FreshChildren | None:
+        """The helper connections for new children, opened on first use and kept for the job's partitions."""
+        if self.staging is None and copy_streams() >= 2:
+            self.staging = FreshChildren(self.sink, copy_streams())
+        return self.staging
+
+    def close(self) -> None:
+        if self.staging is not None:
+            self.staging.close()
+            self.staging = None
 
     def replace(self, partitions: list[Partition], keys: list[str]) -> None:
         """Replace the rows in one transaction: DELETE them, COPY the new ones, commit. With a connection id

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pytest
 import pyarrow.parquet as pq
+import pytest
 
 from engine.archive import STALE_SECONDS, ArchiveWriter
 from engine.storage import Store

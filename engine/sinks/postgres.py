@@ -22,8 +22,9 @@ from engine.config import redact, secret_of
 from engine.errors import SinkConflictError, SinkError, SinkUnavailableError
 from engine.names import qualified, quote_ident, shorten
 from engine.sinks._partitions import Period
+from engine.sinks.staging import ORPHAN_SQL, bounds_constraint
 
-__all__ = ["CONNECTION_COLUMN", "PostgresSink", "TableInfo"]
+__all__ = ["CONNECTION_COLUMN", "PostgresSink", "TableInfo", "index_columns"]
 
 CONNECTION_COLUMN = "connection_id"
 _SOURCE_NAME = "source name: "
@@ -248,12 +249,9 @@ class PostgresSink:
     def create_indexes(self, table: str, time_column: str, *, conn: Any = None) -> None:
         """BRIN on time, B-tree on connection_id, and (connection_id, time DESC)."""
         names = self.index_names(table)
-        t, c = quote_ident(time_column), quote_ident(CONNECTION_COLUMN)
-        self.run(f"CREATE INDEX IF NOT EXISTS {quote_ident(names['brin'])} ON {qualified(table)} USING brin ({t})",
-                 conn=conn)
-        self.run(f"CREATE INDEX IF NOT EXISTS {quote_ident(names['conn'])} ON {qualified(table)} ({c})", conn=conn)
-        self.run(f"CREATE INDEX IF NOT EXISTS {quote_ident(names['conn_time'])} ON {qualified(table)} ({c}, {t} DESC)",
-                 conn=conn)
+        for kind, columns in index_columns(time_column).items():
+            self.run(f"CREATE INDEX IF NOT EXISTS {quote_ident(names[kind])} ON {qualified(table)} {columns}",
+                     conn=conn)
 
     def ensure_merge_index(self, info: TableInfo, identity: Sequence[str]) -> list[str]:
         """The unique index ``INSERT ... ON CONFLICT`` needs: a row's identity (connection and keys) plus the
@@ -302,6 +300,7 @@ class PostgresSink:
             attached = self.run("SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) "
                                 "AND inhparent = to_regclass($2)", [qchild, qualified(info.name)], conn=conn)
             if not attached:
+                self._drop_orphan(qchild, child, conn=conn)
                 by_hash = f" PARTITION BY HASH ({quote_ident(CONNECTION_COLUMN)})" if info.hash_partitions else ""
                 self.run(f"CREATE TABLE IF NOT EXISTS {qchild} (LIKE {qualified(info.name)} INCLUDING DEFAULTS)"
                          f"{by_hash}", conn=conn)
@@ -316,7 +315,7 @@ class PostgresSink:
             info.children.add(child)
         return names
 
-    def child_for(self, info: TableInfo, period: Period, fresh: dict[str, Period]) -> str:
+    def child_for(self, info: TableInfo, period: Period, fresh: dict[str, Period], *, create: bool = True) -> str:
         """The child table that holds ``period`` (``schema.name``, unquoted as :meth:`copy` takes it).
 
         A missing child is created *standalone* inside the data transaction and remembered in ``fresh``: its
@@ -338,24 +337,37 @@ class PostgresSink:
         if attached:
             info.children.add(child)
             return name
+        fresh[child] = period
+        if not create:  # staged on a helper connection (engine.sinks.staging)
+            return name
+        self._drop_orphan(qchild, child)
         by_hash = f" PARTITION BY HASH ({quote_ident(CONNECTION_COLUMN)})" if info.hash_partitions else ""
         self.run(f"CREATE TABLE IF NOT EXISTS {qchild} (LIKE {qualified(info.name)} INCLUDING DEFAULTS){by_hash}")
         for i in range(info.hash_partitions):
             sub = quote_ident(shorten(f"{child}_h{i}"))
             self.run(f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{sub} PARTITION OF {qchild} "
                      f"FOR VALUES WITH (MODULUS {info.hash_partitions}, REMAINDER {i})")
-        fresh[child] = period
         return name
 
-    def attach_fresh(self, info: TableInfo, fresh: dict[str, Period]) -> None:
-        """Attach the children created by :meth:`child_for` (in the data transaction, before commit)."""
+    def _drop_orphan(self, qchild: str, child: str, *, conn: Any = None) -> None:
+        """Drop a staged child a killed load left unattached (the caller holds the child's advisory lock), so
+        its rows are never attached with a later load's."""
+        if self.run(ORPHAN_SQL, [qchild, qchild, bounds_constraint(child)], conn=conn)[0][0]:
+            self.run(f"DROP TABLE {qchild}", conn=conn)
+
+    def attach_fresh(self, info: TableInfo, fresh: dict[str, Period], *, staged: bool = False) -> None:
+        """Attach the children created by :meth:`child_for` (in the data transaction, before commit). Staged
+        children come with their indexes and a bounds ``CHECK``, so the attach neither builds nor scans; the
+        check is dropped afterwards, leaving them like every other child."""
         assert info.time_column is not None
         schema, _ = split_table(info.name)
         time_type = info.columns[info.time_column]
         for child, period in sorted(fresh.items()):
             lo, hi = _bound(period.start, time_type), _bound(period.end, time_type)
-            self.run(f"ALTER TABLE {qualified(info.name)} ATTACH PARTITION {quote_ident(schema)}.{quote_ident(child)} "
-                     f"FOR VALUES FROM ({lo}) TO ({hi})")
+            qchild = f"{quote_ident(schema)}.{quote_ident(child)}"
+            self.run(f"ALTER TABLE {qualified(info.name)} ATTACH PARTITION {qchild} FOR VALUES FROM ({lo}) TO ({hi})")
+            if staged:
+                self.run(f"ALTER TABLE {qchild} DROP CONSTRAINT IF EXISTS {quote_ident(bounds_constraint(child))}")
             info.children.add(child)
         fresh.clear()
 
@@ -467,6 +479,13 @@ def _small_batches(table: pa.Table) -> pa.RecordBatchReader:
     per_row = max(table.nbytes // max(table.num_rows, 1), 1)
     rows = max(COPY_BATCH_BYTES // per_row, 64)
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=rows))
+
+
+def index_columns(time_column: str) -> dict[str, str]:
+    """Every table's indexes (method and columns): a child built with the same ones has them adopted when it
+    is attached, instead of rebuilt."""
+    t, c = quote_ident(time_column), quote_ident(CONNECTION_COLUMN)
+    return {"brin": f"USING brin ({t})", "conn": f"({c})", "conn_time": f"({c}, {t} DESC)"}
 
 
 def _connection_key(connection_id: int | None) -> str:

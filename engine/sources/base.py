@@ -35,6 +35,13 @@ class Partition:
     size_bytes: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def file(self) -> Path:
+        """The file of a file source's partition."""
+        if self.path is None:
+            raise TypeError(f"{self.label}: not a file partition")
+        return self.path
+
 
 @runtime_checkable
 class Source(Protocol):

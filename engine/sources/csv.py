@@ -110,8 +110,8 @@ class CsvSource:
 
     def _open(self, partition: Partition) -> str | IO[bytes]:
         if self.encoding.lower() in _UTF8:
-            return str(partition.path)
-        return transcode_to_utf8(partition.path, self.encoding)
+            return str(partition.file)
+        return transcode_to_utf8(partition.file, self.encoding)
 
     def _common(self, partition: Partition) -> dict[str, Any]:
         return {

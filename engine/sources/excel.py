@@ -166,14 +166,14 @@ class ExcelSource:
         return list(dict.fromkeys(wanted))
 
     def _load(self, partition: Partition, *, schema_only: bool) -> pl.DataFrame:
-        _file_size(partition.path)  # a vanished file says so
-        if file_fingerprint(partition.path, str(partition.options["sheet"])) != partition.fingerprint:
+        _file_size(partition.file)  # a vanished file says so
+        if file_fingerprint(partition.file, str(partition.options["sheet"])) != partition.fingerprint:
             raise SourceError(
                 partition.label, "the workbook changed since its partitions were listed; list them again"
             )
         request = {
             "op": "read",
-            "path": os.path.abspath(partition.path),
+            "path": os.path.abspath(partition.file),
             "sheet": str(partition.options["sheet"]),
             "header_row": self.header_row,
             "dtypes": dict(self.dtypes) if self.dtypes else None,

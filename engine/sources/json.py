@@ -45,9 +45,9 @@ class JsonSource:
         bounded where one Polars inference over the whole file would map all of it.
         """
         if self.infer_rows is not None:
-            return dict(pl.scan_ndjson(partition.path, infer_schema_length=self.infer_rows).collect_schema())
+            return dict(pl.scan_ndjson(partition.file, infer_schema_length=self.infer_rows).collect_schema())
         frames: list[pl.DataFrame] = []
-        with open(partition.path, "rb") as f:
+        with open(partition.file, "rb") as f:
             for data in record_chunks(f, 0, chunk_bytes(), None):
                 if data.strip():
                     schema = pl.scan_ndjson(data, infer_schema_length=None).collect_schema()
@@ -88,9 +88,9 @@ class JsonSource:
         try:
             if self.lines:
                 schema, scalars = self._read_schema(partition)
-                frame = pl.scan_ndjson(partition.path, schema=schema)
+                frame = pl.scan_ndjson(partition.file, schema=schema)
             else:
-                frame = pl.read_json(partition.path, infer_schema_length=None).lazy()
+                frame = pl.read_json(partition.file, infer_schema_length=None).lazy()
             frame.collect_schema()
         except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
             raise SourceError(partition.label, f"not a readable {kind} file: {first_line(exc)}") from None
@@ -111,7 +111,7 @@ class JsonSource:
                 return self._finish(pl.LazyFrame(schema=schema), scalars, 1 + rows_before)
             return self._finish(pl.scan_ndjson(data, schema=schema), scalars, 1 + rows_before)
 
-        with open(partition.path, "rb") as f:
+        with open(partition.file, "rb") as f:
             produced = False
             for data in record_chunks(f, 0, chunk_bytes(), None):
                 produced = True

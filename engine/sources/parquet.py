@@ -34,7 +34,7 @@ class ParquetSource:
 
     def scan(self, partition: Partition) -> pl.LazyFrame:
         try:
-            frame = pl.scan_parquet(partition.path)
+            frame = pl.scan_parquet(partition.file)
             names = list(frame.collect_schema())
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise SourceError(partition.label, f"not a readable Parquet file: {first_line(exc)}") from None
