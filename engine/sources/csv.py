@@ -140,7 +140,16 @@ class CsvSource:
         return unique_names(["" if v is None else str(v) for v in head.row(0)])
 
     def _layout(self, src: str | IO[bytes], partition: Partition) -> tuple[list[str], dict[str, pl.DataType]]:
-        """Column names and the types inferred from the first ``infer_rows`` rows (or given in ``dtypes``)."""
+        """Column names and the types inferred from the first ``infer_rows`` rows (or given in ``dtypes``);
+        worked out once per partition (a load with a unique rule reads the partition two or three times)."""
+        cache = self.__dict__.setdefault("_layouts", {})  # not a field: fields are the source's options
+        key = (partition.key, partition.fingerprint)
+        if key not in cache:
+            cache[key] = self._infer_layout(src, partition)
+        names, inferred = cache[key]
+        return list(names), dict(inferred)
+
+    def _infer_layout(self, src: str | IO[bytes], partition: Partition) -> tuple[list[str], dict[str, pl.DataType]]:
         try:
             names = self._names(src, partition)
             # ignore_errors: a bad value just past the sample must become a reject later, not fail the file
@@ -257,7 +266,7 @@ class _CsvChunk:
     def _read(self, data: bytes, row_offset: int) -> pl.LazyFrame:
         common = {**self.source._common(self.partition), "skip_rows": 0}
         schema = {n: pl.String() for n in self.names}
-        if not data.strip():  # a header-only file: no rows, but the columns
+        if not data or data.isspace():  # a header-only file: no rows, but the columns
             return pl.LazyFrame(schema={ROW_COLUMN: pl.UInt32(), **schema})
         return pl.scan_csv(data, has_header=False, schema=schema, row_index_name=ROW_COLUMN,
                            row_index_offset=row_offset, **common)
