@@ -665,6 +665,9 @@ class _Job:
         schema, base = split_table(prepared.info.name)
         time_type = prepared.info.columns.get(prepared.time_column, "")
         if staging is not None:
+            # the parent's columns stay as they are until this commits: a staged child made LIKE it must still
+            # match it when it is attached
+            self.sink.run(f"LOCK TABLE {qualified(prepared.info.name)} IN ACCESS SHARE MODE")
             staging.start(qualified(prepared.info.name), prepared.time_column, prepared.info.hash_partitions,
                           [f"CREATE INDEX ON {CHILD} {cols}" for cols in index_columns(prepared.time_column).values()])
         rules: Counter[str] = Counter()
@@ -832,6 +835,8 @@ class _Job:
             sink.bump_version(target.table)
             sink.complete(key, rows_in=counts[0], rows_loaded=counts[1], rows_quarantined=counts[2],
                           rows_filtered=counts[3])
+            if self.staging is not None:
+                self.staging.settled()
         except BaseException:
             sink.rollback()
             self.fresh.clear()

@@ -32,6 +32,8 @@ __all__ = ["CHILD", "ORPHAN_SQL", "FreshChildren", "bounds_constraint", "copy_st
 
 #: stands for the child's qualified name in :meth:`FreshChildren.start`'s index statements
 CHILD = "\x00child\x00"
+#: how long a helper waits for a lock before the load gives up (retryably)
+LOCK_TIMEOUT = "60s"
 #: parts waiting per helper connection (each a piece of one batch): memory stays bounded
 QUEUE = 4
 
@@ -50,6 +52,13 @@ ORPHAN_SQL = ("SELECT NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_
               "(SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($2) AND conname = $3)")
 
 
+#: true when ``$1`` is still the table of oid ``$2``, unattached and carrying its bounds check ``$3``
+_UNATTACHED_OWN_SQL = (
+    "SELECT coalesce(to_regclass($1)::oid::bigint = $2, false) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid::bigint = $2) "
+    "AND EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid::bigint = $2 AND conname = $3)")
+
+
 def bounds_constraint(child: str) -> str:
     """Name of the ``CHECK`` that states a staged child's range (dropped once it is attached)."""
     return shorten(f"{child}_bounds")
@@ -60,7 +69,8 @@ class _Child:
     schema: str
     name: str
     check: str
-    created: bool = False
+    #: the table's oid once created
+    oid: int = 0
 
 
 @dataclass
@@ -77,9 +87,10 @@ class _Stream:
 class FreshChildren:
     """The new children of one source partition, spread over the helper connections.
 
-    :meth:`copy` hands a part to the stream that owns its child; :meth:`finish` waits until every stream has
-    built its children's indexes and committed, and returns the children to attach; :meth:`abort` rolls back
-    what is not committed. The object can be reused for the next source partition after either.
+    :meth:`copy` hands a part to the stream that owns its child; :meth:`finish` has every stream build its
+    children's indexes and, only when all succeeded, commit; :meth:`settled` (the load committed) forgets
+    them; :meth:`abort` (the load failed, its transaction already rolled back) rolls back what is not
+    committed and drops what was. The object is reused for the job's next source partition.
     """
 
     def __init__(self, sink: Any, streams: int) -> None:
@@ -89,6 +100,8 @@ class FreshChildren:
         self._wrap = _wrap
         self._streams: list[_Stream] = []
         self._owner: dict[str, _Stream] = {}
+        #: (schema, child, oid) committed by the streams and not attached by a committed load yet
+        self._committed: list[tuple[str, str, int]] = []
         self._table = ""
         self._time_column = ""
         self._hash_partitions = 0
@@ -99,13 +112,19 @@ class FreshChildren:
             for _ in range(streams):
                 stream = _Stream(conn=pgdbapi.connect(sink.dsn))
                 self._streams.append(stream)
+                with stream.conn.cursor() as cur:
+                    # a helper waiting for a lock that waits for the load's own transaction is a cycle
+                    # PostgreSQL cannot see (the load waits here, in Python): the timeout breaks it, as a
+                    # retryable SinkConflictError
+                    cur.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+                    cur.execute("SET maintenance_work_mem = '256MB'")
+                stream.conn.commit()
         except Exception as exc:
             self.close()
             raise _wrap(exc, "connect", sink.dsn) from None
         for stream in self._streams:
             stream.thread = threading.Thread(target=self._work, args=(stream,), name="biconic-copy", daemon=True)
             stream.thread.start()
-            self._run(stream, "SET maintenance_work_mem = '256MB'")
 
     # --- called by the loading thread -----------------------------------------------------------------------
     def start(self, table: str, time_column: str, hash_partitions: int, index_sql: list[str]) -> None:
@@ -125,24 +144,33 @@ class FreshChildren:
         stream.jobs.put(("copy", child, data))
 
     def finish(self) -> None:
-        """Every stream indexes its children and commits; raises the first stream's error."""
-        done = [threading.Event() for _ in self._streams]
-        for stream, event in zip(self._streams, done, strict=True):
-            stream.jobs.put(("finish", event))
-        for event in done:
-            event.wait()
+        """Index every child; then, only if no stream failed, commit them all. Raises the first error."""
+        self._everywhere("index")
         errors = [s.error for s in self._streams if s.error is not None]
-        self._reset()
+        if not errors:
+            self._everywhere("commit")
+            for stream in self._streams:
+                if stream.error is None:
+                    self._committed.extend((c.schema, c.name, c.oid) for c in stream.children.values())
+            errors = [s.error for s in self._streams if s.error is not None]
         if errors:
             raise errors[0]
 
+    def settled(self) -> None:
+        """The load committed with its children attached: nothing to clean up any more."""
+        self._committed.clear()
+        self._reset()
+
     def abort(self) -> None:
-        """Roll back what the streams have not committed (the load failed)."""
-        done = [threading.Event() for _ in self._streams]
-        for stream, event in zip(self._streams, done, strict=True):
-            stream.jobs.put(("abort", event))
-        for event in done:
-            event.wait()
+        """The load failed and its transaction is rolled back: roll back the streams, and drop the children
+        they had committed (each under its advisory lock; one held by another load means that load owns
+        the period now, and drops the leftover itself)."""
+        self._everywhere("rollback")
+        committed, self._committed = self._committed, []
+        if committed and self._streams:
+            done = threading.Event()
+            self._streams[0].jobs.put(("drop", committed, done))
+            done.wait()
         self._reset()
 
     def close(self) -> None:
@@ -156,6 +184,15 @@ class FreshChildren:
             except Exception:  # the connection may be gone; the server rolls back anyway
                 pass
         self._streams.clear()
+
+    def _everywhere(self, kind: str) -> None:
+        events = []
+        for stream in self._streams:
+            event = threading.Event()
+            stream.jobs.put((kind, event))
+            events.append(event)
+        for event in events:
+            event.wait()
 
     def _reset(self) -> None:
         self._owner.clear()
@@ -174,12 +211,6 @@ class FreshChildren:
         lo = f"{t} >= {_bound(period.start, time_type)}"
         return f"{lo} AND {t} < {_bound(period.end, time_type)}" if period.end is not None else lo
 
-    def _run(self, stream: _Stream, sql: str) -> None:
-        done = threading.Event()
-        stream.jobs.put(("sql", sql, done))
-        done.wait()
-        self._raise(stream)
-
     # --- on the stream's thread -----------------------------------------------------------------------------
     def _work(self, stream: _Stream) -> None:
         while True:
@@ -188,31 +219,29 @@ class FreshChildren:
                 return
             kind = job[0]
             try:
-                if kind == "sql":
-                    if stream.error is None:
-                        self._execute(stream, job[1])
-                elif kind == "copy":
-                    if stream.error is None:
-                        self._copy(stream, job[1], job[2])
-                elif kind == "finish":
-                    if stream.error is None:
-                        self._finish(stream)
-                    else:
-                        stream.conn.rollback()
-                elif kind == "abort":
+                if kind == "copy" and stream.error is None:
+                    self._copy(stream, job[1], job[2])
+                elif kind == "index" and stream.error is None:
+                    self._index(stream)
+                elif kind == "commit" and stream.error is None:
+                    self._commit(stream)
+                elif kind == "rollback":
                     stream.conn.rollback()
+                elif kind == "drop":
+                    self._drop(stream, job[1])
             except BaseException as exc:  # handed to the loading thread
                 stream.error = stream.error or exc
                 with contextlib.suppress(Exception):
                     stream.conn.rollback()
             finally:
-                if kind in ("sql", "finish", "abort"):
+                if kind != "copy":
                     job[-1].set()
 
-    def _execute(self, stream: _Stream, sql: str) -> None:
+    def _rows(self, stream: _Stream, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         try:
             with stream.conn.cursor() as cur:
-                cur.execute(sql)
+                cur.execute(sql, params) if params is not None else cur.execute(sql)
+                return list(cur.fetchall()) if cur.description else []
         except Exception as exc:
             raise self._wrap(exc, sql.split("(")[0].strip()[:60], self._sink.dsn) from None
 
@@ -221,35 +250,50 @@ class FreshChildren:
 
         spec = stream.children[child]
         q = f"{quote_ident(spec.schema)}.{quote_ident(spec.name)}"
-        if not spec.created:
-            with stream.conn.cursor() as cur:
-                cur.execute(f"SELECT to_regclass($1) IS NOT NULL, ({ORPHAN_SQL})", [q, q, bounds_constraint(spec.name)])
-                exists, orphan = cur.fetchall()[0]
+        if not spec.oid:
+            [(exists, orphan)] = self._rows(stream, f"SELECT to_regclass($1) IS NOT NULL, ({ORPHAN_SQL})",
+                                            [q, q, bounds_constraint(spec.name)])
             if orphan:  # left by a killed load; we hold its advisory lock, so no live load owns it
-                self._execute(stream, f"DROP TABLE {q}")
+                self._rows(stream, f"DROP TABLE {q}")
             elif exists:
                 raise SinkError(f"{spec.schema}.{spec.name}: a table of that name exists and is not a partition "
                                 f"of {self._table}; rename or drop it, then re-run")
             by_hash = f" PARTITION BY HASH ({quote_ident(CONNECTION_COLUMN)})" if self._hash_partitions else ""
-            self._execute(stream, f"CREATE TABLE {q} (LIKE {self._table} INCLUDING DEFAULTS, CONSTRAINT "
-                                  f"{quote_ident(bounds_constraint(spec.name))} CHECK ({spec.check})){by_hash}")
+            self._rows(stream, f"CREATE TABLE {q} (LIKE {self._table} INCLUDING DEFAULTS, CONSTRAINT "
+                               f"{quote_ident(bounds_constraint(spec.name))} CHECK ({spec.check})){by_hash}")
             for i in range(self._hash_partitions):
                 sub = quote_ident(shorten(f"{spec.name}_h{i}"))
-                self._execute(stream, f"CREATE TABLE {quote_ident(spec.schema)}.{sub} PARTITION OF {q} "
-                                      f"FOR VALUES WITH (MODULUS {self._hash_partitions}, REMAINDER {i})")
-            spec.created = True
+                self._rows(stream, f"CREATE TABLE {quote_ident(spec.schema)}.{sub} PARTITION OF {q} "
+                                   f"FOR VALUES WITH (MODULUS {self._hash_partitions}, REMAINDER {i})")
+            spec.oid = int(self._rows(stream, "SELECT to_regclass($1)::oid", [q])[0][0])
         try:
             with stream.conn.cursor() as cur:
                 cur.adbc_ingest(spec.name, _small_batches(data), mode="append", db_schema_name=spec.schema)
         except Exception as exc:
             raise self._wrap(exc, f"COPY into {spec.schema}.{spec.name}", self._sink.dsn) from None
 
-    def _finish(self, stream: _Stream) -> None:
+    def _index(self, stream: _Stream) -> None:
         for spec in stream.children.values():
             q = f"{quote_ident(spec.schema)}.{quote_ident(spec.name)}"
             for sql in self._indexes:
-                self._execute(stream, sql.replace(CHILD, q))
+                self._rows(stream, sql.replace(CHILD, q))
+
+    def _commit(self, stream: _Stream) -> None:
         try:
             stream.conn.commit()
         except Exception as exc:
             raise self._wrap(exc, "commit", self._sink.dsn) from None
+
+    def _drop(self, stream: _Stream, committed: list[tuple[str, str, int]]) -> None:
+        """Drop children this load committed but never attached (identified by oid: the name may meanwhile
+        belong to another load's child)."""
+        stream.conn.rollback()
+        for schema, name, oid in committed:
+            locked = self._rows(stream, "SELECT pg_try_advisory_xact_lock(hashtext($1))", [f"child:{schema}.{name}"])
+            if not locked[0][0]:
+                continue
+            q = f"{quote_ident(schema)}.{quote_ident(name)}"
+            [(ours,)] = self._rows(stream, _UNATTACHED_OWN_SQL, [q, oid, bounds_constraint(name)])
+            if ours:
+                self._rows(stream, f"DROP TABLE {q}")
+        self._commit(stream)

@@ -111,3 +111,27 @@ def test_a_failing_helper_rolls_the_load_back_and_a_rerun_completes(tmp_path: Pa
     report = engine.load(path, into=table, partition_by="created_at:month", dsn=pg_dsn, archive=False)
     assert (report.rows_loaded, report.skipped_partitions) == (9000, 0)
     assert sql(f'SELECT count(*), count(DISTINCT id) FROM "{table}"') == [(9000, 9000)]
+
+
+def test_a_load_failing_after_its_children_were_committed_drops_them(tmp_path: Path, pg_dsn: str, table: str,  # type: ignore[no-untyped-def]
+                                                                     sql, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helpers committed and the children were attached, then the ledger update failed: the load's
+    transaction rolls back (detaching them) and the committed standalone children are dropped, not left
+    for a later load of the same months to find."""
+    from engine.sinks.postgres import PostgresSink
+
+    monkeypatch.setenv("BICONIC_COPY_STREAMS", "2")
+    engine.load(_file(tmp_path / "jan.csv", [1]), into=table, partition_by="created_at:month", dsn=pg_dsn,
+                archive=False)  # the table exists, so the failing load below only adds children
+
+    def broken(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise SinkError("ledger update failed (injected)")
+
+    monkeypatch.setattr(PostgresSink, "complete", broken)
+    with pytest.raises(SinkError, match="injected"):
+        engine.load(_file(tmp_path / "spring.csv", [2, 3, 4], first_id=10_000), into=table,
+                    partition_by="created_at:month", dsn=pg_dsn, archive=False)
+    leftovers = sql("SELECT relname FROM pg_class WHERE relname LIKE $1 AND relkind IN ('r', 'p')",
+                    [f"{table}_p%"])
+    assert sorted(r[0] for r in leftovers) == [f"{table}_p2026_01"]
+    assert sql(f'SELECT count(*) FROM "{table}"') == [(3000,)]
