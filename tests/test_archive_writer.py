@@ -88,3 +88,20 @@ def test_rows_in_any_connection_order_land_in_their_connection_file(tmp_path: Pa
     assert {f.connection_id: f.rows for f in files} == {1: 4, 2: 5, 3: 6}
     for f in files:
         assert set(pq.read_table(f.uri)["connection_id"].to_pylist()) == {f.connection_id}
+
+
+def test_a_file_takes_a_bounded_number_of_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long load moves on to a new part file, so the open writers' metadata stays bounded."""
+    import engine.archive as archive
+
+    monkeypatch.setattr(archive, "BUFFER_ROWS", 10)
+    monkeypatch.setattr(archive, "FILE_ROW_GROUPS", 3)
+    writer = ArchiveWriter(Store(str(tmp_path / "archive")), "orders", "k5", time_column="created_at",
+                           workdir=tmp_path / "work")
+    jan = dt.date(2026, 1, 1)
+    for i in range(8):  # 8 flushes of 10 rows
+        writer.add(jan, _rows(10, 1, dt.datetime(2026, 1, 1 + i)))
+    files = writer.finish()
+    assert sorted(f.uri.rsplit("/", 1)[1] for f in files) == ["k5-1.parquet", "k5-2.parquet", "k5.parquet"]
+    assert sorted(f.rows for f in files) == [20, 30, 30]
+    assert [pq.ParquetFile(f.uri).metadata.num_row_groups for f in sorted(files, key=lambda f: f.uri)] == [3, 2, 3]
