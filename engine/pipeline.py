@@ -393,47 +393,34 @@ class _Job:
         apply_rules(probe, pipeline)
         precomputed: dict[str, pl.Series] = {}
         for name in probe.globals:
-            unrepeated = self._keys_never_repeat(partition, pipeline, precomputed, name)
-            if unrepeated is not None:  # no key occurs twice among all rows: no row can be flagged
-                precomputed[name] = unrepeated
+            # first the key alone, over every row (Polars then reads only the columns the key needs): when no
+            # key occurs twice, no row is flagged whatever else the rules say
+            keys = self._first_pass(partition, pipeline, precomputed, name, [ROW_COLUMN, KEY_COLUMN])
+            if keys[KEY_COLUMN].n_unique() == keys.height:
+                precomputed[name] = keys[ROW_COLUMN].head(0)
                 continue
-            rows_before = 0
-            keys: list[pl.DataFrame] = []
-            for factory in self.source.chunks(partition):
-                plan = compile_steps(pipeline, factory(rows_before), precomputed=precomputed, collect_for=name)
-                apply_rules(plan, pipeline)
-                try:
-                    df = plan.frame.select(ROW_COLUMN, KEY_COLUMN, PENDING_COLUMN).collect()
-                except pl.exceptions.PolarsError as exc:
-                    raise _source_error(partition, exc) from None
-                rows_before += df.height
-                keys.append(df.filter(pl.col(PENDING_COLUMN)).select(ROW_COLUMN, KEY_COLUMN))
-            everything = pl.concat(keys)
+            pending = self._first_pass(partition, pipeline, precomputed, name,
+                                       [ROW_COLUMN, KEY_COLUMN, PENDING_COLUMN])
             key = pl.col(KEY_COLUMN)
             kept = key.is_first_distinct() if probe.global_keep[name] == "first" else key.is_last_distinct()
-            precomputed[name] = everything.filter(~kept)[ROW_COLUMN]
+            precomputed[name] = pending.filter(~kept)[ROW_COLUMN]
         return precomputed
 
-    def _keys_never_repeat(self, partition: Partition, pipeline: Pipeline, precomputed: dict[str, pl.Series],
-                           name: str) -> pl.Series | None:
-        """The cheap check before a full first pass: the flag's key alone, over every row (Polars reads only
-        the columns the key needs). When no key occurs twice, no row is flagged whatever else the rules say,
-        and the result is the (empty) list of flagged rows; otherwise None: the full pass must decide."""
+    def _first_pass(self, partition: Partition, pipeline: Pipeline, precomputed: dict[str, pl.Series], name: str,
+                    columns: list[str]) -> pl.DataFrame:
+        """``columns`` of every row of the partition, planned chunk by chunk for the flag ``name``."""
         rows_before = 0
-        keys: list[pl.DataFrame] = []
+        parts: list[pl.DataFrame] = []
         for factory in self.source.chunks(partition):
             plan = compile_steps(pipeline, factory(rows_before), precomputed=precomputed, collect_for=name)
             apply_rules(plan, pipeline)
             try:
-                df = plan.frame.select(ROW_COLUMN, KEY_COLUMN).collect()
+                df = plan.frame.select(columns).collect()
             except pl.exceptions.PolarsError as exc:
                 raise _source_error(partition, exc) from None
             rows_before += df.height
-            keys.append(df)
-        everything = pl.concat(keys)
-        if everything[KEY_COLUMN].n_unique() < everything.height:
-            return None
-        return everything[ROW_COLUMN].head(0)
+            parts.append(df if PENDING_COLUMN not in columns else df.filter(pl.col(PENDING_COLUMN)))
+        return pl.concat(parts)
 
     def prepare(self, partition: Partition, first_chunk: Any, *, table: str, conn: Any = None,
                 defer_indexes: bool = False) -> _Prepared:

@@ -102,15 +102,14 @@ def test_unique_keys_that_never_repeat_skip_the_full_first_pass(tmp_path: Path, 
     from engine import pipeline
 
     monkeypatch.setenv("BICONIC_CHUNK_MB", "0.002")
-    answers: list[object] = []
-    check = pipeline._Job._keys_never_repeat
+    passes: list[int] = []
+    first_pass = pipeline._Job._first_pass
 
-    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        answer = check(self, *args, **kwargs)
-        answers.append(answer)
-        return answer
+    def spy(self, partition, pipe, precomputed, name, columns):  # type: ignore[no-untyped-def]
+        passes.append(len(columns))
+        return first_pass(self, partition, pipe, precomputed, name, columns)
 
-    monkeypatch.setattr(pipeline._Job, "_keys_never_repeat", spy)
+    monkeypatch.setattr(pipeline._Job, "_first_pass", spy)
     ids = list(range(2000))
     for name, keys, quarantined in (("u.csv", ids, 0), ("r.csv", [*ids[:-1], 7], 1)):
         path = tmp_path / name
@@ -118,4 +117,4 @@ def test_unique_keys_that_never_repeat_skip_the_full_first_pass(tmp_path: Path, 
         report = engine.load(path, into=table, partition_by="created_at", dsn=pg_dsn,
                              spec={"rules": [{"unique": ["id"]}]})
         assert (report.rows_loaded, report.rows_quarantined) == (2000 - quarantined, quarantined)
-    assert [a is None for a in answers] == [False, True]  # settled by the key check, then the full pass
+    assert passes == [2, 2, 3]  # settled by the key-only pass; then a key pass and the full pass
