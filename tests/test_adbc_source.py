@@ -17,6 +17,7 @@ import engine.sources.adbc as adbc
 from engine.errors import SourceError, SourceUnavailableError, SpecError, TransientError
 from engine.sources import open_source
 from engine.sources.base import ROW_COLUMN, IncrementalSource, Source
+from tests.sources._helpers import chunked
 
 
 @pytest.fixture
@@ -39,13 +40,7 @@ def _open(db: Path, **options: Any) -> adbc.AdbcSource:
 
 
 def _frame(source: adbc.AdbcSource) -> pl.DataFrame:
-    part = source.partitions()[0]
-    frames, before = [], 0
-    for factory in source.chunks(part):
-        df = factory(before).collect()
-        before += df.height
-        frames.append(df)
-    return pl.concat(frames)
+    return chunked(source)
 
 
 def _insert(db: Path, *rows: tuple[Any, ...]) -> None:

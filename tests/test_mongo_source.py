@@ -20,6 +20,7 @@ from engine.config import data_dir
 from engine.errors import SourceError, SourceUnavailableError, SpecError, TransientError
 from engine.sources import open_source
 from engine.sources.base import ROW_COLUMN, IncrementalSource, Source
+from tests.sources._helpers import chunked, visible
 
 PASSWORD = "s3cr3t-Pa55"
 URL = f"mongodb://app:{PASSWORD}@db.example:27017/shop?collection=orders"
@@ -41,14 +42,7 @@ def _open(options: dict[str, Any] | None = None, url: str = URL) -> mongo.MongoS
 
 def _frame(source: mongo.MongoSource) -> pl.DataFrame:
     """The rows the pipeline would load: every chunk, visible columns only."""
-    part = source.partitions()[0]
-    frames, before = [], 0
-    for factory in source.chunks(part):
-        df = factory(before).collect()
-        before += df.height
-        frames.append(df)
-    out = pl.concat(frames, how="diagonal_relaxed")
-    return out.select([c for c in out.columns if not c.startswith("__biconic")])
+    return visible(chunked(source))
 
 
 def _visible(frame: pl.LazyFrame | pl.DataFrame) -> list[str]:
