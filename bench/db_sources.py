@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import Db, last_json, machine  # noqa: E402
+from run import Db, alternate_rounds, last_json, machine  # noqa: E402
 
 SCHEMA = "bench"
 SRC_SCHEMA = "bench_src"  # PostgreSQL source tables (database of --dsn)
@@ -322,22 +322,11 @@ def run_once(line: Line, db: Db, my: My, args: argparse.Namespace) -> dict[str, 
 
 
 def measure(lines: list[Line], db: Db, my: My, args: argparse.Namespace) -> None:
-    rounds = max(line.runs for line in lines)
-    for r in range(rounds):
-        order = lines if r % 2 == 0 else lines[::-1]
-        t = time.perf_counter()
-        for line in order:
-            if r >= line.runs or line.failure:
-                continue
-            try:
-                s = run_once(line, db, my, args)
-                line.samples.append(s)
-                print(f"    {line.source:<11}{line.label:<48}{s['seconds']:>8.2f} s{s['peak_rss_mb']:>8.0f} MB",
-                      flush=True)
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                line.failure = str(exc)
-                print(f"  FAILED {line.source} {line.label}: {exc}", flush=True)
-        print(f"  round {r + 1}/{rounds}: {time.perf_counter() - t:.0f} s", flush=True)
+    def show(line: Line, s: dict[str, Any]) -> None:
+        print(f"    {line.source:<11}{line.label:<48}{s['seconds']:>8.2f} s{s['peak_rss_mb']:>8.0f} MB", flush=True)
+
+    alternate_rounds(lines, lambda line: run_once(line, db, my, args), name=lambda line: f"{line.source} {line.label}",
+                     show=show)
 
 
 # --- summarising --------------------------------------------------------------------------------------------

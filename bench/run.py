@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -268,6 +269,13 @@ def plan(rows: int, args: argparse.Namespace) -> list[Line]:
 
 
 def measure(lines: list[Line], db: Db, *, timeout: float) -> None:
+    alternate_rounds(lines, lambda line: run_once(line, db, timeout=timeout), name=lambda line: line.key)
+
+
+def alternate_rounds(lines: list[Any], run: Callable[[Any], dict[str, Any]], *, name: Callable[[Any], str],
+                     show: Callable[[Any, dict[str, Any]], None] | None = None) -> None:
+    """Every line's runs, round by round, in reversed order on odd rounds (neither end of the list always warms
+    the caches for the other); a line that fails once is not run again and reports its failure."""
     rounds = max(line.runs for line in lines)
     for r in range(rounds):
         order = lines if r % 2 == 0 else lines[::-1]
@@ -276,10 +284,14 @@ def measure(lines: list[Line], db: Db, *, timeout: float) -> None:
             if r >= line.runs or line.failure:
                 continue
             try:
-                line.samples.append(run_once(line, db, timeout=timeout))
+                sample = run(line)
             except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
                 line.failure = str(exc)
-                print(f"  FAILED {line.key}: {exc}", flush=True)
+                print(f"  FAILED {name(line)}: {exc}", flush=True)
+                continue
+            line.samples.append(sample)
+            if show is not None:
+                show(line, sample)
         print(f"  round {r + 1}/{rounds}: {time.perf_counter() - t:.0f} s", flush=True)
 
 
