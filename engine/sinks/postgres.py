@@ -24,7 +24,7 @@ from engine.names import qualified, quote_ident, shorten
 from engine.sinks._partitions import Period
 from engine.sinks.staging import ORPHAN_SQL, bounds_constraint
 
-__all__ = ["CONNECTION_COLUMN", "PostgresSink", "TableInfo", "index_columns"]
+__all__ = ["CONNECTION_COLUMN", "PostgresSink", "TableInfo", "index_columns", "standalone_child_sql"]
 
 CONNECTION_COLUMN = "connection_id"
 _SOURCE_NAME = "source name: "
@@ -301,13 +301,8 @@ class PostgresSink:
                                 "AND inhparent = to_regclass($2)", [qchild, qualified(info.name)], conn=conn)
             if not attached:
                 self._drop_orphan(qchild, child, conn=conn)
-                by_hash = f" PARTITION BY HASH ({quote_ident(CONNECTION_COLUMN)})" if info.hash_partitions else ""
-                self.run(f"CREATE TABLE IF NOT EXISTS {qchild} (LIKE {qualified(info.name)} INCLUDING DEFAULTS)"
-                         f"{by_hash}", conn=conn)
-                for i in range(info.hash_partitions):
-                    sub = shorten(f"{child}_h{i}")
-                    self.run(f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{quote_ident(sub)} PARTITION OF "
-                             f"{qchild} FOR VALUES WITH (MODULUS {info.hash_partitions}, REMAINDER {i})", conn=conn)
+                for stmt in standalone_child_sql(qualified(info.name), schema, child, info.hash_partitions):
+                    self.run(stmt, conn=conn)
                 self.run(f"ALTER TABLE {qualified(info.name)} ATTACH PARTITION {qchild} "
                          f"FOR VALUES FROM ({lo}) TO ({hi})", conn=conn)
             if conn is self.ddl:
@@ -341,12 +336,8 @@ class PostgresSink:
         if not create:  # staged on a helper connection (engine.sinks.staging)
             return name
         self._drop_orphan(qchild, child)
-        by_hash = f" PARTITION BY HASH ({quote_ident(CONNECTION_COLUMN)})" if info.hash_partitions else ""
-        self.run(f"CREATE TABLE IF NOT EXISTS {qchild} (LIKE {qualified(info.name)} INCLUDING DEFAULTS){by_hash}")
-        for i in range(info.hash_partitions):
-            sub = quote_ident(shorten(f"{child}_h{i}"))
-            self.run(f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{sub} PARTITION OF {qchild} "
-                     f"FOR VALUES WITH (MODULUS {info.hash_partitions}, REMAINDER {i})")
+        for stmt in standalone_child_sql(qualified(info.name), schema, child, info.hash_partitions):
+            self.run(stmt)
         return name
 
     def _drop_orphan(self, qchild: str, child: str, *, conn: Any = None) -> None:
@@ -479,6 +470,21 @@ def _small_batches(table: pa.Table) -> pa.RecordBatchReader:
     per_row = max(table.nbytes // max(table.num_rows, 1), 1)
     rows = max(COPY_BATCH_BYTES // per_row, 64)
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=rows))
+
+
+def standalone_child_sql(parent: str, schema: str, child: str, hash_partitions: int, *,
+                         check: tuple[str, str] | None = None) -> list[str]:
+    """The statements that make a child not yet attached: LIKE the (qualified) parent, with its hash
+    sub-partitions by connection when the table has them, and optionally a named ``CHECK``."""
+    qchild = f"{quote_ident(schema)}.{quote_ident(child)}"
+    constraint = f", CONSTRAINT {quote_ident(check[0])} CHECK ({check[1]})" if check else ""
+    by_hash = f" PARTITION BY HASH ({quote_ident(CONNECTION_COLUMN)})" if hash_partitions else ""
+    out = [f"CREATE TABLE IF NOT EXISTS {qchild} (LIKE {parent} INCLUDING DEFAULTS{constraint}){by_hash}"]
+    for i in range(hash_partitions):
+        sub = quote_ident(shorten(f"{child}_h{i}"))
+        out.append(f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{sub} PARTITION OF {qchild} "
+                   f"FOR VALUES WITH (MODULUS {hash_partitions}, REMAINDER {i})")
+    return out
 
 
 def index_columns(time_column: str) -> dict[str, str]:

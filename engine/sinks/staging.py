@@ -246,7 +246,7 @@ class FreshChildren:
             raise self._wrap(exc, sql.split("(")[0].strip()[:60], self._sink.dsn) from None
 
     def _copy(self, stream: _Stream, child: str, data: pa.Table) -> None:
-        from engine.sinks.postgres import CONNECTION_COLUMN, _small_batches
+        from engine.sinks.postgres import _small_batches, standalone_child_sql
 
         spec = stream.children[child]
         q = f"{quote_ident(spec.schema)}.{quote_ident(spec.name)}"
@@ -258,13 +258,9 @@ class FreshChildren:
             elif exists:
                 raise SinkError(f"{spec.schema}.{spec.name}: a table of that name exists and is not a partition "
                                 f"of {self._table}; rename or drop it, then re-run")
-            by_hash = f" PARTITION BY HASH ({quote_ident(CONNECTION_COLUMN)})" if self._hash_partitions else ""
-            self._rows(stream, f"CREATE TABLE {q} (LIKE {self._table} INCLUDING DEFAULTS, CONSTRAINT "
-                               f"{quote_ident(bounds_constraint(spec.name))} CHECK ({spec.check})){by_hash}")
-            for i in range(self._hash_partitions):
-                sub = quote_ident(shorten(f"{spec.name}_h{i}"))
-                self._rows(stream, f"CREATE TABLE {quote_ident(spec.schema)}.{sub} PARTITION OF {q} "
-                                   f"FOR VALUES WITH (MODULUS {self._hash_partitions}, REMAINDER {i})")
+            for stmt in standalone_child_sql(self._table, spec.schema, spec.name, self._hash_partitions,
+                                             check=(bounds_constraint(spec.name), spec.check)):
+                self._rows(stream, stmt)
             spec.oid = int(self._rows(stream, "SELECT to_regclass($1)::oid", [q])[0][0])
         try:
             with stream.conn.cursor() as cur:
