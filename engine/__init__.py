@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from engine.adhoc import query
     from engine.pipeline import load, run
     from engine.report import LoadReport
-    from engine.spec import LoadSpec, Pipeline
+    from engine.spec.models import LoadSpec, Pipeline
 
 __all__ = [
     "BiconicError",
@@ -55,7 +55,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LAZY = {"load": "engine.pipeline", "run": "engine.pipeline", "query": "engine.adhoc", "LoadReport": "engine.report",
-         "LoadSpec": "engine.spec", "Pipeline": "engine.spec"}
+         "LoadSpec": "engine.spec.models", "Pipeline": "engine.spec.models"}
 
 
 def __getattr__(name: str) -> Any:

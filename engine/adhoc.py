@@ -28,10 +28,11 @@ import polars as pl
 
 from engine.archive import MANIFEST
 from engine.cache import get_cache
-from engine.config import redact, resolve_dsn, secret_of
 from engine.errors import BiconicError, SpecError
 from engine.metadb import MetaDb, meta_db
 from engine.names import quote_ident
+from engine.postgres.server import resolve_dsn
+from engine.redact import redact, secret_of
 from engine.storage import Store, archive_url
 
 __all__ = ["QueryResult", "query", "query_ttl"]

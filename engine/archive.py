@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.config import data_dir
+from engine.settings import settings
 from engine.storage import Store, sha256_of
 
 __all__ = ["MANIFEST", "MANIFEST_DDL", "ArchiveWriter", "ArchivedFile", "archive_level", "dataset_dir",
@@ -139,7 +139,7 @@ class ArchiveWriter:
         self.load_key = load_key
         self.time_column = time_column
         self.level = level or archive_level()
-        base = workdir or data_dir() / "tmp"
+        base = workdir or settings().data_path / "tmp"
         base.mkdir(parents=True, exist_ok=True)
         _sweep(base)
         self._dir = Path(tempfile.mkdtemp(prefix="archive-", dir=base))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from engine.config import secret_of
+from engine.redact import secret_of
 
 if TYPE_CHECKING:
     import polars as pl

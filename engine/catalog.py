@@ -18,10 +18,10 @@ import polars as pl
 
 from engine.archive import MANIFEST
 from engine.cache import get_cache
-from engine.config import resolve_dsn
 from engine.errors import SpecError
 from engine.metadb import meta_db
 from engine.names import canonical_table, qualified, quote_ident
+from engine.postgres.server import resolve_dsn
 from engine.sinks.postgres import CONNECTION_COLUMN
 
 __all__ = ["HOT_ROWS", "hot_rows", "metadata", "refresh_hot_rows"]

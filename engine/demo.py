@@ -11,9 +11,9 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.config import data_dir
 from engine.pipeline import Progress, run
 from engine.report import LoadReport
+from engine.settings import settings
 
 __all__ = ["DEMO_QUERY", "run_demo", "write_sample_csv", "write_sample_workbook"]
 
@@ -104,7 +104,7 @@ def write_sample_workbook(path: Path, *, rows_per_sheet: int = 2_000, seed: int 
 def run_demo(*, rows: int = 200_000, folder: Path | None = None, dsn: str | None = None,
              progress: Progress | None = None) -> list[LoadReport]:
     """Write the samples and the pipeline file, run it, and return the reports."""
-    folder = folder or data_dir() / "demo"
+    folder = folder or settings().data_path / "demo"
     folder.mkdir(parents=True, exist_ok=True)
     # Written once: a second demo run then finds every file already loaded and adds nothing.
     orders = folder / f"orders_{rows}.csv"

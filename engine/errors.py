@@ -4,6 +4,7 @@
 
     BiconicError                 exit 1   root: catch this to catch everything the engine raises on purpose
     ├── SpecError                exit 2   the pipeline spec or an argument is wrong (carries a dotted ``path``)
+    ├── QueryError               exit 2   DuckDB refused or failed an ad-hoc query (syntax, unknown table)
     ├── SourceError              exit 3   a source cannot be read: missing, corrupt, truncated, wrong format
     │   ├── HostileInputError    exit 3   a parser crashed or blew its memory/time limit in its sandbox
     │   └── SourceUnavailableError exit 3 a database or API kept failing or is unreachable (also a TransientError)
@@ -16,8 +17,9 @@
 
     TransientError                        marker: the job layer retries these, and only these
 
-Errors keep their inputs as attributes and their message ends with a hint where one helps. Bad *rows* are
-never exceptions: they go to quarantine.
+Errors keep their inputs as attributes and their message ends with a hint where one helps. A driver's
+exception is wrapped once, at the boundary, and kept as ``__cause__`` (for logs); users see the one line.
+Bad *rows* are never exceptions: they go to quarantine.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "BiconicError",
     "HostileInputError",
     "IntegrityError",
+    "QueryError",
     "SchemaDriftError",
     "SinkConflictError",
     "SinkError",
@@ -35,7 +38,17 @@ __all__ = [
     "SourceUnavailableError",
     "SpecError",
     "TransientError",
+    "first_line",
 ]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of a library error (at most 300 characters): their multi-paragraph hints are
+    noise to our users, who see one line; the whole error stays on ``__cause__`` for logs."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return type(exc).__name__
 
 
 class BiconicError(Exception):
@@ -57,6 +70,12 @@ class SpecError(BiconicError):
         self.path = path
         self.message = message
         super().__init__(f"{path}: {message}" if path else message)
+
+
+class QueryError(BiconicError):
+    """DuckDB refused or failed an ad-hoc query (syntax, unknown table or column)."""
+
+    exit_code = 2
 
 
 class SourceError(BiconicError):

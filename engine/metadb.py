@@ -15,8 +15,8 @@ from typing import Any
 
 import polars as pl
 
-from engine.config import redact
 from engine.errors import SinkError
+from engine.redact import redact
 
 __all__ = ["MetaDb", "close_idle", "meta_db"]
 

@@ -23,18 +23,22 @@ from typing import Any, Protocol
 import polars as pl
 
 from engine.archive import MANIFEST, ArchiveWriter, record_files
-from engine.config import batch_rows, resolve_dsn
-from engine.errors import IntegrityError, SchemaDriftError, SourceError, SpecError
+from engine.errors import IntegrityError, SchemaDriftError, SourceError, SpecError, first_line
 from engine.names import canonical_table, qualified, quote_ident
+from engine.plan.columns import COLUMN, KEY_COLUMN, PENDING_COLUMN, REASON, ROW_COLUMN, RULE, SOURCE_PREFIX, STATUS
+from engine.plan.frame import Plan, did_you_mean
+from engine.plan.rules import apply_rules, as_text, finish, guard_copy
+from engine.plan.steps import compile_steps, fit_names, normalize
+from engine.postgres.server import resolve_dsn
 from engine.report import LoadReport
+from engine.settings import settings
 from engine.sinks._partitions import Period, period_of, truncate_every
 from engine.sinks._schema import pg_to_polars, reconcile
 from engine.sinks.postgres import CONNECTION_COLUMN, PostgresSink, TableInfo, index_columns, split_table
 from engine.sinks.staging import CHILD, FreshChildren, copy_streams
 from engine.sources import Partition, Source, open_source
-from engine.sources._files import first_line
-from engine.sources.base import ROW_COLUMN, IncrementalSource
-from engine.spec import (
+from engine.sources.base import IncrementalSource
+from engine.spec.models import (
     Dedupe,
     LoadSpec,
     Mode,
@@ -49,18 +53,7 @@ from engine.spec import (
     read_pipeline_spec,
 )
 from engine.storage import Store, archive_url
-from engine.transform import (
-    KEY_COLUMN,
-    PENDING_COLUMN,
-    SOURCE_PREFIX,
-    Plan,
-    compile_steps,
-    did_you_mean,
-    fit_names,
-    normalize,
-)
 from engine.types import pg_type, to_loadable
-from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, as_text, finish, guard_copy
 
 __all__ = ["Progress", "load", "run", "run_load"]
 
@@ -200,7 +193,7 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
 
 def source_label(path: str) -> str:
     """The source as reports and logs show it: without passwords or API keys (URLs, DSNs, driver strings)."""
-    from engine.config import redact
+    from engine.redact import redact
 
     return redact(path)
 
@@ -630,7 +623,7 @@ class _Job:
             plan = self.build(factory(rows_before), prepared)
             start = rows_before
             try:
-                for df in plan.frame.collect_batches(chunk_size=batch_rows()):
+                for df in plan.frame.collect_batches(chunk_size=settings().batch_rows):
                     rows_before += df.height
                     yield df
             except pl.exceptions.PolarsError as exc:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import data_dir
 from engine.errors import ArchiveError, SpecError
+from engine.settings import settings
 
 __all__ = ["Store", "StoredFile", "archive_url", "open_store", "sha256_of"]
 
@@ -36,7 +36,7 @@ OFF = frozenset({"off", "none", "false", "no", "0"})
 def archive_url(url: str | None = None) -> str | None:
     """The archive location: the argument, else ``BICONIC_ARCHIVE_URL``, else ``{data dir}/archive``;
     None when archiving is turned off (``off``)."""
-    chosen = url or os.environ.get("BICONIC_ARCHIVE_URL") or str(data_dir() / "archive")
+    chosen = url or os.environ.get("BICONIC_ARCHIVE_URL") or str(settings().data_path / "archive")
     return None if chosen.strip().lower() in OFF else chosen
 
 

@@ -34,9 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.archive import MANIFEST, ArchiveWriter, record_files
-from engine.config import resolve_dsn
 from engine.errors import ArchiveError, SpecError
 from engine.names import canonical_table, qualified, quote_ident
+from engine.postgres.server import resolve_dsn
 from engine.sinks._partitions import Period, period_of
 from engine.sinks.postgres import CONNECTION_COLUMN, PostgresSink, split_table
 from engine.storage import Store, archive_url

@@ -10,7 +10,7 @@ import re
 
 import polars as pl
 
-__all__ = ["TYPE_NAMES", "parse_type", "pg_type", "to_loadable"]
+__all__ = ["ISO_FORMS", "TYPE_NAMES", "parse_type", "pg_type", "to_loadable"]
 
 _SIMPLE: dict[str, pl.DataType] = {
     "int8": pl.Int8(), "int16": pl.Int16(), "smallint": pl.Int16(), "int32": pl.Int32(), "integer": pl.Int64(),
@@ -21,6 +21,14 @@ _SIMPLE: dict[str, pl.DataType] = {
     "time": pl.Time(), "duration": pl.Duration("us"), "interval": pl.Duration("us"), "binary": pl.Binary(),
 }
 _DECIMAL = re.compile(r"^(?:decimal|numeric)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?$")
+
+#: Text forms read as dates and times without being asked (ISO 8601 only: ``01/02/2026`` is 1 February in
+#: Madrid and 2 January in Boston), each with the dtype it converts to; CSV and API sources guess with these.
+ISO_FORMS: tuple[tuple[str, pl.DataType], ...] = (
+    (r"^\d{4}-\d{2}-\d{2}$", pl.Date()),
+    (r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$", pl.Datetime("us")),
+    (r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$", pl.Datetime("us", "UTC")),
+)
 
 #: The names accepted by :func:`parse_type`, for error hints.
 TYPE_NAMES = sorted([*_SIMPLE, "decimal(p,s)"])

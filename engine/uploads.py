@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.config import data_dir
 from engine.errors import SpecError
+from engine.settings import settings
 from engine.storage import Store, sha256_of
 
 __all__ = ["UploadAction", "UploadPolicy", "UploadReport", "tier_uploads", "tier_uploads_report", "uploads_dir"]
@@ -45,7 +45,7 @@ Action = Literal["compress", "archive"]
 def uploads_dir() -> Path:
     """The raw uploads folder: ``BICONIC_UPLOADS_DIR``, else ``{data dir}/uploads``."""
     explicit = os.environ.get("BICONIC_UPLOADS_DIR")
-    return Path(explicit).resolve() if explicit else data_dir() / "uploads"
+    return Path(explicit).resolve() if explicit else settings().data_path / "uploads"
 
 
 @dataclass(frozen=True)

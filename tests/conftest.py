@@ -1,8 +1,12 @@
-"""Shared fixtures: a real PostgreSQL database for the session, unique table names, data generators.
+"""Shared fixtures: a real PostgreSQL database for the session, unique table names, S3 and HTTP servers on
+loopback, and a manual clock.
 
 PostgreSQL: ``BICONIC_TEST_PG_DSN`` if set, else the server on 127.0.0.1:5432 (user postgres). Outside CI,
 when nothing listens there, an embedded server (pgserver) is started instead; in CI (``CI`` set) a missing
 server fails the tests rather than skipping them.
+
+Tests mirror ``engine/``; a test is marked by the services its fixtures reach (``postgres``, ``s3``,
+``mariadb``, ``redis``), wherever it lives, so ``-m "not postgres"`` still selects what runs without servers.
 """
 
 from __future__ import annotations
@@ -20,10 +24,17 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 
 
+#: fixture -> the marker of the service it needs
+SERVICE_FIXTURES = {"server_dsn": "postgres", "pg_dsn": "postgres", "sql": "postgres", "s3_endpoint": "s3",
+                    "s3_archive": "s3", "mariadb": "mariadb", "redis_url": "redis"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "/tests/pg/" in str(item.fspath).replace(os.sep, "/"):
-            item.add_marker(pytest.mark.postgres)
+        for fixture in getattr(item, "fixturenames", ()):
+            marker = SERVICE_FIXTURES.get(fixture)
+            if marker is not None:
+                item.add_marker(getattr(pytest.mark, marker))
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -140,3 +151,12 @@ def server(_http_server: Any) -> Iterator[Any]:
     """A real HTTP server on loopback (pytest-httpserver) for the API-source tests, cleared after each test."""
     yield _http_server
     _http_server.clear()
+
+
+@pytest.fixture
+def manual_clock() -> Iterator[Any]:
+    """The process's clock replaced by one that moves only when slept on or advanced (no real waiting)."""
+    from engine.clock import ManualClock, use_clock
+
+    with use_clock(ManualClock(start=1000.0)) as clock:
+        yield clock

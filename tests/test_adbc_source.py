@@ -13,10 +13,11 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-import engine.sources.adbc as adbc
+import engine.sources.sql.adbc as adbc
 from engine.errors import SourceError, SourceUnavailableError, SpecError, TransientError
+from engine.plan.columns import ROW_COLUMN
 from engine.sources import open_source
-from engine.sources.base import ROW_COLUMN, IncrementalSource, Source
+from engine.sources.base import IncrementalSource, Source
 from tests.sources._helpers import chunked
 
 

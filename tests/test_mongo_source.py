@@ -15,11 +15,12 @@ import polars as pl
 import pytest
 from bson import Binary, Decimal128, ObjectId
 
-import engine.sources.mongo as mongo
-from engine.config import data_dir
+import engine.sources.api.mongo as mongo
 from engine.errors import SourceError, SourceUnavailableError, SpecError, TransientError
+from engine.plan.columns import ROW_COLUMN
+from engine.settings import settings
 from engine.sources import open_source
-from engine.sources.base import ROW_COLUMN, IncrementalSource, Source
+from engine.sources.base import IncrementalSource, Source
 from tests.sources._helpers import chunked, visible
 
 PASSWORD = "s3cr3t-Pa55"
@@ -268,7 +269,7 @@ def test_spool_is_removed_with_its_source(client: Any) -> None:
     _orders(client, 3)
     source = _open()
     assert _frame(source).height == 3
-    spools = list((data_dir() / "tmp").glob("mongo-*.ndjson"))
+    spools = list((settings().data_path / "tmp").glob("mongo-*.ndjson"))
     assert len(spools) == 1
     del source
     gc.collect()
@@ -276,7 +277,7 @@ def test_spool_is_removed_with_its_source(client: Any) -> None:
 
 
 def test_spools_of_dead_processes_are_swept(client: Any) -> None:
-    folder = data_dir() / "tmp"
+    folder = settings().data_path / "tmp"
     folder.mkdir(parents=True)
     stale = folder / "mongo-999999999-abc.ndjson"
     stale.write_text("{}\n")

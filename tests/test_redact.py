@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import redact, secret_of
 from engine.errors import SinkError
+from engine.redact import redact, secret_of
 from engine.sinks.postgres import _wrap
 
 # (dsn, the secret, pieces of it that must not appear either, text that must survive)

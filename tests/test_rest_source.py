@@ -20,8 +20,9 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from engine.errors import SourceError, SpecError
-from engine.sources import ROW_COLUMN, open_source
-from engine.sources.rest import (
+from engine.plan.columns import ROW_COLUMN, is_hidden
+from engine.sources import open_source
+from engine.sources.api.rest import (
     GRAPHQL_OPTIONS,
     OPTIONS,
     GraphQLSource,
@@ -30,7 +31,6 @@ from engine.sources.rest import (
     open_graphql,
     open_rest,
 )
-from engine.transform import is_hidden
 
 SECRET = "Zq9-SECRET-7f3kX"
 FAST = {"backoff": 0.001, "max_wait": 0.05}
@@ -314,9 +314,9 @@ def test_500_forever_gives_up_naming_the_page(server: HTTPServer) -> None:
 
 
 def _tmp() -> Path:
-    from engine.config import data_dir
+    from engine.settings import settings
 
-    return data_dir() / "tmp"
+    return settings().data_path / "tmp"
 
 
 def test_backoff_grows_exponentially(server: HTTPServer) -> None:

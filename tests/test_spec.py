@@ -10,8 +10,10 @@ import polars as pl
 import pytest
 
 from engine.errors import SpecError
-from engine.sources.base import ROW_COLUMN
-from engine.spec import (
+from engine.plan.columns import ROW_COLUMN
+from engine.plan.rules import apply_rules
+from engine.plan.steps import compile_steps
+from engine.spec.models import (
     Allowed,
     Cast,
     Castable,
@@ -36,8 +38,6 @@ from engine.spec import (
     read_pipeline_spec,
     split_partition_by,
 )
-from engine.transform import compile_steps
-from engine.validate import apply_rules
 
 
 def _error(data: Any) -> SpecError:

@@ -10,10 +10,11 @@ import polars as pl
 import pytest
 
 from engine.errors import SpecError
-from engine.sources.base import ROW_COLUMN
-from engine.spec import parse_pipeline
-from engine.transform import DROP_COLUMN, Plan, compile_steps, did_you_mean, is_hidden, normalize
-from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, finish, guard_copy
+from engine.plan.columns import COLUMN, DROP_COLUMN, REASON, ROW_COLUMN, RULE, STATUS, is_hidden
+from engine.plan.frame import Plan, did_you_mean
+from engine.plan.rules import apply_rules, finish, guard_copy
+from engine.plan.steps import compile_steps, normalize
+from engine.spec.models import parse_pipeline
 
 LOAD, QUARANTINE, FILTERED = 0, 1, 2
 

@@ -8,10 +8,11 @@ from typing import Any
 import polars as pl
 import pytest
 
-from engine.sources.base import ROW_COLUMN
-from engine.spec import parse_pipeline
-from engine.transform import SOURCE_PREFIX, Plan, compile_steps, is_hidden
-from engine.validate import COLUMN, REASON, RULE, STATUS, apply_rules, finish, guard_copy
+from engine.plan.columns import COLUMN, REASON, ROW_COLUMN, RULE, SOURCE_PREFIX, STATUS, is_hidden
+from engine.plan.frame import Plan
+from engine.plan.rules import apply_rules, finish, guard_copy
+from engine.plan.steps import compile_steps
+from engine.spec.models import parse_pipeline
 
 LOAD, QUARANTINE, FILTERED = 0, 1, 2
 

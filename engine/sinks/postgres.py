@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 
 from engine.archive import MANIFEST, MANIFEST_DDL
-from engine.config import redact, secret_of
 from engine.errors import SinkConflictError, SinkError, SinkUnavailableError
 from engine.names import qualified, quote_ident, shorten
+from engine.redact import redact, secret_of
 from engine.sinks._partitions import Period
 from engine.sinks.staging import ORPHAN_SQL, bounds_constraint
 

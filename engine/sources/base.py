@@ -12,11 +12,8 @@ from typing import Any, Protocol, runtime_checkable
 import polars as pl
 import pyarrow as pa
 
-__all__ = ["ROW_COLUMN", "IncrementalSource", "Partition", "Source", "file_fingerprint", "reader_from_frame"]
+__all__ = ["IncrementalSource", "Partition", "Source", "file_fingerprint", "reader_from_frame"]
 
-#: Hidden column every scan carries: the 1-based row number in the source file (the header counts as a row,
-#: so for a simple CSV it is the line number and for a sheet it is the spreadsheet row).
-ROW_COLUMN = "__biconic_row"
 
 
 @dataclass(frozen=True, kw_only=True)

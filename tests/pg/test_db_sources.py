@@ -22,9 +22,10 @@ import pytest
 
 import engine
 from engine.errors import SourceError, SpecError
+from engine.plan.columns import ROW_COLUMN
 from engine.sources import open_source
-from engine.sources.base import ROW_COLUMN, IncrementalSource, Source
-from engine.sources.database import OPTIONS, DatabaseSource, open_database
+from engine.sources.base import IncrementalSource, Source
+from engine.sources.sql.database import OPTIONS, DatabaseSource, open_database
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 MYSQL = "mysql://root@127.0.0.1:3306/test"

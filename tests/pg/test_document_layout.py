@@ -13,7 +13,7 @@ import pytest
 
 import engine
 from engine.errors import SpecError
-from engine.sources import mongo
+from engine.sources.api import mongo
 from engine.tiering import restore, tier
 
 Sql = Any

@@ -16,11 +16,11 @@ import pytest
 from bson import Decimal128
 
 import engine
-import engine.sources.adbc as adbc
-import engine.sources.mongo as mongo
+import engine.sources.api.mongo as mongo
+import engine.sources.sql.adbc as adbc
 from engine.errors import SourceError, SpecError
+from engine.plan.columns import ROW_COLUMN
 from engine.sources import open_source
-from engine.sources.base import ROW_COLUMN
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 PASSWORD = "m0ngo-Secret"

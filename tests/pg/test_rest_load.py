@@ -13,7 +13,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 import engine
-from engine.config import data_dir
+from engine.settings import settings
 
 Sql = Callable[..., list[tuple[Any, ...]]]
 SECRET = "pg-SECRET-41x"
@@ -86,7 +86,7 @@ def test_rest_load_then_rerun_adds_nothing(server: HTTPServer, api: Api, pg_dsn:
     assert SECRET not in text
     ledger = sql("SELECT source, partition_key FROM biconic.loads WHERE dataset = $1", [table])
     assert ledger and all(SECRET not in str(row) for row in ledger)
-    assert not list((data_dir() / "tmp").glob("api-*"))  # the spool went with the source
+    assert not list((settings().data_path / "tmp").glob("api-*"))  # the spool went with the source
 
 
 def test_rest_incremental_merge_sends_the_watermark(server: HTTPServer, api: Api, pg_dsn: str, table: str,

@@ -7,8 +7,8 @@ from typing import Any
 
 import polars as pl
 
+from engine.plan.columns import is_hidden
 from engine.sources import open_source
-from engine.transform import is_hidden
 
 
 def frames(path: Path | str, **options: Any) -> list[pl.DataFrame]:

@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 from engine.errors import SourceError, SpecError
-from engine.sources import ROW_COLUMN, open_source
-from engine.sources.csv import CsvSource
-from engine.transform import REJECT_PREFIX
+from engine.plan.columns import REJECT_PREFIX, ROW_COLUMN
+from engine.sources import open_source
+from engine.sources.files.csv import CsvSource
 from tests.sources._helpers import frames, one, visible
 
 _frames, _one, _visible = frames, one, visible

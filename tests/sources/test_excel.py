@@ -18,8 +18,9 @@ import pyarrow as pa
 import pytest
 
 from engine.errors import HostileInputError, SourceError, SpecError
-from engine.sources.base import ROW_COLUMN, Source, file_fingerprint
-from engine.sources.excel import ExcelSource
+from engine.plan.columns import ROW_COLUMN
+from engine.sources.base import Source, file_fingerprint
+from engine.sources.files.excel import ExcelSource
 
 xlsxwriter = pytest.importorskip("xlsxwriter")
 

@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 
 from engine.errors import SourceError, SpecError
-from engine.sources import ROW_COLUMN, open_source
-from engine.sources.json import JsonSource
+from engine.plan.columns import ROW_COLUMN
+from engine.sources import open_source
+from engine.sources.files.json import JsonSource
 from tests.sources._helpers import frames, one, visible
 
 _frames, _one, _visible = frames, one, visible
@@ -121,7 +122,7 @@ def test_dates_in_json_stay_text_until_parsed(tmp_path: Path) -> None:
 
 
 def test_ndjson_value_of_another_type_after_the_sample_is_a_reject(tmp_path: Path) -> None:
-    from engine.transform import REJECT_PREFIX
+    from engine.plan.columns import REJECT_PREFIX
 
     path = tmp_path / "late.ndjson"
     path.write_text('{"n": 1, "f": 1.5, "b": true, "s": null}\n'

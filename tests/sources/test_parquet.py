@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.errors import SourceError, SpecError
-from engine.sources import ROW_COLUMN, open_source
-from engine.sources.parquet import ParquetSource
-from engine.transform import is_hidden
+from engine.plan.columns import ROW_COLUMN, is_hidden
+from engine.sources import open_source
+from engine.sources.files.parquet import ParquetSource
 
 
 def _one(path: Path | str) -> pl.DataFrame:

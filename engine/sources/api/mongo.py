@@ -45,12 +45,13 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import polars as pl
 import pyarrow as pa
 
-from engine.config import data_dir, redact, secret_of
-from engine.errors import SourceError, SourceUnavailableError, SpecError
-from engine.sources._chunks import ChunkFactory
-from engine.sources._files import first_line
-from engine.sources._watermark import lag_units
-from engine.sources.base import ROW_COLUMN, Partition, reader_from_frame
+from engine.errors import SourceError, SourceUnavailableError, SpecError, first_line
+from engine.plan.columns import ROW_COLUMN
+from engine.redact import redact, secret_of
+from engine.settings import settings
+from engine.sources.base import Partition, reader_from_frame
+from engine.sources.chunks import ChunkFactory
+from engine.sources.incremental import lag_units
 
 __all__ = ["OPTIONS", "MongoMode", "MongoSource", "Window", "open_mongo"]
 
@@ -470,7 +471,7 @@ class MongoSource:
         state = self._state
         if state.spool is not None:
             return state.spool
-        folder = data_dir() / "tmp"
+        folder = settings().data_path / "tmp"
         folder.mkdir(parents=True, exist_ok=True)
         _sweep(folder)
         path = folder / f"{_SPOOL_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.ndjson"
@@ -497,7 +498,7 @@ class MongoSource:
         return state.spool
 
     def _json(self) -> tuple[Any, Partition]:
-        from engine.sources.json import JsonSource
+        from engine.sources.files.json import JsonSource
 
         spool = self._spool()
         source = JsonSource(paths=(spool.path,), lines=True)

@@ -1,12 +1,12 @@
 """The sandboxed half of the Excel source: fastexcel runs here, in a child process, never in the engine.
 
 calamine (fastexcel's parser) can abort the whole process from native code on hostile input (zip bombs,
-a stray cell in column XFD makes it allocate 512 GiB), so ``engine.sources.excel`` runs each parse as::
+a stray cell in column XFD makes it allocate 512 GiB), so ``engine.sources.files.excel`` runs each parse as::
 
-    python -P engine/sources/_excel_worker.py '<request json>'
+    python -P engine/sources/files/excel_worker.py '<request json>'
 
 (run by file, not ``-m``, so the child skips ``engine/__init__.py``: importing the whole engine would cost
-~400 MB of address space and 0.4 s before the limit is even set; ``-P`` keeps ``engine/sources`` off the
+~400 MB of address space and 0.4 s before the limit is even set; ``-P`` keeps ``engine/sources/files`` off the
 path, where ``json.py`` and ``csv.py`` would shadow the standard library).
 
 The child caps its own address space (``RLIMIT_AS``) before importing anything heavy, does one job, and
@@ -62,7 +62,7 @@ def _limit_memory(megabytes: int) -> None:
 def _unique_names() -> Callable[[Sequence[str]], list[str]]:
     """``engine.names.unique_names``, loaded from its file so that the engine package is not imported."""
     spec = importlib.util.spec_from_file_location(
-        "_biconic_names", Path(__file__).resolve().parents[1] / "names.py"
+        "_biconic_names", Path(__file__).resolve().parents[2] / "names.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -2,7 +2,7 @@
 
 fastexcel (calamine) is fast but native, and on hostile input it aborts the process or allocates without
 bound (a stray cell in column XFD asks for 512 GiB). So every parse, listing sheets included, runs in a
-child process (``engine.sources._excel_worker``) under an address-space limit and a timeout. The child writes
+child process (``engine.sources.files.excel_worker``) under an address-space limit and a timeout. The child writes
 the sheet as uncompressed Arrow IPC; the parent memory-maps it and unlinks it at once, so the engine holds at
 most one sheet, as clean file pages, and a crash costs one ``HostileInputError``, never the engine.
 """
@@ -25,8 +25,9 @@ import polars as pl
 import pyarrow as pa
 
 from engine.errors import HostileInputError, SourceError, SpecError
-from engine.sources._chunks import ChunkFactory, sliced_chunks
-from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
+from engine.plan.columns import ROW_COLUMN
+from engine.sources.base import Partition, file_fingerprint, reader_from_frame
+from engine.sources.chunks import ChunkFactory, sliced_chunks
 
 __all__ = ["ExcelDType", "ExcelSource"]
 
@@ -35,7 +36,7 @@ ExcelDType = Literal["int", "float", "string", "boolean", "date", "datetime", "d
 
 _log = logging.getLogger(__name__)
 #: Run by file, not ``-m``: the child must not import the engine (see the worker's docstring).
-_WORKER = Path(__file__).resolve().with_name("_excel_worker.py")
+_WORKER = Path(__file__).resolve().with_name("excel_worker.py")
 _MIN_MEMORY_MB = 320
 _STDERR_TAIL_BYTES = 64 * 1024
 _MESSAGE_CHARS = 300

@@ -1,8 +1,8 @@
 """REST (JSON over HTTP) and GraphQL endpoints as sources.
 
-Every page is fetched first, into a *spool*: an NDJSON file under ``data_dir()/tmp`` holding one record per
+Every page is fetched first, into a *spool*: an NDJSON file under ``settings().data_path/tmp`` holding one record per
 line, written page by page (memory holds one page). Reading is then the NDJSON source's job
-(:class:`engine.sources.json.JsonSource`), so the schema is the union of fields over all pages (a field first
+(:class:`engine.sources.files.json.JsonSource`), so the schema is the union of fields over all pages (a field first
 seen on page 3 is a column; ``1`` then ``1.5`` is a float) and row numbers are record numbers.
 
 >>> engine.load("https://api.example.com/v1/orders", into="orders", partition_by="updated_at:month",
@@ -61,17 +61,18 @@ from urllib.parse import unquote_plus
 import polars as pl
 import pyarrow as pa
 
-from engine.config import data_dir, redact
 from engine.errors import SourceError, SourceUnavailableError, SpecError
-from engine.sources._chunks import ChunkFactory
-from engine.sources._watermark import lag_units
+from engine.redact import redact
+from engine.settings import settings
 from engine.sources.base import Partition, reader_from_frame
-from engine.sources.csv import _ISO_DATE, _ISO_DATETIME, _ISO_DATETIME_TZ
+from engine.sources.chunks import ChunkFactory
+from engine.sources.incremental import lag_units
+from engine.types import ISO_FORMS
 
 if TYPE_CHECKING:
     import httpx
 
-    from engine.sources.json import JsonSource
+    from engine.sources.files.json import JsonSource
 
 __all__ = ["GRAPHQL_OPTIONS", "OPTIONS", "Auth", "GraphQLSource", "Pagination", "RestSource", "open_graphql",
            "open_rest"]
@@ -472,8 +473,7 @@ def _minus_lag(low: str, lag: float) -> str:
     return text.removesuffix("+00:00") + "Z" if low.endswith("Z") else text
 
 
-_TIME_FORMS = [(re.compile(pattern), target) for pattern, target in (
-    (_ISO_DATE, pl.Date()), (_ISO_DATETIME, pl.Datetime("us")), (_ISO_DATETIME_TZ, pl.Datetime("us", "UTC")))]
+_TIME_FORMS = [(re.compile(pattern), target) for pattern, target in ISO_FORMS]
 
 
 class _Times:
@@ -805,7 +805,7 @@ class _ApiSource:
         times = _Times()
         count = 0
         http = _Http(self, label)
-        folder = data_dir() / "tmp"
+        folder = settings().data_path / "tmp"
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="api-", suffix=".ndjson", dir=folder)
         path = Path(name)
@@ -847,7 +847,7 @@ class _ApiSource:
 
     # --- reading: the NDJSON source over the spool ---
     def _json(self) -> JsonSource:
-        from engine.sources.json import JsonSource
+        from engine.sources.files.json import JsonSource
 
         state = self._state
         if state.path is None or not state.path.exists():
@@ -861,7 +861,7 @@ class _ApiSource:
         times = {c: t for c, t in self._state.times.items() if schema.get(c) == pl.String}
         if not times:
             return frame
-        from engine.transform import Plan, keep_source_values
+        from engine.plan.frame import Plan, keep_source_values
 
         plan = Plan.start(keep_source_values(frame))
         plan.convert_columns(times, rule="type")

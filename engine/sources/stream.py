@@ -13,8 +13,9 @@ import polars as pl
 import pyarrow as pa
 
 from engine.names import unique_names
-from engine.sources._chunks import ChunkFactory, chunk_rows
-from engine.sources.base import ROW_COLUMN
+from engine.plan.columns import ROW_COLUMN
+from engine.settings import settings
+from engine.sources.chunks import ChunkFactory
 
 __all__ = ["frame_chunks", "stream_chunks"]
 
@@ -33,7 +34,7 @@ def _fixed_names(df: pl.DataFrame) -> pl.DataFrame:
 def frame_chunks(frames: Iterable[pl.DataFrame], *, rows: int | None = None) -> Iterator[ChunkFactory]:
     """Frames of any size regrouped into chunks of about ``rows`` rows (the last may be smaller); an empty
     stream still yields one empty chunk, so the table can be planned from its columns."""
-    rows = rows or chunk_rows()
+    rows = rows or settings().chunk_rows
     pending: list[pl.DataFrame] = []
     held = 0
     empty: pl.DataFrame | None = None

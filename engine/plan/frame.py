@@ -1,6 +1,6 @@
-"""Pipeline steps compiled into one Polars lazy plan. No I/O here.
+"""A plan under construction: a Polars lazy frame, its visible columns, and the reject machinery.
 
-Rows are never dropped inside the plan: a step that rejects a value adds a hidden *reject* column (a reason,
+Rows are never dropped inside a plan: a step that rejects a value adds a hidden *reject* column (a reason,
 null when fine) and filter/dedupe set a hidden *drop* flag, so every source row reaches the final split and
 ``rows_in = rows_loaded + rows_quarantined + rows_filtered`` can be checked exactly.
 """
@@ -10,44 +10,25 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import polars as pl
 
 from engine.errors import SpecError
-from engine.names import normalize_names, shorten, unique_names
-from engine.sources.base import ROW_COLUMN
-from engine.spec import (
-    Cast,
-    Dedupe,
-    Derive,
-    FillNull,
-    Filter,
-    ParseDate,
-    ParseNumber,
-    Pipeline,
-    Rename,
-    Select,
-    Step,
-    Trim,
+from engine.plan.columns import (
+    CONVERT_PREFIX,
+    DROP_COLUMN,
+    GLOBAL_PREFIX,
+    KEY_COLUMN,
+    PENDING_COLUMN,
+    REJECT_PREFIX,
+    ROW_COLUMN,
+    SOURCE_PREFIX,
+    is_hidden,
 )
-from engine.types import parse_type
 
-__all__ = ["DROP_COLUMN", "REJECT_PREFIX", "Plan", "compile_steps", "convert", "did_you_mean", "is_hidden"]
+__all__ = ["Plan", "convert", "did_you_mean", "keep_source_values", "preview"]
 
-REJECT_PREFIX = "__biconic_reject:"
-GLOBAL_PREFIX = "__biconic_global:"
-SOURCE_PREFIX = "__biconic_src:"
-CONVERT_PREFIX = "__biconic_convert:"
-KEY_COLUMN = "__biconic_key"
-PENDING_COLUMN = "__biconic_pending"
-DROP_COLUMN = "__biconic_drop"
 _PREVIEW = 80
-
-
-def is_hidden(name: str) -> bool:
-    """Engine bookkeeping columns (row number, reject reasons, drop flag) never reach the table."""
-    return name.startswith("__biconic_")
 
 
 def did_you_mean(name: str, known: Sequence[str]) -> str:
@@ -219,119 +200,6 @@ def _type_label(dtype: pl.DataType) -> str:
     return str(dtype).lower()
 
 
-def _sql(text: str, path: str, plan: Plan) -> pl.Expr:
-    try:
-        expr = pl.sql_expr(text)
-        roots = expr.meta.root_names()
-    except Exception as exc:  # polars raises several SQL error types; all mean the same to the user
-        raise SpecError(path, f"invalid SQL expression {text!r}: {str(exc).splitlines()[0]}") from None
-    for name in roots:
-        plan.need(name, path)
-    return expr
-
-
-def _check_runs(plan: Plan, path: str) -> None:
-    """Resolve the new schema now, so type errors point at the step that caused them."""
-    try:
-        plan.refresh()
-    except Exception as exc:
-        raise SpecError(path, str(exc).splitlines()[0]) from None
-
-
-def _apply(plan: Plan, step: Step, path: str) -> None:
-    if isinstance(step, Select):
-        for c in step.columns:
-            plan.need(c, path)
-        keep = [*step.columns, *(c for c in plan.schema if is_hidden(c))]
-        plan.frame = plan.frame.select(keep)
-    elif isinstance(step, Rename):
-        for old, new in step.mapping.items():
-            plan.need(old, f"{path}.{old}")
-            if new in plan.columns and new not in step.mapping:
-                raise SpecError(f"{path}.{old}", f"cannot rename to {new!r}: that column already exists")
-        plan.frame = plan.frame.rename(dict(step.mapping))
-    elif isinstance(step, Cast):
-        for col in step.types:
-            plan.need(col, f"{path}.{col}")
-        plan.convert_columns({c: parse_type(t) for c, t in step.types.items()}, "cast")
-    elif isinstance(step, Derive):
-        exprs = [_sql(text, f"{path}.{name}", plan).alias(name) for name, text in step.exprs.items()]
-        plan.frame = plan.frame.with_columns(exprs)
-    elif isinstance(step, Filter):
-        predicate = _sql(step.expr, path, plan)
-        try:
-            dtype = plan.frame.select(predicate).collect_schema().dtypes()[0]
-        except Exception as exc:
-            raise SpecError(path, str(exc).splitlines()[0]) from None
-        if dtype != pl.Boolean:  # ~ on a number is a bitwise not, and the drop flag must stay boolean
-            raise SpecError(path, f"expected a true/false predicate, got a {dtype} expression {step.expr!r}")
-        plan.drop_where(~predicate)
-    elif isinstance(step, FillNull):
-        fills = []
-        for col, value in step.values.items():
-            plan.need(col, f"{path}.{col}")
-            dtype = plan.schema[col]
-            try:
-                literal = pl.select(pl.lit(value).cast(dtype, strict=True)).item()
-            except Exception:
-                raise SpecError(f"{path}.{col}", f"{value!r} does not fit column type {dtype}") from None
-            fills.append(pl.col(col).fill_null(pl.lit(literal, dtype=dtype)))
-        plan.frame = plan.frame.with_columns(fills)
-    elif isinstance(step, Trim):
-        exprs = []
-        for col in step.columns:
-            plan.need(col, f"{path}.columns")
-            if plan.schema[col] != pl.String:
-                raise SpecError(f"{path}.columns", f"column {col!r} is {plan.schema[col]}, not text")
-            e = pl.col(col).str.strip_chars()
-            if step.collapse_spaces:
-                e = e.str.replace_all(r"\s+", " ")
-            if step.unicode:
-                e = e.str.normalize(step.unicode)
-            if step.case == "lower":
-                e = e.str.to_lowercase()
-            elif step.case == "upper":
-                e = e.str.to_uppercase()
-            elif step.case == "title":
-                e = e.str.to_titlecase()
-            exprs.append(e)
-        plan.frame = plan.frame.with_columns(exprs)
-    elif isinstance(step, ParseDate):
-        plan.need(step.column, f"{path}.column")
-        if plan.schema[step.column] != pl.String:
-            raise SpecError(f"{path}.column", f"column {step.column!r} is {plan.schema[step.column]}, not text")
-        text = pl.col(step.column).str.strip_chars()
-        if step.kind == "date":
-            parsed = text.str.to_date(step.format, strict=False)
-        else:
-            parsed = text.str.to_datetime(step.format, time_unit="us", strict=False)
-        failed = parsed.is_null() & pl.col(step.column).is_not_null()
-        reason = pl.format("{} does not match the date format {}", preview(pl.col(step.column)),
-                           pl.lit(step.format))
-        plan.reject("parse_date", step.column, failed, reason)
-        plan.frame = plan.frame.with_columns(parsed.alias(step.into or step.column))
-    elif isinstance(step, ParseNumber):
-        plan.need(step.column, f"{path}.column")
-        if plan.schema[step.column] != pl.String:
-            raise SpecError(f"{path}.column", f"column {step.column!r} is {plan.schema[step.column]}, not text")
-        text = pl.col(step.column).str.strip_chars().str.replace_all(r"\s", "")
-        if step.thousands:
-            text = text.str.replace_all(step.thousands, "", literal=True)
-        if step.decimal != ".":
-            text = text.str.replace_all(step.decimal, ".", literal=True)
-        parsed = text.cast(parse_type(step.type), strict=False)
-        failed = parsed.is_null() & pl.col(step.column).is_not_null()
-        reason = pl.format("{} is not a number (decimal {}, thousands {})", preview(pl.col(step.column)),
-                           pl.lit(repr(step.decimal)), pl.lit(repr(step.thousands)))
-        plan.reject("parse_number", step.column, failed, reason)
-        plan.frame = plan.frame.with_columns(parsed.alias(step.into or step.column))
-    elif isinstance(step, Dedupe):
-        for c in step.keys:
-            plan.need(c, f"{path}.keys")
-        plan.drop_where(plan.global_repeat(path, step.keys, keep=step.keep))
-    _check_runs(plan, path)
-
-
 def keep_source_values(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Keep each column as read, in a hidden copy, so a quarantined row carries its source values even after
     a conversion turned a bad value into null. Aliasing shares the column's memory: nothing is copied."""
@@ -339,62 +207,3 @@ def keep_source_values(frame: pl.LazyFrame) -> pl.LazyFrame:
     if any(c.startswith(SOURCE_PREFIX) for c in schema):
         return frame
     return frame.with_columns(pl.col(c).alias(f"{SOURCE_PREFIX}{c}") for c in schema if not is_hidden(c))
-
-
-def compile_steps(pipeline: Pipeline, frame: pl.LazyFrame, *,
-                  precomputed: dict[str, pl.Series] | None = None, collect_for: str | None = None) -> Plan:
-    """The pipeline's steps applied to one partition's (or chunk's) frame; raises SpecError naming the step.
-
-    ``precomputed`` holds the rows flagged by partition-wide steps and rules when planning a chunk.
-    """
-    plan = Plan.start(keep_source_values(frame))
-    plan.precomputed = precomputed
-    plan.collect_for = collect_for
-    for i, step in enumerate(pipeline.steps):
-        kind = _STEP_KEYS[type(step)]
-        _apply(plan, step, f"steps[{i}].{kind}")
-    return plan
-
-
-def fit_names(plan: Plan) -> None:
-    """With normalising off, names are kept but still made to fit: at most 63 bytes (PostgreSQL would
-    truncate silently and two long names could collide) and unique after that."""
-    new = unique_names([shorten(c) for c in plan.columns])
-    mapping = {old: n for old, n in zip(plan.columns, new, strict=True) if old != n}
-    if mapping:
-        plan.frame = plan.frame.rename(mapping)
-        plan.renamed_from.update({n: old for old, n in mapping.items()})
-        plan.refresh()
-
-
-def normalize(plan: Plan, known: dict[str, str] | None = None) -> None:
-    """Rename visible columns to safe SQL identifiers, remembering the originals.
-
-    ``known`` maps source names to the table's columns from earlier loads, so that names that normalise alike
-    (``a b`` and ``a-b``) keep their columns whatever order a later file lists them in.
-    """
-    known = known or {}
-    fixed = {c: known[c] for c in plan.columns if c in known}
-    taken = set(fixed.values())
-    rest = [c for c in plan.columns if c not in fixed]
-    final: dict[str, str] = {}
-    for old, new in zip(rest, normalize_names(rest), strict=True):
-        candidate, n = new, 1
-        while candidate in taken:
-            n += 1
-            candidate = shorten(f"{new}_{n}")
-        taken.add(candidate)
-        final[old] = candidate
-    names = {**fixed, **final}
-    mapping = {old: names[old] for old in plan.columns if names[old] != old}
-    if mapping:
-        plan.frame = plan.frame.rename(mapping)
-        plan.renamed_from.update({n: old for old, n in mapping.items()})
-        plan.refresh()
-
-
-_STEP_KEYS: dict[type[Any], str] = {
-    Select: "select", Rename: "rename", Cast: "cast", Derive: "derive", Filter: "filter",
-    FillNull: "fill_null", Trim: "trim", ParseDate: "parse_date", ParseNumber: "parse_number", Dedupe: "dedupe",
-}
-

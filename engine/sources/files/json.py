@@ -10,11 +10,13 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from engine.errors import SourceError
+from engine.errors import SourceError, first_line
 from engine.names import unique_names
-from engine.sources._chunks import ChunkFactory, chunk_bytes, record_chunks, sliced_chunks
-from engine.sources._files import check_file, first_line
-from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
+from engine.plan.columns import ROW_COLUMN
+from engine.settings import settings
+from engine.sources.base import Partition, file_fingerprint, reader_from_frame
+from engine.sources.chunks import ChunkFactory, record_chunks, sliced_chunks
+from engine.sources.files.text import check_file
 
 __all__ = ["JsonSource"]
 
@@ -48,7 +50,7 @@ class JsonSource:
             return dict(pl.scan_ndjson(partition.file, infer_schema_length=self.infer_rows).collect_schema())
         frames: list[pl.DataFrame] = []
         with open(partition.file, "rb") as f:
-            for data in record_chunks(f, 0, chunk_bytes(), None):
+            for data in record_chunks(f, 0, settings().chunk_bytes, None):
                 if data.strip():
                     schema = pl.scan_ndjson(data, infer_schema_length=None).collect_schema()
                     frames.append(pl.DataFrame(schema=schema))
@@ -76,7 +78,7 @@ class JsonSource:
         frame = frame.with_row_index(ROW_COLUMN, offset=row_offset)
         if not scalars:
             return frame
-        from engine.transform import Plan, keep_source_values
+        from engine.plan.frame import Plan, keep_source_values
 
         plan = Plan.start(keep_source_values(frame))
         plan.convert_columns({renamed[n]: t for n, t in scalars.items()}, rule="type")
@@ -113,7 +115,7 @@ class JsonSource:
 
         with open(partition.file, "rb") as f:
             produced = False
-            for data in record_chunks(f, 0, chunk_bytes(), None):
+            for data in record_chunks(f, 0, settings().chunk_bytes, None):
                 produced = True
                 yield functools.partial(chunk, data)
             if not produced:

@@ -9,11 +9,12 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from engine.errors import SourceError
+from engine.errors import SourceError, first_line
 from engine.names import unique_names
-from engine.sources._chunks import ChunkFactory, sliced_chunks
-from engine.sources._files import check_file, first_line
-from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
+from engine.plan.columns import ROW_COLUMN
+from engine.sources.base import Partition, file_fingerprint, reader_from_frame
+from engine.sources.chunks import ChunkFactory, sliced_chunks
+from engine.sources.files.text import check_file
 
 __all__ = ["ParquetSource"]
 

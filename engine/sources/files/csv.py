@@ -10,18 +10,17 @@ from typing import IO, Any
 import polars as pl
 import pyarrow as pa
 
-from engine.errors import SourceError, SpecError
+from engine.errors import SourceError, SpecError, first_line
 from engine.names import unique_names
-from engine.sources._chunks import ChunkFactory, chunk_bytes, open_binary, record_chunks, record_end, split_records
-from engine.sources._files import check_file, first_line, transcode_to_utf8
-from engine.sources.base import ROW_COLUMN, Partition, file_fingerprint, reader_from_frame
-from engine.types import parse_type
+from engine.plan.columns import ROW_COLUMN
+from engine.settings import settings
+from engine.sources.base import Partition, file_fingerprint, reader_from_frame
+from engine.sources.chunks import ChunkFactory, open_binary, record_chunks, record_end, split_records
+from engine.sources.files.text import check_file, transcode_to_utf8
+from engine.types import ISO_FORMS, parse_type
 
 __all__ = ["CsvSource"]
 
-_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
-_ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$"
-_ISO_DATETIME_TZ = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
 
 
 def _iso_temporal(sample: pl.DataFrame) -> dict[str, pl.DataType]:
@@ -37,8 +36,7 @@ def _iso_temporal(sample: pl.DataFrame) -> dict[str, pl.DataType]:
         values = sample[name].drop_nulls().str.strip_chars()
         if values.len() == 0:
             continue
-        for pattern, target in ((_ISO_DATE, pl.Date()), (_ISO_DATETIME, pl.Datetime("us")),
-                                (_ISO_DATETIME_TZ, pl.Datetime("us", "UTC"))):
+        for pattern, target in ISO_FORMS:
             if bool(values.str.contains(pattern).all()):
                 found[name] = target
                 break
@@ -173,7 +171,7 @@ class CsvSource:
 
     def _typed(self, frame: pl.LazyFrame, inferred: dict[str, pl.DataType], partition: Partition) -> pl.LazyFrame:
         """Text columns converted to their inferred types; values that do not convert are rejected."""
-        from engine.transform import Plan, keep_source_values
+        from engine.plan.frame import Plan, keep_source_values
 
         plan = Plan.start(keep_source_values(frame))
         # a blank line reads as a row of nulls: it is not a record, so it is counted as filtered
@@ -237,7 +235,7 @@ class CsvSource:
         try:
             body, lines = self._body_start(f, quote)
             produced = False
-            for data in record_chunks(f, body, chunk_bytes(), quote):
+            for data in record_chunks(f, body, settings().chunk_bytes, quote):
                 produced = True
                 yield _CsvChunk(self, partition, names, inferred, data, first_row=1 + lines)
             if not produced:

@@ -1,6 +1,6 @@
 """Validation rules as Polars expressions, the COPY-safety guard, and the final loaded/quarantined split.
 
-Each rule adds a reject column (see :mod:`engine.transform`); a row with any reason is quarantined with the
+Each rule adds a reject column (see :mod:`engine.plan.frame`); a row with any reason is quarantined with the
 first failing rule, its column, and every reason joined with ``; ``.
 """
 
@@ -13,16 +13,12 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from engine.errors import SpecError
-from engine.spec import Allowed, Castable, NotNull, Pipeline, Range, Regex, Unique
-from engine.transform import DROP_COLUMN, GLOBAL_PREFIX, REJECT_PREFIX, Plan, convert, preview
+from engine.plan.columns import COLUMN, DROP_COLUMN, GLOBAL_PREFIX, REASON, REJECT_PREFIX, RULE, STATUS
+from engine.plan.frame import Plan, convert, preview
+from engine.spec.models import Allowed, Castable, NotNull, Pipeline, Range, Regex, Unique
 from engine.types import parse_type, to_loadable
 
-__all__ = ["STATUS", "apply_rules", "as_text", "finish", "guard_copy"]
-
-STATUS = "__biconic_status"  # 0 = load, 1 = quarantine, 2 = filtered
-RULE = "__biconic_rule"
-COLUMN = "__biconic_column"
-REASON = "__biconic_reason"
+__all__ = ["apply_rules", "as_text", "finish", "guard_copy"]
 
 _INT64_MAX = 2**63 - 1
 _NUMERIC38 = 10**38

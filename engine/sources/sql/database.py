@@ -86,14 +86,15 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.config import redact, secret_of
-from engine.errors import SourceError, SourceUnavailableError, SpecError
+from engine.errors import SourceError, SourceUnavailableError, SpecError, first_line
 from engine.names import quote_ident
-from engine.sources._chunks import ChunkFactory, chunk_rows
-from engine.sources._files import first_line
-from engine.sources._stream import stream_chunks
-from engine.sources._watermark import lag_units
-from engine.sources.base import ROW_COLUMN, Partition
+from engine.plan.columns import ROW_COLUMN
+from engine.redact import redact, secret_of
+from engine.settings import settings
+from engine.sources.base import Partition
+from engine.sources.chunks import ChunkFactory
+from engine.sources.incremental import lag_units
+from engine.sources.stream import stream_chunks
 
 __all__ = ["OPTIONS", "DatabaseSource", "Dialect", "open_database"]
 
@@ -512,7 +513,7 @@ class DatabaseSource:
         return col.type == "timestamptz" or (self.dialect == "mysql" and col.type == "timestamp")
 
     def _column(self, name: str, option: str) -> tuple[_Column, _Read]:
-        from engine.transform import did_you_mean
+        from engine.plan.frame import did_you_mean
 
         described = self._describe()
         for col in described.columns:
@@ -901,7 +902,7 @@ class DatabaseSource:
                 run(f"KILL QUERY {int(pid)}")
 
     def _rows(self) -> int:
-        return self.batch_rows or chunk_rows()
+        return self.batch_rows or settings().chunk_rows
 
     # --- Source -------------------------------------------------------------------------------------------
     def partitions(self) -> list[Partition]:

@@ -42,13 +42,13 @@ from urllib.parse import parse_qsl, unquote
 import polars as pl
 import pyarrow as pa
 
-from engine.config import redact, secret_of
-from engine.errors import SourceError, SourceUnavailableError, SpecError
-from engine.sources._chunks import ChunkFactory
-from engine.sources._files import first_line
-from engine.sources._stream import stream_chunks
-from engine.sources._watermark import lag_units
-from engine.sources.base import ROW_COLUMN, Partition
+from engine.errors import SourceError, SourceUnavailableError, SpecError, first_line
+from engine.plan.columns import ROW_COLUMN
+from engine.redact import redact, secret_of
+from engine.sources.base import Partition
+from engine.sources.chunks import ChunkFactory
+from engine.sources.incremental import lag_units
+from engine.sources.stream import stream_chunks
 
 __all__ = ["OPTIONS", "AdbcSource", "Window", "open_adbc"]
 

@@ -1,4 +1,4 @@
-"""Shared helpers for file sources: wrapping reader errors and transcoding to UTF-8."""
+"""What file sources share: checking a path, and transcoding other encodings to UTF-8 in a stream."""
 
 from __future__ import annotations
 
@@ -8,18 +8,12 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from engine.config import data_dir
 from engine.errors import SourceError
+from engine.settings import settings
+
+__all__ = ["check_file", "transcode_to_utf8"]
 
 _CHUNK = 1 << 20
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of a library error: their multi-paragraph hints are noise to our users."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()[:300]
-    return type(exc).__name__
 
 
 def transcode_to_utf8(path: Path, encoding: str) -> IO[bytes]:
@@ -32,7 +26,7 @@ def transcode_to_utf8(path: Path, encoding: str) -> IO[bytes]:
     except LookupError:
         raise SourceError(str(path), f"unknown encoding {encoding!r}; "
                                      "try utf-8, utf-8-sig, latin-1 or cp1252") from None
-    folder = data_dir() / "tmp"
+    folder = settings().data_path / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
     out = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - handed to the caller, closed by it
     offset = 0

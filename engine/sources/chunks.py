@@ -8,27 +8,18 @@ whole records, columnar and in-memory frames into row slices, and each chunk is 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterator
 from typing import IO
 
 import polars as pl
 
-__all__ = ["ChunkFactory", "chunk_bytes", "chunk_rows", "open_binary", "record_chunks", "record_end",
+from engine.settings import settings
+
+__all__ = ["ChunkFactory", "open_binary", "record_chunks", "record_end",
            "row_slices", "sliced_chunks", "split_records"]
 
 #: A chunk: given how many rows came before it in the partition, its lazy frame.
 ChunkFactory = Callable[[int], pl.LazyFrame]
-
-
-def chunk_bytes() -> int:
-    """Target bytes per text chunk (``BICONIC_CHUNK_MB``, default 16)."""
-    return int(float(os.environ.get("BICONIC_CHUNK_MB", "16")) * (1 << 20))
-
-
-def chunk_rows() -> int:
-    """Target rows per chunk for columnar and in-memory sources (``BICONIC_CHUNK_ROWS``, default 500,000)."""
-    return int(os.environ.get("BICONIC_CHUNK_ROWS", "500000"))
 
 
 _BLOCK = 1 << 16
@@ -133,5 +124,5 @@ def sliced_chunks(frame: pl.LazyFrame, rows: int | None = None) -> Iterator[Chun
         return frame.slice(offset, length)
 
     total = int(frame.select(pl.len()).collect().item())
-    for offset, length in row_slices(total, rows or chunk_rows()):
+    for offset, length in row_slices(total, rows or settings().chunk_rows):
         yield functools.partial(piece, offset, length)

@@ -1,0 +1,111 @@
+"""Every ``BICONIC_*`` environment variable, in one typed class.
+
+>>> from engine.settings import settings
+>>> settings().batch_rows  # doctest: +SKIP
+100000
+
+The CLI and the engine's defaults read these; the Python API takes explicit arguments that win over them.
+``settings()`` reads the environment again whenever it changed (tests and long-lived workers change it), and a
+bad value is a :class:`SpecError` naming the variable, never a traceback. Secrets (the PostgreSQL DSN, the
+Redis URL) are :class:`pydantic.SecretStr`: their repr and every dump show ``**********``.
+
+Each field below is ``BICONIC_<FIELD NAME>``; its description is what ``biconic settings`` would print and the
+README's table says.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.errors import SpecError
+
+__all__ = ["ARCHIVE_OFF", "Settings", "settings"]
+
+#: values of ``BICONIC_ARCHIVE_URL`` / ``--archive`` that turn archiving off
+ARCHIVE_OFF = frozenset({"off", "none", "false", "no", "0"})
+
+_PREFIX = "BICONIC_"
+
+
+class Settings(BaseSettings):
+    """The engine's settings; each field is ``BICONIC_<NAME>`` (see the module docstring for the table)."""
+
+    model_config = SettingsConfigDict(env_prefix=_PREFIX, env_ignore_empty=True, extra="ignore", frozen=True)
+
+    pg_dsn: SecretStr | None = Field(default=None, description="PostgreSQL URL; unset: the embedded server")
+    data_dir: Path = Field(default=Path(".biconic"), description="local data folder")
+    batch_rows: int = Field(default=100_000, ge=1, description="rows per batch handed to COPY")
+    chunk_mb: float = Field(default=16.0, gt=0, description="MB per text chunk (CSV, NDJSON)")
+    chunk_rows: int = Field(default=500_000, ge=1, description="rows per chunk (Parquet, sheets, databases)")
+    copy_streams: int = Field(default=2, ge=0, le=64, description="helper connections for new partitions")
+    archive_url: str | None = Field(default=None, description="archive folder or s3://bucket/prefix; off = none")
+    archive_level: int = Field(default=3, description="ZSTD level of archive files, clamped to 1..22")
+    redis_url: SecretStr | None = Field(default=None, description="Redis for the cache; unset: in-process")
+    query_ttl: float = Field(default=300.0, ge=0, description="seconds a cached query result lives")
+    tier_archive_days: int = Field(default=90, ge=0, description="partitions older than this are tiered out")
+    uploads_dir: Path | None = Field(default=None, description="raw uploads folder; unset: {data dir}/uploads")
+    uploads_keep_days: int = Field(default=7, ge=0, description="raw uploads untouched at least this long")
+    uploads_compress_days: int = Field(default=30, ge=0, description="raw uploads compressed after this")
+    uploads_archive_days: int = Field(default=90, ge=0, description="raw uploads archived after this")
+
+    @field_validator("archive_level")
+    @classmethod
+    def _clamp_level(cls, value: int) -> int:
+        return min(max(value, 1), 22)
+
+    @property
+    def data_path(self) -> Path:
+        """``data_dir`` as an absolute path."""
+        return self.data_dir.resolve()
+
+    @property
+    def chunk_bytes(self) -> int:
+        """Target bytes per text chunk."""
+        return int(self.chunk_mb * (1 << 20))
+
+    @property
+    def uploads_path(self) -> Path:
+        """The raw uploads folder: ``uploads_dir``, else ``{data dir}/uploads``."""
+        return self.uploads_dir.resolve() if self.uploads_dir is not None else self.data_path / "uploads"
+
+    def archive(self, explicit: str | None = None) -> str | None:
+        """The archive location: ``explicit``, else ``archive_url``, else ``{data dir}/archive``; None when
+        archiving is turned off (``off``)."""
+        chosen = explicit or self.archive_url or str(self.data_path / "archive")
+        return None if chosen.strip().lower() in ARCHIVE_OFF else chosen
+
+    def dsn(self) -> str | None:
+        """The PostgreSQL DSN from the environment (None: use the embedded server)."""
+        return self.pg_dsn.get_secret_value() if self.pg_dsn is not None else None
+
+    def redis(self) -> str | None:
+        """The Redis URL from the environment (None: the in-process cache)."""
+        return self.redis_url.get_secret_value() if self.redis_url is not None else None
+
+
+_cache: dict[str, tuple[tuple[object, ...], Settings]] = {}
+_lock = threading.Lock()
+
+
+def settings() -> Settings:
+    """The current settings, read from the environment (again only when a ``BICONIC_*`` variable or the
+    working folder changed since the last call)."""
+    key = (os.getcwd(), *sorted((k, v) for k, v in os.environ.items() if k.startswith(_PREFIX)))
+    with _lock:
+        held = _cache.get("current")
+        if held is not None and held[0] == key:
+            return held[1]
+    try:
+        current = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = _PREFIX + str(first["loc"][0]).upper() if first["loc"] else _PREFIX.rstrip("_")
+        raise SpecError(name, f"{first['msg']}, got {first.get('input')!r}") from exc
+    with _lock:
+        _cache["current"] = (key, current)
+    return current
