@@ -9,9 +9,9 @@ CSV, without the result cache and with it, before and after part of the data is 
    first).
 2. Phase ``hot``: every query once with ``cache=True`` on a cache that does not hold it (``first``: a miss, the
    result is stored), then ``--runs`` rounds of one ``cache=False`` run (``uncached``) and one ``cache=True``
-   run (``cached``: a hit, checked). All in this one process, through ``engine.adhoc.run_query``: the in-process
+   run (``cached``: a hit, checked). All in this one process, through ``engine.reads.duck.run_query``: the in-process
    cache unless ``BICONIC_REDIS_URL`` is set.
-3. ``engine.tiering.tier(now=2026-06-30, archive_days=90, datasets=[table], uploads=False)``: January to March
+3. ``engine.archive.tiering.tier(now=2026-06-30, archive_days=90, datasets=[table], uploads=False)``: January to March
    (about half the rows) leave PostgreSQL; their archive files become the only copy (state ``cold``).
 4. Phase ``hot + cold``: the same queries, now over 4 PostgreSQL partitions UNION ALL the cold files; their
    answers must equal phase 1's.
@@ -58,7 +58,7 @@ def queries(table: str, point_id: int) -> dict[str, str]:
 
 def measure(sql: str, *, dsn: str, archive: str, runs: int) -> dict[str, Any]:
     """first (a miss), then ``runs`` rounds of uncached + cached; wall seconds of each ``run_query`` call."""
-    from engine.adhoc import run_query
+    from engine.reads.duck import run_query
 
     def once(cache: bool) -> tuple[float, Any]:
         started = time.perf_counter()
@@ -120,8 +120,8 @@ def main() -> None:
     os.environ["BICONIC_PG_DSN"] = args.dsn
     started = time.perf_counter()
 
-    from engine.cache import get_cache
-    from engine.tiering import TierPolicy, tier
+    from engine.archive.tiering import TierPolicy, tier
+    from engine.reads.cache import get_cache
 
     db = Db(args.dsn, args.data / "archive")
     db.sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")

@@ -14,9 +14,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import (
+    ArchiveError,
     BiconicError,
     HostileInputError,
     IntegrityError,
+    QueryError,
     SchemaDriftError,
     SinkConflictError,
     SinkError,
@@ -28,18 +30,20 @@ from engine.errors import (
 )
 
 if TYPE_CHECKING:
-    from engine.adhoc import query
     from engine.pipeline import load, run
+    from engine.reads.duck import query
     from engine.report import LoadReport
     from engine.spec.models import LoadSpec, Pipeline
 
 __all__ = [
+    "ArchiveError",
     "BiconicError",
     "HostileInputError",
     "IntegrityError",
     "LoadReport",
     "LoadSpec",
     "Pipeline",
+    "QueryError",
     "SchemaDriftError",
     "SinkConflictError",
     "SinkError",
@@ -54,8 +58,8 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"load": "engine.pipeline", "run": "engine.pipeline", "query": "engine.adhoc", "LoadReport": "engine.report",
-         "LoadSpec": "engine.spec.models", "Pipeline": "engine.spec.models"}
+_LAZY = {"load": "engine.pipeline", "run": "engine.pipeline", "query": "engine.reads.duck",
+         "LoadReport": "engine.report", "LoadSpec": "engine.spec.models", "Pipeline": "engine.spec.models"}
 
 
 def __getattr__(name: str) -> Any:

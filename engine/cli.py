@@ -137,7 +137,7 @@ def demo(rows: int, folder: str | None, dsn: str | None, as_json: bool) -> None:
             reports = run_demo(rows=rows, folder=Path(folder) if folder else None, dsn=dsn, progress=progress)
         _echo_reports(reports, as_json)
         if not as_json:
-            from engine.adhoc import run_query
+            from engine.reads.duck import run_query
 
             result = run_query(DEMO_QUERY, dsn=dsn)
             click.echo(f"\n$ biconic query \"{DEMO_QUERY}\"")
@@ -164,7 +164,7 @@ def query(sql: str, as_json: bool, as_csv: bool, no_cache: bool, dsn: str | None
     Example:
       biconic query "SELECT connection_id, count(*) FROM orders GROUP BY 1" --json
     """
-    from engine.adhoc import run_query
+    from engine.reads.duck import run_query
 
     if as_json and as_csv:
         _fail(SpecError("query", "choose one of --json and --csv"))
@@ -202,9 +202,9 @@ def tier(dry_run: bool, days: int | None, datasets: tuple[str, ...], no_uploads:
     raw uploads compressed after 30 days and moved to the archive after 90."""
     import dataclasses
 
+    from engine.archive.tiering import TierPolicy
+    from engine.archive.tiering import tier as run_tier
     from engine.names import canonical_table
-    from engine.tiering import TierPolicy
-    from engine.tiering import tier as run_tier
 
     try:
         policy = TierPolicy.from_env()
@@ -230,7 +230,7 @@ def tier(dry_run: bool, days: int | None, datasets: tuple[str, ...], no_uploads:
 def restore(dataset: str, start: Any, end: Any, dsn: str | None, archive: str | None, as_json: bool) -> None:
     """Load a tiered DATASET's archived rows from --from to --to back into PostgreSQL (whole periods;
     idempotent: re-running restores nothing twice)."""
-    from engine.tiering import restore as run_restore
+    from engine.archive.restore import restore as run_restore
 
     try:
         report = run_restore(dataset, start=start.date(), end=end.date(), dsn=dsn, archive=archive)
@@ -247,7 +247,7 @@ def restore(dataset: str, start: Any, end: Any, dsn: str | None, archive: str | 
 @click.option("--no-cache", is_flag=True, help="Read PostgreSQL even if a cached answer is current.")
 def info(dataset: str, connection_id: int | None, dsn: str | None, no_cache: bool) -> None:
     """Print a dataset's metadata as JSON: columns, rows per connection, last load, partitions, cold periods."""
-    from engine.catalog import metadata
+    from engine.reads.catalog import metadata
 
     try:
         click.echo(json.dumps(metadata(dataset, connection_id, dsn=dsn, cache=not no_cache), indent=2, default=str))
@@ -263,7 +263,7 @@ def info(dataset: str, connection_id: int | None, dsn: str | None, no_cache: boo
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON array of objects.")
 def latest(dataset: str, connection_id: int, limit: int, dsn: str | None, as_json: bool) -> None:
     """Print a connection's latest rows (served from the cache, refreshed by every load)."""
-    from engine.catalog import hot_rows
+    from engine.reads.catalog import hot_rows
 
     try:
         frame = hot_rows(dataset, connection_id, dsn=dsn).head(max(limit, 0))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.pipeline import Progress, run
+from engine.pipeline import run
+from engine.progress import Progress
 from engine.report import LoadReport
 from engine.settings import settings
 

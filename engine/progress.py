@@ -1,19 +1,26 @@
-"""A terminal progress bar for long loads: rows, rows/s and memory, redrawn a few times a second."""
+"""Progress of a long load: what a load reports as it goes, and a terminal bar that draws it (rows, rows/s,
+memory, redrawn a few times a second)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
-import psutil
+__all__ = ["Progress", "TerminalProgress"]
 
-__all__ = ["TerminalProgress"]
+
+class Progress(Protocol):
+    """Receives progress while a load runs (the CLI draws a bar with it)."""
+
+    def update(self, *, label: str, rows: int, done: int, total: int) -> None:
+        """``rows`` read so far; ``done`` of ``total`` source partitions finished; ``label`` the current one."""
 
 
 class TerminalProgress:
     """Draws on stderr with rich; use as a context manager around a load."""
 
     def __init__(self) -> None:
+        import psutil
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

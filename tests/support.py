@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeAlias
 
-__all__ = ["Sql"]
+__all__ = ["FIXTURES", "Sql"]
+
+#: the repository's sample files
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 #: the ``sql`` fixture: run one statement on the test database, get its rows
 Sql: TypeAlias = Callable[..., list[tuple[Any, ...]]]

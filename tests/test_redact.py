@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import SinkError
+from engine.postgres.connection import wrap_error
 from engine.redact import redact, secret_of
-from engine.sinks.postgres import _wrap
 
 # (dsn, the secret, pieces of it that must not appear either, text that must survive)
 CASES = [
@@ -51,7 +51,7 @@ def _messages(dsn: str, secret: str) -> list[str]:
 @pytest.mark.parametrize(("dsn", "secret", "pieces", "kept"), CASES, ids=IDS)
 def test_wrap_never_lets_the_password_through(dsn: str, secret: str, pieces: list[str], kept: list[str]) -> None:
     for text in _messages(dsn, secret):
-        err = _wrap(RuntimeError(text), "connect", dsn)
+        err = wrap_error(RuntimeError(text), "connect", dsn)
         assert isinstance(err, SinkError)
         message = str(err)
         for leaked in (secret, *pieces):
@@ -62,7 +62,7 @@ def test_wrap_never_lets_the_password_through(dsn: str, secret: str, pieces: lis
                                  "host=h user=u dbname=x", "postgresql://u@h:5432/db?application_name=etl"])
 def test_dsn_without_password_is_unchanged(dsn: str) -> None:
     assert redact(dsn) == dsn
-    err = _wrap(RuntimeError(f"IO: [libpq] Failed to connect: could not connect to {dsn}"), "connect", dsn)
+    err = wrap_error(RuntimeError(f"IO: [libpq] Failed to connect: could not connect to {dsn}"), "connect", dsn)
     assert dsn in str(err)
 
 

@@ -17,7 +17,8 @@ from engine.plan.columns import STATUS
 from engine.plan.frame import Plan
 from engine.plan.rules import apply_rules, finish
 from engine.plan.steps import compile_steps
-from engine.spec.models import Pipeline, parse_pipeline
+from engine.spec.models import Pipeline
+from engine.spec.parse import parse_pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generate import frame  # noqa: E402

@@ -1,0 +1,68 @@
+"""What one load knows while it runs: its spec, source, session, report, and what it created on the way."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from engine.archive.store import Store
+from engine.pipeline.counts import Counts
+from engine.postgres.connection import Session
+from engine.postgres.periods import Period
+from engine.postgres.staging import FreshChildren
+from engine.progress import Progress
+from engine.report import LoadReport
+from engine.sources.base import Partition, Source
+from engine.spec.models import LoadSpec, TargetSpec
+
+__all__ = ["Job"]
+
+#: connections whose cached latest rows a load refreshes (beyond it they are filled on first read)
+TRACKED_CONNECTIONS = 10_000
+
+
+@dataclass
+class Job:
+    """One load's state, shared by its steps (plan, fit, stream, publish)."""
+
+    spec: LoadSpec
+    source: Source
+    session: Session
+    report: LoadReport
+    spec_hash: str
+    progress: Progress | None = None
+    store: Store | None = None
+    #: (watermark key, cursor column) of an incremental source, advanced with the rows it covers
+    watermark: tuple[str, str] | None = None
+    loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    partitions_done: int = 0
+    #: children created standalone in the open transaction, attached before it commits
+    fresh: dict[str, Period] = field(default_factory=dict)
+    #: helper connections that fill new children beside the transaction (append mode; None = off or unused)
+    staging: FreshChildren | None = None
+    #: periods tiered out to the archive (read on a merge's first batch)
+    cold: set[dt.date] | None = None
+    #: connections that received rows (their cached latest rows are refreshed after the load)
+    connections: set[int] = field(default_factory=set)
+
+    @property
+    def target(self) -> TargetSpec:
+        return self.spec.target
+
+    def tell_progress(self, partition: Partition, rows: int) -> None:
+        """``rows`` read so far, in the partition being loaded."""
+        if self.progress is not None:
+            self.progress.update(label=partition.label, rows=rows, total=self.report.source_partitions,
+                                 done=self.partitions_done + self.report.skipped_partitions)
+
+    def account(self, counts: Counts) -> None:
+        """A committed partition's counts, into the report."""
+        self.report.rows_in += counts.rows_in
+        self.report.rows_loaded += counts.loaded
+        self.report.rows_quarantined += counts.quarantined
+        self.report.rows_filtered += counts.filtered
+        self.partitions_done += 1
+
+    def saw_connections(self, ids: list[int]) -> None:
+        if len(self.connections) < TRACKED_CONNECTIONS:
+            self.connections.update(ids)

@@ -1,0 +1,75 @@
+"""Streaming one partition: each batch split into loaded / quarantined / filtered rows, the good ones handed to
+their :mod:`target <engine.pipeline.targets>` and to the archive writer, the bad ones COPYed to quarantine.
+
+The next batch is computed on a thread while this one is COPYed (:class:`engine.handoff.Prefetch`: Polars and
+libpq release the GIL), with at most two batches waiting, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import polars as pl
+
+from engine.archive.writer import ArchiveWriter
+from engine.handoff import Prefetch
+from engine.pipeline.batches import batches, quarantine_rows
+from engine.pipeline.context import Job
+from engine.pipeline.counts import Counts
+from engine.pipeline.fit import Prepared
+from engine.pipeline.planner import source_error
+from engine.pipeline.targets import RowTarget
+from engine.plan.columns import RULE, STATUS
+from engine.postgres import copy, meta
+from engine.postgres.ddl import CONNECTION_COLUMN
+from engine.sources.base import Partition
+from engine.sources.chunks import ChunkFactory
+
+__all__ = ["stream"]
+
+#: batches computed ahead of the one being COPYed
+_AHEAD = 2
+
+
+def stream(job: Job, partition: Partition, chunks: Iterator[ChunkFactory], prepared: Prepared, target: RowTarget,
+           archive: ArchiveWriter | None) -> Counts:
+    """COPY the partition's rows (and hand the good ones to ``archive``) inside the open transaction; the
+    counts add up exactly, or nothing is committed. A merge's rows superseded by a later row of the same key
+    count as filtered (deduplicated)."""
+    counts = Counts()
+    try:
+        with Prefetch(batches(job, chunks, prepared, partition.label), depth=_AHEAD) as ahead:
+            for df in ahead:
+                _one_batch(job, partition, df, prepared, target, archive, counts)
+        if archive is not None:
+            archive.seal()  # its files are written and uploaded while PostgreSQL builds indexes
+        written = target.finish()
+    except pl.exceptions.PolarsError as exc:
+        raise source_error(partition, exc) from exc
+    counts.check(partition.label)
+    if written is not None:
+        counts.filtered += counts.loaded - written
+        counts.loaded = written
+    for rule, n in counts.by_rule.items():
+        job.report.quarantine_by_rule[rule] = job.report.quarantine_by_rule.get(rule, 0) + n
+    return counts
+
+
+def _one_batch(job: Job, partition: Partition, df: pl.DataFrame, prepared: Prepared, target: RowTarget,
+               archive: ArchiveWriter | None, counts: Counts) -> None:
+    counts.rows_in += df.height
+    status = df[STATUS]
+    good = df.filter(status == 0).select(prepared.columns)
+    if good.height:
+        for period, part in target.write(good):
+            if archive is not None:
+                archive.add(period.start, part)
+        counts.loaded += good.height
+        job.saw_connections(good[CONNECTION_COLUMN].unique().to_list())
+    bad = df.filter(status == 1)
+    if bad.height:
+        counts.by_rule.update(bad[RULE].to_list())
+        copy.copy(job.session, meta.QUARANTINE, quarantine_rows(job, bad, prepared, partition.label).to_arrow())
+        counts.quarantined += bad.height
+    counts.filtered += int((status == 2).sum())
+    job.tell_progress(partition, job.report.rows_in + counts.rows_in)

@@ -1,0 +1,142 @@
+"""What the platform shows most often, served from the cache: a connection's latest rows and a dataset's
+metadata (schema, row counts, last load, partitions).
+
+Every cache key carries the dataset's version (bumped in each load's own transaction), so an entry can only
+ever be read for the data it was made from: a load makes the old entries unreachable, and a cache that lost
+a delete during a Redis outage still cannot serve stale rows. One cheap indexed read of that version is the
+price of each call; the rows and counts themselves come from the cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import polars as pl
+
+from engine.errors import SpecError
+from engine.names import canonical_table, qualified, quote_ident
+from engine.postgres import meta
+from engine.postgres.ddl import CONNECTION_COLUMN
+from engine.postgres.pool import MetaDb, meta_db
+from engine.postgres.server import resolve_dsn
+from engine.reads.cache import get_cache
+
+__all__ = ["HOT_ROWS", "hot_rows", "metadata", "refresh_hot_rows"]
+
+log = logging.getLogger("biconic.catalog")
+
+#: rows kept per connection
+HOT_ROWS = 1000
+HOT_TTL = 24 * 3600.0
+META_TTL = 3600.0
+#: connections whose hot rows a load refreshes eagerly; the others are filled on their first read
+EAGER_CONNECTIONS = 32
+
+
+def _dataset(db: MetaDb, name: str) -> tuple[str, str, int]:
+    """(canonical name, time column, version) of a dataset, or a SpecError naming it."""
+    table = canonical_table(name)
+    found = meta.dataset_version(db, table)
+    if found is None:
+        raise SpecError("dataset", f"no dataset {name!r} (load something into it first)")
+    return table, found[0], found[1]
+
+
+def _hot_key(dataset: str, connection_id: int, version: int) -> str:
+    return f"hot:{dataset}:{connection_id}:v{version}"
+
+
+def _latest(db: MetaDb, dataset: str, time_column: str, connection_id: int) -> pl.DataFrame:
+    return db.frame(f"SELECT * FROM {qualified(dataset)} WHERE {quote_ident(CONNECTION_COLUMN)} = $1 "
+                    f"ORDER BY {quote_ident(time_column)} DESC LIMIT {HOT_ROWS}", [connection_id])
+
+
+def hot_rows(dataset: str, connection_id: int, *, dsn: str | None = None, cache: bool = True) -> pl.DataFrame:
+    """The connection's latest ``HOT_ROWS`` rows (newest first) still in PostgreSQL."""
+    with meta_db(resolve_dsn(dsn)) as db:
+        table, time_column, version = _dataset(db, dataset)
+        store = get_cache() if cache else None
+        key = _hot_key(table, connection_id, version)
+        if store is not None:
+            hit = store.get_frame(key)
+            if hit is not None:
+                return hit
+        rows = _latest(db, table, time_column, connection_id)
+        if store is not None:
+            store.set_frame(key, rows, ttl=HOT_TTL)
+        return rows
+
+
+def refresh_hot_rows(dataset: str, connection_ids: Iterable[int], *, dsn: str | None = None) -> int:
+    """After a load: put the new latest rows of (up to ``EAGER_CONNECTIONS``) touched connections in Redis.
+
+    Never fails the load that calls it: a cache or database problem here is logged and skipped (the rows are
+    then fetched on their first read). Returns how many connections were refreshed.
+    """
+    store = get_cache()
+    if store.backend != "redis":  # an in-process cache dies with this process: nothing would read them
+        return 0
+    done = 0
+    try:
+        with meta_db(resolve_dsn(dsn)) as db:
+            table, time_column, version = _dataset(db, dataset)
+            for cid in sorted(set(connection_ids))[:EAGER_CONNECTIONS]:
+                store.set_frame(_hot_key(table, cid, version), _latest(db, table, time_column, cid), ttl=HOT_TTL)
+                done += 1
+    except Exception as exc:  # the load already committed; a cold cache only costs a read later
+        log.warning("could not refresh cached rows of %s: %s", dataset, str(exc).splitlines()[0] if str(exc) else exc)
+    return done
+
+
+def metadata(dataset: str, connection_id: int | None = None, *, dsn: str | None = None,
+             cache: bool = True) -> dict[str, Any]:
+    """Schema, row counts (per connection), last load and partitions (hot in PostgreSQL, cold in the archive)
+    of a dataset, or of one connection's share of it."""
+    with meta_db(resolve_dsn(dsn)) as db:
+        table, time_column, version = _dataset(db, dataset)
+        store = get_cache() if cache else None
+        key = f"meta:{table}:{'*' if connection_id is None else connection_id}:v{version}"
+        if store is not None:
+            hit = store.get_json(key)
+            if hit is not None:
+                return dict(hit)
+        info = _metadata(db, table, time_column, version, connection_id)
+        if store is not None:
+            store.set_json(key, info, ttl=META_TTL)
+        return info
+
+
+def _metadata(db: MetaDb, table: str, time_column: str, version: int, connection_id: int | None) -> dict[str, Any]:
+    conn_filter = f"WHERE {quote_ident(CONNECTION_COLUMN)} = $1" if connection_id is not None else ""
+    params = [connection_id] if connection_id is not None else []
+    columns = db.rows("SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                      "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped "
+                      "ORDER BY a.attnum", [qualified(table)])
+    counts = db.rows(f"SELECT {quote_ident(CONNECTION_COLUMN)}, count(*) FROM {qualified(table)} {conn_filter} "
+                     "GROUP BY 1 ORDER BY 1", params)
+    last = meta.last_load(db, table, connection_id)
+    partitions = db.rows("SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                         "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass($1) ORDER BY 1",
+                         [qualified(table)])
+    cold = meta.cold_summary(db, table, connection_id)
+    return {
+        "dataset": table,
+        "connection_id": connection_id,
+        "version": version,
+        "time_column": time_column,
+        "columns": {name: pg for name, pg in columns},
+        "rows": sum(int(n) for _, n in counts),
+        "rows_by_connection": {str(c): int(n) for c, n in counts},
+        "last_load": None if not last else {
+            "load_id": last[0], "source": last[1], "mode": last[2], "rows_loaded": int(last[3]),
+            "finished_at": _iso(last[4])},
+        "partitions": [{"name": name, "bounds": bound} for name, bound in partitions],
+        "cold_periods": [{"period": _iso(p), "rows": int(r), "files": int(f)} for p, r, f in cold],
+    }
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date | dt.datetime) else value

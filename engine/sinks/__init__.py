@@ -1,1 +1,0 @@
-"""Sinks: where loaded rows land. PostgreSQL is the warehouse."""

@@ -1,0 +1,136 @@
+"""Latest rows per connection and dataset metadata: cached under the dataset's version, so a load invalidates;
+and the CLI commands over them (query, tier, restore, info, latest)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+import engine
+from engine.cli import cli
+from engine.errors import SpecError
+from engine.reads.cache import get_cache, reset_caches
+from engine.reads.catalog import HOT_ROWS, hot_rows, metadata, refresh_hot_rows
+
+
+@pytest.fixture(autouse=True)
+def _memory_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BICONIC_REDIS_URL", raising=False)
+    reset_caches()
+
+
+def _orders(path: Path, n: int, *, start: dt.datetime = dt.datetime(2026, 5, 1), first_id: int = 0) -> Path:
+    pl.DataFrame({
+        "id": range(first_id, first_id + n),
+        "connection_id": [1 + i % 2 for i in range(n)],
+        "created_at": [start + dt.timedelta(hours=i) for i in range(n)],
+        "amount": [float(i) for i in range(n)],
+    }).write_csv(path)
+    return path
+
+
+def test_hot_rows_are_the_newest_per_connection_and_a_load_invalidates(tmp_path: Path, pg_dsn: str,
+                                                                        table: str) -> None:
+    engine.load(_orders(tmp_path / "a.csv", 2500), into=table, partition_by="created_at:month", dsn=pg_dsn)
+    rows = hot_rows(table, 1, dsn=pg_dsn)
+    assert rows.height == HOT_ROWS
+    assert set(rows["connection_id"].to_list()) == {1}
+    assert rows["created_at"].to_list() == sorted(rows["created_at"].to_list(), reverse=True)
+    assert rows["id"][0] == 2498  # the newest even id
+    before = get_cache().stats.hits
+    assert hot_rows(table, 1, dsn=pg_dsn).equals(rows)
+    assert get_cache().stats.hits == before + 1
+
+    engine.load(_orders(tmp_path / "b.csv", 10, start=dt.datetime(2026, 9, 1), first_id=10_000), into=table,
+                dsn=pg_dsn)
+    fresh = hot_rows(table, 1, dsn=pg_dsn)
+    assert fresh["id"][0] == 10_008  # the new load's newest row, not the cached answer
+    assert hot_rows(table, 3, dsn=pg_dsn).height == 0
+
+
+def test_metadata_counts_partitions_and_last_load(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    report = engine.load(_orders(tmp_path / "a.csv", 1000), into=table, partition_by="created_at:month", dsn=pg_dsn)
+    info = metadata(table, dsn=pg_dsn)
+    assert info["rows"] == 1000
+    assert info["rows_by_connection"] == {"1": 500, "2": 500}
+    assert info["columns"]["amount"] == "double precision"
+    assert info["last_load"]["load_id"] == report.load_id
+    assert [p["name"] for p in info["partitions"]] == sorted(report.partitions)
+    one = metadata(table, 2, dsn=pg_dsn)
+    assert one["rows"] == 500 and one["rows_by_connection"] == {"2": 500}
+    assert metadata(table, dsn=pg_dsn) == info  # served from the cache
+    engine.load(_orders(tmp_path / "b.csv", 5, first_id=5000), into=table, dsn=pg_dsn)
+    assert metadata(table, dsn=pg_dsn)["rows"] == 1005
+    with pytest.raises(SpecError, match="no dataset"):
+        metadata("no_such_dataset", dsn=pg_dsn)
+
+
+@pytest.mark.redis
+def test_a_load_refreshes_the_latest_rows_in_redis(tmp_path: Path, pg_dsn: str, table: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        if __import__("os").environ.get("CI"):
+            pytest.fail("Redis is not running on 127.0.0.1:6379")
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    monkeypatch.setenv("BICONIC_REDIS_URL", "redis://127.0.0.1:6379/0")
+    reset_caches()
+    cache = get_cache()
+    assert cache.backend == "redis"
+    engine.load(_orders(tmp_path / "a.csv", 300), into=table, partition_by="created_at:month", dsn=pg_dsn)
+    misses = cache.stats.misses
+    rows = hot_rows(table, 2, dsn=pg_dsn)  # put there by the load itself
+    assert cache.stats.misses == misses and rows.height == 150
+    assert refresh_hot_rows(table, [1, 2], dsn=pg_dsn) == 2
+
+
+def test_cli_query_tier_restore_info_latest(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    # six months ending well before "now": the first ones are older than the archive age
+    engine.load(_orders(tmp_path / "a.csv", 4000, start=dt.datetime(2020, 1, 1)), into=table,
+                partition_by="created_at:month", dsn=pg_dsn)
+    run = CliRunner().invoke
+    total = f"SELECT count(*) AS n, sum(amount) AS s FROM {table}"
+    out = run(cli, ["query", total, "--json", "--dsn", pg_dsn])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == [{"n": 4000, "s": float(sum(range(4000)))}]
+
+    dry = run(cli, ["tier", "--dry-run", "--json", "--dataset", table, "--no-uploads", "--dsn", pg_dsn])
+    assert dry.exit_code == 0, dry.output
+    assert len(json.loads(dry.output)["partitions"]) == 6  # every month is years old
+    done = run(cli, ["tier", "--json", "--dataset", table, "--no-uploads", "--dsn", pg_dsn])
+    assert done.exit_code == 0, done.output
+    assert sum(p["rows"] for p in json.loads(done.output)["partitions"]) == 4000
+    assert json.loads(run(cli, ["query", total, "--json", "--no-cache", "--dsn", pg_dsn]).output)[0]["n"] == 4000
+    csv = run(cli, ["query", f"SELECT id FROM {table} ORDER BY id LIMIT 2", "--csv", "--dsn", pg_dsn])
+    assert csv.output.splitlines() == ["id", "0", "1"]
+
+    back = run(cli, ["restore", table, "--from", "2020-02-10", "--to", "2020-02-20", "--json", "--dsn", pg_dsn])
+    assert back.exit_code == 0, back.output
+    assert json.loads(back.output)["periods"] == ["2020-02-01"]
+    info = json.loads(run(cli, ["info", table, "--dsn", pg_dsn]).output)
+    assert [p["name"] for p in info["partitions"]] == [f"{table}_p2020_02"]
+    assert len(info["cold_periods"]) == 5
+    assert json.loads(run(cli, ["query", total, "--json", "--dsn", pg_dsn]).output)[0]["n"] == 4000
+
+    latest = run(cli, ["latest", table, "--connection", "1", "--limit", "3", "--json", "--dsn", pg_dsn])
+    assert latest.exit_code == 0, latest.output
+    assert len(json.loads(latest.output)) == 3
+
+
+def test_cli_query_errors_are_one_line(pg_dsn: str) -> None:
+    bad = subprocess.run([sys.executable, "-m", "engine", "query", "SELEC nonsense", "--dsn", pg_dsn],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    restore = subprocess.run([sys.executable, "-m", "engine", "restore", "t", "--from", "2020-02-01", "--to",
+                              "2020-01-01", "--dsn", pg_dsn], capture_output=True, text=True)
+    assert restore.returncode == 2 and "before" in restore.stderr
