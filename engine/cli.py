@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -18,10 +19,18 @@ from engine.errors import BiconicError, SpecError
 
 __all__ = ["main"]
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _fail(exc: BiconicError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(exc.exit_code)
+
+class _Engine(click.Group):
+    """The command group: one place turns an engine error into its one line and exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BiconicError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
 
 
 def _progress(enabled: bool) -> Any:
@@ -32,7 +41,24 @@ def _progress(enabled: bool) -> Any:
     return nullcontext(None)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def dsn_option(f: F) -> F:
+    """``--dsn`` (else ``BICONIC_PG_DSN``, else the embedded server)."""
+    return click.option("--dsn", default=None, envvar="BICONIC_PG_DSN",
+                        help="PostgreSQL URL [env BICONIC_PG_DSN; default: embedded].")(f)
+
+
+def archive_option(f: F) -> F:
+    """``--archive`` (else ``BICONIC_ARCHIVE_URL``, else the data folder's archive)."""
+    return click.option("--archive", default=None, metavar="URL",
+                        help="Archive location: a folder or s3://bucket/prefix [env BICONIC_ARCHIVE_URL].")(f)
+
+
+def json_option(what: str) -> Callable[[F], F]:
+    """``--json``: print ``what`` as JSON instead of for people."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON.")
+
+
+@click.group(cls=_Engine, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="biconic-engine")
 def cli() -> None:
     """Biconic Engine: load files into partitioned PostgreSQL, fast and effectively once.
@@ -60,14 +86,12 @@ def cli() -> None:
               help="Reader option, e.g. --option delimiter=';' --option encoding=latin-1.")
 @click.option("--contract", type=click.Choice(["evolve", "freeze"]), default="evolve", show_default=True,
               help="Schema drift: evolve adds columns and widens types; freeze refuses any change.")
-@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
-@click.option("--archive", default=None, metavar="URL",
-              help="Archive copy: a folder or s3://bucket/prefix, 'off' for none "
-                   "[env BICONIC_ARCHIVE_URL; default .biconic/archive].")
+@dsn_option
+@archive_option
 @click.option("--no-archive", is_flag=True, help="Write no archive copy (same as --archive off).")
 @click.option("--layout", type=click.Choice(["table", "document"]), default="table", show_default=True,
               help="document: the generic table (_import_id, connection_id, data jsonb, created_at).")
-@click.option("--json", "as_json", is_flag=True, help="Print the LoadReport as one JSON object.")
+@json_option("the LoadReport (one object)")
 def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ...], partition_by: str | None,
          hash_partitions: int, mode: str, key: str | None, spec: str | None, fmt: str | None,
          options: tuple[str, ...], contract: str, dsn: str | None, archive: str | None, no_archive: bool,
@@ -84,26 +108,22 @@ def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ..
     sheet: str | list[str] | None = None
     if sheets:
         sheet = sheets[0] if len(sheets) == 1 else list(sheets)
-    try:
-        opts = _parse_options(options)
-        with _progress(not as_json) as progress:
-            report = engine.load(
-                path, into=table, connection_id=connection_id, partition_by=partition_by,
-                hash_partitions=hash_partitions, mode=mode,  # type: ignore[arg-type]
-                key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
-                spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn,
-                archive=False if no_archive else archive, layout=layout, progress=progress,
-            )
-    except BiconicError as exc:
-        _fail(exc)
-        return
+    opts = _parse_options(options)
+    with _progress(not as_json) as progress:
+        report = engine.load(
+            path, into=table, connection_id=connection_id, partition_by=partition_by,
+            hash_partitions=hash_partitions, mode=mode,  # type: ignore[arg-type]
+            key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
+            spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn,
+            archive=False if no_archive else archive, layout=layout, progress=progress,
+        )
     click.echo(report.to_json() if as_json else report.summary())
 
 
 @cli.command()
 @click.argument("pipeline", type=click.Path(dir_okay=False))
-@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
-@click.option("--json", "as_json", is_flag=True, help="Print the LoadReports as a JSON array.")
+@dsn_option
+@json_option("the LoadReports (an array)")
 def run(pipeline: str, dsn: str | None, as_json: bool) -> None:
     """Run every load declared in a PIPELINE YAML file.
 
@@ -113,12 +133,8 @@ def run(pipeline: str, dsn: str | None, as_json: bool) -> None:
     """
     import engine
 
-    try:
-        with _progress(not as_json) as progress:
-            reports = engine.run(pipeline, dsn=dsn, progress=progress)
-    except BiconicError as exc:
-        _fail(exc)
-        return
+    with _progress(not as_json) as progress:
+        reports = engine.run(pipeline, dsn=dsn, progress=progress)
     _echo_reports(reports, as_json)
 
 
@@ -126,35 +142,32 @@ def run(pipeline: str, dsn: str | None, as_json: bool) -> None:
 @click.option("--rows", type=int, default=200_000, show_default=True, help="Rows in the generated CSV.")
 @click.option("--folder", type=click.Path(file_okay=False), default=None,
               help="Where to write the sample files (default: .biconic/demo).")
-@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL (default: embedded).")
-@click.option("--json", "as_json", is_flag=True, help="Print the LoadReports as a JSON array.")
+@dsn_option
+@json_option("the LoadReports (an array)")
 def demo(rows: int, folder: str | None, dsn: str | None, as_json: bool) -> None:
     """Generate a sample workbook and CSV, load them, and print the reports (needs no server)."""
     from engine.demo import DEMO_QUERY, run_demo
 
-    try:
-        with _progress(not as_json) as progress:
-            reports = run_demo(rows=rows, folder=Path(folder) if folder else None, dsn=dsn, progress=progress)
-        _echo_reports(reports, as_json)
-        if not as_json:
-            from engine.reads.duck import run_query
+    with _progress(not as_json) as progress:
+        reports = run_demo(rows=rows, folder=Path(folder) if folder else None, dsn=dsn, progress=progress)
+    _echo_reports(reports, as_json)
+    if not as_json:
+        from engine.reads.duck import run_query
 
-            result = run_query(DEMO_QUERY, dsn=dsn)
-            click.echo(f"\n$ biconic query \"{DEMO_QUERY}\"")
-            click.echo(result.frame)
-            click.echo(f"({'cached' if result.cached else 'DuckDB over PostgreSQL + archive'}, "
-                       f"{result.seconds * 1000:.0f} ms)")
-    except BiconicError as exc:
-        _fail(exc)
+        result = run_query(DEMO_QUERY, dsn=dsn)
+        click.echo(f"\n$ biconic query \"{DEMO_QUERY}\"")
+        click.echo(result.frame)
+        click.echo(f"({'cached' if result.cached else 'DuckDB over PostgreSQL + archive'}, "
+                   f"{result.seconds * 1000:.0f} ms)")
 
 
 @cli.command()
 @click.argument("sql")
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON array of objects.")
+@json_option("the rows (an array of objects)")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV.")
 @click.option("--no-cache", is_flag=True, help="Run the query even if a cached result is current.")
-@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
-@click.option("--archive", default=None, metavar="URL", help="Archive location [env BICONIC_ARCHIVE_URL].")
+@dsn_option
+@archive_option
 def query(sql: str, as_json: bool, as_csv: bool, no_cache: bool, dsn: str | None, archive: str | None) -> None:
     """Run SQL (DuckDB dialect) over every dataset: hot rows in PostgreSQL plus cold rows in the archive.
 
@@ -167,12 +180,8 @@ def query(sql: str, as_json: bool, as_csv: bool, no_cache: bool, dsn: str | None
     from engine.reads.duck import run_query
 
     if as_json and as_csv:
-        _fail(SpecError("query", "choose one of --json and --csv"))
-    try:
-        result = run_query(sql, dsn=dsn, archive=archive, cache=not no_cache)
-    except BiconicError as exc:
-        _fail(exc)
-        return
+        raise SpecError("query", "choose one of --json and --csv")
+    result = run_query(sql, dsn=dsn, archive=archive, cache=not no_cache)
     frame = result.frame
     if as_json:
         click.echo(frame.write_json())
@@ -193,9 +202,9 @@ def query(sql: str, as_json: bool, as_csv: bool, no_cache: bool, dsn: str | None
               help="Archive age for PostgreSQL partitions [env BICONIC_TIER_ARCHIVE_DAYS; default 90].")
 @click.option("--dataset", "datasets", multiple=True, help="Only these datasets (repeat); default all.")
 @click.option("--no-uploads", is_flag=True, help="Leave the raw uploads folder alone.")
-@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
-@click.option("--archive", default=None, metavar="URL", help="Archive location [env BICONIC_ARCHIVE_URL].")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@dsn_option
+@archive_option
+@json_option("the report")
 def tier(dry_run: bool, days: int | None, datasets: tuple[str, ...], no_uploads: bool, dsn: str | None,
          archive: str | None, as_json: bool) -> None:
     """Apply the tiering policy: old partitions verified against the archive, then detached and dropped;
@@ -206,17 +215,13 @@ def tier(dry_run: bool, days: int | None, datasets: tuple[str, ...], no_uploads:
     from engine.archive.tiering import tier as run_tier
     from engine.names import canonical_table
 
-    try:
-        policy = TierPolicy.from_env()
-        if days is not None:
-            if days < 0:
-                raise SpecError("--older-than", f"expected 0 or more days, got {days}")
-            policy = dataclasses.replace(policy, archive_days=days)
-        report = run_tier(dsn=dsn, archive=archive, policy=policy, dry_run=dry_run, uploads=not no_uploads,
-                          datasets=[canonical_table(d) for d in datasets] or None)
-    except BiconicError as exc:
-        _fail(exc)
-        return
+    policy = TierPolicy.from_env()
+    if days is not None:
+        if days < 0:
+            raise SpecError("--older-than", f"expected 0 or more days, got {days}")
+        policy = dataclasses.replace(policy, archive_days=days)
+    report = run_tier(dsn=dsn, archive=archive, policy=policy, dry_run=dry_run, uploads=not no_uploads,
+                      datasets=[canonical_table(d) for d in datasets] or None)
     click.echo(json.dumps(report.to_dict(), default=str) if as_json else report.summary())
 
 
@@ -224,57 +229,46 @@ def tier(dry_run: bool, days: int | None, datasets: tuple[str, ...], no_uploads:
 @click.argument("dataset")
 @click.option("--from", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (YYYY-MM-DD).")
 @click.option("--to", "end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day (YYYY-MM-DD).")
-@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
-@click.option("--archive", default=None, metavar="URL", help="Archive location [env BICONIC_ARCHIVE_URL].")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@dsn_option
+@archive_option
+@json_option("the report")
 def restore(dataset: str, start: Any, end: Any, dsn: str | None, archive: str | None, as_json: bool) -> None:
     """Load a tiered DATASET's archived rows from --from to --to back into PostgreSQL (whole periods;
     idempotent: re-running restores nothing twice)."""
     from engine.archive.restore import restore as run_restore
 
-    try:
-        report = run_restore(dataset, start=start.date(), end=end.date(), dsn=dsn, archive=archive)
-    except BiconicError as exc:
-        _fail(exc)
-        return
+    report = run_restore(dataset, start=start.date(), end=end.date(), dsn=dsn, archive=archive)
     click.echo(json.dumps(report.to_dict(), default=str) if as_json else report.summary())
 
 
 @cli.command()
 @click.argument("dataset")
 @click.option("--connection", "connection_id", type=int, default=None, help="One connection's share only.")
-@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
+@dsn_option
 @click.option("--no-cache", is_flag=True, help="Read PostgreSQL even if a cached answer is current.")
 def info(dataset: str, connection_id: int | None, dsn: str | None, no_cache: bool) -> None:
     """Print a dataset's metadata as JSON: columns, rows per connection, last load, partitions, cold periods."""
     from engine.reads.catalog import metadata
 
-    try:
-        click.echo(json.dumps(metadata(dataset, connection_id, dsn=dsn, cache=not no_cache), indent=2, default=str))
-    except BiconicError as exc:
-        _fail(exc)
+    click.echo(json.dumps(metadata(dataset, connection_id, dsn=dsn, cache=not no_cache), indent=2, default=str))
 
 
 @cli.command()
 @click.argument("dataset")
 @click.option("--connection", "connection_id", type=int, required=True, help="The connection id.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Rows to print (at most 1000 are kept).")
-@click.option("--dsn", default=None, envvar="BICONIC_PG_DSN", help="PostgreSQL URL [env BICONIC_PG_DSN].")
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON array of objects.")
+@dsn_option
+@json_option("the rows (an array of objects)")
 def latest(dataset: str, connection_id: int, limit: int, dsn: str | None, as_json: bool) -> None:
     """Print a connection's latest rows (served from the cache, refreshed by every load)."""
     from engine.reads.catalog import hot_rows
 
-    try:
-        frame = hot_rows(dataset, connection_id, dsn=dsn).head(max(limit, 0))
-    except BiconicError as exc:
-        _fail(exc)
-        return
+    frame = hot_rows(dataset, connection_id, dsn=dsn).head(max(limit, 0))
     click.echo(frame.write_json() if as_json else frame)
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@json_option("the list")
 def sources(as_json: bool) -> None:
     """List every source kind (files, databases, APIs) with how to name it and its options."""
     from engine.sources import describe_sources
@@ -288,6 +282,25 @@ def sources(as_json: bool) -> None:
         click.echo(f"  source: {entry['how']}")
         for name, text in entry["options"].items():
             click.echo(f"  --option {name}=...  {text}")
+
+
+@cli.command(name="settings")
+@json_option("the settings")
+def show_settings(as_json: bool) -> None:
+    """Print the effective BICONIC_* settings (secrets shown as **********).
+
+    \b
+    Example:
+      BICONIC_BATCH_ROWS=50000 biconic settings
+    """
+    from engine.settings import settings
+
+    current = settings().model_dump(mode="json")
+    if as_json:
+        click.echo(json.dumps(current, indent=2))
+        return
+    for name, value in current.items():
+        click.echo(f"BICONIC_{name.upper():<22} {value if value is not None else '-'}")
 
 
 def _echo_reports(reports: list[Any], as_json: bool) -> None:

@@ -16,8 +16,7 @@ from engine.archive.restore import restore
 from engine.archive.tiering import tier
 from engine.errors import SpecError
 from engine.sources.api import mongo
-
-Sql = Any
+from tests.support import Sql
 
 
 def _ndjson(path: Path, n: int = 300, *, nul_at: int | None = None) -> Path:
@@ -94,3 +93,15 @@ def test_document_layout_refuses_merge_and_an_existing_typed_table(tmp_path: Pat
                     dsn=pg_dsn)
     with pytest.raises(SpecError, match="layout"):
         engine.load(_ndjson(tmp_path / "a.ndjson", 5), into=table, layout="documents", dsn=pg_dsn)
+
+
+def test_a_pipeline_file_can_ask_for_documents_and_no_archive(tmp_path: Path, pg_dsn: str, sql: Sql,
+                                                               table: str) -> None:
+    """``layout`` and ``archive`` in a pipeline file's target (refused as unknown keys before)."""
+    _ndjson(tmp_path / "a.ndjson", 12)
+    (tmp_path / "p.yaml").write_text(f"source: a.ndjson\ntarget: {{table: {table}, partition_by: updated_at, "
+                                     "layout: document, archive: false}\n")
+    [report] = engine.run(tmp_path / "p.yaml", dsn=pg_dsn)
+    assert (report.rows_loaded, report.archive, report.archive_files) == (12, None, 0)
+    assert _columns(sql, table)["data"] == "jsonb"
+    assert not (tmp_path / ".biconic" / "archive").exists()

@@ -1,0 +1,67 @@
+"""Settings: every BICONIC_* variable in one class, read again when the environment changes, bad values a
+one-line error naming the variable, secrets never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import cli
+from engine.errors import SpecError
+from engine.settings import Settings, settings
+
+
+def test_defaults(tmp_path: Path) -> None:
+    current = settings()
+    assert (current.batch_rows, current.chunk_rows, current.copy_streams) == (100_000, 500_000, 2)
+    assert current.chunk_bytes == 16 << 20
+    assert current.data_path == tmp_path / ".biconic"  # the test's own folder (tests/conftest.py)
+    assert current.archive() == str(tmp_path / ".biconic" / "archive")
+    assert current.uploads_path == tmp_path / ".biconic" / "uploads"
+    assert current.dsn() is None and current.redis() is None
+
+
+def test_the_environment_is_read_again_when_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BICONIC_BATCH_ROWS", "50000")
+    assert settings().batch_rows == 50_000
+    monkeypatch.setenv("BICONIC_BATCH_ROWS", "7")
+    assert settings().batch_rows == 7
+    monkeypatch.setenv("BICONIC_ARCHIVE_URL", "OFF")
+    assert settings().archive() is None
+    assert settings().archive("s3://b/p") == "s3://b/p"  # an explicit argument wins
+    monkeypatch.setenv("BICONIC_ARCHIVE_LEVEL", "99")
+    assert settings().archive_level == 22  # clamped, as ZSTD allows
+    monkeypatch.setenv("BICONIC_CHUNK_MB", "")  # empty is unset
+    assert settings().chunk_mb == 16
+
+
+@pytest.mark.parametrize(("name", "value"), [("BICONIC_BATCH_ROWS", "lots"), ("BICONIC_COPY_STREAMS", "-1"),
+                                             ("BICONIC_QUERY_TTL", "soon"), ("BICONIC_TIER_ARCHIVE_DAYS", "x")])
+def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SpecError) as info:
+        settings()
+    assert info.value.path == name
+    assert repr(value) in str(info.value) and info.value.exit_code == 2
+
+
+def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BICONIC_PG_DSN", "postgresql://app:s3cret@db:5432/shop")
+    monkeypatch.setenv("BICONIC_REDIS_URL", "redis://:t0ps3cret@cache:6379/0")
+    current = settings()
+    assert current.dsn() == "postgresql://app:s3cret@db:5432/shop"
+    assert current.redis() == "redis://:t0ps3cret@cache:6379/0"
+    shown = repr(current) + str(current.model_dump()) + str(current.model_dump(mode="json"))
+    assert "s3cret" not in shown and "t0ps3cret" not in shown
+    out = CliRunner().invoke(cli, ["settings"]).output
+    assert "BICONIC_PG_DSN" in out and "**********" in out and "s3cret" not in out
+
+
+def test_every_variable_is_documented() -> None:
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"BICONIC_{name.upper()} has no description"
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"BICONIC_{name.upper()}" in readme, f"BICONIC_{name.upper()} is not in the README"
