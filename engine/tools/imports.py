@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # its own folder, or a core module
             graph[here].add(there)
             if here in LAYERS and there not in LAYERS[here]:
-                findings.append(f"layer: {name} imports {target} ({here} may import {sorted(LAYERS[here]) or 'core only'})")
+                allowed = sorted(LAYERS[here]) or "core only"
+                findings.append(f"layer: {name} imports {target} ({here} may import {allowed})")
     print("folder imports (core modules left out):")
     for folder in sorted(graph):
         print(f"  {folder:<10} -> {', '.join(sorted(graph[folder]))}")
