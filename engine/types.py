@@ -72,32 +72,23 @@ def to_loadable(dtype: pl.DataType) -> pl.DataType:
     return dtype
 
 
+#: loadable dtypes with one PostgreSQL type each
+_PG_TYPES: list[tuple[pl.DataType, str]] = [
+    (pl.Boolean(), "boolean"), (pl.Int16(), "smallint"), (pl.Int32(), "integer"), (pl.Int64(), "bigint"),
+    (pl.Float32(), "real"), (pl.Float64(), "double precision"), (pl.String(), "text"), (pl.Binary(), "bytea"),
+    (pl.Date(), "date"), (pl.Time(), "time without time zone"),
+]
+
+
 def pg_type(dtype: pl.DataType) -> str:
     """The PostgreSQL column type for a loadable Polars dtype (see :func:`to_loadable`)."""
-    if dtype == pl.Boolean:
-        return "boolean"
-    if dtype == pl.Int16:
-        return "smallint"
-    if dtype == pl.Int32:
-        return "integer"
-    if dtype == pl.Int64:
-        return "bigint"
-    if dtype == pl.Float32:
-        return "real"
-    if dtype == pl.Float64:
-        return "double precision"
+    for simple, pg in _PG_TYPES:
+        if dtype == simple:
+            return pg
     if isinstance(dtype, pl.Decimal):
         return f"numeric({dtype.precision},{dtype.scale})"
-    if dtype == pl.String:
-        return "text"
-    if dtype == pl.Binary:
-        return "bytea"
-    if dtype == pl.Date:
-        return "date"
     if isinstance(dtype, pl.Datetime):
         return "timestamp with time zone" if dtype.time_zone else "timestamp without time zone"
-    if dtype == pl.Time:
-        return "time without time zone"
     if isinstance(dtype, pl.Duration):
         return "interval"
     raise ValueError(f"no PostgreSQL type for {dtype}")

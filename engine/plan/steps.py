@@ -34,7 +34,7 @@ def _sql(text: str, path: str, plan: Plan) -> pl.Expr:
         expr = pl.sql_expr(text)
         roots = expr.meta.root_names()
     except Exception as exc:  # polars raises several SQL error types; all mean the same to the user
-        raise SpecError(path, f"invalid SQL expression {text!r}: {str(exc).splitlines()[0]}") from None
+        raise SpecError(path, f"invalid SQL expression {text!r}: {str(exc).splitlines()[0]}") from exc
     for name in roots:
         plan.need(name, path)
     return expr
@@ -45,7 +45,7 @@ def _check_runs(plan: Plan, path: str) -> None:
     try:
         plan.refresh()
     except Exception as exc:
-        raise SpecError(path, str(exc).splitlines()[0]) from None
+        raise SpecError(path, str(exc).splitlines()[0]) from exc
 
 
 def _select(plan: Plan, step: Select, path: str) -> None:

@@ -14,9 +14,9 @@ from engine.errors import SourceError, SpecError, first_line
 from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
-from engine.sources.base import Partition, file_fingerprint, reader_from_frame
+from engine.sources.base import Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory, open_binary, record_chunks, record_end, split_records
-from engine.sources.files.text import check_file, transcode_to_utf8
+from engine.sources.files.local import file_partitions, transcode_to_utf8
 from engine.types import ISO_FORMS, parse_type
 
 __all__ = ["CsvSource"]
@@ -96,15 +96,10 @@ class CsvSource:
             try:
                 parse_type(str(type_name))
             except ValueError as exc:
-                raise SpecError(f"source.dtypes.{name}", str(exc)) from None
+                raise SpecError(f"source.dtypes.{name}", str(exc)) from exc
 
     def partitions(self) -> list[Partition]:
-        parts = []
-        for path in self.paths:
-            check_file(path)
-            parts.append(Partition(key=str(path.resolve()), label=path.name, path=path,
-                                   fingerprint=file_fingerprint(path), size_bytes=path.stat().st_size))
-        return parts
+        return file_partitions(self.paths)
 
     def _open(self, partition: Partition) -> str | IO[bytes]:
         if self.encoding.lower() in _UTF8:
@@ -162,7 +157,7 @@ class CsvSource:
         except pl.exceptions.NoDataError:
             raise SourceError(partition.label, "the file is empty (no header row)") from None
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise SourceError(partition.label, f"not a readable CSV file: {first_line(exc)}") from None
+            raise SourceError(partition.label, f"not a readable CSV file: {first_line(exc)}") from exc
         for name, type_name in self.dtypes.items():
             if name not in inferred:
                 raise SourceError(partition.label, f"dtypes names column {name!r}, which is not in the file")

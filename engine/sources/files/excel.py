@@ -272,7 +272,7 @@ def _file_size(path: Path) -> int:
     except FileNotFoundError:
         raise SourceError(path.name, f"file not found: {path}") from None
     except OSError as exc:
-        raise SourceError(path.name, f"cannot open {path}: {exc.strerror}") from None
+        raise SourceError(path.name, f"cannot open {path}: {exc.strerror}") from exc
     if not path.is_file():
         raise SourceError(path.name, f"not a file: {path}")
     return st.st_size

@@ -14,9 +14,9 @@ from engine.errors import SourceError, first_line
 from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
-from engine.sources.base import Partition, file_fingerprint, reader_from_frame
+from engine.sources.base import Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory, record_chunks, sliced_chunks
-from engine.sources.files.text import check_file
+from engine.sources.files.local import file_partitions
 
 __all__ = ["JsonSource"]
 
@@ -33,12 +33,7 @@ class JsonSource:
     infer_rows: int | None = None
 
     def partitions(self) -> list[Partition]:
-        parts = []
-        for path in self.paths:
-            check_file(path)
-            parts.append(Partition(key=str(path.resolve()), label=path.name, path=path,
-                                   fingerprint=file_fingerprint(path), size_bytes=path.stat().st_size))
-        return parts
+        return file_partitions(self.paths)
 
     def _infer(self, partition: Partition) -> dict[str, pl.DataType]:
         """The union of fields and types over the file (or its first ``infer_rows`` lines), chunk by chunk.
@@ -95,7 +90,7 @@ class JsonSource:
                 frame = pl.read_json(partition.file, infer_schema_length=None).lazy()
             frame.collect_schema()
         except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-            raise SourceError(partition.label, f"not a readable {kind} file: {first_line(exc)}") from None
+            raise SourceError(partition.label, f"not a readable {kind} file: {first_line(exc)}") from exc
         return self._finish(frame, scalars, 1)
 
     def chunks(self, partition: Partition) -> Iterator[ChunkFactory]:
@@ -107,7 +102,7 @@ class JsonSource:
         try:
             schema, scalars = self._read_schema(partition)
         except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-            raise SourceError(partition.label, f"not a readable NDJSON file: {first_line(exc)}") from None
+            raise SourceError(partition.label, f"not a readable NDJSON file: {first_line(exc)}") from exc
         def chunk(data: bytes, rows_before: int) -> pl.LazyFrame:
             if not data.strip():
                 return self._finish(pl.LazyFrame(schema=schema), scalars, 1 + rows_before)

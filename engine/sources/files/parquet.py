@@ -12,9 +12,9 @@ import pyarrow as pa
 from engine.errors import SourceError, first_line
 from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
-from engine.sources.base import Partition, file_fingerprint, reader_from_frame
+from engine.sources.base import Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory, sliced_chunks
-from engine.sources.files.text import check_file
+from engine.sources.files.local import file_partitions
 
 __all__ = ["ParquetSource"]
 
@@ -26,19 +26,14 @@ class ParquetSource:
     paths: tuple[Path, ...]
 
     def partitions(self) -> list[Partition]:
-        parts = []
-        for path in self.paths:
-            check_file(path)
-            parts.append(Partition(key=str(path.resolve()), label=path.name, path=path,
-                                   fingerprint=file_fingerprint(path), size_bytes=path.stat().st_size))
-        return parts
+        return file_partitions(self.paths)
 
     def scan(self, partition: Partition) -> pl.LazyFrame:
         try:
             frame = pl.scan_parquet(partition.file)
             names = list(frame.collect_schema())
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise SourceError(partition.label, f"not a readable Parquet file: {first_line(exc)}") from None
+            raise SourceError(partition.label, f"not a readable Parquet file: {first_line(exc)}") from exc
         fixed = unique_names(names)
         if fixed != names:
             frame = frame.rename(dict(zip(names, fixed, strict=True)))

@@ -1,17 +1,20 @@
-"""What file sources share: checking a path, and transcoding other encodings to UTF-8 in a stream."""
+"""Files on the local disk, as every file source takes them: checked, one partition each, and transcoded to
+UTF-8 in a stream when written in another encoding."""
 
 from __future__ import annotations
 
 import codecs
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 from engine.errors import SourceError
 from engine.settings import settings
+from engine.sources.base import Partition, file_fingerprint
 
-__all__ = ["check_file", "transcode_to_utf8"]
+__all__ = ["check_file", "file_partitions", "transcode_to_utf8"]
 
 _CHUNK = 1 << 20
 
@@ -39,7 +42,7 @@ def transcode_to_utf8(path: Path, encoding: str) -> IO[bytes]:
             except UnicodeDecodeError as exc:
                 out.close()
                 raise SourceError(str(path), f"byte {offset + exc.start} is not valid {encoding}: "
-                                             f"{exc.reason}") from None
+                                             f"{exc.reason}") from exc
             out.write(text.encode("utf-8"))
             offset += len(chunk)
             if final:
@@ -57,3 +60,14 @@ def check_file(path: Path) -> None:
         raise SourceError(str(path), "is a folder, expected a file")
     if not os.access(path, os.R_OK):
         raise SourceError(str(path), "permission denied")
+
+
+def file_partitions(paths: Sequence[Path]) -> list[Partition]:
+    """One partition per file (CSV, JSON, Parquet): keyed by its absolute path, fingerprinted by its bytes'
+    version (see :func:`engine.sources.base.file_fingerprint`)."""
+    parts = []
+    for path in paths:
+        check_file(path)
+        parts.append(Partition(key=str(path.resolve()), label=path.name, path=path,
+                               fingerprint=file_fingerprint(path), size_bytes=path.stat().st_size))
+    return parts
