@@ -37,7 +37,7 @@ KINDS: dict[str, tuple[str, str]] = {
 }
 #: where each kind documents its options: (module, a dict of option -> description)
 _OPTIONS_OF: dict[str, tuple[str, str]] = {
-    "postgresql": ("engine.sources.sql.database", "OPTIONS"), "mysql": ("engine.sources.sql.database", "OPTIONS"),
+    "postgresql": ("engine.sources.sql.postgres", "OPTIONS"), "mysql": ("engine.sources.sql.mysql", "OPTIONS"),
     "mongodb": ("engine.sources.api.mongo", "OPTIONS"), "rest": ("engine.sources.api.rest", "OPTIONS"),
     "graphql": ("engine.sources.api.rest", "GRAPHQL_OPTIONS"), "adbc": ("engine.sources.sql.adbc", "OPTIONS"),
 }

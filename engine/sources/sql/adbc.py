@@ -1,13 +1,15 @@
-"""Any database with an ADBC driver (Snowflake, BigQuery, SQLite, PostgreSQL, Flight SQL...): a table or a
-query, streamed as Arrow record batches in bounded memory.
+"""Any database with an ADBC driver (Snowflake, BigQuery, SQLite, Flight SQL...), a table or query at a time.
+
+The result is streamed as Arrow record batches in bounded memory.
 
 >>> engine.load("adbc://snowflake", into="orders", options={  # doctest: +SKIP
 ...     "uri_env": "SNOWFLAKE_URI", "table": "SALES.ORDERS", "cursor": "UPDATED_AT"})
 >>> engine.load("shop.db", format="adbc", into="orders",  # doctest: +SKIP
 ...             options={"driver": "sqlite", "table": "orders"})
 
-The driver is a Python package (``adbc_driver_snowflake``, or its short name ``snowflake``), or a driver
-shared library's path (loaded by ``adbc_driver_manager``, with ``entrypoint`` when it is not the default). The
+The driver is a Python package (``adbc_driver_snowflake``, or its short name ``snowflake``), connected through
+the package's own public ``dbapi.connect``, or a driver shared library's path (or a name the driver manager
+resolves through its manifests), loaded by ``adbc_driver_manager`` with ``entrypoint`` when it is not the default. The
 URL is either ``adbc://DRIVER`` (the driver URI then comes from ``uri``/``uri_env``, and ``table``, ``query``,
 ``uri`` may also be given as ``?table=...``), or, with ``format="adbc"``, the driver URI itself. Secrets stay out
 of specs: ``uri_env`` and ``db_kwargs`` keys ending in ``_env`` name environment variables
@@ -30,7 +32,6 @@ import dataclasses
 import datetime as dt
 import decimal
 import hashlib
-import importlib
 import math
 import os
 import re
@@ -44,10 +45,12 @@ import pyarrow as pa
 
 from engine.errors import SourceError, SourceUnavailableError, SpecError, first_line
 from engine.plan.columns import ROW_COLUMN
-from engine.redact import redact, secret_of
+from engine.redact import redact, scrub, secret_of
 from engine.sources.base import Partition
 from engine.sources.chunks import ChunkFactory
 from engine.sources.incremental import lag_units
+from engine.sources.sql._adbc_drivers import driver_package, package_connect, package_dbapi, short_name
+from engine.sources.sql.common import mark_text
 from engine.sources.stream import stream_chunks
 
 __all__ = ["OPTIONS", "AdbcSource", "Window", "open_adbc"]
@@ -66,39 +69,9 @@ OPTIONS: dict[str, str] = {
     "lag": "re-read this far behind the watermark: seconds (or 15m, 2h, 1d) for times, units for numbers",
 }
 
-#: short driver names -> packages
-_SHORT = {"sqlite": "adbc_driver_sqlite", "postgresql": "adbc_driver_postgresql",
-          "postgres": "adbc_driver_postgresql", "snowflake": "adbc_driver_snowflake",
-          "bigquery": "adbc_driver_bigquery", "flightsql": "adbc_driver_flightsql"}
 _SECRET_KEY = re.compile(r"password|secret|token|private_key|credential", re.IGNORECASE)
 _PLAIN_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _ALIAS = "biconic_src"
-
-
-def _driver_package(driver: str) -> str | None:
-    """The Python package of a driver name (None for a library path or a driver-manager name)."""
-    name = _SHORT.get(driver.lower(), driver)
-    return name if re.fullmatch(r"adbc_driver_\w+", name) else None
-
-
-def _short(driver: str) -> str:
-    package = _driver_package(driver)
-    if package:
-        return package.removeprefix("adbc_driver_")
-    stem = os.path.basename(driver)
-    m = re.match(r"(?:lib)?adbc_driver_(\w+?)(?:\.\w+)*$", stem)
-    return m.group(1) if m else stem
-
-
-def _scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with each secret replaced by ``***`` (a very short one only where it stands alone, so a
-    one-letter password does not mangle every word that holds the letter)."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-        elif secret:
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
-    return text
 
 
 def _scrub_uri(uri: str) -> str:
@@ -118,12 +91,9 @@ _CURSOR_TYPES = (pa.types.is_timestamp, pa.types.is_date, pa.types.is_integer, p
 
 
 def _mark_text(value: Any) -> str:
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (int, decimal.Decimal, str)):
-        return str(value)
+    """A cursor value as watermark text; only times, dates, numbers and text can be one."""
+    if isinstance(value, (dt.datetime, dt.date, float, int, decimal.Decimal, str)):
+        return mark_text(value)
     raise SpecError("source.cursor", f"cursor values of type {type(value).__name__} cannot be a watermark; "
                                      "use a time, date, number or text column")
 
@@ -149,7 +119,7 @@ def _parse_mark(text: str, kind: pa.DataType) -> Any:
             return text
     except (ValueError, ArithmeticError) as exc:
         raise SpecError("source.cursor", f"the stored watermark {text!r} does not fit the cursor's type {kind} "
-                                         f"({first_line(exc)})") from None
+                                         f"({first_line(exc)})") from exc
     raise SpecError("source.cursor", f"a cursor of type {kind} cannot be a watermark; use a time, date, number "
                                      "or text column")
 
@@ -250,7 +220,7 @@ class AdbcSource:
         """The source as logs and reports show it, without secrets: ``adbc:sqlite:shop.db#orders``."""
         uri = self.uri if self.uri_env is None else f"${self.uri_env}"
         what = self.table if self.table else "query:" + hashlib.sha256(self._base().encode()).hexdigest()[:12]
-        return f"adbc:{_short(self.driver)}:{_scrub_uri(uri or '')}#{what}"
+        return f"adbc:{short_name(self.driver)}:{_scrub_uri(uri or '')}#{what}"
 
     def watermark_key(self) -> str:
         plain = sorted((k, str(v)) for k, v in self.db_kwargs.items()
@@ -277,7 +247,7 @@ class AdbcSource:
         (``OperationalError``) is worth a retry."""
         import adbc_driver_manager
 
-        text = _scrub(first_line(exc), self._secrets())
+        text = scrub(first_line(exc), self._secrets())
         where = f" (SQL: {sql[:300]})" if sql else ""
         cls = SourceUnavailableError if isinstance(exc, adbc_driver_manager.OperationalError) else SourceError
         return cls(self.label, f"{doing}: {text}{where}")
@@ -289,7 +259,7 @@ class AdbcSource:
         quotes is taken as written."""
         if any(q in name for q in "\"`"):
             return name
-        short = _short(self.driver)
+        short = short_name(self.driver)
         parts = name.split(".")
         if short == "bigquery":
             return "`" + name.replace("`", "") + "`"
@@ -298,7 +268,7 @@ class AdbcSource:
         return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
 
     def _placeholders(self) -> tuple[str, str]:
-        return ("$1", "$2") if _short(self.driver) == "postgresql" else ("?", "?")
+        return ("$1", "$2") if short_name(self.driver) == "postgresql" else ("?", "?")
 
     def _base(self) -> str:
         if self.table:
@@ -329,24 +299,19 @@ class AdbcSource:
         import adbc_driver_manager
         import adbc_driver_manager.dbapi as dbapi
 
-        package = _driver_package(self.driver)
-        library: str = self.driver
-        if package is not None:
-            try:
-                module = importlib.import_module(package)
-            except ImportError:
-                extra = package.removeprefix("adbc_driver_")
-                raise SpecError("source.driver", f"the ADBC driver {package} is not installed: pip install "
-                                                 f"'biconic-engine[{extra}]' (or {package.replace('_', '-')})"
-                                ) from None
-            library = str(module._driver_path())
+        package = driver_package(self.driver)
+        if package is not None and self.entrypoint is not None:
+            raise SpecError("source.entrypoint", f"an entrypoint is for a driver library's path; the package "
+                                                 f"{package} connects through its own")
         uri = self._uri()
         db_kwargs, _ = self._db_kwargs()
         try:
-            return dbapi.connect(driver=library, uri=uri, entrypoint=self.entrypoint, db_kwargs=db_kwargs or None,
+            if package is not None:
+                return package_connect(package_dbapi(package), uri, db_kwargs)
+            return dbapi.connect(driver=self.driver, uri=uri, entrypoint=self.entrypoint, db_kwargs=db_kwargs or None,
                                  autocommit=True)
         except adbc_driver_manager.Error as exc:
-            raise self._error(exc, "cannot connect") from None
+            raise self._error(exc, "cannot connect") from exc
 
     def _batches(self, sql: str, params: pa.RecordBatch | None) -> Generator[pa.RecordBatch, None, None]:
         """The statement's result, batch by batch; the connection closes when the stream ends or is dropped."""
@@ -360,12 +325,12 @@ class AdbcSource:
                     cur.execute(sql, params)
                     reader = cur.fetch_record_batch()
                 except adbc_driver_manager.Error as exc:
-                    raise self._error(exc, "the query failed", sql) from None
+                    raise self._error(exc, "the query failed", sql) from exc
                 yield pa.RecordBatch.from_pylist([], schema=reader.schema)  # the schema, before any row
                 try:
                     yield from reader
                 except (adbc_driver_manager.Error, pa.ArrowException) as exc:
-                    raise self._error(exc, "reading the result failed", sql) from None
+                    raise self._error(exc, "reading the result failed", sql) from exc
             finally:
                 cur.close()
         finally:
@@ -498,7 +463,7 @@ def open_adbc(url: str, options: Mapping[str, Any]) -> AdbcSource:
                 raise _bad(key, "given both in the URL and as an option, with different values")
             opts[key] = value
         if name:
-            if "driver" in opts and _driver_package(str(opts["driver"])) != _driver_package(name):
+            if "driver" in opts and driver_package(str(opts["driver"])) != driver_package(name):
                 raise _bad("driver", f"the URL names driver {name!r} but the option says {opts['driver']!r}")
             opts.setdefault("driver", name)
     elif url:

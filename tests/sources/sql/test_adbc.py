@@ -1,6 +1,6 @@
-"""The generic ADBC source, with the SQLite driver (the PostgreSQL driver's tests are in tests/pg/): tables and
-queries, bounded chunks, incremental reads, missing drivers, bad queries, secrets. Live Snowflake and BigQuery
-warehouses are not tested here."""
+"""The generic ADBC source, with the SQLite driver and with the PostgreSQL driver reading the test database:
+tables and queries, bounded chunks, incremental reads, missing drivers, bad queries, secrets, and a load end to
+end. Live Snowflake and BigQuery warehouses are not tested here."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+import engine
 import engine.sources.sql.adbc as adbc
 from engine.errors import SourceError, SourceUnavailableError, SpecError, TransientError
 from engine.plan.columns import ROW_COLUMN
 from engine.sources import open_source
 from engine.sources.base import IncrementalSource, Source
 from tests.sources._helpers import chunked
+from tests.sources.sql._helpers import column_types
+from tests.support import Sql
 
 
 @pytest.fixture
@@ -153,6 +156,16 @@ def test_missing_driver_package_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     assert "pip install 'biconic-engine[snowflake]'" in str(err.value) and "adbc-driver-snowflake" in str(err.value)
 
 
+def test_driver_package_connects_through_its_own_dbapi(db: Path) -> None:
+    """No driver-manager path for a package: an entrypoint is refused, a URI the package needs is asked for."""
+    with pytest.raises(SpecError) as err:
+        open_source("adbc://sqlite", options={"uri": str(db), "table": "orders", "entrypoint": "init"}).schema()
+    assert err.value.path == "source.entrypoint"
+    with pytest.raises(SpecError) as err:
+        open_source("adbc://postgresql", options={"table": "t"}).schema()
+    assert err.value.path == "source.uri" and "needs a URI" in str(err.value)
+
+
 def test_unloadable_driver_library_is_a_clear_error(tmp_path: Path) -> None:
     source = open_source("adbc://", options={"driver": str(tmp_path / "libnope.so"), "table": "t"})
     with pytest.raises(SourceError, match="cannot connect"):
@@ -251,3 +264,87 @@ def test_missing_environment_variable(db: Path) -> None:
                                                    "db_kwargs": {"password_env": "BICONIC_NOT_SET_XYZ"}})
     with pytest.raises(SpecError, match="BICONIC_NOT_SET_XYZ is not set"):
         source.schema()
+
+
+# --- the PostgreSQL driver, reading the test database ---------------------------------------------------------
+@pytest.fixture
+def events(sql: Sql, table: str) -> str:
+    sql(f'CREATE TABLE "{table}" (id bigint, at timestamptz, amount numeric(12, 2), note text)')
+    sql(f"INSERT INTO \"{table}\" SELECT i, timestamptz '2024-01-01 00:00+00' + i * interval '1 hour', i * 1.25, "
+        f"'n' || i FROM generate_series(1, 5) i")
+    return table
+
+
+def _pg(pg_dsn: str, **options: Any) -> adbc.AdbcSource:
+    source = open_source("adbc://postgresql", options={"uri": pg_dsn, **options})
+    assert isinstance(source, adbc.AdbcSource)
+    return source
+
+
+def test_adbc_postgresql_table_and_query(pg_dsn: str, events: str) -> None:
+    df = _frame(_pg(pg_dsn, table=events))
+    assert df["id"].to_list() == [1, 2, 3, 4, 5]
+    assert df.schema["at"] == pl.Datetime("us", "UTC")
+    assert df.schema["amount"] == pl.String and df["amount"][0] == "1.25"  # the driver's numeric: opaque text
+    q = _frame(_pg(pg_dsn, query=f'SELECT id, note FROM "{events}" WHERE id > 3 ORDER BY id'))
+    assert q.drop(ROW_COLUMN).to_dicts() == [{"id": 4, "note": "n4"}, {"id": 5, "note": "n5"}]
+
+
+def test_adbc_postgresql_incremental_on_timestamptz(pg_dsn: str, events: str, sql: Sql) -> None:
+    first = _pg(pg_dsn, table=events, cursor="at").with_watermark(None)
+    assert _frame(first).height == 5
+    high = first.high_watermark()
+    assert high == "2024-01-01T05:00:00+00:00"
+    sql(f"INSERT INTO \"{events}\" VALUES (6, '2024-01-01 06:00+00', 1, 'new'), (0, '2023-01-01+00', 1, 'old')")
+    second = _pg(pg_dsn, table=events, cursor="at").with_watermark(high)
+    assert _frame(second)["id"].to_list() == [6]
+    lagged = _pg(pg_dsn, query=f'SELECT * FROM "{events}"', cursor="at", lag="90m").with_watermark(high)
+    assert sorted(_frame(lagged)["id"].to_list()) == [4, 5, 6]
+    by_number = _pg(pg_dsn, table=events, cursor="id").with_watermark("4")
+    assert _frame(by_number)["id"].to_list() == [5, 6]
+    with pytest.raises(SpecError, match="'amount' is numeric, which cannot be a watermark"):
+        _pg(pg_dsn, table=events, cursor="amount").with_watermark(None)
+
+
+def test_adbc_postgresql_mixed_case_table(pg_dsn: str, sql: Sql, table: str) -> None:
+    name = f"Mixed {table}"
+    sql(f'CREATE TABLE "{name}" ("Id" int)')
+    sql(f'INSERT INTO "{name}" VALUES (7)')
+    assert _frame(_pg(pg_dsn, table=name, cursor="Id").with_watermark("1"))["Id"].to_list() == [7]
+
+
+def test_adbc_postgresql_bad_query_and_hidden_password(pg_dsn: str) -> None:
+    with pytest.raises(SourceError) as err:
+        _frame(_pg(pg_dsn, query="SELECT no_such_column FROM pg_class"))
+    assert "no_such_column" in str(err.value) and "the query failed" in str(err.value)
+    bad = open_source("adbc://postgresql", options={"uri": "postgresql://u:pw-Hidden9@nonexistent.invalid:5432/x",
+                                                    "table": "t"})
+    with pytest.raises(SourceError) as err:
+        bad.schema()
+    assert "pw-Hidden9" not in str(err.value) and "cannot connect" in str(err.value)
+
+
+# --- end to end: SQLite through ADBC into PostgreSQL ----------------------------------------------------------
+def test_load_sqlite_table(pg_dsn: str, sql: Sql, table: str, tmp_path: Path) -> None:
+    db = tmp_path / "shop.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER, created_at TEXT, amount REAL, status TEXT)")
+        conn.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)",
+                         [(i, f"2024-0{i}-10T08:00:00", i * 1.5, "paid") for i in range(1, 5)])
+    spec = {"steps": [{"parse_date": {"column": "created_at", "format": "%Y-%m-%dT%H:%M:%S", "kind": "datetime"}}]}
+    options = {"uri": str(db), "table": "orders", "cursor": "id"}
+
+    def run() -> Any:
+        return engine.load("adbc://sqlite", into=table, dsn=pg_dsn, partition_by="created_at", spec=spec,
+                           options=options, archive=False)
+
+    first = run()
+    assert first.rows_loaded == 4 and len(first.partitions) == 4
+    cols = column_types(sql, table)
+    assert cols["id"] == "bigint" and cols["amount"] == "double precision" and cols["status"] == "text"
+    assert cols["created_at"].startswith("timestamp")
+    assert run().rows_loaded == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO orders VALUES (5, '2024-05-10T08:00:00', 7.5, 'open')")
+    assert run().rows_loaded == 1
+    assert sql(f'SELECT count(*), sum(amount) FROM "{table}"')[0] == (5, 22.5)
