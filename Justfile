@@ -33,10 +33,11 @@ bench-micro *ARGS:
     pip install -q -e '.[bench]'
     python -m pytest bench/micro --benchmark-only -q {{ARGS}}
 
-# ruff + mypy
+# ruff + mypy + the house rules (folder layers, module/class/function sizes)
 lint:
     ruff check engine tests bench
     mypy engine
+    python -m engine.tools.imports
 
 # start PostgreSQL, Redis and MariaDB if they are not running (what CI does first)
 services:
