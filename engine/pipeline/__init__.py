@@ -1,7 +1,7 @@
 """The load: source -> plan -> validate -> PostgreSQL + archive -> ledger, one source partition at a time.
 
 ``load()`` is the Python API behind ``biconic load``; ``run()`` runs every load of a pipeline YAML file. The
-steps, each a module: key the partitions and drive them (:mod:`~engine.pipeline.job`), plan a chunk
+steps, each a module: key the partitions and drive them (:mod:`~engine.pipeline.runner`), plan a chunk
 (:mod:`~engine.pipeline.planner`, :mod:`~engine.pipeline.document`), fit the table to it
 (:mod:`~engine.pipeline.fit`), stream its batches (:mod:`~engine.pipeline.batches`,
 :mod:`~engine.pipeline.stream`) into one of the row targets (:mod:`~engine.pipeline.targets`), and commit by
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.pipeline.job import run_load
+from engine.pipeline.runner import run_load
 from engine.progress import Progress
 from engine.report import LoadReport
 from engine.spec.models import LoadSpec, Mode, Pipeline, SourceSpec

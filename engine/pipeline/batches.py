@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from engine.errors import SourceError, first_line
-from engine.pipeline.context import Job
+from engine.pipeline.context import LoadState
 from engine.pipeline.fit import Prepared, build
 from engine.plan.columns import COLUMN, REASON, ROW_COLUMN, RULE, SOURCE_PREFIX
 from engine.plan.rules import as_text
@@ -20,13 +20,13 @@ from engine.sources.chunks import ChunkFactory
 __all__ = ["batches", "by_period", "periods", "quarantine_rows"]
 
 
-def batches(job: Job, chunks: Iterator[ChunkFactory], prepared: Prepared, label: str) -> Iterator[pl.DataFrame]:
+def batches(state: LoadState, chunks: Iterator[ChunkFactory], prepared: Prepared, label: str) -> Iterator[pl.DataFrame]:
     """Every batch of the partition, chunk after chunk; a chunk's query starts only when the previous chunk
     has been handed over, which is what keeps memory bounded. A chunk Polars cannot parse is located (halved
     until the failing record is found) so the error names its row."""
     rows_before = 0
     for factory in chunks:
-        plan = build(job, factory(rows_before), prepared)
+        plan = build(state, factory(rows_before), prepared)
         start = rows_before
         try:
             for df in plan.frame.collect_batches(chunk_size=settings().batch_rows):
@@ -68,7 +68,7 @@ def by_period(df: pl.DataFrame, prepared: Prepared) -> Iterator[tuple[Period, pl
         yield period_of(start, prepared.info.granularity), part
 
 
-def quarantine_rows(job: Job, bad: pl.DataFrame, prepared: Prepared, label: str) -> pl.DataFrame:
+def quarantine_rows(state: LoadState, bad: pl.DataFrame, prepared: Prepared, label: str) -> pl.DataFrame:
     """Rejected rows as ``biconic.quarantine`` holds them: rule, column, reason, row number and the row as
     read from the source (the plan's hidden copies), else as it stands now."""
     sources = {c[len(SOURCE_PREFIX):]: c for c in bad.columns if c.startswith(SOURCE_PREFIX)}
@@ -76,8 +76,8 @@ def quarantine_rows(job: Job, bad: pl.DataFrame, prepared: Prepared, label: str)
     values = [as_text(col, bad.schema[col]).alias(name) for name, col in fields.items()]
     raw = bad.select(pl.struct(values).struct.json_encode().alias("raw"))["raw"]
     return pl.DataFrame({
-        "load_id": pl.Series([job.report.load_id] * bad.height, dtype=pl.String),
-        "dataset": pl.Series([job.target.table] * bad.height, dtype=pl.String),
+        "load_id": pl.Series([state.report.load_id] * bad.height, dtype=pl.String),
+        "dataset": pl.Series([state.target.table] * bad.height, dtype=pl.String),
         "connection_id": bad[CONNECTION_COLUMN].cast(pl.Int64, strict=False),
         "source": pl.Series([label] * bad.height, dtype=pl.String),
         "row_number": bad[ROW_COLUMN].cast(pl.Int64),

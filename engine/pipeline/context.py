@@ -15,14 +15,14 @@ from engine.report import LoadReport
 from engine.sources.base import Partition, Source
 from engine.spec.models import LoadSpec, TargetSpec
 
-__all__ = ["Job"]
+__all__ = ["LoadState"]
 
 #: connections whose cached latest rows a load refreshes (beyond it they are filled on first read)
 TRACKED_CONNECTIONS = 10_000
 
 
 @dataclass
-class Job:
+class LoadState:
     """One load's state, shared by its steps (plan, fit, stream, publish)."""
 
     spec: LoadSpec

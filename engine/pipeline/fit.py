@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from engine.errors import SchemaDriftError, SpecError
-from engine.pipeline.context import Job
+from engine.pipeline.context import LoadState
 from engine.pipeline.document import DOC_DATA, DOC_TIME
 from engine.pipeline.planner import (
     LOADED_AT,
@@ -50,51 +50,51 @@ class Prepared:
     precomputed: dict[str, pl.Series] | None = None
 
 
-def build(job: Job, frame: pl.LazyFrame, prepared: Prepared) -> Plan:
+def build(state: LoadState, frame: pl.LazyFrame, prepared: Prepared) -> Plan:
     """One chunk's complete plan, ending in the status/rule/reason columns."""
-    plan = compile_chunk(job, frame, prepared.precomputed or {}, prepared.known_names)
-    return finish_plan(plan, loaded_at=job.loaded_at if prepared.add_loaded_at else None,
+    plan = compile_chunk(state, frame, prepared.precomputed or {}, prepared.known_names)
+    return finish_plan(plan, loaded_at=state.loaded_at if prepared.add_loaded_at else None,
                        text_casts=prepared.text_casts, casts=prepared.casts, time_column=prepared.time_column)
 
 
-def prepare(job: Job, partition: Partition, first_chunk: ChunkFactory, *, conn: Any = None,
+def prepare(state: LoadState, partition: Partition, first_chunk: ChunkFactory, *, conn: Any = None,
             defer_indexes: bool = False) -> Prepared:
     """Plan the first chunk and make the table fit it (create, add columns, widen); the decisions taken
     here are replayed on every chunk by :func:`build`."""
-    table = job.target.table
-    precomputed = precompute(job, partition)
+    table = state.target.table
+    precomputed = precompute(state, partition)
     first = first_chunk(0)
-    info = ddl.describe(job.session, table, conn=conn)
+    info = ddl.describe(state.session, table, conn=conn)
     known_names = info.source_names if info is not None else {}
-    plan = compile_chunk(job, first, precomputed or {}, known_names)
+    plan = compile_chunk(state, first, precomputed or {}, known_names)
     if info is not None and not info.time_column:  # checked before any DDL touches the user's table
         raise SpecError("target.table", f"{table} exists but is not range-partitioned on a time column "
                                         "(a plain table, a view, or another partitioning); load into a new table")
-    time_column, add_loaded_at = _time_column(job, plan, info)
+    time_column, add_loaded_at = _time_column(state, plan, info)
     if add_loaded_at:
-        add_loaded_at_column(plan, job.loaded_at)
+        add_loaded_at_column(plan, state.loaded_at)
     text_casts: dict[str, pl.DataType] = {}
     casts: dict[str, pl.DataType] = {}
     if info is None:
-        info = _create(job, plan, time_column, conn=conn, defer_indexes=defer_indexes)
+        info = _create(state, plan, time_column, conn=conn, defer_indexes=defer_indexes)
     else:
-        text_casts, casts = _reconcile(job, plan, info, conn=conn)
+        text_casts, casts = _reconcile(state, plan, info, conn=conn)
     identity: list[str] = []
     conflict: list[str] = []
-    if job.target.mode == "merge":
-        keys = [need_key(plan, k) for k in job.target.key]
+    if state.target.mode == "merge":
+        keys = [need_key(plan, k) for k in state.target.key]
         identity = [CONNECTION_COLUMN, *[k for k in keys if k != CONNECTION_COLUMN]]
-        conflict = ddl.ensure_merge_index(job.session, info, identity)
+        conflict = ddl.ensure_merge_index(state.session, info, identity)
     prepared = Prepared(info=info, time_column=time_column, add_loaded_at=add_loaded_at, text_casts=text_casts,
                         casts=casts, conflict=conflict, identity=identity, precomputed=precomputed,
                         known_names=known_names)
-    prepared.columns = list(build(job, first, prepared).columns)
+    prepared.columns = list(build(state, first, prepared).columns)
     return prepared
 
 
-def _time_column(job: Job, plan: Plan, info: TableInfo | None) -> tuple[str, bool]:
+def _time_column(state: LoadState, plan: Plan, info: TableInfo | None) -> tuple[str, bool]:
     """The partition column, and whether it is the engine's own ``_loaded_at``."""
-    wanted = DOC_TIME if job.target.layout == "document" else job.target.partition_by
+    wanted = DOC_TIME if state.target.layout == "document" else state.target.partition_by
     add = False
     if info is not None and info.time_column:
         if wanted and wanted != info.time_column and renamed(plan, wanted) != info.time_column:
@@ -119,32 +119,32 @@ def _time_column(job: Job, plan: Plan, info: TableInfo | None) -> tuple[str, boo
         if not (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
             raise SpecError("target.partition_by", f"column {chosen!r} is {dtype}, not a date or timestamp; "
                                                    "add a parse_date step or pick another column")
-    job.report.time_column = chosen
+    state.report.time_column = chosen
     return chosen, add
 
 
-def _create(job: Job, plan: Plan, time_column: str, *, conn: Any, defer_indexes: bool) -> TableInfo:
-    columns = [(c, "jsonb" if job.target.layout == "document" and c == DOC_DATA
+def _create(state: LoadState, plan: Plan, time_column: str, *, conn: Any, defer_indexes: bool) -> TableInfo:
+    columns = [(c, "jsonb" if state.target.layout == "document" and c == DOC_DATA
                 else pg_type(to_loadable(plan.schema[c]))) for c in plan.columns]
     comments = {new: old for new, old in plan.renamed_from.items() if new in plan.columns}
-    return ddl.create_table(job.session, job.target.table, columns, time_column=time_column,
-                            granularity=job.target.granularity, hash_partitions=job.target.hash_partitions,
+    return ddl.create_table(state.session, state.target.table, columns, time_column=time_column,
+                            granularity=state.target.granularity, hash_partitions=state.target.hash_partitions,
                             comments=comments, conn=conn, indexes=not defer_indexes)
 
 
-def _reconcile(job: Job, plan: Plan, info: TableInfo, *, conn: Any) -> tuple[dict[str, pl.DataType],
+def _reconcile(state: LoadState, plan: Plan, info: TableInfo, *, conn: Any) -> tuple[dict[str, pl.DataType],
                                                                              dict[str, pl.DataType]]:
     """Fit the table to the incoming columns (add, widen) and return the casts incoming columns need:
     text parsed with rejects, and plain casts."""
     casts: dict[str, pl.DataType] = {}
     for name in plan.columns:
         incoming = plan.schema[name]
-        if job.target.layout == "document" and name == DOC_DATA:
+        if state.target.layout == "document" and name == DOC_DATA:
             if info.columns.get(name) != "jsonb":
                 raise SchemaDriftError(info.name, name, info.columns.get(name), "jsonb",
                                        "the document layout needs a jsonb data column; load into a new table")
             continue
-        cast = _fit_column(job, plan, info, name, incoming, conn=conn)
+        cast = _fit_column(state, plan, info, name, incoming, conn=conn)
         if cast is not None:
             casts[name] = cast
     # A column the table has but this source lacks is left NULL; missing key columns are errors.
@@ -156,7 +156,7 @@ def _reconcile(job: Job, plan: Plan, info: TableInfo, *, conn: Any) -> tuple[dic
     return text, {c: t for c, t in casts.items() if c not in text}
 
 
-def _fit_column(job: Job, plan: Plan, info: TableInfo, name: str, incoming: pl.DataType, *,
+def _fit_column(state: LoadState, plan: Plan, info: TableInfo, name: str, incoming: pl.DataType, *,
                 conn: Any) -> pl.DataType | None:
     """One incoming column against the table's: keep, add, widen the table, or the cast incoming needs."""
     decision = reconcile(info.columns.get(name), incoming, is_key=name in (info.time_column, CONNECTION_COLUMN))
@@ -165,18 +165,18 @@ def _fit_column(job: Job, plan: Plan, info: TableInfo, name: str, incoming: pl.D
     if decision.action == "error":
         raise SchemaDriftError(info.name, name, info.columns.get(name), pg_type(to_loadable(incoming)),
                                decision.hint)
-    if decision.action in ("add", "alter") and job.target.contract == "freeze":
+    if decision.action in ("add", "alter") and state.target.contract == "freeze":
         raise SchemaDriftError(info.name, name, info.columns.get(name), decision.pg,
                                "the schema contract is 'freeze'; use contract 'evolve' to allow this")
     if decision.action == "add":
-        ddl.add_column(job.session, info.name, name, decision.pg, plan.renamed_from.get(name), conn=conn)
+        ddl.add_column(state.session, info.name, name, decision.pg, plan.renamed_from.get(name), conn=conn)
         info.columns[name] = decision.pg
-        job.report.columns_added.append(name)
+        state.report.columns_added.append(name)
         return None
     if decision.action == "alter":
-        ddl.widen_column(job.session, info.name, name, decision.pg, conn=conn)
+        ddl.widen_column(state.session, info.name, name, decision.pg, conn=conn)
         info.columns[name] = decision.pg
-        job.report.columns_widened.append(name)
+        state.report.columns_widened.append(name)
         return None
     dtype = pg_to_polars(decision.pg)
     assert dtype is not None

@@ -13,7 +13,7 @@ import datetime as dt
 import polars as pl
 
 from engine.errors import SourceError, SpecError, first_line
-from engine.pipeline.context import Job
+from engine.pipeline.context import LoadState
 from engine.pipeline.document import to_document
 from engine.plan.columns import KEY_COLUMN, PENDING_COLUMN, ROW_COLUMN
 from engine.plan.frame import Plan, did_you_mean
@@ -42,12 +42,12 @@ def source_error(partition: Partition, exc: Exception) -> Exception:
     return SourceError(partition.label, f"cannot read: {text}")
 
 
-def pipeline_of(job: Job) -> Pipeline:
+def pipeline_of(state: LoadState) -> Pipeline:
     """The spec's steps and rules; a merge also refuses null keys (repeated keys are resolved in SQL, the
     last one winning)."""
-    pipeline = job.spec.pipeline
-    if job.target.mode == "merge":
-        pipeline = pipeline.model_copy(update={"rules": (NotNull(columns=job.target.key), *pipeline.rules)})
+    pipeline = state.spec.pipeline
+    if state.target.mode == "merge":
+        pipeline = pipeline.model_copy(update={"rules": (NotNull(columns=state.target.key), *pipeline.rules)})
     return pipeline
 
 
@@ -59,16 +59,16 @@ def renamed(plan: Plan, original: str) -> str:
     return original
 
 
-def compile_chunk(job: Job, frame: pl.LazyFrame, precomputed: dict[str, pl.Series] | None,
+def compile_chunk(state: LoadState, frame: pl.LazyFrame, precomputed: dict[str, pl.Series] | None,
                   known_names: dict[str, str]) -> Plan:
     """The table-independent part of a plan: steps, rules, COPY guard, names, connection column."""
-    pipeline = pipeline_of(job)
+    pipeline = pipeline_of(state)
     plan = compile_steps(pipeline, frame, precomputed=precomputed)
     apply_rules(plan, pipeline)
-    if job.target.layout == "document":  # fields keep their names and nesting inside the document
-        connection_column(plan, job.target.connection_id)
-        to_document(plan, partition_by=job.target.partition_by, loaded_at=job.loaded_at,
-                    load_id=job.report.load_id, rename=renamed)
+    if state.target.layout == "document":  # fields keep their names and nesting inside the document
+        connection_column(plan, state.target.connection_id)
+        to_document(plan, partition_by=state.target.partition_by, loaded_at=state.loaded_at,
+                    load_id=state.report.load_id, rename=renamed)
         guard_copy(plan)
         return plan
     guard_copy(plan)
@@ -76,7 +76,7 @@ def compile_chunk(job: Job, frame: pl.LazyFrame, precomputed: dict[str, pl.Serie
         normalize(plan, known_names)
     else:
         fit_names(plan)
-    connection_column(plan, job.target.connection_id)
+    connection_column(plan, state.target.connection_id)
     return plan
 
 
@@ -136,41 +136,41 @@ def finish_plan(plan: Plan, *, loaded_at: dt.datetime | None, text_casts: dict[s
 
 
 # --- partition-wide steps and rules -------------------------------------------------------------------------
-def precompute(job: Job, partition: Partition) -> dict[str, pl.Series] | None:
+def precompute(state: LoadState, partition: Partition) -> dict[str, pl.Series] | None:
     """Rows that dedupe steps drop and unique rules reject, decided over the whole partition.
 
     Each such step gets a first pass, chunk by chunk, that keeps only the row number and key of rows still
     headed for the table; the repeats among those are the flagged rows. Memory grows with the keys kept, not
     with the data. Steps are decided in order, each pass seeing the decisions of the steps before it.
     """
-    pipeline = pipeline_of(job)
+    pipeline = pipeline_of(state)
     if not any(isinstance(s, Dedupe) for s in pipeline.steps) and \
             not any(isinstance(r, Unique) for r in pipeline.rules):
         return None
-    first = next(iter(job.source.chunks(partition)))(0)
+    first = next(iter(state.source.chunks(partition)))(0)
     probe = compile_steps(pipeline, first, precomputed={})
     apply_rules(probe, pipeline)
     precomputed: dict[str, pl.Series] = {}
     for name in probe.globals:
         # first the key alone, over every row (Polars then reads only the columns the key needs): when no
         # key occurs twice, no row is flagged whatever else the rules say
-        keys = _first_pass(job, partition, pipeline, precomputed, name, [ROW_COLUMN, KEY_COLUMN])
+        keys = _first_pass(state, partition, pipeline, precomputed, name, [ROW_COLUMN, KEY_COLUMN])
         if keys[KEY_COLUMN].n_unique() == keys.height:
             precomputed[name] = keys[ROW_COLUMN].head(0)
             continue
-        pending = _first_pass(job, partition, pipeline, precomputed, name, [ROW_COLUMN, KEY_COLUMN, PENDING_COLUMN])
+        pending = _first_pass(state, partition, pipeline, precomputed, name, [ROW_COLUMN, KEY_COLUMN, PENDING_COLUMN])
         key = pl.col(KEY_COLUMN)
         kept = key.is_first_distinct() if probe.global_keep[name] == "first" else key.is_last_distinct()
         precomputed[name] = pending.filter(~kept)[ROW_COLUMN]
     return precomputed
 
 
-def _first_pass(job: Job, partition: Partition, pipeline: Pipeline, precomputed: dict[str, pl.Series], name: str,
-                columns: list[str]) -> pl.DataFrame:
+def _first_pass(state: LoadState, partition: Partition, pipeline: Pipeline, precomputed: dict[str, pl.Series],
+                name: str, columns: list[str]) -> pl.DataFrame:
     """``columns`` of every row of the partition, planned chunk by chunk for the flag ``name``."""
     rows_before = 0
     parts: list[pl.DataFrame] = []
-    for factory in job.source.chunks(partition):
+    for factory in state.source.chunks(partition):
         plan = compile_steps(pipeline, factory(rows_before), precomputed=precomputed, collect_for=name)
         apply_rules(plan, pipeline)
         try:

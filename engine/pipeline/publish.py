@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.archive.writer import ArchiveWriter
 from engine.names import qualified, quote_ident
-from engine.pipeline.context import Job
+from engine.pipeline.context import LoadState
 from engine.pipeline.counts import Counts
 from engine.pipeline.fit import prepare
 from engine.pipeline.planner import InvalidUtf8
@@ -40,30 +40,30 @@ def _lossy(partition: Partition) -> Partition:
     return dataclasses.replace(partition, options={**partition.options, "utf8_lossy": True})
 
 
-def _claim(job: Job, partition: Partition, key: str, mode: str) -> bool:
-    return meta.claim(job.session, key, load_id=job.report.load_id, dataset=job.target.table,
-                      connection_id=job.target.connection_id, source=partition.label, partition_key=partition.key,
-                      spec_hash=job.spec_hash, mode=mode)
+def _claim(state: LoadState, partition: Partition, key: str, mode: str) -> bool:
+    return meta.claim(state.session, key, load_id=state.report.load_id, dataset=state.target.table,
+                      connection_id=state.target.connection_id, source=partition.label, partition_key=partition.key,
+                      spec_hash=state.spec_hash, mode=mode)
 
 
-def _one(job: Job, partition: Partition, key: str, target_for: Callable[[Any], RowTarget], *, mode: str,
+def _one(state: LoadState, partition: Partition, key: str, target_for: Callable[[Any], RowTarget], *, mode: str,
          conn: Any = None, defer_indexes: bool = False) -> Counts | None:
     """The steps of one partition inside the open transaction; None when its key was committed meanwhile
     (another loader of the same key blocked us, then committed first)."""
-    job.tell_progress(partition, job.report.rows_in)
-    chunks = iter(job.source.chunks(partition))
+    state.tell_progress(partition, state.report.rows_in)
+    chunks = iter(state.source.chunks(partition))
     first = next(chunks)
-    prepared = prepare(job, partition, first, conn=conn, defer_indexes=defer_indexes)
-    archive = ArchiveWriter(job.store, job.target.table, key, time_column=prepared.time_column) \
-        if job.store is not None else None
+    prepared = prepare(state, partition, first, conn=conn, defer_indexes=defer_indexes)
+    archive = ArchiveWriter(state.store, state.target.table, key, time_column=prepared.time_column) \
+        if state.store is not None else None
     try:
-        if not _claim(job, partition, key, mode) and mode != "replace":
+        if not _claim(state, partition, key, mode) and mode != "replace":
             return None
-        counts = stream(job, partition, itertools.chain([first], chunks), prepared, target_for(prepared),
+        counts = stream(state, partition, itertools.chain([first], chunks), prepared, target_for(prepared),
                         archive)
-        _publish_archive(job, archive, key)
-        _advance_watermark(job)
-        meta.complete(job.session, key, rows_in=counts.rows_in, rows_loaded=counts.loaded,
+        _publish_archive(state, archive, key)
+        _advance_watermark(state)
+        meta.complete(state.session, key, rows_in=counts.rows_in, rows_loaded=counts.loaded,
                       rows_quarantined=counts.quarantined, rows_filtered=counts.filtered)
         return counts
     finally:
@@ -71,90 +71,90 @@ def _one(job: Job, partition: Partition, key: str, target_for: Callable[[Any], R
             archive.discard()
 
 
-def _publish_archive(job: Job, archive: ArchiveWriter | None, key: str) -> None:
+def _publish_archive(state: LoadState, archive: ArchiveWriter | None, key: str) -> None:
     """Upload and verify the partition's archive files and list them, inside the data transaction: the rows
     and their archive copy become visible together (an upload that keeps failing rolls back)."""
     if archive is None:
         return
     files = archive.finish()
-    meta.record_files(job.session, files, dataset=job.target.table, load_key=key, load_id=job.report.load_id)
-    job.report.archive_files += len(files)
-    job.report.archive_bytes += sum(f.bytes for f in files)
+    meta.record_files(state.session, files, dataset=state.target.table, load_key=key, load_id=state.report.load_id)
+    state.report.archive_files += len(files)
+    state.report.archive_bytes += sum(f.bytes for f in files)
 
 
-def _advance_watermark(job: Job) -> None:
+def _advance_watermark(state: LoadState) -> None:
     """Store the incremental source's high mark in the data transaction, with the rows it covers."""
-    if job.watermark is None:
+    if state.watermark is None:
         return
-    high = job.source.high_watermark()  # type: ignore[attr-defined]
+    high = state.source.high_watermark()  # type: ignore[attr-defined]
     if high is not None:
-        key, cursor = job.watermark
-        meta.set_watermark(job.session, job.target.table, job.target.connection_id, key, cursor, high)
+        key, cursor = state.watermark
+        meta.set_watermark(state.session, state.target.table, state.target.connection_id, key, cursor, high)
 
 
 # --- append and merge -----------------------------------------------------------------------------------------
-def _staging(job: Job) -> FreshChildren | None:
-    """The helper connections for new children, opened on first use and kept for the job's partitions."""
+def _staging(state: LoadState) -> FreshChildren | None:
+    """The helper connections for new children, opened on first use and kept for the load's partitions."""
     streams = settings().copy_streams
-    if job.staging is None and streams >= 2:
-        job.staging = FreshChildren(job.session, streams)
-    return job.staging
+    if state.staging is None and streams >= 2:
+        state.staging = FreshChildren(state.session, streams)
+    return state.staging
 
 
-def _row_target(job: Job) -> Callable[[Any], RowTarget]:
-    if job.target.mode == "merge":
-        return lambda prepared: MergeStage(job, prepared, archive=job.store is not None)
-    staging = _staging(job)
+def _row_target(state: LoadState) -> Callable[[Any], RowTarget]:
+    if state.target.mode == "merge":
+        return lambda prepared: MergeStage(state, prepared, archive=state.store is not None)
+    staging = _staging(state)
     if staging is None:
-        return lambda prepared: Children(job, prepared)
-    return lambda prepared: StagedChildren(job, prepared, staging)
+        return lambda prepared: Children(state, prepared)
+    return lambda prepared: StagedChildren(state, prepared, staging)
 
 
-def load_partition(job: Job, partition: Partition, key: str) -> None:
+def load_partition(state: LoadState, partition: Partition, key: str) -> None:
     """append / merge: one transaction holding the ledger row, the rows and their quarantine."""
     try:
-        counts = _load_committed(job, partition, key)
+        counts = _load_committed(state, partition, key)
     except InvalidUtf8:
-        job.session.rollback()
-        job.fresh.clear()
-        counts = _load_committed(job, _lossy(partition), key)
+        state.session.rollback()
+        state.fresh.clear()
+        counts = _load_committed(state, _lossy(partition), key)
     if counts is None:
-        job.report.skipped_partitions += 1
+        state.report.skipped_partitions += 1
     else:
-        job.account(counts)
+        state.account(counts)
 
 
-def _load_committed(job: Job, partition: Partition, key: str) -> Counts | None:
+def _load_committed(state: LoadState, partition: Partition, key: str) -> Counts | None:
     try:
-        counts = _one(job, partition, key, _row_target(job), mode=job.target.mode)
+        counts = _one(state, partition, key, _row_target(state), mode=state.target.mode)
         if counts is None:
-            job.session.rollback()
+            state.session.rollback()
             return None
-        meta.bump_version(job.session, job.target.table)
-        job.session.commit()
-        if job.staging is not None:
-            job.staging.settled()
+        meta.bump_version(state.session, state.target.table)
+        state.session.commit()
+        if state.staging is not None:
+            state.staging.settled()
     except BaseException:
-        job.session.rollback()
-        job.fresh.clear()
-        if job.staging is not None:
-            job.staging.abort()
+        state.session.rollback()
+        state.fresh.clear()
+        if state.staging is not None:
+            state.staging.abort()
         raise
     return counts
 
 
 # --- replace --------------------------------------------------------------------------------------------------
-def replace_all(job: Job, partitions: list[Partition], keys: list[str]) -> None:
+def replace_all(state: LoadState, partitions: list[Partition], keys: list[str]) -> None:
     """Replace the rows in one transaction: DELETE them, COPY the new ones, commit. With a connection id only
     that connection's rows (and ledger entries) are replaced; tables are shared by tenants. The table keeps its
     name, indexes and partitions; schema changes follow the contract as in append, inside the same
     transaction."""
-    session, target = job.session, job.target
+    session, target = state.session, state.target
     existing = meta.load_keys(session, target.table, target.connection_id, conn=session.ddl)
     session.commit(session.ddl)
     # a file's key changes with its bytes; a database table's does not, so its replace always re-reads
     if existing and existing == set(keys) and all(p.path is not None for p in partitions):
-        job.report.skipped_partitions = len(partitions)
+        state.report.skipped_partitions = len(partitions)
         return
     existed = ddl.describe(session, target.table, conn=session.data) is not None
     counted: list[Counts] = []
@@ -166,7 +166,7 @@ def replace_all(job: Job, partitions: list[Partition], keys: list[str]) -> None:
         elif existed:
             session.run(f"DELETE FROM {qualified(target.table)}")
         for partition, key in zip(partitions, keys, strict=True):
-            counted.append(_replace_one(job, partition, key, fresh_table=not existed))
+            counted.append(_replace_one(state, partition, key, fresh_table=not existed))
         info = ddl.describe(session, target.table, conn=session.data)
         if not existed and info is not None and info.time_column:
             ddl.create_indexes(session, target.table, info.time_column, conn=session.data)  # after the rows: faster
@@ -174,25 +174,25 @@ def replace_all(job: Job, partitions: list[Partition], keys: list[str]) -> None:
         session.commit()
     except BaseException:
         session.rollback()
-        job.fresh.clear()
+        state.fresh.clear()
         raise
     for counts in counted:
-        job.account(counts)
+        state.account(counts)
 
 
-def _replace_one(job: Job, partition: Partition, key: str, *, fresh_table: bool) -> Counts:
+def _replace_one(state: LoadState, partition: Partition, key: str, *, fresh_table: bool) -> Counts:
     """One partition of a replace, under a savepoint (rolled back to, and read again lossily, on bad UTF-8)."""
     def load(part: Partition) -> Counts:
-        counts = _one(job, part, key, lambda prepared: Children(job, prepared), mode="replace",
-                      conn=job.session.data, defer_indexes=fresh_table)
+        counts = _one(state, part, key, lambda prepared: Children(state, prepared), mode="replace",
+                      conn=state.session.data, defer_indexes=fresh_table)
         assert counts is not None
         return counts
 
-    job.session.run("SAVEPOINT biconic_partition")
-    fresh_before = dict(job.fresh)
+    state.session.run("SAVEPOINT biconic_partition")
+    fresh_before = dict(state.fresh)
     try:
         return load(partition)
     except InvalidUtf8:
-        job.session.run("ROLLBACK TO SAVEPOINT biconic_partition")
-        job.fresh = fresh_before
+        state.session.run("ROLLBACK TO SAVEPOINT biconic_partition")
+        state.fresh = fresh_before
         return load(_lossy(partition))

@@ -14,7 +14,7 @@ import polars as pl
 from engine.archive.writer import ArchiveWriter
 from engine.handoff import Prefetch
 from engine.pipeline.batches import batches, quarantine_rows
-from engine.pipeline.context import Job
+from engine.pipeline.context import LoadState
 from engine.pipeline.counts import Counts
 from engine.pipeline.fit import Prepared
 from engine.pipeline.planner import source_error
@@ -31,16 +31,16 @@ __all__ = ["stream"]
 _AHEAD = 2
 
 
-def stream(job: Job, partition: Partition, chunks: Iterator[ChunkFactory], prepared: Prepared, target: RowTarget,
-           archive: ArchiveWriter | None) -> Counts:
+def stream(state: LoadState, partition: Partition, chunks: Iterator[ChunkFactory], prepared: Prepared,
+           target: RowTarget, archive: ArchiveWriter | None) -> Counts:
     """COPY the partition's rows (and hand the good ones to ``archive``) inside the open transaction; the
     counts add up exactly, or nothing is committed. A merge's rows superseded by a later row of the same key
     count as filtered (deduplicated)."""
     counts = Counts()
     try:
-        with Prefetch(batches(job, chunks, prepared, partition.label), depth=_AHEAD) as ahead:
+        with Prefetch(batches(state, chunks, prepared, partition.label), depth=_AHEAD) as ahead:
             for df in ahead:
-                _one_batch(job, partition, df, prepared, target, archive, counts)
+                _one_batch(state, partition, df, prepared, target, archive, counts)
         if archive is not None:
             archive.seal()  # its files are written and uploaded while PostgreSQL builds indexes
         written = target.finish()
@@ -51,11 +51,11 @@ def stream(job: Job, partition: Partition, chunks: Iterator[ChunkFactory], prepa
         counts.filtered += counts.loaded - written
         counts.loaded = written
     for rule, n in counts.by_rule.items():
-        job.report.quarantine_by_rule[rule] = job.report.quarantine_by_rule.get(rule, 0) + n
+        state.report.quarantine_by_rule[rule] = state.report.quarantine_by_rule.get(rule, 0) + n
     return counts
 
 
-def _one_batch(job: Job, partition: Partition, df: pl.DataFrame, prepared: Prepared, target: RowTarget,
+def _one_batch(state: LoadState, partition: Partition, df: pl.DataFrame, prepared: Prepared, target: RowTarget,
                archive: ArchiveWriter | None, counts: Counts) -> None:
     counts.rows_in += df.height
     status = df[STATUS]
@@ -65,11 +65,11 @@ def _one_batch(job: Job, partition: Partition, df: pl.DataFrame, prepared: Prepa
             if archive is not None:
                 archive.add(period.start, part)
         counts.loaded += good.height
-        job.saw_connections(good[CONNECTION_COLUMN].unique().to_list())
+        state.saw_connections(good[CONNECTION_COLUMN].unique().to_list())
     bad = df.filter(status == 1)
     if bad.height:
         counts.by_rule.update(bad[RULE].to_list())
-        copy.copy(job.session, meta.QUARANTINE, quarantine_rows(job, bad, prepared, partition.label).to_arrow())
+        copy.copy(state.session, meta.QUARANTINE, quarantine_rows(state, bad, prepared, partition.label).to_arrow())
         counts.quarantined += bad.height
     counts.filtered += int((status == 2).sum())
-    job.tell_progress(partition, job.report.rows_in + counts.rows_in)
+    state.tell_progress(partition, state.report.rows_in + counts.rows_in)

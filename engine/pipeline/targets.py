@@ -19,7 +19,7 @@ import polars as pl
 from engine.errors import SpecError
 from engine.names import qualified
 from engine.pipeline.batches import by_period, periods
-from engine.pipeline.context import Job
+from engine.pipeline.context import LoadState
 from engine.pipeline.document import archivable
 from engine.pipeline.fit import Prepared
 from engine.postgres import copy, ddl, meta
@@ -47,14 +47,14 @@ class RowTarget(Protocol):
 class Children:
     """Rows COPYed into their children directly, new children attached before commit."""
 
-    def __init__(self, job: Job, prepared: Prepared, staging: FreshChildren | None = None) -> None:
-        self.job = job
+    def __init__(self, state: LoadState, prepared: Prepared, staging: FreshChildren | None = None) -> None:
+        self.state = state
         self.prepared = prepared
         self.staging = staging
         self.schema, self.base = split_table(prepared.info.name)
 
     def _copy(self, name: str, child: str, period: Period, part: pl.DataFrame) -> None:
-        copy.copy(self.job.session, child, part.to_arrow())
+        copy.copy(self.state.session, child, part.to_arrow())
 
     def write(self, good: pl.DataFrame) -> Pieces:
         # in the composite index's order: PostgreSQL then updates each B-tree page by page instead of at random
@@ -62,42 +62,42 @@ class Children:
         good = good.sort([CONNECTION_COLUMN, self.prepared.time_column], descending=[False, True], nulls_last=True)
         pieces: Pieces = []
         for period, part in by_period(good, self.prepared):
-            child = ddl.child_for(self.job.session, self.prepared.info, period, self.job.fresh,
+            child = ddl.child_for(self.state.session, self.prepared.info, period, self.state.fresh,
                                   create=self.staging is None)
             name = period.child_name(self.base)
-            self.job.report.partitions.append(name)
+            self.state.report.partitions.append(name)
             self._copy(name, child, period, part)
-            pieces.append((period, archivable(part, self.job.target.layout)))
+            pieces.append((period, archivable(part, self.state.target.layout)))
         return pieces
 
     def finish(self) -> int | None:
-        if self.job.fresh:
-            ddl.attach_fresh(self.job.session, self.prepared.info, self.job.fresh, staged=self.staging is not None)
+        if self.state.fresh:
+            ddl.attach_fresh(self.state.session, self.prepared.info, self.state.fresh, staged=self.staging is not None)
         return None
 
 
 class StagedChildren(Children):
     """New children filled on helper connections beside the transaction; existing ones COPYed here."""
 
-    def __init__(self, job: Job, prepared: Prepared, staging: FreshChildren) -> None:
-        super().__init__(job, prepared, staging)
+    def __init__(self, state: LoadState, prepared: Prepared, staging: FreshChildren) -> None:
+        super().__init__(state, prepared, staging)
         self.staged = staging
         info = prepared.info
         self.time_type = info.columns.get(prepared.time_column, "")
         # the parent's columns stay as they are until this commits: a staged child made LIKE it must still
         # match it when it is attached
-        job.session.run(f"LOCK TABLE {qualified(info.name)} IN ACCESS SHARE MODE")
+        state.session.run(f"LOCK TABLE {qualified(info.name)} IN ACCESS SHARE MODE")
         staging.start(qualified(info.name), prepared.time_column, info.hash_partitions,
                       [f"CREATE INDEX ON {CHILD} {cols}" for cols in index_columns(prepared.time_column).values()])
 
     def _copy(self, name: str, child: str, period: Period, part: pl.DataFrame) -> None:
-        if name in self.job.fresh:
+        if name in self.state.fresh:
             self.staged.copy(self.schema, name, period, self.time_type, part.to_arrow())
         else:
             super()._copy(name, child, period, part)
 
     def finish(self) -> int | None:
-        if self.job.fresh:
+        if self.state.fresh:
             self.staged.finish()
         return super().finish()
 
@@ -105,40 +105,40 @@ class StagedChildren(Children):
 class MergeStage:
     """Rows COPYed into a temporary table, upserted into the table at the end (the last row of a key wins)."""
 
-    def __init__(self, job: Job, prepared: Prepared, *, archive: bool) -> None:
-        self.job = job
+    def __init__(self, state: LoadState, prepared: Prepared, *, archive: bool) -> None:
+        self.state = state
         self.prepared = prepared
         self.archive = archive
-        self.stage = f"biconic_stage_{job.report.load_id[:12]}"
-        job.session.run(f"CREATE TEMP TABLE {self.stage} (LIKE {qualified(job.target.table)} INCLUDING DEFAULTS) "
+        self.stage = f"biconic_stage_{state.report.load_id[:12]}"
+        state.session.run(f"CREATE TEMP TABLE {self.stage} (LIKE {qualified(state.target.table)} INCLUDING DEFAULTS) "
                         "ON COMMIT DROP")
 
     def write(self, good: pl.DataFrame) -> Pieces:
         found = periods(good, self.prepared)
         self._refuse_cold(found)
         # the target's children must exist for the INSERT
-        names = ddl.ensure_partitions(self.job.session, self.prepared.info, found)
-        self.job.report.partitions.extend(names)
-        copy.copy(self.job.session, self.stage, good.to_arrow(), temporary=True)
+        names = ddl.ensure_partitions(self.state.session, self.prepared.info, found)
+        self.state.report.partitions.extend(names)
+        copy.copy(self.state.session, self.stage, good.to_arrow(), temporary=True)
         return list(by_period(good, self.prepared)) if self.archive else []
 
     def finish(self) -> int | None:
         p = self.prepared
-        return copy.merge(self.job.session, self.job.target.table, self.stage, p.columns, p.conflict, p.identity,
+        return copy.merge(self.state.session, self.state.target.table, self.stage, p.columns, p.conflict, p.identity,
                           p.time_column)
 
     def _refuse_cold(self, found: list[Period]) -> None:
         """A merge can only update rows still in PostgreSQL: rows for a tiered period would sit beside their
         old versions in the archive, so such a merge stops (rolled back) and says how to restore first."""
-        job = self.job
-        if job.cold is None:
-            job.cold = set(meta.cold_periods(job.session, job.target.table, job.target.connection_id,
-                                             conn=job.session.ddl))
-            job.session.commit(job.session.ddl)
-        tiered = sorted(p.start for p in found if p.start in job.cold)
+        state = self.state
+        if state.cold is None:
+            state.cold = set(meta.cold_periods(state.session, state.target.table, state.target.connection_id,
+                                             conn=state.session.ddl))
+            state.session.commit(state.session.ddl)
+        tiered = sorted(p.start for p in found if p.start in state.cold)
         if tiered:
-            last = max(p.end or p.start for p in found if p.start in job.cold)
+            last = max(p.end or p.start for p in found if p.start in state.cold)
             raise SpecError("target.mode", f"merge rows fall in period(s) {', '.join(map(str, tiered))} of "
-                                           f"{job.target.table}, which were tiered out to the archive; run "
-                                           f"`biconic restore {job.target.table} --from {tiered[0]} --to "
+                                           f"{state.target.table}, which were tiered out to the archive; run "
+                                           f"`biconic restore {state.target.table} --from {tiered[0]} --to "
                                            f"{last - dt.timedelta(days=1)}` first, then the merge")

@@ -3,7 +3,7 @@ turns files already loaded into new loads (which would duplicate their rows on t
 
 from __future__ import annotations
 
-from engine.pipeline.job import load_key, spec_hash
+from engine.pipeline.runner import load_key, spec_hash
 from engine.sources.base import Partition
 from engine.spec.models import LoadSpec, SourceSpec
 from engine.spec.parse import make_target, parse_pipeline

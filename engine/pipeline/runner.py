@@ -11,7 +11,7 @@ import uuid
 from engine.archive.store import Store
 from engine.errors import SpecError
 from engine.names import canonical_table
-from engine.pipeline.context import Job
+from engine.pipeline.context import LoadState
 from engine.pipeline.publish import load_partition, replace_all
 from engine.postgres import meta
 from engine.postgres.connection import Session
@@ -89,28 +89,28 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
                             source_bytes=sum(p.size_bytes for p in partitions),
                             archive=store.url if store is not None else None)
         digest = spec_hash(spec)
-        job = Job(spec=spec, source=source, session=session, report=report, spec_hash=digest, progress=progress,
+        state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=digest, progress=progress,
                   store=store, watermark=watermark)
         keys = [load_key(target, p, digest) for p in partitions]
         try:
-            _commit_partitions(job, partitions, keys)
+            _commit_partitions(state, partitions, keys)
         finally:
-            if job.staging is not None:
-                job.staging.close()
+            if state.staging is not None:
+                state.staging.close()
     if report.rows_loaded or report.mode == "replace":
-        refresh_hot_rows(target.table, job.connections, dsn=target.dsn)
+        refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
     return _finished(report, started)
 
 
-def _commit_partitions(job: Job, partitions: list[Partition], keys: list[str]) -> None:
-    if job.target.mode == "replace":
-        replace_all(job, partitions, keys)
+def _commit_partitions(state: LoadState, partitions: list[Partition], keys: list[str]) -> None:
+    if state.target.mode == "replace":
+        replace_all(state, partitions, keys)
         return
     for partition, key in zip(partitions, keys, strict=True):
-        if meta.is_loaded(job.session, key, conn=job.session.ddl):
-            job.report.skipped_partitions += 1
+        if meta.is_loaded(state.session, key, conn=state.session.ddl):
+            state.report.skipped_partitions += 1
             continue
-        load_partition(job, partition, key)
+        load_partition(state, partition, key)
 
 
 def _finished(report: LoadReport, started: float) -> LoadReport:
