@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import cli
+from tests.support import Sql
 
 
 @pytest.mark.parametrize("command", [[], ["load"], ["run"], ["demo"], ["query"], ["tier"], ["restore"], ["info"],
@@ -101,3 +102,42 @@ def test_sources_lists_every_kind_with_options() -> None:
         assert not kinds[kind]["summary"].startswith("unavailable"), kinds[kind]
         assert kinds[kind]["options"], kind
     assert "cursor" in kinds["postgresql"]["options"] and "pagination.style" in kinds["rest"]["options"]
+
+
+# --- options refused up front: one line, exit 2, nothing created ------------------------------------------------------
+# A test marked 'Regression (review fix N)' reproduces one defect reported in the review (commit
+# "Review fixes: replace scoped to the connection, ..."): it must fail if that fix is undone.
+def _one_line_error(stderr: str) -> str:
+    text = stderr.strip()
+    assert "Traceback" not in stderr, stderr
+    assert text.count("\n") == 0, f"expected one line, got:\n{stderr}"
+    assert text.startswith("error: "), text
+    return text
+
+
+# Regression (review fix 5): connection ids outside bigint.
+def test_cli_connection_beyond_bigint_is_one_line_exit_2(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("day,v\n2024-01-01,1\n")
+    result = CliRunner().invoke(cli, ["load", str(path), "--into", table, "--connection",
+                                      "99999999999999999999", "--dsn", pg_dsn])
+    assert result.exit_code == 2, (result.output, result.exception)
+    line = _one_line_error(result.stderr)
+    assert line.startswith("error: target.connection_id"), line
+    assert "99999999999999999999" in line
+
+
+# Regression (review fix 6): CSV option types checked up front.
+@pytest.mark.parametrize(("option", "name"), [("infer_rows=abc", "infer_rows"), ("skip_rows=-1", "skip_rows"),
+                                              ("has_header=maybe", "has_header"),
+                                              ("comment_prefix=", "comment_prefix")])
+def test_cli_bad_csv_option_is_one_line_exit_2(tmp_path: Path, pg_dsn: str, table: str, sql: Sql, option: str,
+                                               name: str) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("day,v\n2024-01-01,1\n")
+    result = CliRunner().invoke(cli, ["load", str(path), "--into", table, "--option", option, "--dsn", pg_dsn])
+    assert result.exit_code == 2, (result.output, repr(result.exception))
+    line = _one_line_error(result.stderr)
+    assert line.startswith(f"error: source.{name}:"), line
+    assert "Traceback" not in result.output
+    assert sql("SELECT to_regclass($1)", [f'"{table}"']) == [(None,)]
