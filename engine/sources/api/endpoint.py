@@ -80,7 +80,8 @@ class EndpointSource:
         if params:
             masked = {k: "***" if k.lower() in SECRET_PARAMS else v for k, v in params.items()}
             options = options.model_copy(update={"params": masked})
-        return f"{type(self).__name__}(url={self.label!r}, options={options!r}, bounds={self.bounds!r})"
+        url = Secrets(None).url(self.url)
+        return f"{type(self).__name__}(url={url!r}, options={options!r}, bounds={self.bounds!r})"
 
     # --- what subclasses say ---
     def _identity(self) -> list[str]:
