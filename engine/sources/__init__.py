@@ -32,14 +32,14 @@ KINDS: dict[str, tuple[str, str]] = {
     "mysql": ("engine.sources.sql", "open_database"),
     "mongodb": ("engine.sources.api.mongo", "open_mongo"),
     "rest": ("engine.sources.api.rest", "open_rest"),
-    "graphql": ("engine.sources.api.rest", "open_graphql"),
+    "graphql": ("engine.sources.api.graphql", "open_graphql"),
     "adbc": ("engine.sources.sql.adbc", "open_adbc"),
 }
 #: where each kind documents its options: (module, a dict of option -> description)
 _OPTIONS_OF: dict[str, tuple[str, str]] = {
     "postgresql": ("engine.sources.sql.postgres", "OPTIONS"), "mysql": ("engine.sources.sql.mysql", "OPTIONS"),
     "mongodb": ("engine.sources.api.mongo", "OPTIONS"), "rest": ("engine.sources.api.rest", "OPTIONS"),
-    "graphql": ("engine.sources.api.rest", "GRAPHQL_OPTIONS"), "adbc": ("engine.sources.sql.adbc", "OPTIONS"),
+    "graphql": ("engine.sources.api.graphql", "OPTIONS"), "adbc": ("engine.sources.sql.adbc", "OPTIONS"),
 }
 _SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql",
             "mongodb": "mongodb", "mongodb+srv": "mongodb", "http": "rest", "https": "rest", "adbc": "adbc"}

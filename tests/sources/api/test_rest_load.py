@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,8 +13,8 @@ from werkzeug import Request, Response
 
 import engine
 from engine.settings import settings
+from tests.support import Sql
 
-Sql = Callable[..., list[tuple[Any, ...]]]
 SECRET = "pg-SECRET-41x"
 
 
