@@ -11,7 +11,7 @@ below; the connectors live in ``files/``, ``sql/`` (fixed-schema databases, stre
 (schemaless records: REST, GraphQL, MongoDB, spooled to NDJSON).
 
 May import: ``engine.plan`` (sources type raw text with the plan's reject flags) and the core modules.
-Never ``engine.postgres``, ``engine.load`` or anything above.
+Never ``engine.postgres``, ``engine.pipeline`` or anything above.
 """
 
 from __future__ import annotations

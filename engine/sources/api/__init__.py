@@ -10,5 +10,5 @@ style (``paginate``), JSON records (``records``: dotted paths, flattening, ISO t
 (``watermark``), the spool shared by all three (``spool``) and BSON values (``_bson``, MongoDB's alone).
 
 May import: ``engine.sources`` (base, chunks, incremental, files.json), ``engine.plan`` and the core modules
-(errors, settings, retry, redact, types). Never ``engine.postgres`` or ``engine.load``.
+(errors, settings, retry, redact, types). Never ``engine.postgres`` or ``engine.pipeline``.
 """

@@ -8,7 +8,7 @@ driver-error wording, options), :mod:`~engine.sources.sql.postgres`, :mod:`~engi
 :mod:`~engine.sources.sql.adbc`.
 
 May import: ``engine.sources`` (base, chunks, stream, incremental), ``engine.plan.columns``, ``engine.handoff``
-and the core modules. Never ``engine.postgres`` (the warehouse) or ``engine.load``.
+and the core modules. Never ``engine.postgres`` (the warehouse) or ``engine.pipeline``.
 """
 
 from __future__ import annotations
