@@ -313,6 +313,7 @@ class MongoSource:
             return None
         return mark_text(self.window.high)
 
+
 # --- opening from a URL and options -----------------------------------------------------------------------
 def _bad(name: str, message: str) -> SpecError:
     return SpecError(f"source.{name}", message)
