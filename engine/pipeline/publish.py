@@ -103,7 +103,7 @@ def _staging(state: LoadState) -> FreshChildren | None:
 
 def _row_target(state: LoadState) -> Callable[[Any], RowTarget]:
     if state.target.mode == "merge":
-        return lambda prepared: MergeStage(state, prepared, archive=state.store is not None)
+        return lambda prepared: MergeStage(state, prepared)
     staging = _staging(state)
     if staging is None:
         return lambda prepared: Children(state, prepared)

@@ -59,11 +59,9 @@ def _one_batch(state: LoadState, partition: Partition, df: pl.DataFrame, prepare
                archive: ArchiveWriter | None, counts: Counts) -> None:
     counts.rows_in += df.height
     status = df[STATUS]
-    good = df.filter(status == 0).select(prepared.columns)
+    good = target.arrange(df.filter(status == 0).select(prepared.columns))
     if good.height:
-        for period, part in target.write(good):
-            if archive is not None:
-                archive.add(period.start, part)
+        target.write(good, archive)
         counts.loaded += good.height
         state.saw_connections(good[CONNECTION_COLUMN].unique().to_list())
     bad = df.filter(status == 1)

@@ -6,7 +6,8 @@
   (:mod:`engine.postgres.staging`) and only attached here (append with ``BICONIC_COPY_STREAMS`` >= 2).
 - :class:`MergeStage`: COPY into a temporary table, then upsert (merge).
 
-Each ``write`` returns the rows it wrote by period, as the archive copy takes them.
+Each ``write`` hands the rows it wrote to the archive writer too, period by period, as it goes (a part is
+released once COPYed and archived: a batch is never held twice).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Protocol
 
 import polars as pl
 
+from engine.archive.writer import ArchiveWriter
 from engine.errors import SpecError
 from engine.names import qualified
 from engine.pipeline.batches import by_period, periods
@@ -29,14 +31,16 @@ from engine.postgres.staging import CHILD, FreshChildren
 
 __all__ = ["Children", "MergeStage", "RowTarget", "StagedChildren"]
 
-Pieces = list[tuple[Period, pl.DataFrame]]
-
 
 class RowTarget(Protocol):
     """Receives a partition's good rows, batch by batch, inside the load's open transaction."""
 
-    def write(self, good: pl.DataFrame) -> Pieces:
-        """COPY the rows; return them by period for the archive."""
+    def arrange(self, good: pl.DataFrame) -> pl.DataFrame:
+        """The rows in the order this target COPYs them (the caller drops the unordered batch)."""
+        ...
+
+    def write(self, good: pl.DataFrame, archive: ArchiveWriter | None) -> None:
+        """COPY the arranged rows (and hand them to ``archive``, by period)."""
         ...
 
     def finish(self) -> int | None:
@@ -56,19 +60,20 @@ class Children:
     def _copy(self, name: str, child: str, period: Period, part: pl.DataFrame) -> None:
         copy.copy(self.state.session, child, part.to_arrow())
 
-    def write(self, good: pl.DataFrame) -> Pieces:
+    def arrange(self, good: pl.DataFrame) -> pl.DataFrame:
         # in the composite index's order: PostgreSQL then updates each B-tree page by page instead of at random
         # (15% less server time into indexed children), and a connection's rows sit together on disk
-        good = good.sort([CONNECTION_COLUMN, self.prepared.time_column], descending=[False, True], nulls_last=True)
-        pieces: Pieces = []
+        return good.sort([CONNECTION_COLUMN, self.prepared.time_column], descending=[False, True], nulls_last=True)
+
+    def write(self, good: pl.DataFrame, archive: ArchiveWriter | None) -> None:
         for period, part in by_period(good, self.prepared):
             child = ddl.child_for(self.state.session, self.prepared.info, period, self.state.fresh,
                                   create=self.staging is None)
             name = period.child_name(self.base)
             self.state.report.partitions.append(name)
             self._copy(name, child, period, part)
-            pieces.append((period, archivable(part, self.state.target.layout)))
-        return pieces
+            if archive is not None:
+                archive.add(period.start, archivable(part, self.state.target.layout))
 
     def finish(self) -> int | None:
         if self.state.fresh:
@@ -105,22 +110,26 @@ class StagedChildren(Children):
 class MergeStage:
     """Rows COPYed into a temporary table, upserted into the table at the end (the last row of a key wins)."""
 
-    def __init__(self, state: LoadState, prepared: Prepared, *, archive: bool) -> None:
+    def __init__(self, state: LoadState, prepared: Prepared) -> None:
         self.state = state
         self.prepared = prepared
-        self.archive = archive
         self.stage = f"biconic_stage_{state.report.load_id[:12]}"
         state.session.run(f"CREATE TEMP TABLE {self.stage} (LIKE {qualified(state.target.table)} INCLUDING DEFAULTS) "
                         "ON COMMIT DROP")
 
-    def write(self, good: pl.DataFrame) -> Pieces:
+    def arrange(self, good: pl.DataFrame) -> pl.DataFrame:
+        return good  # COPY order does not matter to a staging table: the upsert reads it by key
+
+    def write(self, good: pl.DataFrame, archive: ArchiveWriter | None) -> None:
         found = periods(good, self.prepared)
         self._refuse_cold(found)
         # the target's children must exist for the INSERT
         names = ddl.ensure_partitions(self.state.session, self.prepared.info, found)
         self.state.report.partitions.extend(names)
         copy.copy(self.state.session, self.stage, good.to_arrow(), temporary=True)
-        return list(by_period(good, self.prepared)) if self.archive else []
+        if archive is not None:
+            for period, part in by_period(good, self.prepared):
+                archive.add(period.start, part)
 
     def finish(self) -> int | None:
         p = self.prepared

@@ -15,7 +15,7 @@ is the engine's own wording, and :mod:`engine.spec.parse` turns a validation err
 :class:`~engine.errors.SpecError` naming the exact path (``steps[2].parse_number.thousands``).
 """
 
-from __future__ import annotations
+
 
 import hashlib
 import json
