@@ -23,7 +23,7 @@ from engine.archive.writer import ArchiveWriter
 from engine.names import qualified, quote_ident
 from engine.pipeline.context import LoadState
 from engine.pipeline.counts import Counts
-from engine.pipeline.fit import prepare
+from engine.pipeline.fit import Prepared, prepare
 from engine.pipeline.planner import InvalidUtf8
 from engine.pipeline.stream import stream
 from engine.pipeline.targets import Children, MergeStage, RowTarget, StagedChildren
@@ -46,7 +46,7 @@ def _claim(state: LoadState, partition: Partition, key: str, mode: str) -> bool:
                       spec_hash=state.spec_hash, mode=mode)
 
 
-def _one(state: LoadState, partition: Partition, key: str, target_for: Callable[[Any], RowTarget], *, mode: str,
+def _one(state: LoadState, partition: Partition, key: str, target_for: Callable[[Prepared], RowTarget], *, mode: str,
          conn: Any = None, defer_indexes: bool = False) -> Counts | None:
     """The steps of one partition inside the open transaction; None when its key was committed meanwhile
     (another loader of the same key blocked us, then committed first)."""
@@ -101,7 +101,7 @@ def _staging(state: LoadState) -> FreshChildren | None:
     return state.staging
 
 
-def _row_target(state: LoadState) -> Callable[[Any], RowTarget]:
+def _row_target(state: LoadState) -> Callable[[Prepared], RowTarget]:
     if state.target.mode == "merge":
         return lambda prepared: MergeStage(state, prepared)
     staging = _staging(state)

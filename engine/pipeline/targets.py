@@ -84,9 +84,10 @@ class Children:
 class StagedChildren(Children):
     """New children filled on helper connections beside the transaction; existing ones COPYed here."""
 
+    staging: FreshChildren
+
     def __init__(self, state: LoadState, prepared: Prepared, staging: FreshChildren) -> None:
         super().__init__(state, prepared, staging)
-        self.staged = staging
         info = prepared.info
         self.time_type = info.columns.get(prepared.time_column, "")
         # the parent's columns stay as they are until this commits: a staged child made LIKE it must still
@@ -97,13 +98,13 @@ class StagedChildren(Children):
 
     def _copy(self, name: str, child: str, period: Period, part: pl.DataFrame) -> None:
         if name in self.state.fresh:
-            self.staged.copy(self.schema, name, period, self.time_type, part.to_arrow())
+            self.staging.copy(self.schema, name, period, self.time_type, part.to_arrow())
         else:
             super()._copy(name, child, period, part)
 
     def finish(self) -> int | None:
         if self.state.fresh:
-            self.staged.finish()
+            self.staging.finish()
         return super().finish()
 
 
