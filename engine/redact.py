@@ -9,10 +9,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from urllib.parse import unquote, urlsplit
+from collections.abc import Iterable, Mapping
+from urllib.parse import quote, unquote, urlsplit
 
-__all__ = ["redact", "safe_url", "scrub", "secret_of", "url_secrets"]
+__all__ = ["redact", "safe_url", "scrub", "secret_of", "unexpand", "url_secrets"]
 
 _KEYS = r"[a-z_-]*token|api[_-]?key|apikey|key|[a-z_-]*secret|sig|[a-z_-]*signature|auth|pwd"
 
@@ -60,6 +60,18 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
             text = text.replace(secret, "***")
         elif secret:
             text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    return text
+
+
+def unexpand(text: str, used: Mapping[str, str]) -> str:
+    """``text`` with every value read from the environment put back as its ``${VAR}`` (``used`` maps value
+    -> ``${VAR}``, see :func:`engine.spec.env.interpolate`), %-encoded spellings too: a pipeline file's
+    secrets never come back in an error or a report. Values shorter than 4 characters are no secret (a
+    connection id, a mode) and are left alone: replacing them would garble the text around them."""
+    for value, name in sorted(used.items(), key=lambda item: len(item[0]), reverse=True):
+        for spelling in sorted({value, quote(value, safe=""), quote(value, safe="@:/")}, key=len, reverse=True):
+            if len(spelling) >= 4:
+                text = text.replace(spelling, name)
     return text
 
 

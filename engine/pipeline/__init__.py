@@ -18,11 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.errors import BiconicError
 from engine.pipeline.runner import run_load
 from engine.progress import Progress
+from engine.redact import unexpand
 from engine.report import LoadReport
 from engine.spec.models import LoadSpec, Mode, Pipeline, SourceSpec
-from engine.spec.parse import load_pipeline_file, make_target, parse_pipeline, read_pipeline_spec
+from engine.spec.parse import make_target, parse_pipeline, read_pipeline_file, read_pipeline_spec
 
 __all__ = ["load", "run", "run_load"]
 
@@ -79,11 +81,30 @@ def load(
 
 
 def run(pipeline_file: str | Path, *, dsn: str | None = None, progress: Progress | None = None) -> list[LoadReport]:
-    """Run every load declared in a pipeline YAML file, in order; stops at the first failing load."""
+    """Run every load declared in a pipeline YAML file, in order; stops at the first failing load.
+
+    Values the file takes from the environment (``${VAR}``) come back as ``${VAR}`` in errors and in each
+    report's ``source``."""
     reports = []
-    for spec in load_pipeline_file(pipeline_file):
+    specs, used = read_pipeline_file(pipeline_file)
+    for spec in specs:
         if dsn and not spec.target.dsn:
             spec = spec.model_copy(update={"target": spec.target.model_copy(update={"dsn": dsn})})
-        reports.append(run_load(spec, progress=progress))
+        try:
+            report = run_load(spec, progress=progress)
+        except BiconicError as exc:
+            _unexpand_error(exc, used)
+            raise
+        report.source = unexpand(report.source, used)
+        reports.append(report)
     return reports
 
+
+def _unexpand_error(exc: BiconicError, used: dict[str, str]) -> None:
+    """The error's text (and ``message``) with the values taken from the environment as their ``${VAR}``."""
+    if not used:
+        return
+    exc.args = tuple(unexpand(a, used) if isinstance(a, str) else a for a in exc.args)
+    message = getattr(exc, "message", None)
+    if isinstance(message, str):
+        exc.message = unexpand(message, used)  # type: ignore[attr-defined]

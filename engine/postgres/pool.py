@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.postgres.connection import connect
+from engine.postgres.connection import connect, wrap_error
 
 __all__ = ["MetaDb", "close_idle", "meta_db"]
 
@@ -40,27 +40,40 @@ atexit.register(close_idle)
 
 
 class MetaDb:
-    """One pooled autocommit connection."""
+    """One pooled autocommit connection; driver errors become one scrubbed line (:func:`wrap_error`)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, dsn: str = "") -> None:
         self.conn = conn
+        self.dsn = dsn
 
     def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        with self.conn.cursor() as cur:
-            cur.execute(sql, list(params) if params is not None else None)
-            return list(cur.fetchall())
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(sql, list(params) if params is not None else None)
+                return list(cur.fetchall())
+        except Exception as exc:
+            raise wrap_error(exc, _head(sql), self.dsn) from exc
 
     def run(self, sql: str, params: Sequence[Any] | None = None, *, conn: Any = None) -> list[tuple[Any, ...]]:
         """:meth:`rows`, in the shape :mod:`engine.postgres.meta` takes (``conn`` is ignored: autocommit)."""
         return self.rows(sql, params)
 
     def frame(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
-        with self.conn.cursor() as cur:
-            cur.execute(sql, list(params) if params is not None else None)
-            return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(sql, list(params) if params is not None else None)
+                table = cur.fetch_arrow_table()
+        except Exception as exc:
+            raise wrap_error(exc, _head(sql), self.dsn) from exc
+        return pl.from_arrow(table)  # type: ignore[return-value]
 
     def exists(self, relation: str) -> bool:
         return bool(self.rows("SELECT to_regclass($1) IS NOT NULL", [relation])[0][0])
+
+
+def _head(sql: str) -> str:
+    """A statement's head, to name it in an error."""
+    return " ".join(sql.split())[:60]
 
 
 def _alive(conn: Any) -> bool:
@@ -88,7 +101,7 @@ def meta_db(dsn: str) -> Iterator[MetaDb]:
         elif not _alive(conn):  # the server restarted or dropped it while it sat idle
             conn = None
     try:
-        yield MetaDb(conn)
+        yield MetaDb(conn, dsn)
     except BaseException:
         with contextlib.suppress(Exception):
             conn.close()

@@ -17,14 +17,18 @@ Never ``engine.postgres``, ``engine.pipeline`` or anything above.
 from __future__ import annotations
 
 import importlib
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.errors import SpecError
 from engine.sources.base import Partition, Source
 from engine.sources.files import EXTENSIONS, FORMATS, describe_files, open_files
 
-__all__ = ["EXTENSIONS", "FORMATS", "KINDS", "Partition", "Source", "describe_sources", "open_source"]
+__all__ = ["EXTENSIONS", "FORMATS", "KINDS", "Partition", "Source", "describe_sources", "open_source",
+           "resolve_env_path"]
 
 #: sources that are not files: kind -> (module, factory ``open(url, options) -> Source``); URL schemes map here
 KINDS: dict[str, tuple[str, str]] = {
@@ -54,9 +58,23 @@ def _kind_of_url(path: str) -> str | None:
     return _SCHEMES.get(scheme.lower()) if sep else None
 
 
+def resolve_env_path(path: str) -> str:
+    """``env:NAME`` is the value of the environment variable ``NAME`` (a DSN with its password, kept out of
+    pipeline files, shell history and reports, which show ``env:NAME``); any other path as it is."""
+    m = re.fullmatch(r"env:([A-Za-z_][A-Za-z0-9_]*)", path.strip())
+    if m is None:
+        return path
+    value = os.environ.get(m.group(1))
+    if value is None or not value.strip():
+        raise SpecError("source.path", f"environment variable {m.group(1)} is not set")
+    return value.strip()
+
+
 def open_source(path: str | Path, *, format: str | None = None, options: Mapping[str, Any] | None = None) -> Source:
     """A connector for a file, folder or glob (all files of one format), or for a database or API given by
-    its URL (``postgresql://...?table=orders``) or by ``format`` (``rest``, ``graphql``, ``mongodb``, ``adbc``)."""
+    its URL (``postgresql://...?table=orders``, or ``env:NAME`` for the URL held by that environment variable)
+    or by ``format`` (``rest``, ``graphql``, ``mongodb``, ``adbc``)."""
+    path = resolve_env_path(str(path))
     kind = format if format in KINDS else (_kind_of_url(str(path)) if format is None else None)
     if kind is not None:
         module, factory = KINDS[kind]

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
 from engine.errors import SpecError
+from engine.redact import unexpand
+from engine.spec.env import interpolate
 from engine.spec.models import (
     Allowed,
     Cast,
@@ -41,8 +43,8 @@ from engine.spec.models import (
     split_partition_by,
 )
 
-__all__ = ["load_pipeline_file", "make_target", "parse_load", "parse_pipeline", "read_pipeline_spec",
-           "spec_error"]
+__all__ = ["load_pipeline_file", "make_target", "parse_load", "parse_pipeline", "read_pipeline_file",
+           "read_pipeline_spec", "spec_error"]
 
 #: step key -> (model, the field a shorthand value fills, or None when the value is the model's fields)
 _STEPS: dict[str, tuple[type[BaseModel], str | None]] = {
@@ -186,7 +188,8 @@ def parse_load(data: Any, path: str = "", *, base_dir: Path | None = None) -> Lo
     if not isinstance(src, Mapping) or not isinstance(src.get("path"), str):
         raise SpecError(f"{prefix}source.path", "is required (a file, folder or glob)")
     src_path = src["path"]
-    if base_dir is not None and "://" not in src_path and not Path(src_path).is_absolute():
+    if base_dir is not None and "://" not in src_path and not src_path.startswith("env:") \
+            and not Path(src_path).is_absolute():
         src_path = str(base_dir / src_path)
     source = SourceSpec(path=src_path, format=src.get("format"),
                         options={k: v for k, v in src.items() if k not in _SOURCE_KEYS})
@@ -214,24 +217,45 @@ def _read_yaml(path: str | Path, what: str) -> Any:
         raise SpecError(str(file), f"not valid YAML: {exc}".replace("\n", " ")) from exc
 
 
-def load_pipeline_file(path: str | Path) -> list[LoadSpec]:
-    """Every load declared in a pipeline YAML file (one load, or several under ``loads:``)."""
-    data = _read_yaml(path, "pipeline file")
+def read_pipeline_file(path: str | Path) -> tuple[list[LoadSpec], dict[str, str]]:
+    """Every load declared in a pipeline YAML file (one load, or several under ``loads:``), after ``${VAR}``
+    interpolation, and the values read from the environment (value -> ``${VAR}``) to keep out of messages."""
+    data, used = interpolate(_read_yaml(path, "pipeline file"))
     base = Path(path).parent.resolve()
-    if isinstance(data, Mapping) and "loads" in data:
-        loads = data["loads"]
-        if not isinstance(loads, list) or not loads:
-            raise SpecError("loads", "expected a non-empty list of loads")
-        return [parse_load(item, f"loads[{i}]", base_dir=base) for i, item in enumerate(loads)]
-    return [parse_load(data, base_dir=base)]
+    try:
+        if isinstance(data, Mapping) and "loads" in data:
+            loads = data["loads"]
+            if not isinstance(loads, list) or not loads:
+                raise SpecError("loads", "expected a non-empty list of loads")
+            return [parse_load(item, f"loads[{i}]", base_dir=base) for i, item in enumerate(loads)], used
+        return [parse_load(data, base_dir=base)], used
+    except SpecError as exc:
+        if not used:
+            raise
+        raise _unexpanded(exc, used) from None  # the cause (pydantic's error) shows the values
+
+
+def load_pipeline_file(path: str | Path) -> list[LoadSpec]:
+    """Every load declared in a pipeline YAML file (see :func:`read_pipeline_file`)."""
+    return read_pipeline_file(path)[0]
+
+
+def _unexpanded(exc: SpecError, used: dict[str, str]) -> SpecError:
+    """``exc`` with the values taken from the environment shown as their ``${VAR}``."""
+    return SpecError(exc.path, unexpand(exc.message, used))
 
 
 def read_pipeline_spec(path: str | Path) -> Pipeline:
-    """Steps and rules only, from a YAML file (what ``biconic load --spec`` takes)."""
-    data = _read_yaml(path, "spec file") or {}
+    """Steps and rules only, from a YAML file (what ``biconic load --spec`` takes), ``${VAR}`` interpolated."""
+    data, used = interpolate(_read_yaml(path, "spec file") or {})
     if not isinstance(data, Mapping):
         raise SpecError(str(path), "expected a mapping with steps and/or rules")
     unknown = sorted(set(data) - {"steps", "rules", "normalize_names"})
     if unknown:
         raise SpecError(unknown[0], "unknown key in a spec file; expected steps, rules, normalize_names")
-    return parse_pipeline(data)
+    try:
+        return parse_pipeline(data)
+    except SpecError as exc:
+        if not used:
+            raise
+        raise _unexpanded(exc, used) from None  # the cause (pydantic's error) shows the values

@@ -16,7 +16,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import os
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,6 +44,7 @@ OPTIONS: dict[str, str] = {
     "partition_on": "numeric or date/time column whose range is split for parallel reads",
     "partition_num": "how many ranges (connections) read at once with partition_on (default 2)",
     "batch_rows": "rows per chunk loaded at a time (default BICONIC_CHUNK_ROWS, 500000)",
+    "password_env": "environment variable holding the password (keeps it out of the URL, shell history and logs)",
 }
 
 _SCHEMES: dict[str, Dialect] = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql",
@@ -285,6 +287,22 @@ def _merged_options(options: Mapping[str, Any], params: list[tuple[str, str]]) -
     return opts
 
 
+def _with_password(netloc: str, variable: str | None, url: str) -> str:
+    """The URL's ``user@host`` with the password read from the environment variable ``variable`` (named by the
+    ``password_env`` option); the netloc as it is without one."""
+    if variable is None:
+        return netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if not at:
+        raise _bad("password_env", f"the URL {redact(url)!r} names no user; write user@host")
+    if ":" in userinfo:
+        raise _bad("password_env", "the URL holds a password too; give it in one place only")
+    password = os.environ.get(variable)
+    if password is None:
+        raise _bad("password_env", f"environment variable {variable} is not set")
+    return f"{userinfo}:{quote(password, safe='')}@{host}"
+
+
 def database_fields(url: str, options: Mapping[str, Any]) -> tuple[Dialect, dict[str, Any]]:
     """The dialect of ``url`` and the checked fields of its source (see :data:`OPTIONS`); other URL parameters
     (``sslmode``...) stay in the URL, for the driver."""
@@ -310,8 +328,9 @@ def database_fields(url: str, options: Mapping[str, Any]) -> tuple[Dialect, dict
     if "partition_num" in opts and opts.get("partition_on") is None:
         raise _bad("partition_num", "partition_num needs partition_on (the column whose range is split)")
     driver_query = urlencode([(k, v) for k, v in params if k not in OPTIONS])
+    netloc = _with_password(parts.netloc, _name_option(opts, "password_env"), url)
     return dialect, {
-        "url": urlunsplit((parts.scheme, parts.netloc, parts.path, driver_query, "")), "table": table,
+        "url": urlunsplit((parts.scheme, netloc, parts.path, driver_query, "")), "table": table,
         "query": query, "cursor": _name_option(opts, "cursor"), "lag": lag_units(opts.get("lag", 0)),
         "partition_on": _name_option(opts, "partition_on"),
         "partition_num": _int_option(opts, "partition_num", 2, least=1) or 2,
