@@ -7,9 +7,10 @@ no traceback for anything the engine raises on purpose.
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +32,40 @@ class _Engine(click.Group):
         except BiconicError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+
+
+#: a load's spec fields as ``biconic load`` spells them: its errors name the flag the user typed
+_LOAD_FLAGS = {"target.table": "--into", "target.connection_id": "--connection", "target.partition_by": "--partition-by",
+               "target.hash_partitions": "--hash-partitions", "target.mode": "--mode", "target.key": "--key",
+               "target.contract": "--contract", "target.dsn": "--dsn", "target.archive": "--archive",
+               "target.layout": "--layout", "source.format": "--format", "source.sheet": "--sheet",
+               "source.path": "PATH"}
+
+
+def _flag_path(path: str) -> str:
+    """A spec field path as the load's command line spells it: ``target.key`` -> ``--key``, a reader option
+    ``source.delimiter`` -> ``--option delimiter``; anything else (``steps[2].derive``) as it is."""
+    m = re.match(r"^((?:target|source)\.[A-Za-z_]+)(.*)$", path)
+    if m is None:
+        return path
+    field, rest = m.groups()
+    if field in _LOAD_FLAGS:
+        return _LOAD_FLAGS[field] + rest
+    if field.startswith("source."):
+        return f"--option {field.removeprefix('source.')}{rest}"
+    return path
+
+
+@contextmanager
+def _as_flags() -> Iterator[None]:
+    """Spec errors of a load given on the command line name its flags, not the YAML fields."""
+    try:
+        yield
+    except SpecError as exc:
+        flagged = _flag_path(exc.path)
+        if flagged == exc.path:
+            raise
+        raise SpecError(flagged, exc.message) from exc.__cause__
 
 
 def _progress(enabled: bool) -> Any:
@@ -109,7 +144,7 @@ def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ..
     if sheets:
         sheet = sheets[0] if len(sheets) == 1 else list(sheets)
     opts = _parse_options(options)
-    with _progress(not as_json) as progress:
+    with _as_flags(), _progress(not as_json) as progress:
         report = engine.load(
             path, into=table, connection_id=connection_id, partition_by=partition_by,
             hash_partitions=hash_partitions, mode=mode,  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ class LoadReport:
     time_column: str | None = None
     source_bytes: int = 0
     #: where the archive copy went (None: archiving off), its size, files, and source_bytes / archive_bytes
+    #: (None when either is unknown: no archive copy, or a source without a size such as a query or an API)
     archive: str | None = None
     archive_bytes: int = 0
     archive_files: int = 0

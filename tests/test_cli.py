@@ -123,7 +123,7 @@ def test_cli_connection_beyond_bigint_is_one_line_exit_2(tmp_path: Path, pg_dsn:
                                       "99999999999999999999", "--dsn", pg_dsn])
     assert result.exit_code == 2, (result.output, result.exception)
     line = _one_line_error(result.stderr)
-    assert line.startswith("error: target.connection_id"), line
+    assert line.startswith("error: --connection:"), line
     assert "99999999999999999999" in line
 
 
@@ -138,6 +138,28 @@ def test_cli_bad_csv_option_is_one_line_exit_2(tmp_path: Path, pg_dsn: str, tabl
     result = CliRunner().invoke(cli, ["load", str(path), "--into", table, "--option", option, "--dsn", pg_dsn])
     assert result.exit_code == 2, (result.output, repr(result.exception))
     line = _one_line_error(result.stderr)
-    assert line.startswith(f"error: source.{name}:"), line
+    assert line.startswith(f"error: --option {name}:"), line
     assert "Traceback" not in result.output
     assert sql("SELECT to_regclass($1)", [f'"{table}"']) == [(None,)]
+
+
+@pytest.mark.parametrize(("args", "start"), [
+    (["--mode", "merge"], "error: --key: merge mode needs the key column(s)"),
+    (["--partition-by", "day:quarter"], "error: --partition-by: unknown grain 'quarter'"),
+    (["--archive", " "], "error: --archive: expected an archive URL"),
+])
+def test_load_errors_name_the_flag_not_the_yaml_field(tmp_path: Path, args: list[str], start: str) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("day,v\n2024-01-01,1\n")
+    result = CliRunner().invoke(cli, ["load", str(path), "--into", "t", *args,
+                                      "--dsn", "postgresql://postgres@127.0.0.1:1/none"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert _one_line_error(result.stderr).startswith(start), result.stderr
+
+
+def test_run_errors_keep_the_yaml_field(tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text("source: a.csv\ntarget: {table: t, mode: merge}\n")
+    result = CliRunner().invoke(cli, ["run", str(file)])
+    assert result.exit_code == 2
+    assert _one_line_error(result.stderr).startswith("error: target.key: merge mode needs"), result.stderr

@@ -44,10 +44,13 @@ def source_error(partition: Partition, exc: Exception) -> Exception:
 
 def pipeline_of(state: LoadState) -> Pipeline:
     """The spec's steps and rules; a merge also refuses null keys (repeated keys are resolved in SQL, the
-    last one winning)."""
+    last one winning), except those a ``not_null`` rule of the spec checks already (one reason, not two)."""
     pipeline = state.spec.pipeline
     if state.target.mode == "merge":
-        pipeline = pipeline.model_copy(update={"rules": (NotNull(columns=state.target.key), *pipeline.rules)})
+        checked = {c for rule in pipeline.rules if isinstance(rule, NotNull) for c in rule.columns}
+        keys = tuple(k for k in state.target.key if k not in checked)
+        if keys:
+            pipeline = pipeline.model_copy(update={"rules": (NotNull(columns=keys), *pipeline.rules)})
     return pipeline
 
 

@@ -121,6 +121,6 @@ def _finished(report: LoadReport, started: float) -> LoadReport:
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     report.peak_rss_mb, report.peak_child_rss_mb = round(own, 1), round(child, 1)
     report.partitions = sorted(set(report.partitions))
-    if report.archive_bytes:
+    if report.archive_bytes and report.source_bytes:  # a query or an API has no size: no ratio, not 0.0
         report.compression_ratio = round(report.source_bytes / report.archive_bytes, 2)
     return report

@@ -163,10 +163,25 @@ def ensure_merge_index(session: Session, info: TableInfo, identity: Sequence[str
     assert info.time_column is not None
     cols = [*identity, *([] if info.time_column in identity else [info.time_column])]
     name = _index_names(info.name)["merge"]
-    session.run(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(name)} ON {qualified(info.name)} "
-                f"({', '.join(quote_ident(c) for c in cols)})", conn=session.ddl)
+    try:
+        session.run(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(name)} ON {qualified(info.name)} "
+                    f"({', '.join(quote_ident(c) for c in cols)})", conn=session.ddl)
+    except SinkError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != "23505":  # unique_violation: rows already repeat a key
+            raise
+        raise _duplicate_keys(info.name, cols, str(exc)) from exc
     session.commit(session.ddl)
     return cols
+
+
+def _duplicate_keys(table: str, cols: Sequence[str], message: str) -> SinkError:
+    """Why a merge cannot start: the table already holds rows sharing a key (loaded by append), so the unique
+    index ``ON CONFLICT`` needs cannot be built."""
+    found = re.search(r"Key \((.*?)\)=\((.*?)\) is duplicated", message)
+    example = f", e.g. ({found.group(2)})" if found else ""
+    return SinkError(f"merge into {table}: the table already holds several rows with the same "
+                     f"({', '.join(cols)}){example}, so the unique index merge needs cannot be built; remove "
+                     "the repeated rows (or reload the table with --mode replace) and re-run")
 
 
 def add_column(session: Session, table: str, column: str, pg: str, comment: str | None, *,

@@ -309,9 +309,13 @@ def split_partition_by(value: Any) -> tuple[str | None, Granularity]:
     if not isinstance(value, str) or not value.strip():
         fail(f"expected COLUMN or COLUMN:day|week|month|year, got {value!r}")
     column, sep, gran = value.rpartition(":")
-    if not sep or gran not in GRANULARITIES:
+    if not sep:
         return value, "month"
-    return column, gran  # type: ignore[return-value]
+    if gran.strip().lower() in GRANULARITIES:
+        return column, gran.strip().lower()  # type: ignore[return-value]
+    if column and gran.strip().isalpha():  # "created_at:quarter" is a typo, not a column of that name
+        fail(f"unknown grain {gran.strip()!r} in {value!r}; use COLUMN:GRAIN with one of {', '.join(GRANULARITIES)}")
+    return value, "month"
 
 
 class TargetSpec(_Spec):

@@ -373,3 +373,10 @@ def test_hostile_table_names_stay_inside_the_archive(tmp_path: Path, pg_dsn: str
     view = f'"{schema}"."{table}"' if schema else f'"{table}"'
     got = run_query(f"SELECT count(*) FROM archive.{view}", dsn=pg_dsn).frame.item()
     assert got == source.height
+
+
+def test_compression_ratio_is_null_when_the_source_size_is_unknown(pg_dsn: str, sql: Sql, table: str) -> None:
+    """A query has no size in bytes: its ratio is null (as for archiving off), not 0.0."""
+    report = engine.load(pg_dsn, into=table, dsn=pg_dsn, options={"query": "SELECT 1 AS id, date '2024-01-01' AS day"})
+    assert report.source_bytes == 0 and report.archive_bytes > 0
+    assert report.compression_ratio is None and "source/archive" not in report.summary()

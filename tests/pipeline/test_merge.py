@@ -14,7 +14,7 @@ import pytest
 
 import engine
 from engine.errors import SinkError
-from tests.support import Sql, accounted, row_count
+from tests.support import Sql, accounted, quarantine_rows, row_count
 
 
 def test_merge_upserts_on_key(tmp_path: Path, pg_dsn: str, table: str, sql: Sql) -> None:
@@ -81,6 +81,18 @@ def test_merge_null_keys_are_quarantined(tmp_path: Path, pg_dsn: str, table: str
     assert report.quarantine_by_rule == {"not_null": 1}
 
 
+def test_merge_with_a_not_null_rule_on_the_key_gives_the_reason_once(tmp_path: Path, pg_dsn: str, table: str,
+                                                                    sql: Sql) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("k,j,day,v\n1,1,2024-01-01,a\n,,2024-01-02,b\n")
+    report = engine.load(path, into=table, mode="merge", key=["k", "j"], dsn=pg_dsn,
+                         spec={"rules": [{"not_null": ["k", "v"]}]})
+    assert (report.rows_loaded, report.rows_quarantined) == (1, 1)
+    [row] = quarantine_rows(sql, table)
+    reasons = row["reason"].split("; ")
+    assert len(reasons) == len(set(reasons)) == 2, row["reason"]  # k once (not twice), j once
+
+
 def test_merge_on_a_key_whose_name_is_normalised(tmp_path: Path, pg_dsn: str, table: str, sql: Sql) -> None:
     """The key is named as in the source ('OrderID'); the table column is 'orderid'."""
     path = tmp_path / "m.parquet"
@@ -92,9 +104,9 @@ def test_merge_on_a_key_whose_name_is_normalised(tmp_path: Path, pg_dsn: str, ta
                                                                         (2, dt.date(2024, 1, 1))]
 
 
-# Regression (review fix 10): PostgreSQL's own words in SinkError.
-def test_merge_over_duplicate_rows_keeps_the_server_detail(tmp_path: Path, pg_dsn: str, table: str,
-                                                           sql: Sql) -> None:
+# Regression (review fix 10): the server's detail (which key repeats) in SinkError, now in one clear line.
+def test_merge_over_duplicate_rows_names_the_table_the_key_and_the_fix(tmp_path: Path, pg_dsn: str, table: str,
+                                                                       sql: Sql) -> None:
     dup, upd = tmp_path / "dup.csv", tmp_path / "upd.csv"
     dup.write_text("k,day,v\n1,2024-01-01,a\n1,2024-01-01,b\n")
     upd.write_text("k,day,v\n1,2024-01-01,c\n")
@@ -102,7 +114,8 @@ def test_merge_over_duplicate_rows_keeps_the_server_detail(tmp_path: Path, pg_ds
     with pytest.raises(SinkError) as info:
         engine.load(upd, into=table, mode="merge", key="k", dsn=pg_dsn)
     message = str(info.value)
-    assert "could not create unique index" in message, message
-    assert "DETAIL" in message and "(connection_id, k, day)" in message and "is duplicated" in message, message
+    assert message == (f"merge into {table}: the table already holds several rows with the same (connection_id, k, "
+                       "day), e.g. (0, 1, 2024-01-01), so the unique index merge needs cannot be built; remove the "
+                       "repeated rows (or reload the table with --mode replace) and re-run"), message
     assert info.value.exit_code == 5
     assert sorted(r[0] for r in sql(f'SELECT v FROM "{table}"')) == ["a", "b"]

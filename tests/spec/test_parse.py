@@ -275,6 +275,14 @@ def test_split_partition_by(value: str | None, expected: tuple[str | None, str])
     assert split_partition_by(value) == expected
 
 
+def test_an_unknown_grain_is_named_with_the_valid_ones() -> None:
+    with pytest.raises(SpecError) as info:
+        make_target({"table": "t", "partition_by": "created_at:quarter"})
+    assert str(info.value) == ("target.partition_by: unknown grain 'quarter' in 'created_at:quarter'; use "
+                               "COLUMN:GRAIN with one of day, week, month, year")
+    assert make_target({"table": "t", "partition_by": "ts:Week"}).granularity == "week"
+
+
 # --- loads --------------------------------------------------------------------------------------------------
 def test_parse_load_shorthands_and_options(tmp_path: Path) -> None:
     spec = parse_load({"source": {"path": "data/*.csv", "delimiter": ";", "encoding": "latin-1"},
