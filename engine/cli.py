@@ -158,9 +158,16 @@ def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ..
 @cli.command()
 @click.argument("pipeline", type=click.Path(dir_okay=False))
 @dsn_option
+@archive_option
+@click.option("--no-archive", is_flag=True, help="Write no archive copy (same as --archive off).")
+@click.option("--contract", type=click.Choice(["evolve", "freeze"]), default=None,
+              help="Schema drift for every load, instead of each target's contract (default: the file's, else "
+                   "evolve).")
 @json_option("the LoadReports (an array)")
-def run(pipeline: str, dsn: str | None, as_json: bool) -> None:
-    """Run every load declared in a PIPELINE YAML file.
+def run(pipeline: str, dsn: str | None, archive: str | None, no_archive: bool, contract: str | None,
+        as_json: bool) -> None:
+    """Run every load declared in a PIPELINE YAML file (--archive, --no-archive and --contract replace the
+    targets' own values).
 
     \b
     Example:
@@ -169,7 +176,8 @@ def run(pipeline: str, dsn: str | None, as_json: bool) -> None:
     import engine
 
     with _progress(not as_json) as progress:
-        reports = engine.run(pipeline, dsn=dsn, progress=progress)
+        reports = engine.run(pipeline, dsn=dsn, archive=False if no_archive else archive, contract=contract,
+                             progress=progress)
     _echo_reports(reports, as_json)
 
 

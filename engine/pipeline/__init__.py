@@ -24,7 +24,13 @@ from engine.progress import Progress
 from engine.redact import unexpand
 from engine.report import LoadReport
 from engine.spec.models import LoadSpec, Mode, Pipeline, SourceSpec
-from engine.spec.parse import make_target, parse_pipeline, read_pipeline_file, read_pipeline_spec
+from engine.spec.parse import (
+    make_target,
+    parse_pipeline,
+    read_pipeline_file,
+    read_pipeline_spec,
+    replace_target,
+)
 
 __all__ = ["load", "run", "run_load"]
 
@@ -80,16 +86,26 @@ def load(
     return run_load(spec_obj, progress=progress)
 
 
-def run(pipeline_file: str | Path, *, dsn: str | None = None, progress: Progress | None = None) -> list[LoadReport]:
+def run(pipeline_file: str | Path, *, dsn: str | None = None, archive: str | bool | None = None,
+        contract: str | None = None, progress: Progress | None = None) -> list[LoadReport]:
     """Run every load declared in a pipeline YAML file, in order; stops at the first failing load.
 
-    Values the file takes from the environment (``${VAR}``) come back as ``${VAR}`` in errors and in each
-    report's ``source``."""
+    ``dsn`` is used by loads whose target names none; ``archive`` (a URL, or False for none) and ``contract``
+    (``evolve``/``freeze``) replace every load's own. Values the file takes from the environment
+    (``${VAR}``) come back as ``${VAR}`` in errors and in each report's ``source``.
+
+    >>> engine.run("pipeline.yaml", archive=False, contract="freeze")  # doctest: +SKIP
+    """
+    overrides: dict[str, Any] = {}
+    if archive is not None:
+        overrides["archive"] = archive
+    if contract is not None:
+        overrides["contract"] = contract
     reports = []
     specs, used = read_pipeline_file(pipeline_file)
     for spec in specs:
-        if dsn and not spec.target.dsn:
-            spec = spec.model_copy(update={"target": spec.target.model_copy(update={"dsn": dsn})})
+        updates = {**overrides, **({"dsn": dsn} if dsn and not spec.target.dsn else {})}
+        spec = spec.model_copy(update={"target": replace_target(spec.target, updates)})
         try:
             report = run_load(spec, progress=progress)
         except BiconicError as exc:

@@ -44,7 +44,7 @@ from engine.spec.models import (
 )
 
 __all__ = ["load_pipeline_file", "make_target", "parse_load", "parse_pipeline", "read_pipeline_file",
-           "read_pipeline_spec", "spec_error"]
+           "read_pipeline_spec", "replace_target", "spec_error"]
 
 #: step key -> (model, the field a shorthand value fills, or None when the value is the model's fields)
 _STEPS: dict[str, tuple[type[BaseModel], str | None]] = {
@@ -170,6 +170,16 @@ def make_target(tgt: Mapping[str, Any], path: str = "target") -> TargetSpec:
         raise SpecError(f"{path}.partition_by", exc.message()) from exc
     try:
         return TargetSpec.model_validate(values)
+    except ValidationError as exc:
+        raise spec_error(exc, path, TargetSpec) from exc
+
+
+def replace_target(target: TargetSpec, updates: Mapping[str, Any], path: str = "target") -> TargetSpec:
+    """``target`` with some fields replaced (``biconic run --archive ...``), checked like the file's own."""
+    if not updates:
+        return target
+    try:
+        return TargetSpec.model_validate({**target.model_dump(), **updates})
     except ValidationError as exc:
         raise spec_error(exc, path, TargetSpec) from exc
 

@@ -66,3 +66,21 @@ def test_fixture_spanish_orders_pipeline(pg_dsn: str, sql: Sql) -> None:
     ]
     assert set(child_bounds(sql, table)) == {f"{table}_p2024_01", f"{table}_p2024_02"}
     assert [r["row_number"] for r in quarantine_rows(sql, table)] == [4, 5, 6]
+
+
+def test_run_archive_and_contract_replace_the_targets_own(tmp_path: Path, pg_dsn: str, table: str,
+                                                          sql: Sql) -> None:
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("day,v\n2024-01-01,1\n")
+    second.write_text("day,v,extra\n2024-01-02,2,x\n")
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(f"source: a.csv\ntarget: {{table: {table}, archive: '{tmp_path / 'arch'}', contract: evolve}}\n")
+    [report] = engine.run(spec, dsn=pg_dsn, archive=False)
+    assert report.archive is None and report.archive_files == 0 and not (tmp_path / "arch").exists()
+    spec.write_text(f"source: b.csv\ntarget: {{table: {table}, contract: evolve}}\n")
+    with pytest.raises(engine.SchemaDriftError, match="extra"):
+        engine.run(spec, dsn=pg_dsn, contract="freeze")
+    [report] = engine.run(spec, dsn=pg_dsn, archive=str(tmp_path / "other"))
+    assert report.archive_files == 1 and (tmp_path / "other").is_dir() and report.columns_added == ["extra"]
+    with pytest.raises(engine.SpecError, match=r"^target.contract: expected one of evolve, freeze"):
+        engine.run(spec, dsn=pg_dsn, contract="loose")
