@@ -35,11 +35,12 @@ class _Engine(click.Group):
 
 
 #: a load's spec fields as ``biconic load`` spells them: its errors name the flag the user typed
-_LOAD_FLAGS = {"target.table": "--into", "target.connection_id": "--connection", "target.partition_by": "--partition-by",
-               "target.hash_partitions": "--hash-partitions", "target.mode": "--mode", "target.key": "--key",
-               "target.contract": "--contract", "target.dsn": "--dsn", "target.archive": "--archive",
-               "target.layout": "--layout", "source.format": "--format", "source.sheet": "--sheet",
-               "source.path": "PATH"}
+_LOAD_FLAGS = {
+    "target.table": "--into", "target.connection_id": "--connection", "target.partition_by": "--partition-by",
+    "target.hash_partitions": "--hash-partitions", "target.mode": "--mode", "target.key": "--key",
+    "target.contract": "--contract", "target.dsn": "--dsn", "target.archive": "--archive",
+    "target.layout": "--layout", "source.format": "--format", "source.sheet": "--sheet", "source.path": "PATH",
+}
 
 
 def _flag_path(path: str) -> str:

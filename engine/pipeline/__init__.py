@@ -23,6 +23,7 @@ from engine.pipeline.runner import run_load
 from engine.progress import Progress
 from engine.redact import unexpand
 from engine.report import LoadReport
+from engine.sources import open_source
 from engine.spec.models import LoadSpec, Mode, Pipeline, SourceSpec
 from engine.spec.parse import (
     make_target,
@@ -36,7 +37,7 @@ __all__ = ["load", "run", "run_load"]
 
 
 def load(
-    source: str | Path,
+    source: str | Path | Any,
     into: str,
     *,
     connection_id: int | None = None,
@@ -52,13 +53,20 @@ def load(
     dsn: str | None = None,
     archive: str | bool | None = None,
     layout: str = "table",
+    source_name: str | None = None,
     progress: Progress | None = None,
 ) -> LoadReport:
-    """Load a file, folder or glob into a partitioned PostgreSQL table, effectively once.
+    """Load a file, folder or glob (or a database/API URL, or data already in Python) into a partitioned
+    PostgreSQL table, effectively once.
 
     >>> engine.load("orders.csv", into="orders", partition_by="created_at:month")  # doctest: +SKIP
     LoadReport(table='orders', rows_in=1000000, rows_loaded=1000000, ...)
+    >>> engine.load(df, into="orders", source_name="orders-2026-06")  # doctest: +SKIP
 
+    ``source`` may also be a Polars DataFrame/LazyFrame, a pandas DataFrame, a pyarrow Table or
+    RecordBatchReader, or an iterator of RecordBatches (see :mod:`engine.sources.frames`): streamed in
+    chunks, one partition. Such data has no identity, so each load of it loads again, unless ``source_name``
+    names it: a re-run with the same name is skipped. A reader or iterator can be read only once.
     ``spec`` holds steps and rules: a YAML path, a :class:`Pipeline`, or a dict. Re-running the same load
     adds nothing; a load killed part-way leaves no partial partition visible and completes when re-run.
     ``archive``: where the Parquet copy goes (a folder or ``s3://bucket/prefix``); None = the default
@@ -75,15 +83,19 @@ def load(
     opts = dict(options or {})
     if sheet is not None:
         opts["sheet"] = list(sheet) if not isinstance(sheet, str) else sheet
+    if source_name is not None:
+        opts["source_name"] = source_name
+    in_memory = None if isinstance(source, (str, Path)) else open_source(source, options=opts)
     target = make_target({
         "table": into, "connection_id": connection_id, "partition_by": partition_by,
         "hash_partitions": hash_partitions, "mode": mode,
         "key": [key] if isinstance(key, str) else list(key or []), "contract": contract, "dsn": dsn,
         "archive": archive, "layout": layout,
     })
-    spec_obj = LoadSpec(source=SourceSpec(path=str(source), format=format, options=opts), target=target,
-                        pipeline=pipeline)
-    return run_load(spec_obj, progress=progress)
+    path = str(source) if in_memory is None else in_memory.partitions()[0].label
+    spec_obj = LoadSpec(source=SourceSpec(path=path, format="python" if in_memory is not None else format,
+                                          options=opts), target=target, pipeline=pipeline)
+    return run_load(spec_obj, progress=progress, source=in_memory)
 
 
 def run(pipeline_file: str | Path, *, dsn: str | None = None, archive: str | bool | None = None,

@@ -68,15 +68,17 @@ def _incremental(source: Source, session: Session, target: TargetSpec) -> tuple[
     return bounded, (key, source.cursor)
 
 
-def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
-    """Execute one LoadSpec (see :func:`engine.load`)."""
+def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source | None = None) -> LoadReport:
+    """Execute one LoadSpec (see :func:`engine.load`); ``source``: an opened source (in-memory data, which a
+    spec cannot hold) instead of the spec's path."""
     started = time.perf_counter()
     _check_table_name(spec.target.table)
     # one name per table: "public.orders" and "orders" must share a ledger, or a re-run would duplicate
     table = canonical_table(spec.target.table)
     spec = spec.model_copy(update={"target": spec.target.model_copy(update={"table": table})})
     target = spec.target
-    source = open_source(spec.source.path, format=spec.source.format, options=spec.source.options)
+    if source is None:
+        source = open_source(spec.source.path, format=spec.source.format, options=spec.source.options)
     url = settings().archive(target.archive)
     store = Store(url) if url is not None else None
     with Session(resolve_dsn(target.dsn)) as session:

@@ -38,19 +38,22 @@ KINDS: dict[str, tuple[str, str]] = {
     "rest": ("engine.sources.api.rest", "open_rest"),
     "graphql": ("engine.sources.api.graphql", "open_graphql"),
     "adbc": ("engine.sources.sql.adbc", "open_adbc"),
+    "python": ("engine.sources.frames", "open_frame"),
 }
 #: where each kind documents its options: (module, a dict of option -> description)
 _OPTIONS_OF: dict[str, tuple[str, str]] = {
     "postgresql": ("engine.sources.sql.postgres", "OPTIONS"), "mysql": ("engine.sources.sql.mysql", "OPTIONS"),
     "mongodb": ("engine.sources.api.mongo", "OPTIONS"), "rest": ("engine.sources.api.rest", "OPTIONS"),
     "graphql": ("engine.sources.api.graphql", "OPTIONS"), "adbc": ("engine.sources.sql.adbc", "OPTIONS"),
+    "python": ("engine.sources.frames", "OPTIONS"),
 }
 _SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql", "mariadb": "mysql",
             "mongodb": "mongodb", "mongodb+srv": "mongodb", "http": "rest", "https": "rest", "adbc": "adbc"}
 _HOW = {"postgresql": "postgresql://user@host:5432/db?table=NAME (or --option query=SQL)",
         "mysql": "mysql://user@host:3306/db?table=NAME (MariaDB too; or --option query=SQL)",
         "mongodb": "mongodb://user@host:27017/db?collection=NAME", "rest": "https://api.example.com/v1/items",
-        "graphql": "https://api.example.com/graphql --format graphql", "adbc": "adbc://DRIVER --format adbc"}
+        "graphql": "https://api.example.com/graphql --format graphql", "adbc": "adbc://DRIVER --format adbc",
+        "python": "engine.load(frame, into=...): a polars/pandas DataFrame, pyarrow Table, reader or batch iterator"}
 
 
 def _kind_of_url(path: str) -> str | None:
@@ -70,10 +73,15 @@ def resolve_env_path(path: str) -> str:
     return value.strip()
 
 
-def open_source(path: str | Path, *, format: str | None = None, options: Mapping[str, Any] | None = None) -> Source:
+def open_source(path: str | Path | Any, *, format: str | None = None,
+                options: Mapping[str, Any] | None = None) -> Source:
     """A connector for a file, folder or glob (all files of one format), or for a database or API given by
     its URL (``postgresql://...?table=orders``, or ``env:NAME`` for the URL held by that environment variable)
-    or by ``format`` (``rest``, ``graphql``, ``mongodb``, ``adbc``)."""
+    or by ``format`` (``rest``, ``graphql``, ``mongodb``, ``adbc``); in-memory data (a DataFrame, an Arrow
+    table or stream: anything but a path) opens the ``python`` kind."""
+    if not isinstance(path, (str, Path)):
+        module, factory = KINDS["python"]
+        return getattr(importlib.import_module(module), factory)(path, dict(options or {}))  # type: ignore[no-any-return]
     path = resolve_env_path(str(path))
     kind = format if format in KINDS else (_kind_of_url(str(path)) if format is None else None)
     if kind is not None:
