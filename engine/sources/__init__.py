@@ -8,7 +8,8 @@ database or an API instead.
 Owns the connector protocol (:mod:`~engine.sources.base`), chunking (:mod:`~engine.sources.chunks`,
 :mod:`~engine.sources.stream`), incremental reads (:mod:`~engine.sources.incremental`) and the registry
 below; the connectors live in ``files/``, ``sql/`` (fixed-schema databases, streamed as Arrow) and ``api/``
-(schemaless records: REST, GraphQL, MongoDB, spooled to NDJSON).
+(schemaless records: REST, GraphQL, MongoDB, spooled to NDJSON); :mod:`~engine.sources.frames` reads data
+already in Python (the ``python`` kind).
 
 May import: ``engine.plan`` (sources type raw text with the plan's reject flags) and the core modules.
 Never ``engine.postgres``, ``engine.pipeline`` or anything above.
