@@ -14,7 +14,7 @@ May import: every lower layer (``engine.sources``, ``engine.plan``, ``engine.spe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ def load(
     dsn: str | None = None,
     archive: str | bool | None = None,
     layout: str = "table",
+    max_rejected: float | int | str | None = None,
     progress: Progress | None = None,
 ) -> LoadReport:
     """Load a file, folder or glob into a partitioned PostgreSQL table, effectively once.
@@ -57,6 +58,9 @@ def load(
     (``BICONIC_ARCHIVE_URL``, else a folder under the data folder); False = no archive copy.
     ``layout="document"`` stores each row as one jsonb document in the generic table
     ``(_import_id, connection_id, data jsonb, created_at)`` (for schemaless sources: MongoDB, REST).
+    ``max_rejected``: a source partition (file, sheet) with more rejected rows than this, or with every row
+    rejected, fails with :class:`~engine.errors.RejectedError` and commits nothing: a share (``0.5``,
+    ``"50%"``, the default), a count of rows (``1000``) or ``"off"`` (see :mod:`engine.spec.limits`).
     """
     if isinstance(spec, (str, Path)):
         pipeline = read_pipeline_spec(spec)
@@ -71,19 +75,27 @@ def load(
         "table": into, "connection_id": connection_id, "partition_by": partition_by,
         "hash_partitions": hash_partitions, "mode": mode,
         "key": [key] if isinstance(key, str) else list(key or []), "contract": contract, "dsn": dsn,
-        "archive": archive, "layout": layout,
+        "archive": archive, "layout": layout, "max_rejected": max_rejected,
     })
     spec_obj = LoadSpec(source=SourceSpec(path=str(source), format=format, options=opts), target=target,
                         pipeline=pipeline)
     return run_load(spec_obj, progress=progress)
 
 
-def run(pipeline_file: str | Path, *, dsn: str | None = None, progress: Progress | None = None) -> list[LoadReport]:
-    """Run every load declared in a pipeline YAML file, in order; stops at the first failing load."""
+def run(pipeline_file: str | Path, *, dsn: str | None = None, progress: Progress | None = None,
+        on_report: Callable[[LoadReport], None] | None = None) -> list[LoadReport]:
+    """Run every load declared in a pipeline YAML file, in order; stops at the first failing load.
+
+    ``on_report`` is called with each load's report as soon as that load has committed, so a caller still
+    has the reports of the loads before a failing one (the CLI prints them as they come).
+    """
     reports = []
     for spec in load_pipeline_file(pipeline_file):
         if dsn and not spec.target.dsn:
             spec = spec.model_copy(update={"target": spec.target.model_copy(update={"dsn": dsn})})
-        reports.append(run_load(spec, progress=progress))
+        report = run_load(spec, progress=progress)
+        reports.append(report)
+        if on_report is not None:
+            on_report(report)
     return reports
 

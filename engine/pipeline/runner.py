@@ -9,10 +9,11 @@ import time
 import uuid
 
 from engine.archive.store import Store
-from engine.errors import SpecError
+from engine.errors import RejectedError, SpecError
 from engine.names import canonical_table
 from engine.pipeline.context import LoadState
 from engine.pipeline.publish import load_partition, replace_all
+from engine.pipeline.rejects import keep_sample
 from engine.postgres import meta
 from engine.postgres.connection import Session
 from engine.postgres.ddl import split_table
@@ -94,6 +95,9 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
         keys = [load_key(target, p, digest) for p in partitions]
         try:
             _commit_partitions(state, partitions, keys)
+        except RejectedError:
+            keep_sample(state)  # the partition rolled back; its rejected rows stay inspectable
+            raise
         finally:
             if state.staging is not None:
                 state.staging.close()
