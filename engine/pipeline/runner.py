@@ -17,7 +17,7 @@ from engine.pipeline.rejects import keep_sample
 from engine.postgres import meta
 from engine.postgres.connection import Session
 from engine.postgres.ddl import split_table
-from engine.postgres.server import resolve_dsn
+from engine.postgres.server import database_label, resolve_dsn
 from engine.progress import Progress
 from engine.reads.catalog import refresh_hot_rows
 from engine.redact import redact
@@ -88,7 +88,8 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
         report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=redact(spec.source.path),
                             mode=target.mode, source_partitions=len(partitions),
                             source_bytes=sum(p.size_bytes for p in partitions),
-                            archive=store.url if store is not None else None)
+                            archive=_where(store),
+                            database=database_label(target.dsn))
         digest = spec_hash(spec)
         state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=digest, progress=progress,
                   store=store, watermark=watermark)
@@ -104,6 +105,13 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
     if report.rows_loaded or report.mode == "replace":
         refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
     return _finished(report, started)
+
+
+def _where(store: Store | None) -> str | None:
+    """The archive as the report names it: an absolute folder, or the S3 URL."""
+    if store is None:
+        return None
+    return store.root if store.is_local else redact(store.url)
 
 
 def _commit_partitions(state: LoadState, partitions: list[Partition], keys: list[str]) -> None:
