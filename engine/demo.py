@@ -24,9 +24,11 @@ DEMO_QUERY = ("SELECT estado, count(*) AS orders, CAST(sum(importe) AS DECIMAL(1
 
 PIPELINE = """\
 # Written by `biconic demo`: two loads, run in order by `biconic run {folder}/pipeline.yaml`.
+# mode replace: the database is per user (BICONIC_HOME), so the demo run from another folder (new sample files)
+# replaces the demo tables instead of adding the same orders twice; run again here, it loads nothing.
 loads:
   - source: {{path: {orders}, delimiter: ";"}}
-    target: {{table: demo_orders, partition_by: "created_at:month", hash_partitions: 2}}
+    target: {{table: demo_orders, partition_by: "created_at:month", hash_partitions: 2, mode: replace}}
     steps:
       - rename: {{"Fecha Entrega": fecha_entrega}}
       - parse_number: {{column: Importe, decimal: ",", thousands: "."}}
@@ -39,7 +41,7 @@ loads:
       - range: {{column: Importe, min: 0}}
       - allowed: {{column: Estado, values: [pendiente, enviado, entregado, cancelado]}}
   - source: {{path: customers.xlsx, sheet: "*"}}
-    target: {{table: demo_customers, partition_by: "signup_date:year", connection_id: 1}}
+    target: {{table: demo_customers, partition_by: "signup_date:year", connection_id: 1, mode: replace}}
     rules:
       - regex: {{column: email, pattern: "^[^@ ]+@[^@ ]+$"}}
 """

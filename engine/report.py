@@ -63,8 +63,7 @@ class LoadReport:
         ]
         if self.archive is not None and self.archive_files:
             ratio = f", source/archive {self.compression_ratio:.1f}x" if self.compression_ratio else ""
-            lines.append(f"  archive: {self.archive_files} file(s), {self.archive_bytes:,} bytes{ratio} "
-                         f"in {self.archive}")
+            lines.append(f"  archive copy: {self.archive_files} file(s), {self.archive_bytes:,} bytes{ratio}")
         if self.quarantine_by_rule:
             rules = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.quarantine_by_rule.items()))
             lines.append(f"  quarantined by rule: {rules}  (see biconic.quarantine, load_id {self.load_id})")
