@@ -4,8 +4,8 @@
 steps, each a module: key the partitions and drive them (:mod:`~engine.pipeline.runner`), plan a chunk
 (:mod:`~engine.pipeline.planner`, :mod:`~engine.pipeline.document`), fit the table to it
 (:mod:`~engine.pipeline.fit`), stream its batches (:mod:`~engine.pipeline.batches`,
-:mod:`~engine.pipeline.stream`) into one of the row targets (:mod:`~engine.pipeline.targets`), and commit by
-mode (:mod:`~engine.pipeline.publish`).
+:mod:`~engine.pipeline.stream`) into one of the row targets (:mod:`~engine.pipeline.targets`), judge it by its
+rejected rows (:mod:`~engine.pipeline.rejects`), and commit by mode (:mod:`~engine.pipeline.publish`).
 
 May import: every lower layer (``engine.sources``, ``engine.plan``, ``engine.spec``, ``engine.postgres``,
 ``engine.archive``, ``engine.reads`` to refresh cached rows) and the core modules. Only the CLI, the demo and
