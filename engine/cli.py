@@ -99,7 +99,8 @@ def json_option(what: str) -> Callable[[F], F]:
 def cli() -> None:
     """Biconic Engine: load files into partitioned PostgreSQL, fast and effectively once.
 
-    With no --dsn and no BICONIC_PG_DSN, an embedded PostgreSQL is started under ./.biconic.
+    With no --dsn and no BICONIC_PG_DSN, an embedded PostgreSQL is started in BICONIC_HOME (default
+    ~/.local/share/biconic), where the archive also goes unless BICONIC_ARCHIVE_URL says otherwise.
     """
 
 
@@ -127,11 +128,14 @@ def cli() -> None:
 @click.option("--no-archive", is_flag=True, help="Write no archive copy (same as --archive off).")
 @click.option("--layout", type=click.Choice(["table", "document"]), default="table", show_default=True,
               help="document: the generic table (_import_id, connection_id, data jsonb, created_at).")
+@click.option("--max-rejected", default=None, metavar="SHARE|N%|ROWS|off",
+              help="A file (or sheet) with more rejected rows than this, or with every row rejected, fails and "
+                   "commits nothing: 0.5, 50%, 1000 rows, or off [default: 50%].")
 @json_option("the LoadReport (one object)")
 def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ...], partition_by: str | None,
          hash_partitions: int, mode: str, key: str | None, spec: str | None, fmt: str | None,
          options: tuple[str, ...], contract: str, dsn: str | None, archive: str | None, no_archive: bool,
-         layout: str, as_json: bool) -> None:
+         layout: str, max_rejected: str | None, as_json: bool) -> None:
     """Load PATH (a file, folder or glob, or a database/API URL: see biconic sources) into a partitioned
     PostgreSQL table.
 
@@ -151,7 +155,8 @@ def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ..
             hash_partitions=hash_partitions, mode=mode,  # type: ignore[arg-type]
             key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
             spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn,
-            archive=False if no_archive else archive, layout=layout, progress=progress,
+            archive=False if no_archive else archive, layout=layout, max_rejected=max_rejected,
+            progress=progress,
         )
     click.echo(report.to_json() if as_json else report.summary())
 
@@ -164,11 +169,12 @@ def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ..
 @click.option("--contract", type=click.Choice(["evolve", "freeze"]), default=None,
               help="Schema drift for every load, instead of each target's contract (default: the file's, else "
                    "evolve).")
-@json_option("the LoadReports (an array)")
+@json_option("each LoadReport (one object per line, as its load commits)")
 def run(pipeline: str, dsn: str | None, archive: str | None, no_archive: bool, contract: str | None,
         as_json: bool) -> None:
-    """Run every load declared in a PIPELINE YAML file (--archive, --no-archive and --contract replace the
-    targets' own values).
+    """Run every load declared in a PIPELINE YAML file, in order, printing each report as its load commits
+    (a failing load stops the run: the reports before it are printed, then the error). --archive,
+    --no-archive and --contract replace the targets' own values.
 
     \b
     Example:
@@ -177,24 +183,24 @@ def run(pipeline: str, dsn: str | None, archive: str | None, no_archive: bool, c
     import engine
 
     with _progress(not as_json) as progress:
-        reports = engine.run(pipeline, dsn=dsn, archive=False if no_archive else archive, contract=contract,
-                             progress=progress)
-    _echo_reports(reports, as_json)
+        engine.run(pipeline, dsn=dsn, archive=False if no_archive else archive, contract=contract,
+                   progress=progress, on_report=_reporter(as_json))
 
 
 @cli.command()
 @click.option("--rows", type=int, default=200_000, show_default=True, help="Rows in the generated CSV.")
 @click.option("--folder", type=click.Path(file_okay=False), default=None,
-              help="Where to write the sample files (default: .biconic/demo).")
+              help="Where to write the sample files (default: ./biconic-demo).")
 @dsn_option
-@json_option("the LoadReports (an array)")
+@json_option("each LoadReport (one object per line)")
 def demo(rows: int, folder: str | None, dsn: str | None, as_json: bool) -> None:
-    """Generate a sample workbook and CSV, load them, and print the reports (needs no server)."""
+    """Generate a sample workbook and CSV in ./biconic-demo, load them, and print the reports (needs no server:
+    the embedded PostgreSQL and the archive live in BICONIC_HOME)."""
     from engine.demo import DEMO_QUERY, run_demo
 
     with _progress(not as_json) as progress:
-        reports = run_demo(rows=rows, folder=Path(folder) if folder else None, dsn=dsn, progress=progress)
-    _echo_reports(reports, as_json)
+        run_demo(rows=rows, folder=Path(folder) if folder else None, dsn=dsn, progress=progress,
+                 on_report=_reporter(as_json))
     if not as_json:
         from engine.reads.duck import run_query
 
@@ -347,11 +353,12 @@ def show_settings(as_json: bool) -> None:
         click.echo(f"BICONIC_{name.upper():<22} {value if value is not None else '-'}")
 
 
-def _echo_reports(reports: list[Any], as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in reports]))
-    else:
-        click.echo("\n".join(r.summary() for r in reports))
+def _reporter(as_json: bool) -> Callable[[Any], None]:
+    """Prints each LoadReport as its load commits: one JSON line, or its summary."""
+    def echo(report: Any) -> None:
+        click.echo(report.to_json() if as_json else report.summary())
+
+    return echo
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:

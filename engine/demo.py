@@ -7,6 +7,7 @@ what a pipeline file looks like.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -14,9 +15,8 @@ import polars as pl
 from engine.pipeline import run
 from engine.progress import Progress
 from engine.report import LoadReport
-from engine.settings import settings
 
-__all__ = ["DEMO_QUERY", "run_demo", "write_sample_csv", "write_sample_workbook"]
+__all__ = ["DEMO_FOLDER", "DEMO_QUERY", "run_demo", "write_sample_csv", "write_sample_workbook"]
 
 #: what the demo asks after loading: DuckDB over the loaded dataset (hot rows in PostgreSQL, cold in the archive)
 DEMO_QUERY = ("SELECT estado, count(*) AS orders, CAST(sum(importe) AS DECIMAL(18, 2)) AS total, "
@@ -24,9 +24,11 @@ DEMO_QUERY = ("SELECT estado, count(*) AS orders, CAST(sum(importe) AS DECIMAL(1
 
 PIPELINE = """\
 # Written by `biconic demo`: two loads, run in order by `biconic run {folder}/pipeline.yaml`.
+# mode replace: the database is per user (BICONIC_HOME), so the demo run from another folder (new sample files)
+# replaces the demo tables instead of adding the same orders twice; run again here, it loads nothing.
 loads:
   - source: {{path: {orders}, delimiter: ";"}}
-    target: {{table: demo_orders, partition_by: "created_at:month", hash_partitions: 2}}
+    target: {{table: demo_orders, partition_by: "created_at:month", hash_partitions: 2, mode: replace}}
     steps:
       - rename: {{"Fecha Entrega": fecha_entrega}}
       - parse_number: {{column: Importe, decimal: ",", thousands: "."}}
@@ -39,7 +41,7 @@ loads:
       - range: {{column: Importe, min: 0}}
       - allowed: {{column: Estado, values: [pendiente, enviado, entregado, cancelado]}}
   - source: {{path: customers.xlsx, sheet: "*"}}
-    target: {{table: demo_customers, partition_by: "signup_date:year", connection_id: 1}}
+    target: {{table: demo_customers, partition_by: "signup_date:year", connection_id: 1, mode: replace}}
     rules:
       - regex: {{column: email, pattern: "^[^@ ]+@[^@ ]+$"}}
 """
@@ -102,10 +104,17 @@ def write_sample_workbook(path: Path, *, rows_per_sheet: int = 2_000, seed: int 
                 sheet.write_number(i + 1, 4, float(rng.integers(0, 50_000)) / 10)
 
 
+#: where the sample files go by default: the working folder, where the user looks at them (the database and
+#: the archive live in the data folder, BICONIC_HOME)
+DEMO_FOLDER = Path("biconic-demo")
+
+
 def run_demo(*, rows: int = 200_000, folder: Path | None = None, dsn: str | None = None,
-             progress: Progress | None = None) -> list[LoadReport]:
-    """Write the samples and the pipeline file, run it, and return the reports."""
-    folder = folder or settings().data_path / "demo"
+             progress: Progress | None = None,
+             on_report: Callable[[LoadReport], None] | None = None) -> list[LoadReport]:
+    """Write the samples and the pipeline file, run it, and return the reports (each also handed to
+    ``on_report`` as its load commits)."""
+    folder = (folder or DEMO_FOLDER).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     # Written once: a second demo run then finds every file already loaded and adds nothing.
     orders = folder / f"orders_{rows}.csv"
@@ -115,4 +124,4 @@ def run_demo(*, rows: int = 200_000, folder: Path | None = None, dsn: str | None
         write_sample_workbook(folder / "customers.xlsx")
     pipeline = folder / "pipeline.yaml"
     pipeline.write_text(PIPELINE.format(folder=folder, orders=orders.name), encoding="utf-8")
-    return run(pipeline, dsn=dsn, progress=progress)
+    return run(pipeline, dsn=dsn, progress=progress, on_report=on_report)

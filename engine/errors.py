@@ -7,6 +7,7 @@
     ├── QueryError               exit 2   DuckDB refused or failed an ad-hoc query (syntax, unknown table)
     ├── SourceError              exit 3   a source cannot be read: missing, corrupt, truncated, wrong format
     │   ├── HostileInputError    exit 3   a parser crashed or blew its memory/time limit in its sandbox
+    │   ├── RejectedError        exit 3   too many of a file's rows were rejected (or all): nothing of it committed
     │   └── SourceUnavailableError exit 3 a database or API kept failing or is unreachable (also a TransientError)
     ├── SchemaDriftError         exit 4   incoming columns do not fit the target table under the contract
     ├── SinkError                exit 5   PostgreSQL refused or failed the load
@@ -30,6 +31,7 @@ __all__ = [
     "HostileInputError",
     "IntegrityError",
     "QueryError",
+    "RejectedError",
     "SchemaDriftError",
     "SinkConflictError",
     "SinkError",
@@ -98,6 +100,32 @@ class SourceError(BiconicError):
 
 class HostileInputError(SourceError):
     """A native parser crashed, or exceeded its memory or time limit, while reading the source."""
+
+
+class RejectedError(SourceError):
+    """Too many of a source partition's rows were rejected (by rules, types or encoding), or every one of them,
+    for its load to count as a success. Nothing of that partition was committed; a sample of the rejected rows
+    was kept in ``biconic.quarantine`` under ``load_id``.
+
+    ``reasons`` are the most frequent ``(rule, column, rows, example reason)``; ``limit`` is the limit as the
+    user wrote it (``50%``, ``1000``), ``hint`` the likely fix.
+    """
+
+    def __init__(self, source: str, *, rejected: int, rows: int, limit: str,
+                 reasons: list[tuple[str, str | None, int, str]], load_id: str, kept: int, hint: str = "") -> None:
+        self.rejected, self.rows, self.limit = rejected, rows, limit
+        self.reasons, self.load_id, self.kept, self.hint = reasons, load_id, kept, hint
+        why = "every row" if rejected == rows else f"over --max-rejected {limit}"
+        top = "; ".join(f"{rule}{f' on {column!r}' if column else ''}: {n:,} (e.g. {_short(example)!r})"
+                        for rule, column, n, example in reasons)
+        super().__init__(source, f"{rejected:,} of {rows:,} rows rejected ({why}): {top}; nothing of it was "
+                                 f"committed; {hint + '; ' if hint else ''}the first {kept:,} rejected rows are in "
+                                 f"biconic.quarantine (load_id {load_id})")
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class SourceUnavailableError(SourceError, TransientError):

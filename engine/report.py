@@ -32,6 +32,8 @@ class LoadReport:
     columns_added: list[str] = field(default_factory=list)
     columns_widened: list[str] = field(default_factory=list)
     time_column: str | None = None
+    #: which PostgreSQL received the rows (password masked, or "embedded PostgreSQL in <folder>")
+    database: str = ""
     source_bytes: int = 0
     #: where the archive copy went (None: archiving off), its size, files, and source_bytes / archive_bytes
     #: (None when either is unknown: no archive copy, or a source without a size such as a query or an API)
@@ -58,11 +60,11 @@ class LoadReport:
             f"({self.rows_per_s:,.0f} rows/s, peak RSS {self.peak_rss_mb:,.0f} MB)",
             f"  source partitions: {self.source_partitions} ({self.skipped_partitions} already loaded, skipped)",
             f"  table partitions: {', '.join(self.partitions) if self.partitions else '-'}",
+            f"  into: {self.database or '-'}; archive: {self.archive or 'off'}",
         ]
         if self.archive is not None and self.archive_files:
             ratio = f", source/archive {self.compression_ratio:.1f}x" if self.compression_ratio else ""
-            lines.append(f"  archive: {self.archive_files} file(s), {self.archive_bytes:,} bytes{ratio} "
-                         f"in {self.archive}")
+            lines.append(f"  archive copy: {self.archive_files} file(s), {self.archive_bytes:,} bytes{ratio}")
         if self.quarantine_by_rule:
             rules = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.quarantine_by_rule.items()))
             lines.append(f"  quarantined by rule: {rules}  (see biconic.quarantine, load_id {self.load_id})")

@@ -19,17 +19,25 @@ import os
 import threading
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.errors import SpecError
 
-__all__ = ["ARCHIVE_OFF", "Settings", "settings"]
+__all__ = ["ARCHIVE_OFF", "Settings", "default_home", "settings"]
 
 #: values of ``BICONIC_ARCHIVE_URL`` / ``--archive`` that turn archiving off
 ARCHIVE_OFF = frozenset({"off", "none", "false", "no", "0"})
 
 _PREFIX = "BICONIC_"
+
+
+def default_home() -> Path:
+    """The per-user data folder: ``$XDG_DATA_HOME/biconic``, else ``~/.local/share/biconic``. Per user, not per
+    working folder, so a cron job started elsewhere finds the same embedded database and archive."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"  # XDG: relative paths are ignored
+    return base / "biconic"
 
 
 class Settings(BaseSettings):
@@ -38,7 +46,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=_PREFIX, env_ignore_empty=True, extra="ignore", frozen=True)
 
     pg_dsn: SecretStr | None = Field(default=None, description="PostgreSQL URL; unset: the embedded server")
-    data_dir: Path = Field(default=Path(".biconic"), description="local data folder")
+    home: Path = Field(default_factory=default_home, validation_alias=AliasChoices("BICONIC_HOME", "BICONIC_DATA_DIR"),
+                       description="data folder: embedded PostgreSQL, archive, uploads, temp files")
     batch_rows: int = Field(default=100_000, ge=1, description="rows per batch handed to COPY")
     chunk_mb: float = Field(default=16.0, gt=0, description="MB per text chunk (CSV, NDJSON)")
     chunk_rows: int = Field(default=500_000, ge=1, description="rows per chunk (Parquet, sheets, databases)")
@@ -60,8 +69,8 @@ class Settings(BaseSettings):
 
     @property
     def data_path(self) -> Path:
-        """``data_dir`` as an absolute path."""
-        return self.data_dir.resolve()
+        """``home`` as an absolute path."""
+        return self.home.expanduser().resolve()
 
     @property
     def chunk_bytes(self) -> int:
@@ -93,9 +102,10 @@ _lock = threading.Lock()
 
 
 def settings() -> Settings:
-    """The current settings, read from the environment (again only when a ``BICONIC_*`` variable or the
-    working folder changed since the last call)."""
-    key = (os.getcwd(), *sorted((k, v) for k, v in os.environ.items() if k.startswith(_PREFIX)))
+    """The current settings, read from the environment (again only when a ``BICONIC_*`` variable, the home
+    folder or the working folder changed since the last call)."""
+    key = (os.getcwd(), os.environ.get("HOME"), os.environ.get("XDG_DATA_HOME"),
+           *sorted((k, v) for k, v in os.environ.items() if k.startswith(_PREFIX)))
     with _lock:
         held = _cache.get("current")
         if held is not None and held[0] == key:

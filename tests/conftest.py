@@ -103,8 +103,10 @@ def sql(pg_dsn: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(autouse=True)
 def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Temp files and any embedded server go under the test's own folder, never the checkout."""
-    monkeypatch.setenv("BICONIC_DATA_DIR", str(tmp_path / ".biconic"))
+    """Temp files, the archive and any embedded server go under the test's own folder, never the checkout nor
+    the user's ~/.local/share/biconic."""
+    monkeypatch.delenv("BICONIC_DATA_DIR", raising=False)
+    monkeypatch.setenv("BICONIC_HOME", str(tmp_path / ".biconic"))
 
 
 @pytest.fixture(scope="session")

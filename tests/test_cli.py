@@ -86,7 +86,7 @@ def test_run_pipeline_file(tmp_path: Path, pg_dsn: str, table: str) -> None:
                                      "rules:\n  - range: {column: id, max: 1}\n")
     result = CliRunner().invoke(cli, ["run", str(tmp_path / "p.yaml"), "--dsn", pg_dsn, "--json"])
     assert result.exit_code == 0, result.output
-    [report] = json.loads(result.output)
+    [report] = [json.loads(line) for line in result.output.splitlines()]  # one JSON line per load
     assert (report["rows_loaded"], report["rows_quarantined"]) == (1, 1)
 
 
@@ -163,3 +163,40 @@ def test_run_errors_keep_the_yaml_field(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", str(file)])
     assert result.exit_code == 2
     assert _one_line_error(result.stderr).startswith("error: target.key: merge mode needs"), result.stderr
+
+@pytest.mark.parametrize("value", ["lots", "2.5", "150%", "-3"])
+def test_max_rejected_is_checked_before_anything_runs(tmp_path: Path, value: str) -> None:
+    result = CliRunner().invoke(cli, ["load", str(tmp_path / "a.csv"), "--into", "t", "--max-rejected", value,
+                                      "--dsn", "postgresql://postgres@127.0.0.1:1/none"])
+    assert result.exit_code == 2
+    assert f"target.max_rejected: expected a share 0.0..1.0 (0.5), a percentage (50%), a whole number of rows " \
+           f"(1000) or off, got {value!r}" in result.output
+
+
+@pytest.mark.postgres
+def test_load_with_every_row_rejected_exits_3_with_the_reasons(tmp_path: Path, pg_dsn: str, table: str,
+                                                               sql: Sql) -> None:
+    (tmp_path / "a.csv").write_text("day,qty\n2026-01-01,lots\n2026-01-02,many\n")
+    args = ["load", str(tmp_path / "a.csv"), "--into", table, "--option", "dtypes={qty: int}", "--dsn", pg_dsn]
+    result = CliRunner().invoke(cli, [*args, "--max-rejected", "100%"])
+    assert result.exit_code == 3, result.output
+    assert result.stderr.startswith("error: a.csv: 2 of 2 rows rejected (every row): type on 'qty': 2")
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+    opted_out = CliRunner().invoke(cli, [*args, "--max-rejected", "off", "--json"])
+    assert opted_out.exit_code == 0, opted_out.output
+    assert json.loads(opted_out.stdout)["rows_quarantined"] == 2
+
+
+@pytest.mark.postgres
+def test_run_json_prints_the_committed_reports_before_the_failing_load(tmp_path: Path, pg_dsn: str,
+                                                                        table: str) -> None:
+    (tmp_path / "good.csv").write_text("day,qty\n2026-01-01,1\n2026-01-02,2\n")
+    (tmp_path / "bad.csv").write_text("day,qty\n2026-01-01,-1\n2026-01-02,-2\n")
+    rules = "rules: [{range: {column: qty, min: 0}}]"
+    (tmp_path / "p.yaml").write_text(f"loads:\n  - {{source: good.csv, target: {{table: {table}}}, {rules}}}\n"
+                                     f"  - {{source: bad.csv, target: {{table: {table}_b}}, {rules}}}\n")
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "p.yaml"), "--dsn", pg_dsn, "--json"])
+    assert result.exit_code == 3
+    [first] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (first["table"], first["rows_loaded"]) == (table, 2)
+    assert result.stderr.startswith("error: bad.csv: 2 of 2 rows rejected (every row): range on 'qty': 2")

@@ -3,6 +3,7 @@ one-line error naming the variable, secrets never shown."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,32 @@ def test_every_variable_is_documented() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"BICONIC_{name.upper()}" in readme, f"BICONIC_{name.upper()} is not in the README"
+
+
+def test_the_data_folder_is_per_user_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the working folder: a cron job started elsewhere must find the same embedded database and archive."""
+    monkeypatch.delenv("BICONIC_HOME")
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "me"))
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "me" / ".local" / "share" / "biconic"
+    assert settings().data_path == home
+    assert (settings().archive(), settings().uploads_path) == (str(home / "archive"), home / "uploads")
+    from engine.postgres.server import database_label
+
+    assert database_label() == f"embedded PostgreSQL in {home / 'pg'}"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert settings().data_path == tmp_path / "xdg" / "biconic"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")  # the XDG spec says relative paths are invalid
+    assert settings().data_path == home
+
+
+def test_biconic_home_overrides_the_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BICONIC_HOME", str(tmp_path / "data"))
+    assert settings().data_path == tmp_path / "data"
+    assert settings().archive() == str(tmp_path / "data" / "archive")
+    monkeypatch.delenv("BICONIC_HOME")
+    monkeypatch.setenv("BICONIC_DATA_DIR", str(tmp_path / "old"))  # the old name still works
+    assert settings().data_path == tmp_path / "old"
+    out = CliRunner().invoke(cli, ["settings", "--json"]).output
+    assert json.loads(out)["home"] == str(tmp_path / "old")

@@ -4,8 +4,8 @@
 steps, each a module: key the partitions and drive them (:mod:`~engine.pipeline.runner`), plan a chunk
 (:mod:`~engine.pipeline.planner`, :mod:`~engine.pipeline.document`), fit the table to it
 (:mod:`~engine.pipeline.fit`), stream its batches (:mod:`~engine.pipeline.batches`,
-:mod:`~engine.pipeline.stream`) into one of the row targets (:mod:`~engine.pipeline.targets`), and commit by
-mode (:mod:`~engine.pipeline.publish`).
+:mod:`~engine.pipeline.stream`) into one of the row targets (:mod:`~engine.pipeline.targets`), judge it by its
+rejected rows (:mod:`~engine.pipeline.rejects`), and commit by mode (:mod:`~engine.pipeline.publish`).
 
 May import: every lower layer (``engine.sources``, ``engine.plan``, ``engine.spec``, ``engine.postgres``,
 ``engine.archive``, ``engine.reads`` to refresh cached rows) and the core modules. Only the CLI, the demo and
@@ -14,7 +14,7 @@ May import: every lower layer (``engine.sources``, ``engine.plan``, ``engine.spe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ def load(
     archive: str | bool | None = None,
     layout: str = "table",
     source_name: str | None = None,
+    max_rejected: float | int | str | None = None,
     progress: Progress | None = None,
 ) -> LoadReport:
     """Load a file, folder or glob (or a database/API URL, or data already in Python) into a partitioned
@@ -73,6 +74,9 @@ def load(
     (``BICONIC_ARCHIVE_URL``, else a folder under the data folder); False = no archive copy.
     ``layout="document"`` stores each row as one jsonb document in the generic table
     ``(_import_id, connection_id, data jsonb, created_at)`` (for schemaless sources: MongoDB, REST).
+    ``max_rejected``: a source partition (file, sheet) with more rejected rows than this, or with every row
+    rejected, fails with :class:`~engine.errors.RejectedError` and commits nothing: a share (``0.5``,
+    ``"50%"``, the default), a count of rows (``1000``) or ``"off"`` (see :mod:`engine.spec.limits`).
     """
     if isinstance(spec, (str, Path)):
         pipeline = read_pipeline_spec(spec)
@@ -90,7 +94,7 @@ def load(
         "table": into, "connection_id": connection_id, "partition_by": partition_by,
         "hash_partitions": hash_partitions, "mode": mode,
         "key": [key] if isinstance(key, str) else list(key or []), "contract": contract, "dsn": dsn,
-        "archive": archive, "layout": layout,
+        "archive": archive, "layout": layout, "max_rejected": max_rejected,
     })
     path = str(source) if in_memory is None else in_memory.partitions()[0].label
     spec_obj = LoadSpec(source=SourceSpec(path=path, format="python" if in_memory is not None else format,
@@ -99,12 +103,15 @@ def load(
 
 
 def run(pipeline_file: str | Path, *, dsn: str | None = None, archive: str | bool | None = None,
-        contract: str | None = None, progress: Progress | None = None) -> list[LoadReport]:
+        contract: str | None = None, progress: Progress | None = None,
+        on_report: Callable[[LoadReport], None] | None = None) -> list[LoadReport]:
     """Run every load declared in a pipeline YAML file, in order; stops at the first failing load.
 
     ``dsn`` is used by loads whose target names none; ``archive`` (a URL, or False for none) and ``contract``
     (``evolve``/``freeze``) replace every load's own. Values the file takes from the environment
-    (``${VAR}``) come back as ``${VAR}`` in errors and in each report's ``source``.
+    (``${VAR}``) come back as ``${VAR}`` in errors and in each report's ``source``. ``on_report`` is called
+    with each load's report as soon as that load has committed, so a caller still has the reports of the
+    loads before a failing one (the CLI prints them as they come).
 
     >>> engine.run("pipeline.yaml", archive=False, contract="freeze")  # doctest: +SKIP
     """
@@ -125,6 +132,8 @@ def run(pipeline_file: str | Path, *, dsn: str | None = None, archive: str | boo
             raise
         report.source = unexpand(report.source, used)
         reports.append(report)
+        if on_report is not None:
+            on_report(report)
     return reports
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from engine.archive.store import Store
 from engine.pipeline.counts import Counts
+from engine.pipeline.rejects import Rejects
 from engine.postgres.connection import Session
 from engine.postgres.periods import Period
 from engine.postgres.staging import FreshChildren
@@ -44,6 +45,8 @@ class LoadState:
     cold: set[dt.date] | None = None
     #: connections that received rows (their cached latest rows are refreshed after the load)
     connections: set[int] = field(default_factory=set)
+    #: the rejected rows of the partition being streamed (a sample is kept when it fails on them)
+    rejects: Rejects | None = None
 
     @property
     def target(self) -> TargetSpec:

@@ -25,6 +25,7 @@ from engine.pipeline.context import LoadState
 from engine.pipeline.counts import Counts
 from engine.pipeline.fit import Prepared, prepare
 from engine.pipeline.planner import InvalidUtf8
+from engine.pipeline.rejects import judge
 from engine.pipeline.stream import stream
 from engine.pipeline.targets import Children, MergeStage, RowTarget, StagedChildren
 from engine.postgres import ddl, meta
@@ -61,6 +62,7 @@ def _one(state: LoadState, partition: Partition, key: str, target_for: Callable[
             return None
         counts = stream(state, partition, itertools.chain([first], chunks), prepared, target_for(prepared),
                         archive)
+        judge(state, partition, counts)  # before anything of the partition can commit
         _publish_archive(state, archive, key)
         _advance_watermark(state)
         meta.complete(state.session, key, rows_in=counts.rows_in, rows_loaded=counts.loaded,

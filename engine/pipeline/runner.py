@@ -9,14 +9,15 @@ import time
 import uuid
 
 from engine.archive.store import Store
-from engine.errors import SpecError
+from engine.errors import RejectedError, SpecError
 from engine.names import canonical_table
 from engine.pipeline.context import LoadState
 from engine.pipeline.publish import load_partition, replace_all
+from engine.pipeline.rejects import keep_sample
 from engine.postgres import meta
 from engine.postgres.connection import Session
 from engine.postgres.ddl import split_table
-from engine.postgres.server import resolve_dsn
+from engine.postgres.server import database_label, resolve_dsn
 from engine.progress import Progress
 from engine.reads.catalog import refresh_hot_rows
 from engine.redact import redact
@@ -89,19 +90,30 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
         report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=redact(spec.source.path),
                             mode=target.mode, source_partitions=len(partitions),
                             source_bytes=sum(p.size_bytes for p in partitions),
-                            archive=store.url if store is not None else None)
+                            archive=_where(store),
+                            database=database_label(target.dsn))
         digest = spec_hash(spec)
         state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=digest, progress=progress,
                   store=store, watermark=watermark)
         keys = [load_key(target, p, digest) for p in partitions]
         try:
             _commit_partitions(state, partitions, keys)
+        except RejectedError:
+            keep_sample(state)  # the partition rolled back; its rejected rows stay inspectable
+            raise
         finally:
             if state.staging is not None:
                 state.staging.close()
     if report.rows_loaded or report.mode == "replace":
         refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
     return _finished(report, started)
+
+
+def _where(store: Store | None) -> str | None:
+    """The archive as the report names it: an absolute folder, or the S3 URL."""
+    if store is None:
+        return None
+    return store.root if store.is_local else redact(store.url)
 
 
 def _commit_partitions(state: LoadState, partitions: list[Partition], keys: list[str]) -> None:

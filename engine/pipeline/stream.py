@@ -18,6 +18,7 @@ from engine.pipeline.context import LoadState
 from engine.pipeline.counts import Counts
 from engine.pipeline.fit import Prepared
 from engine.pipeline.planner import source_error
+from engine.pipeline.rejects import Rejects
 from engine.pipeline.targets import RowTarget
 from engine.plan.columns import RULE, STATUS
 from engine.postgres import copy, meta
@@ -37,6 +38,7 @@ def stream(state: LoadState, partition: Partition, chunks: Iterator[ChunkFactory
     counts add up exactly, or nothing is committed. A merge's rows superseded by a later row of the same key
     count as filtered (deduplicated)."""
     counts = Counts()
+    state.rejects = Rejects()
     try:
         with Prefetch(batches(state, chunks, prepared, partition.label), depth=_AHEAD) as ahead:
             for df in ahead:
@@ -67,7 +69,10 @@ def _one_batch(state: LoadState, partition: Partition, df: pl.DataFrame, prepare
     bad = df.filter(status == 1)
     if bad.height:
         counts.by_rule.update(bad[RULE].to_list())
-        copy.copy(state.session, meta.QUARANTINE, quarantine_rows(state, bad, prepared, partition.label).to_arrow())
+        rows = quarantine_rows(state, bad, prepared, partition.label)
+        copy.copy(state.session, meta.QUARANTINE, rows.to_arrow())
+        if state.rejects is not None:
+            state.rejects.add(rows)
         counts.quarantined += bad.height
     counts.filtered += int((status == 2).sum())
     state.tell_progress(partition, state.report.rows_in + counts.rows_in)

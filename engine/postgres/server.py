@@ -1,4 +1,5 @@
-"""Which PostgreSQL: the DSN given, else ``BICONIC_PG_DSN``, else an embedded server under the data folder.
+"""Which PostgreSQL: the DSN given, else ``BICONIC_PG_DSN``, else an embedded server in the data folder
+(``BICONIC_HOME/pg``, by default ``~/.local/share/biconic/pg``).
 
 The embedded server (the ``pgserver`` package: real PostgreSQL binaries in a wheel) is started once per
 process and stopped when the last process using it exits, so the README's demo needs no server at all.
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 import threading
 import warnings
+from pathlib import Path
 from typing import Any
 
+from engine.redact import redact
 from engine.settings import settings
 
-__all__ = ["resolve_dsn"]
+__all__ = ["database_label", "embedded_folder", "resolve_dsn"]
 
 _embedded: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -25,7 +28,7 @@ def resolve_dsn(dsn: str | None = None) -> str:
         return chosen
     with _lock:
         if "uri" not in _embedded:
-            folder = settings().data_path / "pg"
+            folder = embedded_folder()
             folder.mkdir(parents=True, exist_ok=True)
             with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; harmless here
                 warnings.simplefilter("ignore")
@@ -35,3 +38,15 @@ def resolve_dsn(dsn: str | None = None) -> str:
             _embedded["server"] = server
             _embedded["uri"] = server.get_uri()
         return str(_embedded["uri"])
+
+
+def embedded_folder() -> Path:
+    """Where the embedded server keeps its data."""
+    return settings().data_path / "pg"
+
+
+def database_label(dsn: str | None = None) -> str:
+    """Which database :func:`resolve_dsn` picks, safe to print: the URL with its password masked, or
+    ``embedded PostgreSQL in <folder>``."""
+    chosen = dsn or settings().dsn()
+    return redact(chosen) if chosen else f"embedded PostgreSQL in {embedded_folder()}"

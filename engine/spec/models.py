@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, NoReturn, TypeAlias
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from engine.spec.limits import RejectLimit
 from engine.types import parse_type
 
 __all__ = [
@@ -302,6 +303,13 @@ def _archive(value: Any) -> str | None:
     fail(f"expected an archive URL (a folder or s3://bucket/prefix) or false, got {value!r}")
 
 
+def _max_rejected(value: Any) -> RejectLimit:
+    try:
+        return RejectLimit.parse(value)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def split_partition_by(value: Any) -> tuple[str | None, Granularity]:
     """``"created_at:week" -> ("created_at", "week")``; the granularity defaults to month."""
     if value is None:
@@ -332,6 +340,8 @@ class TargetSpec(_Spec):
     #: archive URL (folder or s3://bucket/prefix); None = BICONIC_ARCHIVE_URL or the data folder; "off" = none
     archive: Annotated[str | None, BeforeValidator(_archive)] = None
     layout: Layout = Field(default="table", validate_default=True)
+    #: rejected rows a source partition may have before it fails: a share (0.5, "50%"), a count, or "off"
+    max_rejected: Annotated[RejectLimit, BeforeValidator(_max_rejected)] = RejectLimit()
 
     @field_validator("key", mode="before")
     @classmethod

@@ -32,7 +32,8 @@ def test_tiny_chunks_load_the_same_as_one_chunk(tmp_path: Path, pg_dsn: str, tab
             "rules": [{"unique": "id"}, {"range": {"column": "amount", "min": 0}}]}
 
     def load(into: str) -> tuple[LoadReport, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        report = engine.load(path, into=into, dsn=pg_dsn, spec=spec)
+        # most rows repeat an id on purpose: the point is the same outcome at any chunk size
+        report = engine.load(path, into=into, dsn=pg_dsn, spec=spec, max_rejected="off")
         rows = sql(f'SELECT id, day, amount, note FROM "{into}" ORDER BY id, day')
         quarantined = sql("SELECT row_number, rule FROM biconic.quarantine WHERE dataset = $1 ORDER BY 1",
                           [into])

@@ -56,7 +56,7 @@ def test_pipeline_yaml_takes_every_target_key_the_api_takes(tmp_path: Path) -> N
     allowed = set(TargetSpec.model_fields) - {"granularity"}  # written as partition_by: COLUMN:week
     for key in allowed:
         assert key in {"table", "connection_id", "partition_by", "hash_partitions", "mode", "key", "contract",
-                       "dsn", "archive", "layout"}
+                       "dsn", "archive", "layout", "max_rejected"}
 
 
 @pytest.mark.parametrize(("target", "path"), [
