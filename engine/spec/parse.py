@@ -179,7 +179,7 @@ def replace_target(target: TargetSpec, updates: Mapping[str, Any], path: str = "
     if not updates:
         return target
     try:
-        return TargetSpec.model_validate({**target.model_dump(), **updates})
+        return TargetSpec.model_validate({**dict(target), **updates})
     except ValidationError as exc:
         raise spec_error(exc, path, TargetSpec) from exc
 
