@@ -9,7 +9,7 @@ import time
 import uuid
 
 from engine.archive.store import Store
-from engine.errors import SpecError
+from engine.errors import BiconicError, PartialLoadError, SpecError, TransientError
 from engine.names import canonical_table
 from engine.pipeline.context import LoadState
 from engine.pipeline.publish import load_partition, replace_all
@@ -93,24 +93,41 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
                   store=store, watermark=watermark)
         keys = [load_key(target, p, digest) for p in partitions]
         try:
-            _commit_partitions(state, partitions, keys)
+            failures = _commit_partitions(state, partitions, keys)
         finally:
             if state.staging is not None:
                 state.staging.close()
     if report.rows_loaded or report.mode == "replace":
         refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
-    return _finished(report, started)
+    _finished(report, started)
+    if failures:
+        raise PartialLoadError(report, failures)
+    return report
 
 
-def _commit_partitions(state: LoadState, partitions: list[Partition], keys: list[str]) -> None:
+def _commit_partitions(state: LoadState, partitions: list[Partition],
+                       keys: list[str]) -> list[tuple[str, BiconicError]]:
+    """Commit each partition; with several, one that fails (not transiently: a server gone stops the load) is
+    rolled back and noted, and the others still load. Returns the failures."""
     if state.target.mode == "replace":
         replace_all(state, partitions, keys)
-        return
+        return []
+    failures: list[tuple[str, BiconicError]] = []
     for partition, key in zip(partitions, keys, strict=True):
         if meta.is_loaded(state.session, key, conn=state.session.ddl):
             state.report.skipped_partitions += 1
+            state.report.note(partition.label, "skipped")
             continue
-        load_partition(state, partition, key)
+        try:
+            load_partition(state, partition, key)
+        except BiconicError as exc:
+            if len(partitions) == 1 or isinstance(exc, TransientError):
+                raise
+            state.session.rollback(state.session.ddl)  # a failed DDL statement leaves it aborted
+            failures.append((partition.label, exc))
+            said = str(exc).removeprefix(f"{partition.label}: ")
+            state.report.note(partition.label, "failed", error=said)
+    return failures
 
 
 def _finished(report: LoadReport, started: float) -> LoadReport:
