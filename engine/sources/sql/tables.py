@@ -67,7 +67,8 @@ def _name_regex(text: str) -> re.Pattern[str]:
 @dataclass(frozen=True, kw_only=True)
 class TableSet:
     """The tables ``names`` (names or LIKE patterns) of ``source``'s database, a partition each, their rows
-    carrying a ``connection_id`` column taken from the table's name or one of its columns.
+    carrying a ``connection_id`` column taken from the table's name or one of its columns (with neither, the
+    rows keep their own ``connection_id``, if any, or take ``--connection``).
 
     >>> TableSet(source=PostgresSource(url=dsn, table="legacy.import_%"), names=("legacy.import_%",),
     ...          connection_from_name="import_(.*)")  # doctest: +SKIP
@@ -115,7 +116,7 @@ class TableSet:
     def _partition(self, table: str, name: str, size: int) -> Partition:
         read = self._table(table)
         by = f"column:{self.connection_column}" if self.connection_column is not None else \
-            f"name:{self._connection_id(name, read.label, strict=False)}"
+            f"name:{self._connection_id(name, read.label, strict=False)}" if self.connection_from_name else ""
         fingerprint = hashlib.sha256("\x1f".join([read.label, table, by]).encode()).hexdigest()[:32]
         return Partition(key=read.label, label=read.label, fingerprint=fingerprint, size_bytes=size,
                          options={"table": table, "name": name})
@@ -141,6 +142,8 @@ class TableSet:
     def _with_connection(self, partition: Partition) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
         """What makes a table's frame carry its ``connection_id`` (raising for the table when it cannot)."""
         label = partition.label
+        if self.connection_from_name is None and self.connection_column is None:  # the rows' own, or --connection
+            return lambda frame: frame
         if self.connection_column is not None:
             column = self.connection_column
 
