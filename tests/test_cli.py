@@ -141,3 +141,13 @@ def test_cli_bad_csv_option_is_one_line_exit_2(tmp_path: Path, pg_dsn: str, tabl
     assert line.startswith(f"error: source.{name}:"), line
     assert "Traceback" not in result.output
     assert sql("SELECT to_regclass($1)", [f'"{table}"']) == [(None,)]
+
+
+def test_cli_a_failed_file_prints_the_report_then_the_error(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    (tmp_path / "a.csv").write_text("day,v\n2024-01-01,1\n")
+    (tmp_path / "b.csv").write_text("day,v\n2024-01-02,2,extra\n")
+    result = CliRunner().invoke(cli, ["load", str(tmp_path), "--into", table, "--dsn", pg_dsn, "--json"])
+    assert result.exit_code == 3, (result.output, repr(result.exception))
+    report = json.loads(result.stdout)
+    assert [(d["source"], d["status"]) for d in report["source_details"]] == [("a.csv", "loaded"), ("b.csv", "failed")]
+    assert _one_line_error(result.stderr).startswith("error: 1 of 2 source partitions failed")

@@ -125,7 +125,7 @@ def _commit_partitions(state: LoadState, partitions: list[Partition],
                 raise
             state.session.rollback(state.session.ddl)  # a failed DDL statement leaves it aborted
             failures.append((partition.label, exc))
-            said = str(exc).removeprefix(f"{partition.label}: ")
+            said = str(exc).removeprefix(f"{partition.label}: ").removeprefix(f"{partition.label}, ")
             state.report.note(partition.label, "failed", error=said)
     return failures
 

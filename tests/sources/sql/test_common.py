@@ -34,7 +34,8 @@ def test_options_parse_and_list() -> None:
             source.batch_rows) == ("mysql", "orders", "updated_at", 900.0, "id", 4, 1000)
     assert "pw" not in repr(source) and source.label == "mysql://app@db:3306/shop?table=orders"
     assert "table=" not in source.url and "ssl=1" in source.url  # driver parameters stay
-    assert set(OPTIONS) == {"table", "query", "cursor", "lag", "partition_on", "partition_num", "batch_rows"}
+    assert set(OPTIONS) == {"table", "query", "cursor", "lag", "partition_on", "partition_num", "batch_rows",
+                            "connection_from_name", "connection_column"}
 
 
 @pytest.mark.parametrize(("url", "kind"), [
