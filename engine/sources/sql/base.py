@@ -96,8 +96,7 @@ class DatabaseSource(abc.ABC):
 
     @abc.abstractmethod
     def _tables(self, run: Run, schema: str | None, pattern: str) -> list[tuple[str, str, int]]:
-        """(schema, name, size in bytes) of the tables and views whose name is LIKE ``pattern`` (a bound
-        parameter), in ``schema`` or the default one(s), in name order."""
+        """(schema, name, bytes) of the tables and views LIKE ``pattern`` in ``schema`` (None: the default)."""
 
     @abc.abstractmethod
     def _probe(self, relation: str) -> list[Column]:
@@ -204,11 +203,10 @@ class DatabaseSource(abc.ABC):
 
     def matching_tables(self, pattern: str) -> list[tuple[str, str, int]]:
         """(schema, name, size in bytes) of the tables whose name is LIKE ``pattern`` (``SCHEMA.PATTERN`` for
-        another schema), in name order; the pattern is a bound parameter, never SQL text."""
+        another schema); the pattern is a bound parameter, never SQL text."""
         schema, dot, name = pattern.partition(".")
         with self._session() as run:
-            found = self._tables(run, schema if dot else None, name if dot else pattern)
-        return sorted(found, key=lambda t: (t[0].encode(), t[1].encode()))
+            return self._tables(run, schema if dot else None, name if dot else pattern)
 
     def _describe(self) -> Described:
         if "described" not in self._cache:

@@ -102,7 +102,7 @@ class TableSet:
         found: dict[str, tuple[str, int]] = {}
         for item in self.names:
             if "%" in item:
-                matches = self.source.matching_tables(item)
+                matches = sorted(self.source.matching_tables(item), key=lambda t: (t[0].encode(), t[1].encode()))
                 if not matches:
                     raise SourceError(self.label, f"no table of {self.source.server} matches {item!r} (a LIKE "
                                                   "pattern, case-sensitive; SCHEMA.PATTERN for another schema)")
