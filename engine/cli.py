@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from engine.errors import BiconicError, SpecError
+from engine.ids import ConnectionId, parse_connection_id
 
 __all__ = ["main"]
 
@@ -39,6 +40,24 @@ def _progress(enabled: bool) -> Any:
 
         return TerminalProgress()
     return nullcontext(None)
+
+
+class _ConnectionIdType(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """``--connection``: an integer, a UUID (canonicalised) or a short text id."""
+
+    name = "ID"
+
+    def __init__(self, path: str) -> None:
+        self.path = path  # where a bad id is reported: the load's target, or a reading command's option
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> ConnectionId:
+        try:
+            return parse_connection_id(value)
+        except ValueError as exc:  # one line and exit 2, like every spec error
+            raise SpecError(self.path, str(exc)) from None
+
+
+CONNECTION_ID = _ConnectionIdType("--connection")
 
 
 def dsn_option(f: F) -> F:
@@ -70,8 +89,11 @@ def cli() -> None:
 @cli.command()
 @click.argument("path")
 @click.option("--into", "table", required=True, help="Target table (optionally schema.table).")
-@click.option("--connection", "connection_id", type=int, default=None,
-              help="Connection id stored in every row (default: the data's connection_id column, else 0).")
+@click.option("--connection", "connection_id", type=_ConnectionIdType("target.connection_id"), default=None,
+              help="Connection id stored in every row: an integer, a UUID or a text id (default: the data's "
+                   "connection_id column, else 0).")
+@click.option("--connection-override", is_flag=True,
+              help="Let --connection replace the rows' own connection_id values (else differing ones are an error).")
 @click.option("--sheet", "sheets", multiple=True, help="Excel sheet name; repeat for several, '*' for all.")
 @click.option("--partition-by", default=None, metavar="COL[:day|week|month|year]",
               help="Time column for range partitions (default: the first date/timestamp column, month).")
@@ -92,7 +114,8 @@ def cli() -> None:
 @click.option("--layout", type=click.Choice(["table", "document"]), default="table", show_default=True,
               help="document: the generic table (_import_id, connection_id, data jsonb, created_at).")
 @json_option("the LoadReport (one object)")
-def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ...], partition_by: str | None,
+def load(path: str, table: str, connection_id: ConnectionId | None, connection_override: bool,
+         sheets: tuple[str, ...], partition_by: str | None,
          hash_partitions: int, mode: str, key: str | None, spec: str | None, fmt: str | None,
          options: tuple[str, ...], contract: str, dsn: str | None, archive: str | None, no_archive: bool,
          layout: str, as_json: bool) -> None:
@@ -112,7 +135,8 @@ def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ..
     try:
         with _progress(not as_json) as progress:
             report = engine.load(
-                path, into=table, connection_id=connection_id, partition_by=partition_by,
+                path, into=table, connection_id=connection_id, connection_override=connection_override,
+                partition_by=partition_by,
                 hash_partitions=hash_partitions, mode=mode,  # type: ignore[arg-type]
                 key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
                 spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn,
@@ -247,10 +271,10 @@ def restore(dataset: str, start: Any, end: Any, dsn: str | None, archive: str | 
 
 @cli.command()
 @click.argument("dataset")
-@click.option("--connection", "connection_id", type=int, default=None, help="One connection's share only.")
+@click.option("--connection", "connection_id", type=CONNECTION_ID, default=None, help="One connection's share only.")
 @dsn_option
 @click.option("--no-cache", is_flag=True, help="Read PostgreSQL even if a cached answer is current.")
-def info(dataset: str, connection_id: int | None, dsn: str | None, no_cache: bool) -> None:
+def info(dataset: str, connection_id: ConnectionId | None, dsn: str | None, no_cache: bool) -> None:
     """Print a dataset's metadata as JSON: columns, rows per connection, last load, partitions, cold periods."""
     from engine.reads.catalog import metadata
 
@@ -259,11 +283,12 @@ def info(dataset: str, connection_id: int | None, dsn: str | None, no_cache: boo
 
 @cli.command()
 @click.argument("dataset")
-@click.option("--connection", "connection_id", type=int, required=True, help="The connection id.")
+@click.option("--connection", "connection_id", type=CONNECTION_ID, required=True,
+              help="The connection id (an integer, a UUID or a text id).")
 @click.option("--limit", type=int, default=20, show_default=True, help="Rows to print (at most 1000 are kept).")
 @dsn_option
 @json_option("the rows (an array of objects)")
-def latest(dataset: str, connection_id: int, limit: int, dsn: str | None, as_json: bool) -> None:
+def latest(dataset: str, connection_id: ConnectionId, limit: int, dsn: str | None, as_json: bool) -> None:
     """Print a connection's latest rows (served from the cache, refreshed by every load)."""
     from engine.reads.catalog import hot_rows
 

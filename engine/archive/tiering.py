@@ -34,7 +34,7 @@ from engine.archive.uploads import UploadAction, UploadPolicy, tier_uploads
 from engine.archive.writer import ArchiveWriter
 from engine.errors import SpecError
 from engine.names import canonical_table, qualified, quote_ident
-from engine.postgres import ddl, meta
+from engine.postgres import copy, ddl, meta
 from engine.postgres.connection import Session
 from engine.postgres.periods import Period
 from engine.postgres.server import resolve_dsn
@@ -187,8 +187,8 @@ def _tier_partition(session: Session, store: Store, dataset: str, child: str, pe
             return None
         # writers wait (readers do not) from here to the commit: no row can arrive between check and drop
         session.run(f"LOCK TABLE {qchild} IN EXCLUSIVE MODE")
-        in_pg = {int(c): int(n) for c, n in session.run(
-            f"SELECT {quote_ident(ddl.CONNECTION_COLUMN)}, count(*) FROM {qchild} GROUP BY 1")}
+        in_pg = {str(c): int(n) for c, n in session.run(
+            f"SELECT {quote_ident(ddl.CONNECTION_COLUMN)}::text, count(*) FROM {qchild} GROUP BY 1")}
         files = meta.hot_files(session, dataset, period.start)
         rows = sum(in_pg.values())
         same = _footer_counts(store, files) == {c: n for c, n in in_pg.items() if n}
@@ -209,9 +209,10 @@ def _tier_partition(session: Session, store: Store, dataset: str, child: str, pe
     return TieredPartition(dataset, child, period.start.isoformat(), rows, how)
 
 
-def _footer_counts(store: Store, files: Sequence[tuple[str, int, int]]) -> dict[int, int]:
-    """Rows per connection as the archive files' footers state them (a missing file counts as none)."""
-    counts: dict[int, int] = {}
+def _footer_counts(store: Store, files: Sequence[tuple[str, str, int]]) -> dict[str, int]:
+    """Rows per connection (its id as text) as the archive files' footers state them (a missing file counts as
+    none)."""
+    counts: dict[str, int] = {}
     for uri, cid, _rows in files:
         try:
             with store.fs.open(store.path_of(uri), "rb") as f:
@@ -219,7 +220,7 @@ def _footer_counts(store: Store, files: Sequence[tuple[str, int, int]]) -> dict[
         except (OSError, ValueError) as exc:
             log.warning("archive file %s is unreadable (%s): the partition will be snapshotted", uri, exc)
             continue
-        counts[int(cid)] = counts.get(int(cid), 0) + n
+        counts[cid] = counts.get(cid, 0) + n
     return {c: n for c, n in counts.items() if n}
 
 
@@ -234,7 +235,9 @@ def _snapshot(session: Session, store: Store, dataset: str, qchild: str, period:
         with session.data.cursor() as cur:
             cur.execute(f"SELECT * FROM {qchild} ORDER BY {quote_ident(ddl.CONNECTION_COLUMN)}")
             for batch in cur.fetch_record_batch():
-                writer.add(period.start, pl.from_arrow(batch))  # type: ignore[arg-type]
+                rows = pl.from_arrow(batch)
+                assert isinstance(rows, pl.DataFrame)
+                writer.add(period.start, copy.uuid_text(rows, ddl.CONNECTION_COLUMN))
         files = writer.finish()
     finally:
         writer.discard()

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from engine.archive.store import Store, sha256_of
 from engine.handoff import Worker
+from engine.ids import ConnectionId
 from engine.settings import settings
 
 __all__ = ["ArchiveWriter", "ArchivedFile", "dataset_dir", "verify_parquet"]
@@ -63,7 +64,7 @@ def dataset_dir(dataset: str) -> str:
 class ArchivedFile:
     """One archive file, verified at its final key and ready to be listed."""
 
-    connection_id: int
+    connection_id: ConnectionId
     period: dt.date
     uri: str
     rows: int
@@ -114,9 +115,9 @@ class ArchiveWriter:
         base.mkdir(parents=True, exist_ok=True)
         _sweep(base)
         self._dir = Path(tempfile.mkdtemp(prefix="archive-", dir=base))
-        self._groups: dict[tuple[int, dt.date, int], _Group] = {}
-        self._parts: dict[tuple[int, dt.date], int] = {}
-        self._open: list[tuple[int, dt.date, int]] = []
+        self._groups: dict[tuple[ConnectionId, dt.date, int], _Group] = {}
+        self._parts: dict[tuple[ConnectionId, dt.date], int] = {}
+        self._open: list[tuple[ConnectionId, dt.date, int]] = []
         self._buffered = 0
         self.rows = 0
         self._sealed = False
@@ -158,7 +159,7 @@ class ArchiveWriter:
             for key in list(self._groups):
                 self._flush(key)
 
-    def _flush(self, key: tuple[int, dt.date, int]) -> None:
+    def _flush(self, key: tuple[ConnectionId, dt.date, int]) -> None:
         group = self._groups[key]
         if not group.pending:
             return
@@ -191,7 +192,7 @@ class ArchiveWriter:
         self._buffered -= group.pending_rows
         group.pending, group.pending_rows = [], 0
 
-    def _retire(self, key: tuple[int, dt.date, int]) -> None:
+    def _retire(self, key: tuple[ConnectionId, dt.date, int]) -> None:
         """Close a writer for good; later rows of its group go to a new part file."""
         group = self._groups[key]
         assert group.writer is not None
@@ -268,19 +269,19 @@ def _sweep(base: Path) -> None:
             continue
 
 
-def _by_connection(df: pl.DataFrame) -> list[tuple[int, pa.Table]]:
+def _by_connection(df: pl.DataFrame) -> list[tuple[ConnectionId, pa.Table]]:
     """The rows of each connection as Arrow. Loads hand over rows sorted by connection: then each
     connection's rows are one zero-copy slice of a single conversion (one ``to_arrow`` per batch, not one
     per connection and batch); any other order is split with ``partition_by``."""
     ids = df[CONNECTION]
     if not ids.is_sorted():
-        return [(int(cid), part.to_arrow())
+        return [(cid, part.to_arrow())
                 for (cid,), part in df.partition_by(CONNECTION, as_dict=True, maintain_order=True).items()]
     table = df.to_arrow()
     out, offset = [], 0
     runs = ids.rle().struct.unnest()
     for cid, length in zip(runs["value"].to_list(), runs["len"].to_list(), strict=True):
-        out.append((int(cid), table.slice(offset, length)))
+        out.append((cid, table.slice(offset, length)))
         offset += length
     return out
 

@@ -14,10 +14,12 @@ May import: every lower layer (``engine.sources``, ``engine.plan``, ``engine.spe
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.ids import ConnectionId
 from engine.pipeline.runner import run_load
 from engine.progress import Progress
 from engine.report import LoadReport
@@ -31,7 +33,8 @@ def load(
     source: str | Path,
     into: str,
     *,
-    connection_id: int | None = None,
+    connection_id: ConnectionId | uuid.UUID | None = None,
+    connection_override: bool = False,
     partition_by: str | None = None,
     hash_partitions: int = 0,
     mode: Mode = "append",
@@ -55,6 +58,9 @@ def load(
     adds nothing; a load killed part-way leaves no partial partition visible and completes when re-run.
     ``archive``: where the Parquet copy goes (a folder or ``s3://bucket/prefix``); None = the default
     (``BICONIC_ARCHIVE_URL``, else a folder under the data folder); False = no archive copy.
+    ``connection_id``: an int, a :class:`uuid.UUID` (or its text) or a short text id; it fixes the type of a new
+    table's ``connection_id`` column (bigint, uuid, text). When the rows carry their own ``connection_id``
+    values that differ from it, the load fails unless ``connection_override=True``.
     ``layout="document"`` stores each row as one jsonb document in the generic table
     ``(_import_id, connection_id, data jsonb, created_at)`` (for schemaless sources: MongoDB, REST).
     """
@@ -68,7 +74,8 @@ def load(
     if sheet is not None:
         opts["sheet"] = list(sheet) if not isinstance(sheet, str) else sheet
     target = make_target({
-        "table": into, "connection_id": connection_id, "partition_by": partition_by,
+        "table": into, "connection_id": connection_id, "connection_override": connection_override,
+        "partition_by": partition_by,
         "hash_partitions": hash_partitions, "mode": mode,
         "key": [key] if isinstance(key, str) else list(key or []), "contract": contract, "dsn": dsn,
         "archive": archive, "layout": layout,

@@ -78,7 +78,7 @@ def quarantine_rows(state: LoadState, bad: pl.DataFrame, prepared: Prepared, lab
     return pl.DataFrame({
         "load_id": pl.Series([state.report.load_id] * bad.height, dtype=pl.String),
         "dataset": pl.Series([state.target.table] * bad.height, dtype=pl.String),
-        "connection_id": bad[CONNECTION_COLUMN].cast(pl.Int64, strict=False),
+        "connection_id": bad[CONNECTION_COLUMN].cast(pl.String),
         "source": pl.Series([label] * bad.height, dtype=pl.String),
         "row_number": bad[ROW_COLUMN].cast(pl.Int64),
         "rule": bad[RULE],

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from engine.archive.store import Store
+from engine.ids import ConnectionId
 from engine.pipeline.counts import Counts
 from engine.postgres.connection import Session
 from engine.postgres.periods import Period
@@ -43,7 +44,9 @@ class LoadState:
     #: periods tiered out to the archive (read on a merge's first batch)
     cold: set[dt.date] | None = None
     #: connections that received rows (their cached latest rows are refreshed after the load)
-    connections: set[int] = field(default_factory=set)
+    connections: set[ConnectionId] = field(default_factory=set)
+    #: the dataset's connection_id column type (bigint, uuid, text), once known (:func:`engine.pipeline.fit.prepare`)
+    connection_type: str | None = None
 
     @property
     def target(self) -> TargetSpec:
@@ -65,6 +68,6 @@ class LoadState:
         self.report.rows_filtered += counts.filtered
         self.partitions_done += 1
 
-    def saw_connections(self, ids: list[int]) -> None:
+    def saw_connections(self, ids: list[ConnectionId]) -> None:
         if len(self.connections) < TRACKED_CONNECTIONS:
             self.connections.update(ids)

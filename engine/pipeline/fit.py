@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 
 from engine.errors import SchemaDriftError, SpecError
+from engine.ids import UUID_TEXT, kind_mismatch, kind_of
 from engine.pipeline.context import LoadState
 from engine.pipeline.document import DOC_DATA, DOC_TIME
 from engine.pipeline.planner import (
@@ -66,6 +67,7 @@ def prepare(state: LoadState, partition: Partition, first_chunk: ChunkFactory, *
     first = first_chunk(0)
     info = ddl.describe(state.session, table, conn=conn)
     known_names = info.source_names if info is not None else {}
+    state.connection_type = _connection_type(state, info, first, precomputed, known_names)
     plan = compile_chunk(state, first, precomputed or {}, known_names)
     if info is not None and not info.time_column:  # checked before any DDL touches the user's table
         raise SpecError("target.table", f"{table} exists but is not range-partitioned on a time column "
@@ -90,6 +92,41 @@ def prepare(state: LoadState, partition: Partition, first_chunk: ChunkFactory, *
                         known_names=known_names)
     prepared.columns = list(build(state, first, prepared).columns)
     return prepared
+
+
+def _connection_type(state: LoadState, info: TableInfo | None, first: pl.LazyFrame,
+                     precomputed: dict[str, pl.Series] | None, known_names: dict[str, str]) -> str:
+    """The dataset's connection_id column type: the table's, else fixed now by the given id's kind, else by the
+    data's own column (integers: bigint; all values UUIDs: uuid; all whole numbers: bigint; else text), else
+    bigint (every row gets 0). An id of another kind than the table's is a SpecError."""
+    given = state.target.connection_id
+    if info is not None and CONNECTION_COLUMN in info.columns:
+        column_type = info.columns[CONNECTION_COLUMN]
+        probe = compile_chunk(state, first, precomputed or {}, known_names)
+        if given is None and CONNECTION_COLUMN in probe.columns:
+            dtype = probe.schema[CONNECTION_COLUMN]
+            if column_type == "uuid" and dtype.is_numeric():
+                raise SpecError("target.connection_id", f"{info.name}.connection_id is uuid; the rows' own "
+                                                        f"connection_id values are numbers ({dtype})")
+        elif given is None and CONNECTION_COLUMN not in probe.columns:
+            given = 0
+        problem = kind_mismatch(info.name, column_type, given) if given is not None else None
+        if problem:
+            raise SpecError("target.connection_id", problem)
+        return column_type
+    if given is not None:
+        return kind_of(given)
+    if info is not None:
+        return "bigint"  # the table lacks the column: _reconcile says so
+    probe = compile_chunk(state, first, precomputed or {}, known_names)
+    if CONNECTION_COLUMN not in probe.columns or probe.schema[CONNECTION_COLUMN] != pl.String:
+        return "bigint"
+    values = probe.frame.select(pl.col(CONNECTION_COLUMN).drop_nulls()).collect().to_series()
+    if values.len() and values.str.contains(f"^{UUID_TEXT}$").all():
+        return "uuid"
+    if values.str.contains(r"^[+-]?[0-9]{1,18}$").all():
+        return "bigint"  # whole numbers as text: parsed, as before ids could be anything else
+    return "text"
 
 
 def _time_column(state: LoadState, plan: Plan, info: TableInfo | None) -> tuple[str, bool]:
@@ -125,6 +162,7 @@ def _time_column(state: LoadState, plan: Plan, info: TableInfo | None) -> tuple[
 
 def _create(state: LoadState, plan: Plan, time_column: str, *, conn: Any, defer_indexes: bool) -> TableInfo:
     columns = [(c, "jsonb" if state.target.layout == "document" and c == DOC_DATA
+                else state.connection_type or "bigint" if c == CONNECTION_COLUMN
                 else pg_type(to_loadable(plan.schema[c]))) for c in plan.columns]
     comments = {new: old for new, old in plan.renamed_from.items() if new in plan.columns}
     return ddl.create_table(state.session, state.target.table, columns, time_column=time_column,
@@ -139,6 +177,8 @@ def _reconcile(state: LoadState, plan: Plan, info: TableInfo, *, conn: Any) -> t
     casts: dict[str, pl.DataType] = {}
     for name in plan.columns:
         incoming = plan.schema[name]
+        if name == CONNECTION_COLUMN:
+            continue  # fitted to the column's type by the plan (engine.pipeline.planner.connection_column)
         if state.target.layout == "document" and name == DOC_DATA:
             if info.columns.get(name) != "jsonb":
                 raise SchemaDriftError(info.name, name, info.columns.get(name), "jsonb",

@@ -13,6 +13,7 @@ import datetime as dt
 import polars as pl
 
 from engine.errors import SourceError, SpecError, first_line
+from engine.ids import TEXT_ID, UUID_TEXT, ConnectionId, kind_of
 from engine.pipeline.context import LoadState
 from engine.pipeline.document import to_document
 from engine.plan.columns import KEY_COLUMN, PENDING_COLUMN, ROW_COLUMN
@@ -23,8 +24,11 @@ from engine.postgres.ddl import CONNECTION_COLUMN
 from engine.sources.base import Partition
 from engine.spec.models import Dedupe, NotNull, Pipeline, Unique
 
-__all__ = ["LOADED_AT", "InvalidUtf8", "add_loaded_at_column", "compile_chunk", "finish_plan", "need_key",
-           "pipeline_of", "precompute", "renamed", "source_error"]
+__all__ = ["GIVEN_TWICE", "LOADED_AT", "InvalidUtf8", "add_loaded_at_column", "compile_chunk", "finish_plan",
+           "need_key", "pipeline_of", "precompute", "renamed", "source_error"]
+
+#: the rule of rows whose own connection_id differs from the given one (the load stops on them)
+GIVEN_TWICE = "connection_given_twice"
 
 #: the partition column the engine adds when the data has no date or timestamp
 LOADED_AT = "_loaded_at"
@@ -66,7 +70,8 @@ def compile_chunk(state: LoadState, frame: pl.LazyFrame, precomputed: dict[str, 
     plan = compile_steps(pipeline, frame, precomputed=precomputed)
     apply_rules(plan, pipeline)
     if state.target.layout == "document":  # fields keep their names and nesting inside the document
-        connection_column(plan, state.target.connection_id)
+        connection_column(plan, state.target.connection_id, state.connection_type,
+                          override=state.target.connection_override)
         to_document(plan, partition_by=state.target.partition_by, loaded_at=state.loaded_at,
                     load_id=state.report.load_id, rename=renamed)
         guard_copy(plan)
@@ -76,26 +81,66 @@ def compile_chunk(state: LoadState, frame: pl.LazyFrame, precomputed: dict[str, 
         normalize(plan, known_names)
     else:
         fit_names(plan)
-    connection_column(plan, state.target.connection_id)
+    connection_column(plan, state.target.connection_id, state.connection_type,
+                      override=state.target.connection_override)
     return plan
 
 
-def connection_column(plan: Plan, connection_id: int | None) -> None:
-    """The ``connection_id`` column, first: the given id, else the data's own (nulls rejected), else 0."""
+def connection_column(plan: Plan, connection_id: ConnectionId | None, column_type: str | None = None, *,
+                      override: bool = False) -> None:
+    """The ``connection_id`` column, first: the given id, else the data's own (nulls rejected), else 0.
+
+    ``column_type`` is the dataset's column type (bigint, uuid, text; None while a new table's is not decided:
+    the data's column is then left as it is). The data's own values are fitted to it, and those that do not fit
+    are rejected. Given an id while the rows carry their own, a differing value is flagged under
+    :data:`GIVEN_TWICE` (the load stops on it) unless ``override``.
+    """
+    own = CONNECTION_COLUMN in plan.columns
     if connection_id is not None:
-        plan.frame = plan.frame.with_columns(pl.lit(connection_id, dtype=pl.Int64).alias(CONNECTION_COLUMN))
-    elif CONNECTION_COLUMN in plan.columns:
-        if plan.schema[CONNECTION_COLUMN] != pl.Int64:
-            plan.convert_columns({CONNECTION_COLUMN: pl.Int64()}, "type")
+        if own and not override:
+            plan.reject(GIVEN_TWICE, CONNECTION_COLUMN, _differs(plan, connection_id),
+                        pl.format("{}", pl.col(CONNECTION_COLUMN).cast(pl.String)))
+        as_number = isinstance(connection_id, int) and column_type in (None, "bigint")
+        value = pl.lit(connection_id, dtype=pl.Int64) if as_number else pl.lit(str(connection_id), dtype=pl.String)
+        plan.frame = plan.frame.with_columns(value.alias(CONNECTION_COLUMN))
+    elif own:
+        _fit_own(plan, column_type)
         plan.reject("not_null", CONNECTION_COLUMN, pl.col(CONNECTION_COLUMN).is_null(),
                     pl.lit("connection_id is null and no --connection was given"))
-    else:
-        plan.frame = plan.frame.with_columns(pl.lit(0, dtype=pl.Int64).alias(CONNECTION_COLUMN))
+    else:  # a text column holds the default's text (a uuid one refuses it: engine.pipeline.fit)
+        default = pl.lit("0") if column_type == "text" else pl.lit(0, dtype=pl.Int64)
+        plan.frame = plan.frame.with_columns(default.alias(CONNECTION_COLUMN))
     plan.refresh()
     # connection_id first: it leads every index
     order = [CONNECTION_COLUMN, *[c for c in plan.schema if c != CONNECTION_COLUMN]]
     plan.frame = plan.frame.select(order)
     plan.refresh()
+
+
+def _differs(plan: Plan, connection_id: ConnectionId) -> pl.Expr:
+    """Rows whose own connection_id is not the given id (compared in canonical text; nulls do not differ)."""
+    text = pl.col(CONNECTION_COLUMN).cast(pl.String).str.strip_chars()
+    if kind_of(connection_id) == "uuid":
+        text = text.str.to_lowercase()
+    elif isinstance(connection_id, int) and plan.schema[CONNECTION_COLUMN] == pl.String:
+        text = text.str.strip_prefix("+").str.replace(r"^(-?)0+(\d)", "${1}${2}")
+    return (text != str(connection_id)).fill_null(False)
+
+
+def _fit_own(plan: Plan, column_type: str | None) -> None:
+    """The data's own connection_id values in the column's type; values that do not fit are rejected."""
+    dtype = plan.schema[CONNECTION_COLUMN]
+    if column_type in ("uuid", "text") or (column_type is None and dtype == pl.String):
+        col = pl.col(CONNECTION_COLUMN).cast(pl.String).str.strip_chars()
+        pattern = UUID_TEXT if column_type == "uuid" else TEXT_ID
+        canonical = pl.when(col.str.contains(f"^{UUID_TEXT}$")).then(col.str.to_lowercase()).otherwise(col)
+        if column_type is not None:
+            what = "a UUID" if column_type == "uuid" else "a connection id (at most 64 characters of [A-Za-z0-9_.:-])"
+            plan.reject("type", CONNECTION_COLUMN, ~col.str.contains(f"^{pattern}$").fill_null(True),
+                        pl.format(f"connection_id '{{}}' is not {what}, as the {column_type} column needs", col))
+        plan.frame = plan.frame.with_columns(canonical.alias(CONNECTION_COLUMN))
+    elif dtype != pl.Int64:
+        plan.convert_columns({CONNECTION_COLUMN: pl.Int64()}, "type")
 
 
 def add_loaded_at_column(plan: Plan, loaded_at: dt.datetime) -> None:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.archive.writer import ArchiveWriter
+from engine.errors import SpecError
+from engine.ids import ConnectionId, equals_sql, kind_mismatch
 from engine.names import qualified, quote_ident
 from engine.pipeline.context import LoadState
 from engine.pipeline.counts import Counts
@@ -144,6 +146,15 @@ def _load_committed(state: LoadState, partition: Partition, key: str) -> Counts 
     return counts
 
 
+def _connection_is(info: ddl.TableInfo, connection_id: ConnectionId) -> str:
+    """``connection_id = $1`` in the column's type (the id passed as text); an id it cannot hold is refused."""
+    column_type = info.columns.get(CONNECTION_COLUMN, "text")
+    problem = kind_mismatch(info.name, column_type, connection_id)
+    if problem:
+        raise SpecError("target.connection_id", problem)
+    return equals_sql(quote_ident(CONNECTION_COLUMN), column_type)
+
+
 # --- replace --------------------------------------------------------------------------------------------------
 def replace_all(state: LoadState, partitions: list[Partition], keys: list[str]) -> None:
     """Replace the rows in one transaction: DELETE them, COPY the new ones, commit. With a connection id only
@@ -159,13 +170,14 @@ def replace_all(state: LoadState, partitions: list[Partition], keys: list[str]) 
         for partition in partitions:
             state.report.note(partition.label, "skipped")
         return
-    existed = ddl.describe(session, target.table, conn=session.data) is not None
+    found = ddl.describe(session, target.table, conn=session.data)
+    existed = found is not None
     counted: list[Counts] = []
     try:
         meta.forget_loads(session, target.table, target.connection_id)
-        if existed and target.connection_id is not None:
-            session.run(f"DELETE FROM {qualified(target.table)} WHERE {quote_ident(CONNECTION_COLUMN)} = $1",
-                        [target.connection_id])
+        if found is not None and target.connection_id is not None:
+            session.run(f"DELETE FROM {qualified(target.table)} WHERE {_connection_is(found, target.connection_id)}",
+                        [str(target.connection_id)])
         elif existed:
             session.run(f"DELETE FROM {qualified(target.table)}")
         for partition, key in zip(partitions, keys, strict=True):

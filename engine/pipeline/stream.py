@@ -12,14 +12,15 @@ from collections.abc import Iterator
 import polars as pl
 
 from engine.archive.writer import ArchiveWriter
+from engine.errors import SpecError
 from engine.handoff import Prefetch
 from engine.pipeline.batches import batches, quarantine_rows
 from engine.pipeline.context import LoadState
 from engine.pipeline.counts import Counts
 from engine.pipeline.fit import Prepared
-from engine.pipeline.planner import source_error
+from engine.pipeline.planner import GIVEN_TWICE, source_error
 from engine.pipeline.targets import RowTarget
-from engine.plan.columns import RULE, STATUS
+from engine.plan.columns import REASON, ROW_COLUMN, RULE, STATUS
 from engine.postgres import copy, meta
 from engine.postgres.ddl import CONNECTION_COLUMN
 from engine.sources.base import Partition
@@ -55,6 +56,18 @@ def stream(state: LoadState, partition: Partition, chunks: Iterator[ChunkFactory
     return counts
 
 
+def _refuse_given_twice(state: LoadState, partition: Partition, bad: pl.DataFrame) -> None:
+    """The rows carry connection_id values other than the given id: the load stops (rolled back) rather than
+    overwrite them silently."""
+    differing = bad.filter(pl.col(RULE) == GIVEN_TWICE)
+    if differing.height:
+        row = int(differing[ROW_COLUMN][0])
+        raise SpecError("target.connection_id", f"{partition.label} row {row}: the rows carry connection_id "
+                                                f"{differing[REASON][0]!r}, not the given connection id "
+                                                f"{state.target.connection_id!r}; pass --connection-override "
+                                                "(target connection_override: true) to replace their values")
+
+
 def _one_batch(state: LoadState, partition: Partition, df: pl.DataFrame, prepared: Prepared, target: RowTarget,
                archive: ArchiveWriter | None, counts: Counts) -> None:
     counts.rows_in += df.height
@@ -66,6 +79,7 @@ def _one_batch(state: LoadState, partition: Partition, df: pl.DataFrame, prepare
         state.saw_connections(good[CONNECTION_COLUMN].unique().to_list())
     bad = df.filter(status == 1)
     if bad.height:
+        _refuse_given_twice(state, partition, bad)
         counts.by_rule.update(bad[RULE].to_list())
         copy.copy(state.session, meta.QUARANTINE, quarantine_rows(state, bad, prepared, partition.label).to_arrow())
         counts.quarantined += bad.height

@@ -16,6 +16,7 @@ import datetime as dt
 from typing import Protocol
 
 import polars as pl
+import pyarrow as pa
 
 from engine.archive.writer import ArchiveWriter
 from engine.errors import SpecError
@@ -48,6 +49,13 @@ class RowTarget(Protocol):
         ...
 
 
+def for_copy(state: LoadState, rows: pl.DataFrame) -> pa.Table:
+    """Rows as Arrow for binary COPY: a uuid connection_id goes as its 16 bytes (COPY takes no UUID text)."""
+    if state.connection_type == "uuid":
+        return copy.uuid_bytes(rows, CONNECTION_COLUMN).to_arrow()
+    return rows.to_arrow()
+
+
 class Children:
     """Rows COPYed into their children directly, new children attached before commit."""
 
@@ -58,7 +66,7 @@ class Children:
         self.schema, self.base = split_table(prepared.info.name)
 
     def _copy(self, name: str, child: str, period: Period, part: pl.DataFrame) -> None:
-        copy.copy(self.state.session, child, part.to_arrow())
+        copy.copy(self.state.session, child, for_copy(self.state, part))
 
     def arrange(self, good: pl.DataFrame) -> pl.DataFrame:
         # in the composite index's order: PostgreSQL then updates each B-tree page by page instead of at random
@@ -98,7 +106,7 @@ class StagedChildren(Children):
 
     def _copy(self, name: str, child: str, period: Period, part: pl.DataFrame) -> None:
         if name in self.state.fresh:
-            self.staging.copy(self.schema, name, period, self.time_type, part.to_arrow())
+            self.staging.copy(self.schema, name, period, self.time_type, for_copy(self.state, part))
         else:
             super()._copy(name, child, period, part)
 
@@ -127,7 +135,7 @@ class MergeStage:
         # the target's children must exist for the INSERT
         names = ddl.ensure_partitions(self.state.session, self.prepared.info, found)
         self.state.report.partitions.extend(names)
-        copy.copy(self.state.session, self.stage, good.to_arrow(), temporary=True)
+        copy.copy(self.state.session, self.stage, for_copy(self.state, good), temporary=True)
         if archive is not None:
             for period, part in by_period(good, self.prepared):
                 archive.add(period.start, part)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 from engine.names import qualified, quote_ident
 from engine.postgres.connection import Session, wrap_error
 
-__all__ = ["COPY_BATCH_BYTES", "copy", "ingest", "merge", "small_batches"]
+__all__ = ["COPY_BATCH_BYTES", "copy", "ingest", "merge", "small_batches", "uuid_bytes", "uuid_text"]
 
 #: bytes per record batch handed to COPY (see :func:`small_batches`)
 COPY_BATCH_BYTES = 256 * 1024
@@ -24,6 +25,21 @@ def small_batches(table: pa.Table) -> pa.RecordBatchReader:
     per_row = max(table.nbytes // max(table.num_rows, 1), 1)
     rows = max(COPY_BATCH_BYTES // per_row, 64)
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=rows))
+
+
+def uuid_bytes(df: pl.DataFrame, column: str) -> pl.DataFrame:
+    """``column``'s canonical UUID text as the 16 bytes binary COPY sends for a ``uuid`` column (the ADBC
+    driver sends text as text, which the server's uuid reader refuses)."""
+    return df.with_columns(pl.col(column).str.replace_all("-", "", literal=True).str.decode("hex"))
+
+
+def uuid_text(df: pl.DataFrame, column: str) -> pl.DataFrame:
+    """``column`` as canonical UUID text when PostgreSQL handed it over as a uuid (16 bytes in Polars)."""
+    if df.schema.get(column) != pl.Binary:
+        return df
+    hexed = pl.col(column).bin.encode("hex")
+    parts = [hexed.str.slice(a, b - a) for a, b in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))]
+    return df.with_columns(pl.concat_str(parts, separator="-").alias(column))
 
 
 def ingest(conn: Any, schema: str | None, table: str, data: pa.Table | pa.RecordBatchReader, dsn: str) -> None:

@@ -20,6 +20,8 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from engine.ids import ConnectionId
+
 __all__ = [
     "LOADS", "MANIFEST", "QUARANTINE", "ManifestEntry", "Runs", "archived_files", "bump_version", "claim",
     "cold_files", "cold_for_restore", "cold_periods", "cold_summary", "complete", "counts_prove_contents",
@@ -47,7 +49,7 @@ class ManifestEntry(Protocol):
     """A verified archive file as the manifest lists it (:class:`engine.archive.writer.ArchivedFile`)."""
 
     @property
-    def connection_id(self) -> int: ...
+    def connection_id(self) -> ConnectionId: ...
     @property
     def period(self) -> dt.date: ...
     @property
@@ -70,7 +72,7 @@ _DDL = [
         load_key text PRIMARY KEY,
         load_id text NOT NULL,
         dataset text NOT NULL,
-        connection_id bigint,
+        connection_id text,
         source text NOT NULL,
         partition_key text NOT NULL,
         spec_hash text NOT NULL,
@@ -86,7 +88,7 @@ _DDL = [
     f"""CREATE TABLE IF NOT EXISTS {QUARANTINE} (
         load_id text NOT NULL,
         dataset text NOT NULL,
-        connection_id bigint,
+        connection_id text,
         source text,
         row_number bigint,
         rule text,
@@ -106,7 +108,7 @@ _DDL = [
     f"""CREATE TABLE IF NOT EXISTS {MANIFEST} (
         uri text PRIMARY KEY,
         dataset text NOT NULL,
-        connection_id bigint NOT NULL,
+        connection_id text NOT NULL,
         period date NOT NULL,
         load_key text NOT NULL,
         load_id text NOT NULL,
@@ -128,6 +130,9 @@ _DDL = [
         value text NOT NULL,
         updated_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (dataset, connection_key, source))""",
+    # connection ids may be integers, UUIDs or text: the engine's own tables hold their canonical text
+    *[f"ALTER TABLE {t} ALTER COLUMN connection_id TYPE text USING connection_id::text"
+      for t in (LOADS, QUARANTINE, MANIFEST)],
 ]
 
 
@@ -136,7 +141,9 @@ def ensure_meta(db: Runs, *, conn: Any) -> None:
     skipped when the newest piece exists, so loads do not queue on DDL locks."""
     current = db.run(f"SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{DATASETS}') "
                      "AND attname = 'version' AND to_regclass($1) IS NOT NULL "
-                     f"AND to_regclass('{WATERMARKS}') IS NOT NULL", [MANIFEST], conn=conn)
+                     f"AND to_regclass('{WATERMARKS}') IS NOT NULL AND (SELECT atttypid FROM pg_attribute "
+                     f"WHERE attrelid = to_regclass('{MANIFEST}') AND attname = 'connection_id') = 'text'::regtype",
+                     [MANIFEST], conn=conn)
     if current:
         return
     db.run("SELECT pg_advisory_xact_lock(hashtext('biconic.meta'))", conn=conn)
@@ -199,7 +206,7 @@ def is_loaded(db: Runs, load_key: str, *, conn: Any) -> bool:
     return bool(db.run(f"SELECT 1 FROM {LOADS} WHERE load_key = $1", [load_key], conn=conn))
 
 
-def claim(db: Runs, load_key: str, *, load_id: str, dataset: str, connection_id: int | None, source: str,
+def claim(db: Runs, load_key: str, *, load_id: str, dataset: str, connection_id: ConnectionId | None, source: str,
           partition_key: str, spec_hash: str, mode: str) -> bool:
     """Insert the ledger row inside the data transaction. False when that key is already committed; a
     concurrent loader of the same key blocks here until the other transaction ends."""
@@ -207,7 +214,7 @@ def claim(db: Runs, load_key: str, *, load_id: str, dataset: str, connection_id:
         f"INSERT INTO {LOADS} (load_key, load_id, dataset, connection_id, source, partition_key, "
         "spec_hash, mode, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'loading') "
         "ON CONFLICT (load_key) DO NOTHING RETURNING 1",
-        [load_key, load_id, dataset, connection_id, source, partition_key, spec_hash, mode])
+        [load_key, load_id, dataset, _text(connection_id), source, partition_key, spec_hash, mode])
     return len(rows) == 1
 
 
@@ -219,21 +226,26 @@ def complete(db: Runs, load_key: str, *, rows_in: int, rows_loaded: int, rows_qu
            [load_key, rows_in, rows_loaded, rows_quarantined, rows_filtered])
 
 
-def _scope(dataset: str, connection_id: int | None) -> tuple[str, list[Any]]:
+def _text(connection_id: ConnectionId | None) -> str | None:
+    """The engine's tables keep connection ids as their canonical text (integers, UUIDs and text ids alike)."""
+    return None if connection_id is None else str(connection_id)
+
+
+def _scope(dataset: str, connection_id: ConnectionId | None) -> tuple[str, list[Any]]:
     """A dataset's rows, or one connection's share of them (tables are shared by tenants)."""
     if connection_id is None:
         return "", [dataset]
-    return "AND connection_id = $2", [dataset, connection_id]
+    return "AND connection_id = $2", [dataset, _text(connection_id)]
 
 
-def load_keys(db: Runs, dataset: str, connection_id: int | None, *, conn: Any) -> set[str]:
+def load_keys(db: Runs, dataset: str, connection_id: ConnectionId | None, *, conn: Any) -> set[str]:
     """The keys of the committed loads (restores aside) of a dataset, or of one connection's share."""
     scope, params = _scope(dataset, connection_id)
     return {str(r[0]) for r in db.run(f"SELECT load_key FROM {LOADS} WHERE dataset = $1 {scope} "
                                       "AND mode <> 'restore'", params, conn=conn)}
 
 
-def forget_loads(db: Runs, dataset: str, connection_id: int | None) -> None:
+def forget_loads(db: Runs, dataset: str, connection_id: ConnectionId | None) -> None:
     """A replace: drop the ledger rows (and supersede the archive files) of the rows it deletes, in its
     transaction. The old files describe rows that no longer exist: kept for audit, never read."""
     scope, params = _scope(dataset, connection_id)
@@ -242,13 +254,13 @@ def forget_loads(db: Runs, dataset: str, connection_id: int | None) -> None:
            f"WHERE dataset = $1 {scope} AND state <> 'superseded'", params)
 
 
-def last_load(db: Runs, dataset: str, connection_id: int | None) -> tuple[Any, ...] | None:
+def last_load(db: Runs, dataset: str, connection_id: ConnectionId | None) -> tuple[Any, ...] | None:
     """(load_id, source, mode, rows_loaded, finished_at) of the dataset's newest committed load."""
     scope = "AND (connection_id = $2 OR connection_id IS NULL)" if connection_id is not None else ""
     rows = db.run(f"SELECT load_id, source, mode, rows_loaded, finished_at FROM {LOADS} "
                   f"WHERE dataset = $1 {scope} AND state = 'committed' "
                   "ORDER BY finished_at DESC NULLS LAST LIMIT 1",
-                  [dataset, *([connection_id] if connection_id is not None else [])])
+                  [dataset, *([_text(connection_id)] if connection_id is not None else [])])
     return rows[0] if rows else None
 
 
@@ -274,18 +286,19 @@ def counts_prove_contents(db: Runs, dataset: str) -> bool:
 
 
 # --- watermarks ----------------------------------------------------------------------------------
-def _connection_key(connection_id: int | None) -> str:
+def _connection_key(connection_id: ConnectionId | None) -> str:
     return "" if connection_id is None else str(connection_id)
 
 
-def watermark(db: Runs, dataset: str, connection_id: int | None, source: str, *, conn: Any) -> str | None:
+def watermark(db: Runs, dataset: str, connection_id: ConnectionId | None, source: str, *, conn: Any) -> str | None:
     """The stored high mark of an incremental source (None before its first committed run)."""
     rows = db.run(f"SELECT value FROM {WATERMARKS} WHERE dataset = $1 AND connection_key = $2 AND source = $3",
                   [dataset, _connection_key(connection_id), source], conn=conn)
     return str(rows[0][0]) if rows else None
 
 
-def set_watermark(db: Runs, dataset: str, connection_id: int | None, source: str, cursor: str, value: str) -> None:
+def set_watermark(db: Runs, dataset: str, connection_id: ConnectionId | None, source: str, cursor: str,
+                  value: str) -> None:
     """Advance the watermark inside the open data transaction: it commits with the rows it covers."""
     db.run(f"INSERT INTO {WATERMARKS} (dataset, connection_key, source, cursor_column, value) "
            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dataset, connection_key, source) DO UPDATE SET "
@@ -303,7 +316,7 @@ def record_files(db: Runs, files: Iterable[ManifestEntry], *, dataset: str, load
                "ON CONFLICT (uri) DO UPDATE SET rows = EXCLUDED.rows, bytes = EXCLUDED.bytes, "
                "sha256 = EXCLUDED.sha256, min_time = EXCLUDED.min_time, max_time = EXCLUDED.max_time, "
                "load_id = EXCLUDED.load_id, state = EXCLUDED.state, changed_at = now()",
-               [f.uri, dataset, f.connection_id, f.period, load_key, load_id, f.rows, f.bytes, f.sha256,
+               [f.uri, dataset, _text(f.connection_id), f.period, load_key, load_id, f.rows, f.bytes, f.sha256,
                 f.min_time, f.max_time, state])
 
 
@@ -313,9 +326,9 @@ def supersede(db: Runs, uris: Sequence[str]) -> None:
         db.run(f"UPDATE {MANIFEST} SET state = 'superseded', changed_at = now() WHERE uri = ANY($1)", [list(uris)])
 
 
-def hot_files(db: Runs, dataset: str, period: dt.date) -> list[tuple[str, int, int]]:
-    """(uri, connection_id, rows) of a period's files whose rows are also in PostgreSQL."""
-    return [(str(u), int(c), int(r)) for u, c, r in db.run(
+def hot_files(db: Runs, dataset: str, period: dt.date) -> list[tuple[str, str, int]]:
+    """(uri, connection id as text, rows) of a period's files whose rows are also in PostgreSQL."""
+    return [(str(u), str(c), int(r)) for u, c, r in db.run(
         f"SELECT uri, connection_id, rows FROM {MANIFEST} WHERE dataset = $1 AND period = $2 AND state = 'hot'",
         [dataset, period])]
 
@@ -338,7 +351,7 @@ def mark_hot(db: Runs, uris: Sequence[str]) -> None:
     db.run(f"UPDATE {MANIFEST} SET state = 'hot', changed_at = now() WHERE uri = ANY($1)", [list(uris)])
 
 
-def cold_periods(db: Runs, dataset: str, connection_id: int | None = None, *, until: dt.date | None = None,
+def cold_periods(db: Runs, dataset: str, connection_id: ConnectionId | None = None, *, until: dt.date | None = None,
                  conn: Any = None) -> list[dt.date]:
     """The periods of a dataset (or of one connection's rows) tiered out to the archive, oldest first."""
     scope, params = _scope(dataset, connection_id)
@@ -349,7 +362,7 @@ def cold_periods(db: Runs, dataset: str, connection_id: int | None = None, *, un
                                  f"{scope} ORDER BY 1", params, conn=conn)]
 
 
-def cold_summary(db: Runs, dataset: str, connection_id: int | None) -> list[tuple[Any, int, int]]:
+def cold_summary(db: Runs, dataset: str, connection_id: ConnectionId | None) -> list[tuple[Any, int, int]]:
     """(period, rows, files) of a dataset's (or connection's) cold periods."""
     if not _exists(db, MANIFEST):
         return []

@@ -17,8 +17,10 @@ from typing import Any
 import polars as pl
 
 from engine.errors import SpecError
+from engine.ids import ConnectionId, equals_sql, kind_mismatch
 from engine.names import canonical_table, qualified, quote_ident
 from engine.postgres import meta
+from engine.postgres.copy import uuid_text
 from engine.postgres.ddl import CONNECTION_COLUMN
 from engine.postgres.pool import MetaDb, meta_db
 from engine.postgres.server import resolve_dsn
@@ -45,16 +47,29 @@ def _dataset(db: MetaDb, name: str) -> tuple[str, str, int]:
     return table, found[0], found[1]
 
 
-def _hot_key(dataset: str, connection_id: int, version: int) -> str:
+def _hot_key(dataset: str, connection_id: ConnectionId, version: int) -> str:
     return f"hot:{dataset}:{connection_id}:v{version}"
 
 
-def _latest(db: MetaDb, dataset: str, time_column: str, connection_id: int) -> pl.DataFrame:
-    return db.frame(f"SELECT * FROM {qualified(dataset)} WHERE {quote_ident(CONNECTION_COLUMN)} = $1 "
-                    f"ORDER BY {quote_ident(time_column)} DESC LIMIT {HOT_ROWS}", [connection_id])
+def _connection_filter(db: MetaDb, dataset: str, connection_id: ConnectionId) -> str:
+    """``connection_id = $1`` in the column's own type (its index serves it), the id passed as its text; an id
+    the column cannot hold is a SpecError."""
+    found = db.rows("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass($1) "
+                    "AND attname = $2", [qualified(dataset), CONNECTION_COLUMN])
+    column_type = str(found[0][0]) if found else "text"
+    problem = kind_mismatch(dataset, column_type, connection_id)
+    if problem:
+        raise SpecError("connection_id", problem)
+    return equals_sql(quote_ident(CONNECTION_COLUMN), column_type)
 
 
-def hot_rows(dataset: str, connection_id: int, *, dsn: str | None = None, cache: bool = True) -> pl.DataFrame:
+def _latest(db: MetaDb, dataset: str, time_column: str, connection_id: ConnectionId) -> pl.DataFrame:
+    rows = db.frame(f"SELECT * FROM {qualified(dataset)} WHERE {_connection_filter(db, dataset, connection_id)} "
+                    f"ORDER BY {quote_ident(time_column)} DESC LIMIT {HOT_ROWS}", [str(connection_id)])
+    return uuid_text(rows, CONNECTION_COLUMN)
+
+
+def hot_rows(dataset: str, connection_id: ConnectionId, *, dsn: str | None = None, cache: bool = True) -> pl.DataFrame:
     """The connection's latest ``HOT_ROWS`` rows (newest first) still in PostgreSQL."""
     with meta_db(resolve_dsn(dsn)) as db:
         table, time_column, version = _dataset(db, dataset)
@@ -70,7 +85,7 @@ def hot_rows(dataset: str, connection_id: int, *, dsn: str | None = None, cache:
         return rows
 
 
-def refresh_hot_rows(dataset: str, connection_ids: Iterable[int], *, dsn: str | None = None) -> int:
+def refresh_hot_rows(dataset: str, connection_ids: Iterable[ConnectionId], *, dsn: str | None = None) -> int:
     """After a load: put the new latest rows of (up to ``EAGER_CONNECTIONS``) touched connections in Redis.
 
     Never fails the load that calls it: a cache or database problem here is logged and skipped (the rows are
@@ -83,7 +98,7 @@ def refresh_hot_rows(dataset: str, connection_ids: Iterable[int], *, dsn: str | 
     try:
         with meta_db(resolve_dsn(dsn)) as db:
             table, time_column, version = _dataset(db, dataset)
-            for cid in sorted(set(connection_ids))[:EAGER_CONNECTIONS]:
+            for cid in sorted(set(connection_ids), key=str)[:EAGER_CONNECTIONS]:
                 store.set_frame(_hot_key(table, cid, version), _latest(db, table, time_column, cid), ttl=HOT_TTL)
                 done += 1
     except Exception as exc:  # the load already committed; a cold cache only costs a read later
@@ -91,7 +106,7 @@ def refresh_hot_rows(dataset: str, connection_ids: Iterable[int], *, dsn: str | 
     return done
 
 
-def metadata(dataset: str, connection_id: int | None = None, *, dsn: str | None = None,
+def metadata(dataset: str, connection_id: ConnectionId | None = None, *, dsn: str | None = None,
              cache: bool = True) -> dict[str, Any]:
     """Schema, row counts (per connection), last load and partitions (hot in PostgreSQL, cold in the archive)
     of a dataset, or of one connection's share of it."""
@@ -109,9 +124,10 @@ def metadata(dataset: str, connection_id: int | None = None, *, dsn: str | None 
         return info
 
 
-def _metadata(db: MetaDb, table: str, time_column: str, version: int, connection_id: int | None) -> dict[str, Any]:
-    conn_filter = f"WHERE {quote_ident(CONNECTION_COLUMN)} = $1" if connection_id is not None else ""
-    params = [connection_id] if connection_id is not None else []
+def _metadata(db: MetaDb, table: str, time_column: str, version: int,
+              connection_id: ConnectionId | None) -> dict[str, Any]:
+    conn_filter = f"WHERE {_connection_filter(db, table, connection_id)}" if connection_id is not None else ""
+    params = [str(connection_id)] if connection_id is not None else []
     columns = db.rows("SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
                       "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped "
                       "ORDER BY a.attnum", [qualified(table)])

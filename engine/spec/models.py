@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, NoReturn, TypeAlias
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from engine.ids import ConnectionId, parse_connection_id
 from engine.types import parse_type
 
 __all__ = [
@@ -270,18 +271,13 @@ class SourceSpec(_Spec):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-def _connection_id(value: Any) -> int | None:
+def _connection_id(value: Any) -> ConnectionId | None:
     if value is None:
         return None
     try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(value)  # int() would silently turn True into 1 and 7.9 into 7
-        number = int(value)
-        if not -(2**63) <= number < 2**63:
-            raise ValueError(value)  # connection_id is a bigint column
-    except (TypeError, ValueError):
-        fail(f"expected a whole number that fits a bigint, got {value!r}")
-    return number
+        return parse_connection_id(value)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def _hash_partitions(value: Any) -> int:
@@ -317,7 +313,9 @@ def split_partition_by(value: Any) -> tuple[str | None, Granularity]:
 class TargetSpec(_Spec):
     """Where the rows go and how they are stored (``partition_by`` may carry ``:day|week|month|year``)."""
     table: str
-    connection_id: Annotated[int | None, BeforeValidator(_connection_id)] = None
+    connection_id: Annotated[ConnectionId | None, BeforeValidator(_connection_id)] = None
+    #: the given connection_id replaces the rows' own connection_id values (else differing values are an error)
+    connection_override: bool = False
     partition_by: str | None = None
     granularity: Granularity = "month"
     hash_partitions: Annotated[int, BeforeValidator(_hash_partitions)] = 0

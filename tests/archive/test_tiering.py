@@ -294,7 +294,7 @@ def test_restore_of_a_lost_cold_file_fails_and_changes_nothing_of_that_period(
     _load(_write(source, tmp_path / "orders.csv"), table, pg_dsn)
     _tier(pg_dsn, table)
     counts = _month_counts(source)
-    lost = str(sql("SELECT uri FROM biconic.archive_files WHERE dataset = $1 AND period = $2 AND connection_id = 3",
+    lost = str(sql("SELECT uri FROM biconic.archive_files WHERE dataset = $1 AND period = $2 AND connection_id = '3'",
                    [table, MONTHS[2]])[0][0])
     Path(lost).unlink()
     with pytest.raises(ArchiveError, match="cannot read it back") as err:

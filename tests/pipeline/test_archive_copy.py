@@ -68,7 +68,7 @@ def check_round_trip(report: LoadReport, files: list[dict[str, Any]], *, fs: Any
     for f in files:
         g = wanted[f["uri"]]
         assert (f["dataset"], f["connection_id"], f["period"], f["load_key"], f["state"]) == \
-            (table, g["connection_id"], g["period"], key, "hot")
+            (table, str(g["connection_id"]), g["period"], key, "hot")
         path = f["uri"].removeprefix("s3://")
         data = fs.cat_file(path)
         assert f["bytes"] == len(data) == fs.size(path)
@@ -149,7 +149,7 @@ def test_many_groups_split_into_part_files(tmp_path: Path, pg_dsn: str, table: s
     for f in files:
         assert pq.ParquetFile(f["uri"]).metadata.num_rows == f["rows"]
         frame = pl.read_parquet(f["uri"])
-        assert frame["connection_id"].unique().to_list() == [f["connection_id"]]
+        assert frame["connection_id"].unique().to_list() == [int(f["connection_id"])]
         frames.append(frame)
     assert pl.concat(frames).sort("id").select(list(TYPES)).equals(expected(source))
 

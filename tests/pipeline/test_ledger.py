@@ -30,7 +30,7 @@ def test_rerun_adds_nothing(tmp_path: Path, pg_dsn: str, table: str, sql: Sql) -
     assert row_count(sql, table) == 12
     ledger = sql("SELECT state, rows_in, rows_loaded, rows_quarantined, rows_filtered, connection_id, mode "
                  "FROM biconic.loads WHERE dataset = $1", [table])
-    assert ledger == [("committed", 12, 12, 0, 0, 1, "append")]
+    assert ledger == [("committed", 12, 12, 0, 0, "1", "append")]
 
 
 def test_a_changed_file_loads_again(tmp_path: Path, pg_dsn: str, table: str, sql: Sql) -> None:

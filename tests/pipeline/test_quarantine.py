@@ -54,7 +54,7 @@ def test_quarantine_rows_and_accounting(tmp_path: Path, pg_dsn: str, table: str,
         (3, "range", "importe"), (4, "parse_date", "fecha"), (5, "parse_number", "importe"),
         (6, "not_null", "order_id"),
     ]
-    assert all(r["source"] == "orders_bad.csv" and r["connection_id"] == 9 for r in q)
+    assert all(r["source"] == "orders_bad.csv" and r["connection_id"] == "9" for r in q)
     assert all(r["load_id"] == report.load_id for r in q)
     assert q[0]["reason"] == "-5.0 is outside [0, ]"
     assert q[1]["reason"].startswith("31/02/2024 does not match the date format %d/%m/%Y")

@@ -62,12 +62,12 @@ def test_replace_with_connection_id_keeps_other_connections(tmp_path: Path, pg_d
     assert report.rows_loaded == 1
     rows = sql(f'SELECT connection_id, day, v FROM "{table}" ORDER BY connection_id, day')
     assert rows == [(7, dt.date(2024, 1, 5), 70), (8, dt.date(2024, 1, 3), 8)]
-    assert _ledger(sql, table) == [(7, "r7.csv", 1), (8, "c8.csv", 1)]
+    assert _ledger(sql, table) == [("7", "r7.csv", 1), ("8", "c8.csv", 1)]
 
     again = engine.load(r7, into=table, connection_id=7, mode="replace", dsn=pg_dsn)
     assert again.rows_loaded == 0
     assert sql(f'SELECT connection_id, day, v FROM "{table}" ORDER BY connection_id, day') == rows
-    assert _ledger(sql, table) == [(7, "r7.csv", 1), (8, "c8.csv", 1)]
+    assert _ledger(sql, table) == [("7", "r7.csv", 1), ("8", "c8.csv", 1)]
 
     # no connection id (and no connection_id column in the data): the whole table is replaced
     whole = tmp_path / "whole.csv"

@@ -55,8 +55,8 @@ def test_pipeline_yaml_takes_every_target_key_the_api_takes(tmp_path: Path) -> N
     assert (second.target.layout, second.target.archive) == ("table", "s3://bucket/prefix")
     allowed = set(TargetSpec.model_fields) - {"granularity"}  # written as partition_by: COLUMN:week
     for key in allowed:
-        assert key in {"table", "connection_id", "partition_by", "hash_partitions", "mode", "key", "contract",
-                       "dsn", "archive", "layout"}
+        assert key in {"table", "connection_id", "connection_override", "partition_by", "hash_partitions", "mode",
+                       "key", "contract", "dsn", "archive", "layout"}
 
 
 @pytest.mark.parametrize(("target", "path"), [

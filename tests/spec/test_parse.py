@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +241,9 @@ def test_merge_without_key() -> None:
     ({"table": "t", "hash_partitions": 2000}, "target.hash_partitions"),
     ({"table": "t", "hash_partitions": "4"}, "target.hash_partitions"),
     ({"table": "t", "hash_partitions": True}, "target.hash_partitions"),
-    ({"table": "t", "connection_id": "x"}, "target.connection_id"),
+    ({"table": "t", "connection_id": "has space"}, "target.connection_id"),
+    ({"table": "t", "connection_id": "x" * 65}, "target.connection_id"),
+    ({"table": "t", "connection_id": 2**63}, "target.connection_id"),
     ({"table": "t", "connection_id": 7.9}, "target.connection_id"),
     ({"table": "t", "connection_id": True}, "target.connection_id"),
     ({"table": "t", "contract": "loose"}, "target.contract"),
@@ -437,3 +440,19 @@ def test_rule_bounds_must_fit_the_column(rule: dict[str, Any], path: str) -> Non
     with pytest.raises(SpecError) as info:
         apply_rules(plan, pipeline)
     assert info.value.path == path
+
+
+@pytest.mark.parametrize(("given", "stored"), [
+    (7, 7), ("7", 7), (7.0, 7),
+    ("3F2504E0-4F89-11D3-9A0C-0305E82C3301", "3f2504e0-4f89-11d3-9a0c-0305e82c3301"),
+    (uuid.UUID("3f2504e0-4f89-11d3-9a0c-0305e82c3301"), "3f2504e0-4f89-11d3-9a0c-0305e82c3301"),
+    ("tenant-a.eu:1", "tenant-a.eu:1"),
+])
+def test_connection_id_takes_an_integer_a_uuid_or_a_text_id(given: Any, stored: Any) -> None:
+    """Issue 11: the platform keys connections by UUID; a UUID is kept in canonical form."""
+    assert make_target({"table": "t", "connection_id": given}).connection_id == stored
+
+
+def test_connection_override_is_a_target_option() -> None:
+    assert make_target({"table": "t", "connection_override": True}).connection_override
+    assert not make_target({"table": "t"}).connection_override
