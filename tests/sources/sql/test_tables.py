@@ -12,7 +12,7 @@ import pytest
 import engine
 from engine.errors import PartialLoadError, SourceError, SpecError
 from engine.sources.sql import TableSet, open_database
-from tests.sources.sql._helpers import with_params
+from tests.sources.sql._helpers import column_types, with_params
 from tests.support import Sql
 
 #: the old platform's table names: import_<connection uuid>
@@ -60,6 +60,7 @@ def test_a_pattern_loads_each_table_as_its_own_partition_with_its_connection_id(
     report = engine.load(url, into=table, options=BY_NAME, dsn=pg_dsn)
     assert (report.source_partitions, report.rows_loaded, report.rows_quarantined) == (12, 78, 0)
     assert per_connection(sql, table) == {cid: n + 1 for n, cid in enumerate(ids)}
+    assert column_types(sql, table)["connection_id"] == "uuid"
     assert [(d.source.rsplit(".", 1)[1], d.status, d.rows_loaded) for d in report.source_details] == \
         [(f"import_{cid}", "loaded", n + 1) for n, cid in enumerate(ids)]
     assert int(sql("SELECT count(*) FROM biconic.loads WHERE dataset = $1", [table])[0][0]) == 12
