@@ -178,3 +178,15 @@ def test_options_of_a_table_set_are_checked() -> None:
         open_database(url, {"cursor": "updated_at"})
     source = open_database("postgresql://h/db", {"table": ["a", "b"]})
     assert isinstance(source, TableSet) and source.names == ("a", "b")
+
+
+def test_one_connection_is_reloaded_with_replace(pg_dsn: str, sql: Sql, legacy: str, table: str) -> None:
+    ids = connections(2)
+    for cid in ids:
+        old_table(sql, legacy, f"import_{cid}", rows=2)
+    engine.load(with_params(pg_dsn, table=f"{legacy}.import_%"), into=table, options=BY_NAME, dsn=pg_dsn)
+    sql(f'INSERT INTO "{legacy}"."import_{ids[0]}" SELECT 9, \'2024-03-01Z\', 1, \'late\'')
+    report = engine.load(with_params(pg_dsn, table=f"{legacy}.import_{ids[0]}"), into=table, mode="replace",
+                         connection_id=ids[0], dsn=pg_dsn)
+    assert report.rows_loaded == 3
+    assert per_connection(sql, table) == {ids[0]: 3, ids[1]: 2}
