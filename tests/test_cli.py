@@ -151,3 +151,20 @@ def test_cli_a_failed_file_prints_the_report_then_the_error(tmp_path: Path, pg_d
     report = json.loads(result.stdout)
     assert [(d["source"], d["status"]) for d in report["source_details"]] == [("a.csv", "loaded"), ("b.csv", "failed")]
     assert _one_line_error(result.stderr).startswith("error: 1 of 2 source partitions failed")
+
+
+def test_cli_connection_takes_a_uuid_and_refuses_a_second_differing_id(tmp_path: Path, pg_dsn: str,
+                                                                        table: str) -> None:
+    """Issue 11: --connection takes the platform's UUIDs; rows carrying other ids need --connection-override."""
+    a = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    path = tmp_path / "a.csv"
+    path.write_text("connection_id,day,v\n7,2024-01-01,1\n")
+    base = ["load", str(path), "--into", table, "--connection", a.upper(), "--dsn", pg_dsn]
+    refused = CliRunner().invoke(cli, base)
+    assert refused.exit_code == 2, (refused.output, refused.exception)
+    line = _one_line_error(refused.stderr)
+    assert "a.csv row 2" in line and "'7'" in line and "--connection-override" in line
+    done = CliRunner().invoke(cli, [*base, "--connection-override", "--json"])
+    assert done.exit_code == 0, (done.output, done.exception)
+    assert json.loads(done.output)["rows_loaded"] == 1
+    assert "--connection-override" in CliRunner().invoke(cli, ["load", "--help"]).output

@@ -141,13 +141,12 @@ def _for_copy(table: pa.Table, columns: dict[str, str]) -> pa.Table:
     """Archived JSON text headed for a jsonb column: binary COPY wants jsonb's version byte before the text; UUID
     text headed for a uuid column goes as its 16 bytes."""
     jsonb = [c for c in table.column_names if columns.get(c) == "jsonb"]
-    uuids = [c for c in table.column_names
-             if columns.get(c) == "uuid" and pa.types.is_string(table.schema.field(c).type)]
+    uuids = [c for c in table.column_names if columns.get(c) == "uuid"]
     if not jsonb and not uuids:
         return table
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
-    for c in uuids:
-        frame = copy.uuid_bytes(frame, c)
+    for c in uuids:  # archived as (dictionary-encoded) text
+        frame = copy.uuid_bytes(frame.with_columns(pl.col(c).cast(pl.String)), c)
     return frame.with_columns((pl.lit("\x01") + pl.col(c).cast(pl.String)).cast(pl.Binary).alias(c)
                               for c in jsonb).to_arrow()

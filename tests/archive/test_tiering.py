@@ -722,3 +722,38 @@ def test_tier_of_an_unknown_dataset_is_a_spec_error(tmp_path: Path, pg_dsn: str,
     with pytest.raises(SpecError) as err:
         tier(dsn=pg_dsn, now=NOW, datasets=[f"{table}_nope"], uploads=False)
     assert f"{table}_nope" in str(err.value)
+
+
+# --- connection ids that are UUIDs (issue 11) ------------------------------------------------------------------
+UUIDS = ["3f2504e0-4f89-11d3-9a0c-0305e82c3301", "9b2e6c1a-0d4f-4a8e-b1c2-7f3e5d6a8b90",
+         "c0ffee00-0000-4000-8000-000000000001"]
+
+
+@pytest.mark.parametrize("archived", [True, False])  # False: the partitions are snapshotted when tiered
+def test_uuid_connections_tier_query_and_restore(tmp_path: Path, pg_dsn: str, table: str, sql: Sql,
+                                                 archived: bool) -> None:
+    source = _frame(600).with_columns(pl.col("connection_id").map_elements(lambda i: UUIDS[i - 1],
+                                                                            return_dtype=pl.String))
+    _load(_write(source, tmp_path / "orders.csv"), table, pg_dsn, archive=None if archived else False)
+    report = _tier(pg_dsn, table)
+    assert [p.how for p in report.partitions] == ["verified" if archived else "snapshot"] * 4
+    files = sql("SELECT uri, connection_id FROM biconic.archive_files WHERE dataset = $1 AND state = 'cold'",
+                [table])
+    assert {str(c) for _, c in files} == set(UUIDS)
+    assert all(f"/connection_id={c}/" in str(u) for u, c in files)
+    # hot PostgreSQL rows (uuid) and cold archive rows (their text) answer one query, compared with a UUID
+    want = source.group_by("connection_id").len().sort("connection_id")
+    got = run_query(f'SELECT connection_id::text AS connection_id, count(*) AS len FROM "{table}" GROUP BY 1 '
+                    "ORDER BY 1", dsn=pg_dsn, cache=False).frame
+    assert got.rows() == want.rows()
+    one = run_query(f"SELECT count(*) AS n FROM \"{table}\" WHERE connection_id = '{UUIDS[1]}'", dsn=pg_dsn,
+                    cache=False).frame
+    assert one.item() == source.filter(pl.col("connection_id") == UUIDS[1]).height
+    raw = run_query(f"SELECT count(*) AS n FROM archive.\"{table}\" WHERE connection_id = '{UUIDS[0]}'",
+                    dsn=pg_dsn, cache=False).frame
+    cold = source.filter(pl.col("created_at") < dt.datetime(2025, 5, 1))
+    assert raw.item() >= cold.filter(pl.col("connection_id") == UUIDS[0]).height
+    back = restore(table, start=MONTHS[0], end=MONTHS[3], dsn=pg_dsn)
+    assert back.rows == cold.height
+    rows = sql(f'SELECT connection_id::text, count(*) FROM "{table}" GROUP BY 1 ORDER BY 1')
+    assert [(str(c), int(n)) for c, n in rows] == want.rows()

@@ -33,7 +33,8 @@ def test_ensure_meta_migrates_bigint_connection_ids_to_text(pg_dsn: str, sql: Sq
             ran: list[str] = []
 
             class Spy:
-                def run(self, statement: str, params: object = None, *, conn: object = None) -> list[tuple[object, ...]]:
+                def run(self, statement: str, params: object = None, *,
+                        conn: object = None) -> list[tuple[object, ...]]:
                     ran.append(statement)
                     return db.run(statement, params)  # type: ignore[arg-type]
 

@@ -134,3 +134,40 @@ def test_cli_query_errors_are_one_line(pg_dsn: str) -> None:
     restore = subprocess.run([sys.executable, "-m", "engine", "restore", "t", "--from", "2020-02-01", "--to",
                               "2020-01-01", "--dsn", pg_dsn], capture_output=True, text=True)
     assert restore.returncode == 2 and "before" in restore.stderr
+
+
+# --- connection ids that are UUIDs or text (issue 11) ----------------------------------------------------------
+A = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+B = "9b2e6c1a-0d4f-4a8e-b1c2-7f3e5d6a8b90"
+
+
+def test_latest_and_info_with_uuid_connections(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    engine.load(_orders(tmp_path / "a.csv", 10), into=table, connection_id=A, connection_override=True,
+                partition_by="created_at:month", dsn=pg_dsn)
+    engine.load(_orders(tmp_path / "b.csv", 4, first_id=100), into=table, connection_id=B.upper(),
+                connection_override=True, partition_by="created_at:month", dsn=pg_dsn)
+    rows = hot_rows(table, A, dsn=pg_dsn)
+    assert rows.height == 10 and rows["connection_id"].unique().to_list() == [A]
+    assert hot_rows(table, A, dsn=pg_dsn).equals(rows)  # the cached copy
+    info = metadata(table, B, dsn=pg_dsn)
+    assert (info["rows"], info["rows_by_connection"], info["columns"]["connection_id"]) == (4, {B: 4}, "uuid")
+    assert info["last_load"]["rows_loaded"] == 4
+    assert metadata(table, dsn=pg_dsn)["rows_by_connection"] == {A: 10, B: 4}
+    with pytest.raises(SpecError, match=f"{table}.connection_id is uuid; connection id 7 is an integer"):
+        hot_rows(table, 7, dsn=pg_dsn)
+    run = CliRunner().invoke
+    latest = run(cli, ["latest", table, "--connection", B.upper(), "--json", "--dsn", pg_dsn])
+    assert latest.exit_code == 0, latest.output
+    assert {r["connection_id"] for r in json.loads(latest.output)} == {B}
+    info_cli = run(cli, ["info", table, "--connection", A, "--dsn", pg_dsn])
+    assert info_cli.exit_code == 0, info_cli.output
+    assert json.loads(info_cli.output)["rows"] == 10
+    bad = run(cli, ["latest", table, "--connection", "not an id", "--dsn", pg_dsn])
+    assert bad.exit_code == 2 and bad.stderr.strip().startswith("error: --connection: expected a connection id")
+
+
+def test_latest_with_text_connections(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    engine.load(_orders(tmp_path / "a.csv", 5), into=table, connection_id="shop-eu", connection_override=True,
+                partition_by="created_at:month", dsn=pg_dsn)
+    assert hot_rows(table, "shop-eu", dsn=pg_dsn).height == 5
+    assert hot_rows(table, "other", dsn=pg_dsn).height == 0

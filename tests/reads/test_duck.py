@@ -303,3 +303,16 @@ def test_latency_cold_and_cached(tmp_path: Path, pg_dsn: str, table: str) -> Non
     print(f"\nquery latency over {n:,} rows: hot view first run {cold.seconds * 1000:.1f} ms, "
           f"cache=False {uncached.seconds * 1000:.1f} ms, cached {cached.seconds * 1000:.1f} ms; "
           f"archive view first run {archive_cold.seconds * 1000:.1f} ms, cached {archive_cached.seconds * 1000:.1f} ms")
+
+
+def test_uuid_and_text_connection_ids_compare_in_queries(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    """Issue 11: a dataset keyed by UUIDs is queried with the UUID's text, in PostgreSQL and in the archive."""
+    a, b = "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "9b2e6c1a-0d4f-4a8e-b1c2-7f3e5d6a8b90"
+    pl.DataFrame({"connection_id": [a, b, b], "day": [dt.date(2024, 1, d) for d in (1, 2, 3)], "v": [1, 2, 3]}
+                 ).write_parquet(tmp_path / "u.parquet")
+    engine.load(tmp_path / "u.parquet", into=table, dsn=pg_dsn)
+    hot = run_query(f"SELECT sum(v) AS s FROM {table} WHERE connection_id = '{b}'", dsn=pg_dsn, cache=False)
+    assert hot.frame.item() == 5
+    raw = run_query(f"SELECT connection_id::text AS c, count(*) AS n FROM archive.{table} GROUP BY 1 ORDER BY 1",
+                    dsn=pg_dsn, cache=False)
+    assert raw.frame.rows() == [(a, 1), (b, 2)]

@@ -236,3 +236,25 @@ def test_parallel_reader_threads_end(pg_dsn: str, sql: Sql, src: str) -> None:
                        "AND state = 'active'", [f"%FROM %{src}%"])[0][0])
 
     assert server_settles(active)  # the cancelled range reads end on the server
+
+
+def test_watermarks_are_kept_per_uuid_connection(pg_dsn: str, sql: Sql, src: str, table: str) -> None:
+    """Issue 11: two UUID connections reading one source each keep their own watermark, under the id's
+    canonical text; a source's own uuid connection_id column makes a uuid column."""
+    a, b = "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "9b2e6c1a-0d4f-4a8e-b1c2-7f3e5d6a8b90"
+    sql(f'''CREATE TABLE "{src}" AS SELECT g::int8 AS id, md5(g::text) AS v,
+            timestamp '2024-03-01' + g * interval '1 hour' AS updated_at FROM generate_series(1, 50) g''')
+    url = with_params(pg_dsn, table=src, cursor="id")
+    assert engine.load(url, into=table, connection_id=a.upper(), dsn=pg_dsn).rows_in == 50
+    assert engine.load(url, into=table, connection_id=b, dsn=pg_dsn).rows_in == 50
+    assert engine.load(url, into=table, connection_id=a, dsn=pg_dsn).rows_in == 0
+    keys = sql("SELECT connection_key, value FROM biconic.watermarks WHERE dataset = $1 ORDER BY 1", [table])
+    assert keys == [(a, "50"), (b, "50")]
+    own = f"{src}_own"
+    sql(f'''CREATE TABLE "{own}" AS SELECT CASE WHEN g % 2 = 0 THEN '{a}'::uuid ELSE '{b}'::uuid END
+            AS connection_id, g AS id, timestamp '2024-03-01' + g * interval '1 hour' AS updated_at
+            FROM generate_series(1, 10) g''')
+    engine.load(with_params(pg_dsn, table=own), into=f"{table}_own", dsn=pg_dsn)
+    assert sql(f'SELECT connection_id::text, count(*) FROM "{table}_own" GROUP BY 1 ORDER BY 1') == [(a, 5), (b, 5)]
+    assert sql("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass($1) "
+               "AND attname = 'connection_id'", [f'"{table}_own"']) == [("uuid",)]
