@@ -172,16 +172,20 @@ def load(path: str, table: str, connection_id: ConnectionId | None, connection_o
     if sheets:
         sheet = sheets[0] if len(sheets) == 1 else list(sheets)
     opts = _parse_options(options)
-    with _as_flags(), _progress(not as_json) as progress:
-        report = engine.load(
-            path, into=table, connection_id=connection_id, connection_override=connection_override,
-            partition_by=partition_by,
-            hash_partitions=hash_partitions, mode=mode,  # type: ignore[arg-type]
-            key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
-            spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn,
-            archive=False if no_archive else archive, layout=layout, max_rejected=max_rejected,
-            progress=progress,
-        )
+    try:
+        with _as_flags(), _progress(not as_json) as progress:
+            report = engine.load(
+                path, into=table, connection_id=connection_id, connection_override=connection_override,
+                partition_by=partition_by,
+                hash_partitions=hash_partitions, mode=mode,  # type: ignore[arg-type]
+                key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
+                spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn,
+                archive=False if no_archive else archive, layout=layout, max_rejected=max_rejected,
+                progress=progress,
+            )
+    except engine.PartialLoadError as exc:  # the others committed: show what did, then the error and its code
+        click.echo(exc.report.to_json() if as_json else exc.report.summary())
+        raise
     click.echo(report.to_json() if as_json else report.summary())
 
 

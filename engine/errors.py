@@ -14,7 +14,8 @@
     │   ├── SinkUnavailableError exit 5   the server cannot be reached (also a TransientError)
     │   └── SinkConflictError    exit 5   a deadlock or lock timeout with another load (also a TransientError)
     ├── ArchiveError             exit 7   the archive copy could not be written and verified (also a TransientError)
-    └── IntegrityError           exit 6   a load's row accounting does not add up; nothing was committed
+    ├── IntegrityError           exit 6   a load's row accounting does not add up; nothing was committed
+    └── PartialLoadError         exit of the first failure: some source partitions failed, the others committed
 
     TransientError                        marker: the job layer retries these, and only these
 
@@ -25,11 +26,17 @@ Bad *rows* are never exceptions: they go to quarantine.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.report import LoadReport
+
 __all__ = [
     "ArchiveError",
     "BiconicError",
     "HostileInputError",
     "IntegrityError",
+    "PartialLoadError",
     "QueryError",
     "RejectedError",
     "SchemaDriftError",
@@ -181,3 +188,22 @@ class ArchiveError(BiconicError, TransientError):
         self.attempts = attempts
         super().__init__(f"archive {where}: {message} (after {attempts} attempt{'s' if attempts != 1 else ''}); "
                          "nothing was committed, re-run to finish")
+
+
+class PartialLoadError(BiconicError):
+    """Some source partitions (files, sheets, tables) failed and were rolled back while the others committed.
+
+    ``report`` is the load's report (``source_details`` lists each partition with its rows or its error);
+    ``failures`` the (partition, error) pairs. A re-run skips what committed and retries the failed ones. The
+    exit code is the first failure's.
+    """
+
+    def __init__(self, report: LoadReport, failures: list[tuple[str, BiconicError]]) -> None:
+        self.report = report
+        self.failures = failures
+        self.exit_code = failures[0][1].exit_code
+        first, error = failures[0]
+        said = str(error) if str(error).startswith(first) else f"{first}: {error}"
+        more = f" (and {len(failures) - 1} more: see the report)" if len(failures) > 1 else ""
+        super().__init__(f"{len(failures)} of {report.source_partitions} source partitions failed and were rolled "
+                         f"back, the others committed; re-run to retry them. {said}{more}")

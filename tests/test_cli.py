@@ -201,6 +201,17 @@ def test_run_json_prints_the_committed_reports_before_the_failing_load(tmp_path:
     assert (first["table"], first["rows_loaded"]) == (table, 2)
     assert result.stderr.startswith("error: bad.csv: 2 of 2 rows rejected (every row): range on 'qty': 2")
 
+
+def test_cli_a_failed_file_prints_the_report_then_the_error(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    (tmp_path / "a.csv").write_text("day,v\n2024-01-01,1\n")
+    (tmp_path / "b.csv").write_text("day,v\n2024-01-02,2,extra\n")
+    result = CliRunner().invoke(cli, ["load", str(tmp_path), "--into", table, "--dsn", pg_dsn, "--json"])
+    assert result.exit_code == 3, (result.output, repr(result.exception))
+    report = json.loads(result.stdout)
+    assert [(d["source"], d["status"]) for d in report["source_details"]] == [("a.csv", "loaded"), ("b.csv", "failed")]
+    assert _one_line_error(result.stderr).startswith("error: 1 of 2 source partitions failed")
+
+
 def test_cli_connection_takes_a_uuid_and_refuses_a_second_differing_id(tmp_path: Path, pg_dsn: str,
                                                                         table: str) -> None:
     """Issue 11: --connection takes the platform's UUIDs; rows carrying other ids need --connection-override."""

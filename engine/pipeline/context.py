@@ -61,8 +61,10 @@ class LoadState:
             self.progress.update(label=partition.label, rows=rows, total=self.report.source_partitions,
                                  done=self.partitions_done + self.report.skipped_partitions)
 
-    def account(self, counts: Counts) -> None:
-        """A committed partition's counts, into the report."""
+    def account(self, counts: Counts, partition: Partition) -> None:
+        """A committed partition's counts, into the report (its totals and the partition's own line)."""
+        self.report.note(partition.label, "loaded", rows_in=counts.rows_in, rows_loaded=counts.loaded,
+                         rows_quarantined=counts.quarantined)
         self.report.rows_in += counts.rows_in
         self.report.rows_loaded += counts.loaded
         self.report.rows_quarantined += counts.quarantined

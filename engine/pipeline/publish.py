@@ -124,8 +124,9 @@ def load_partition(state: LoadState, partition: Partition, key: str) -> None:
         counts = _load_committed(state, _lossy(partition), key)
     if counts is None:
         state.report.skipped_partitions += 1
+        state.report.note(partition.label, "skipped")
     else:
-        state.account(counts)
+        state.account(counts, partition)
 
 
 def _load_committed(state: LoadState, partition: Partition, key: str) -> Counts | None:
@@ -168,6 +169,8 @@ def replace_all(state: LoadState, partitions: list[Partition], keys: list[str]) 
     # a file's key changes with its bytes; a database table's does not, so its replace always re-reads
     if existing and existing == set(keys) and all(p.path is not None for p in partitions):
         state.report.skipped_partitions = len(partitions)
+        for partition in partitions:
+            state.report.note(partition.label, "skipped")
         return
     found = ddl.describe(session, target.table, conn=session.data)
     existed = found is not None
@@ -190,8 +193,8 @@ def replace_all(state: LoadState, partitions: list[Partition], keys: list[str]) 
         session.rollback()
         state.fresh.clear()
         raise
-    for counts in counted:
-        state.account(counts)
+    for partition, counts in zip(partitions, counted, strict=True):
+        state.account(counts, partition)
 
 
 def _replace_one(state: LoadState, partition: Partition, key: str, *, fresh_table: bool) -> Counts:

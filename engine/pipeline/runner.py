@@ -9,7 +9,7 @@ import time
 import uuid
 
 from engine.archive.store import Store
-from engine.errors import RejectedError, SpecError
+from engine.errors import BiconicError, PartialLoadError, RejectedError, SpecError, TransientError
 from engine.names import canonical_table
 from engine.pipeline.context import LoadState
 from engine.pipeline.publish import load_partition, replace_all
@@ -97,16 +97,16 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
                   store=store, watermark=watermark)
         keys = [load_key(target, p, digest) for p in partitions]
         try:
-            _commit_partitions(state, partitions, keys)
-        except RejectedError:
-            keep_sample(state)  # the partition rolled back; its rejected rows stay inspectable
-            raise
+            failures = _commit_partitions(state, partitions, keys)
         finally:
             if state.staging is not None:
                 state.staging.close()
     if report.rows_loaded or report.mode == "replace":
         refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
-    return _finished(report, started)
+    _finished(report, started)
+    if failures:
+        raise PartialLoadError(report, failures)
+    return report
 
 
 def _where(store: Store | None) -> str | None:
@@ -116,15 +116,36 @@ def _where(store: Store | None) -> str | None:
     return store.root if store.is_local else redact(store.url)
 
 
-def _commit_partitions(state: LoadState, partitions: list[Partition], keys: list[str]) -> None:
+def _commit_partitions(state: LoadState, partitions: list[Partition],
+                       keys: list[str]) -> list[tuple[str, BiconicError]]:
+    """Commit each partition; with several, one that fails (not transiently: a server gone stops the load) is
+    rolled back and noted, and the others still load. Returns the failures. A partition that failed on its
+    rejected rows keeps a sample of them in quarantine."""
     if state.target.mode == "replace":
-        replace_all(state, partitions, keys)
-        return
+        try:
+            replace_all(state, partitions, keys)
+        except RejectedError:
+            keep_sample(state)
+            raise
+        return []
+    failures: list[tuple[str, BiconicError]] = []
     for partition, key in zip(partitions, keys, strict=True):
         if meta.is_loaded(state.session, key, conn=state.session.ddl):
             state.report.skipped_partitions += 1
+            state.report.note(partition.label, "skipped")
             continue
-        load_partition(state, partition, key)
+        try:
+            load_partition(state, partition, key)
+        except BiconicError as exc:
+            if isinstance(exc, RejectedError):
+                keep_sample(state)
+            if len(partitions) == 1 or isinstance(exc, TransientError):
+                raise
+            state.session.rollback(state.session.ddl)  # a failed DDL statement leaves it aborted
+            failures.append((partition.label, exc))
+            said = str(exc).removeprefix(f"{partition.label}: ").removeprefix(f"{partition.label}, ")
+            state.report.note(partition.label, "failed", error=said)
+    return failures
 
 
 def _finished(report: LoadReport, started: float) -> LoadReport:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.errors import SourceError
+from engine.errors import PartialLoadError, SourceError
 from engine.report import LoadReport
 from tests.support import Sql, orders_frame, row_count
 
@@ -84,14 +84,31 @@ def test_concurrent_loads_of_the_same_file_load_it_once(tmp_path: Path, pg_dsn: 
 
 def test_a_file_that_breaks_mid_stream_commits_nothing(tmp_path: Path, pg_dsn: str, table: str,
                                                        sql: Sql) -> None:
-    good, ragged = tmp_path / "a_good.csv", tmp_path / "b_ragged.csv"
+    good, ragged, later = tmp_path / "a_good.csv", tmp_path / "b_ragged.csv", tmp_path / "c_good.csv"
     good.write_text("id,day\n1,2024-01-01\n")
     ragged.write_text("id,day\n2,2024-01-02\n3,2024-01-03,surprise,extra\n")
-    with pytest.raises(SourceError) as info:
+    later.write_text("id,day\n4,2024-01-04\n")
+    with pytest.raises(PartialLoadError, match="1 of 3 source partitions failed") as info:
         engine.load(tmp_path, into=table, dsn=pg_dsn)
-    assert info.value.source == "b_ragged.csv"
-    assert sql(f'SELECT id FROM "{table}"') == [(1,)]  # the first file committed on its own
-    assert sql("SELECT source FROM biconic.loads WHERE dataset = $1", [table]) == [("a_good.csv",)]
+    (label, error), = info.value.failures
+    assert label == "b_ragged.csv" and isinstance(error, SourceError) and info.value.exit_code == 3
+    # the files before and after committed on their own; the report says what happened to each
+    assert sql(f'SELECT id FROM "{table}" ORDER BY id') == [(1,), (4,)]
+    assert sorted(sql("SELECT source FROM biconic.loads WHERE dataset = $1", [table])) == [("a_good.csv",),
+                                                                                           ("c_good.csv",)]
+    report = info.value.report
+    assert [(d.source, d.status, d.rows_loaded) for d in report.source_details] == [
+        ("a_good.csv", "loaded", 1), ("b_ragged.csv", "failed", 0), ("c_good.csv", "loaded", 1)]
+    assert report.source_details[1].error is not None and report.source_details[1].error.startswith("row 3")
+    ragged.write_text("id,day\n2,2024-01-02\n3,2024-01-03\n")  # fixed: the re-run loads only it
+    again = engine.load(tmp_path, into=table, dsn=pg_dsn)
+    assert (again.rows_loaded, again.skipped_partitions, again.failed_partitions) == (2, 2, 0)
+
+
+def test_a_single_failing_partition_raises_its_own_error(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    (tmp_path / "ragged.csv").write_text("id,day\n3,2024-01-03,surprise,extra\n")
+    with pytest.raises(SourceError):
+        engine.load(tmp_path / "ragged.csv", into=table, dsn=pg_dsn)
 
 
 # Regression (review fix 2): public.T and T share one ledger.

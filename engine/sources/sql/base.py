@@ -95,6 +95,10 @@ class DatabaseSource(abc.ABC):
         """The table's relation, columns, reads and size (raising :meth:`_not_found` when there is none)."""
 
     @abc.abstractmethod
+    def _tables(self, run: Run, schema: str | None, pattern: str) -> list[tuple[str, str, int]]:
+        """(schema, name, bytes) of the tables and views LIKE ``pattern`` in ``schema`` (None: the default)."""
+
+    @abc.abstractmethod
     def _probe(self, relation: str) -> list[Column]:
         """The columns of a query, from a ``LIMIT 0`` read of ``relation``."""
 
@@ -196,6 +200,13 @@ class DatabaseSource(abc.ABC):
         finally:
             with contextlib.suppress(Exception):
                 conn.close()
+
+    def matching_tables(self, pattern: str) -> list[tuple[str, str, int]]:
+        """(schema, name, size in bytes) of the tables whose name is LIKE ``pattern`` (``SCHEMA.PATTERN`` for
+        another schema); the pattern is a bound parameter, never SQL text."""
+        schema, dot, name = pattern.partition(".")
+        with self._session() as run:
+            return self._tables(run, schema if dot else None, name if dot else pattern)
 
     def _describe(self) -> Described:
         if "described" not in self._cache:

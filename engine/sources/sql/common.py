@@ -2,9 +2,10 @@
 columns and how each is read, the Arrow form of a driver's columns, watermark values as text and back, the
 wording of driver errors, and the options (with how a URL and options become a source's fields).
 
-Each load is ONE :class:`~engine.sources.base.Partition`. Its fingerprint is a hash of the server (without
-password), the table or query and the watermark bounds: re-running a full (non-incremental) load of the same
-table is skipped like any re-run; use a ``cursor`` to pick up changes.
+Each table or query is ONE :class:`~engine.sources.base.Partition` (a list or pattern of tables is a
+:class:`~engine.sources.sql.tables.TableSet`, a partition per table). Its fingerprint is a hash of the server
+(without password), the table or query and the watermark bounds: re-running a full (non-incremental) load of
+the same table is skipped like any re-run; use a ``cursor`` to pick up changes.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ Kind = Literal["time", "number", "text", "other"]
 
 #: option -> what it does (``engine.load(..., options={...})``, a spec's ``source.options``, or the URL query)
 OPTIONS: dict[str, str] = {
-    "table": "the table to read: NAME or SCHEMA.NAME (or ?table=NAME in the URL)",
+    "table": "the table to read: NAME or SCHEMA.NAME (or ?table=NAME in the URL); several, each its own partition: "
+             "a list (a,b,c or table= repeated) or a LIKE pattern (SCHEMA.import_%)",
     "query": "a SELECT to read instead of a table (its columns must have distinct names)",
     "cursor": "column read incrementally (e.g. updated_at or id): only rows past the stored watermark",
     "lag": "re-read this far behind the watermark: seconds (or 15m, 2h, 1d) for time cursors, units for numbers",
@@ -45,6 +47,9 @@ OPTIONS: dict[str, str] = {
     "partition_num": "how many ranges (connections) read at once with partition_on (default 2)",
     "batch_rows": "rows per chunk loaded at a time (default BICONIC_CHUNK_ROWS, 500000)",
     "password_env": "environment variable holding the password (keeps it out of the URL, shell history and logs)",
+    "connection_from_name": "a regex with one group matching each table's whole name: the group is the rows' "
+                            "connection_id (e.g. import_([0-9a-f-]{36}))",
+    "connection_column": "a column holding each row's connection id, loaded as connection_id",
 }
 
 _SCHEMES: dict[str, Dialect] = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql",
@@ -279,6 +284,11 @@ def _merged_options(options: Mapping[str, Any], params: list[tuple[str, str]]) -
     for name in opts:
         if name not in OPTIONS:
             raise _bad(name, f"unknown option for a database source; known: {', '.join(sorted(OPTIONS))}")
+    if isinstance(opts.get("table"), (list, tuple)):  # several tables: one text, as in the URL
+        opts["table"] = ",".join(str(t) for t in opts["table"])
+    tables = [v for k, v in params if k == "table"]
+    if len(tables) > 1:  # ?table=a&table=b is the list a,b
+        params = [*[(k, v) for k, v in params if k != "table"], ("table", ",".join(tables))]
     for key, value in params:
         if key in OPTIONS:
             if key in opts and str(opts[key]) != value:
@@ -304,8 +314,9 @@ def _with_password(netloc: str, variable: str | None, url: str) -> str:
 
 
 def database_fields(url: str, options: Mapping[str, Any]) -> tuple[Dialect, dict[str, Any]]:
-    """The dialect of ``url`` and the checked fields of its source (see :data:`OPTIONS`); other URL parameters
-    (``sslmode``...) stay in the URL, for the driver."""
+    """The dialect of ``url`` and the checked fields of its source (see :data:`OPTIONS`), with
+    ``connection_from_name`` and ``connection_column`` (for a :class:`~engine.sources.sql.tables.TableSet`, not
+    a source field); other URL parameters (``sslmode``...) stay in the URL, for the driver."""
     parts = urlsplit(url)
     dialect = _SCHEMES.get(parts.scheme.lower())
     if dialect is None:
@@ -327,6 +338,9 @@ def database_fields(url: str, options: Mapping[str, Any]) -> tuple[Dialect, dict
         raise _bad("table", "what to read? add ?table=NAME to the URL, or set the table or query option")
     if "partition_num" in opts and opts.get("partition_on") is None:
         raise _bad("partition_num", "partition_num needs partition_on (the column whose range is split)")
+    by_name, by_column = opts.get("connection_from_name"), _name_option(opts, "connection_column")
+    if by_name is not None and by_column is not None:
+        raise _bad("connection_column", "take the connection id from the table's name or from a column, not both")
     driver_query = urlencode([(k, v) for k, v in params if k not in OPTIONS])
     netloc = _with_password(parts.netloc, _name_option(opts, "password_env"), url)
     return dialect, {
@@ -335,4 +349,5 @@ def database_fields(url: str, options: Mapping[str, Any]) -> tuple[Dialect, dict
         "partition_on": _name_option(opts, "partition_on"),
         "partition_num": _int_option(opts, "partition_num", 2, least=1) or 2,
         "batch_rows": _int_option(opts, "batch_rows", None, least=1),
+        "connection_from_name": by_name, "connection_column": by_column,
     }

@@ -212,6 +212,11 @@ class MySqlSource(DatabaseSource):
                          primary_key=keys[0] if len(keys) == 1 else None,
                          nullable={str(r[2]) for r in rows if r[8] == "YES"})
 
+    def _tables(self, run: Run, schema: str | None, pattern: str) -> list[tuple[str, str, int]]:
+        rows = run("SELECT table_schema, table_name, COALESCE(data_length, 0) FROM information_schema.tables "
+                   "WHERE table_schema = COALESCE(%s, DATABASE()) AND table_name LIKE %s", [schema, pattern])
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
     def _probe(self, relation: str) -> list[Column]:
         import pymysql
 

@@ -173,6 +173,14 @@ class PostgresSource(DatabaseSource):
         return Described(relation=relation, columns=columns, reads={c.name: _read(c) for c in columns},
                          size_bytes=int(size))
 
+    def _tables(self, run: Run, schema: str | None, pattern: str) -> list[tuple[str, str, int]]:
+        where = "n.nspname = $2" if schema else "n.nspname = ANY(current_schemas(false))"
+        rows = run("SELECT n.nspname::text, c.relname::text, coalesce(pg_table_size(c.oid), 0)::int8 FROM pg_class c "
+                   "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+                   f"AND NOT c.relispartition AND c.relname LIKE $1 AND {where}",
+                   [pattern, *([schema] if schema else [])])
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
     def _probe(self, relation: str) -> list[Column]:
         conn = self._connect()
         try:

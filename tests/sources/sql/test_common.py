@@ -35,7 +35,8 @@ def test_options_parse_and_list() -> None:
     assert "pw" not in repr(source) and source.label == "mysql://app@db:3306/shop?table=orders"
     assert "table=" not in source.url and "ssl=1" in source.url  # driver parameters stay
     assert set(OPTIONS) == {"table", "query", "cursor", "lag", "partition_on", "partition_num", "batch_rows",
-                            "password_env"}
+                            "password_env",
+                            "connection_from_name", "connection_column"}
 
 
 @pytest.mark.parametrize(("url", "kind"), [

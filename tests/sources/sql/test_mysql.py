@@ -174,3 +174,25 @@ def test_errors_are_clear_and_keep_the_password_out(mariadb: MariaDb, pg_dsn: st
     with pytest.raises(SourceError, match="Can't connect") as caught:
         engine.load("mysql://root:Pw-123@127.0.0.1:1/test?table=t", into=table, dsn=pg_dsn)
     assert "Pw-123" not in str(caught.value) and time.monotonic() - started < 10
+
+
+def test_a_list_or_pattern_of_tables_is_a_partition_each(mariadb: MariaDb, pg_dsn: str, sql: Sql,
+                                                         table: str) -> None:
+    prefix = f"imp{uuid.uuid4().hex[:6]}"
+    names = [f"{prefix}_{n}" for n in (11, 12, 13)]
+    try:
+        for n, name in enumerate(names):
+            mariadb(f"CREATE TABLE `{name}` (id int PRIMARY KEY, at datetime)")
+            mariadb(f"INSERT INTO `{name}` SELECT seq, TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq DAY "
+                    f"FROM seq_1_to_{n + 1}")
+        options = {"connection_from_name": f"{prefix}_([0-9]+)"}
+        listed = open_database(f"{MYSQL}?table={names[2]}&table={names[0]}", options)
+        assert [p.options["table"] for p in listed.partitions()] == [names[2], names[0]]
+        report = engine.load(f"{MYSQL}?table={prefix}\\_%", into=table, options=options, dsn=pg_dsn)
+        assert (report.source_partitions, report.rows_loaded) == (3, 6)
+        assert dict(sql(f'SELECT connection_id, count(*) FROM "{table}" GROUP BY 1')) == {11: 1, 12: 2, 13: 3}
+        assert engine.load(f"{MYSQL}?table={prefix}\\_%", into=table, options=options,
+                           dsn=pg_dsn).skipped_partitions == 3
+    finally:
+        for name in names:
+            mariadb(f"DROP TABLE IF EXISTS `{name}`")

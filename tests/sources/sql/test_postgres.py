@@ -215,7 +215,7 @@ def test_errors_are_clear_and_keep_the_password_out(pg_dsn: str, sql: Sql, src: 
     sql(f'CREATE TABLE "{src}" (id int8, created_at timestamptz)')
     with pytest.raises(SpecError, match="did you mean 'created_at'"):
         engine.load(with_params(pg_dsn, table=src), into=table, dsn=pg_dsn, options={"cursor": "Created_At"})
-    with pytest.raises(SpecError, match="known: batch_rows, cursor, lag"):
+    with pytest.raises(SpecError, match="known: batch_rows, connection_column, connection_from_name, cursor, lag"):
         engine.load(with_params(pg_dsn, table=src), into=table, dsn=pg_dsn, options={"cursur": "id"})
 
 
