@@ -126,7 +126,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("path")
 @click.option("--into", "table", required=True, help="Target table (optionally schema.table).")
-@click.option("--connection", "connection_id", type=_ConnectionIdType("target.connection_id"), default=None,
+@click.option("--connection", "connection_id", type=CONNECTION_ID, default=None,
               help="Connection id stored in every row: an integer, a UUID or a text id (default: the data's "
                    "connection_id column, else 0).")
 @click.option("--connection-override", is_flag=True,
