@@ -53,6 +53,14 @@ def archive_option(f: F) -> F:
                         help="Archive location: a folder or s3://bucket/prefix [env BICONIC_ARCHIVE_URL].")(f)
 
 
+def full_refresh_option(f: F) -> F:
+    """``--full-refresh``: reload on purpose, whatever the ledger says."""
+    return click.option("--full-refresh", is_flag=True,
+                        help="Reload every partition on purpose, ignoring the ledger and any stored watermark: "
+                             "merge updates the rows, replace replaces even if nothing changed, append ADDS THE "
+                             "ROWS AGAIN (duplicates). An interrupted full refresh is finished by re-running it.")(f)
+
+
 def json_option(what: str) -> Callable[[F], F]:
     """``--json``: print ``what`` as JSON instead of for people."""
     return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON.")
@@ -91,11 +99,12 @@ def cli() -> None:
 @click.option("--no-archive", is_flag=True, help="Write no archive copy (same as --archive off).")
 @click.option("--layout", type=click.Choice(["table", "document"]), default="table", show_default=True,
               help="document: the generic table (_import_id, connection_id, data jsonb, created_at).")
+@full_refresh_option
 @json_option("the LoadReport (one object)")
 def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ...], partition_by: str | None,
          hash_partitions: int, mode: str, key: str | None, spec: str | None, fmt: str | None,
          options: tuple[str, ...], contract: str, dsn: str | None, archive: str | None, no_archive: bool,
-         layout: str, as_json: bool) -> None:
+         layout: str, full_refresh: bool, as_json: bool) -> None:
     """Load PATH (a file, folder or glob, or a database/API URL: see biconic sources) into a partitioned
     PostgreSQL table.
 
@@ -115,7 +124,7 @@ def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ..
             hash_partitions=hash_partitions, mode=mode,  # type: ignore[arg-type]
             key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
             spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn,
-            archive=False if no_archive else archive, layout=layout, progress=progress,
+            archive=False if no_archive else archive, layout=layout, full_refresh=full_refresh, progress=progress,
         )
     click.echo(report.to_json() if as_json else report.summary())
 
@@ -123,8 +132,9 @@ def load(path: str, table: str, connection_id: int | None, sheets: tuple[str, ..
 @cli.command()
 @click.argument("pipeline", type=click.Path(dir_okay=False))
 @dsn_option
+@full_refresh_option
 @json_option("the LoadReports (an array)")
-def run(pipeline: str, dsn: str | None, as_json: bool) -> None:
+def run(pipeline: str, dsn: str | None, full_refresh: bool, as_json: bool) -> None:
     """Run every load declared in a PIPELINE YAML file.
 
     \b
@@ -134,7 +144,7 @@ def run(pipeline: str, dsn: str | None, as_json: bool) -> None:
     import engine
 
     with _progress(not as_json) as progress:
-        reports = engine.run(pipeline, dsn=dsn, progress=progress)
+        reports = engine.run(pipeline, dsn=dsn, full_refresh=full_refresh, progress=progress)
     _echo_reports(reports, as_json)
 
 

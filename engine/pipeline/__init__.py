@@ -44,6 +44,7 @@ def load(
     dsn: str | None = None,
     archive: str | bool | None = None,
     layout: str = "table",
+    full_refresh: bool = False,
     progress: Progress | None = None,
 ) -> LoadReport:
     """Load a file, folder or glob into a partitioned PostgreSQL table, effectively once.
@@ -57,6 +58,9 @@ def load(
     (``BICONIC_ARCHIVE_URL``, else a folder under the data folder); False = no archive copy.
     ``layout="document"`` stores each row as one jsonb document in the generic table
     ``(_import_id, connection_id, data jsonb, created_at)`` (for schemaless sources: MongoDB, REST).
+    ``full_refresh=True`` loads every partition again on purpose, ignoring the ledger and any stored watermark:
+    append adds the rows a second time, merge updates them, replace replaces even when nothing changed. A
+    full refresh interrupted part-way is finished by the next one, never loading a partition twice.
     """
     if isinstance(spec, (str, Path)):
         pipeline = read_pipeline_spec(spec)
@@ -75,15 +79,17 @@ def load(
     })
     spec_obj = LoadSpec(source=SourceSpec(path=str(source), format=format, options=opts), target=target,
                         pipeline=pipeline)
-    return run_load(spec_obj, progress=progress)
+    return run_load(spec_obj, progress=progress, full_refresh=full_refresh)
 
 
-def run(pipeline_file: str | Path, *, dsn: str | None = None, progress: Progress | None = None) -> list[LoadReport]:
-    """Run every load declared in a pipeline YAML file, in order; stops at the first failing load."""
+def run(pipeline_file: str | Path, *, dsn: str | None = None, full_refresh: bool = False,
+        progress: Progress | None = None) -> list[LoadReport]:
+    """Run every load declared in a pipeline YAML file, in order; stops at the first failing load.
+    ``full_refresh``: every load reloads on purpose (see :func:`load`)."""
     reports = []
     for spec in load_pipeline_file(pipeline_file):
         if dsn and not spec.target.dsn:
             spec = spec.model_copy(update={"target": spec.target.model_copy(update={"dsn": dsn})})
-        reports.append(run_load(spec, progress=progress))
+        reports.append(run_load(spec, progress=progress, full_refresh=full_refresh))
     return reports
 

@@ -3,8 +3,9 @@ columns and how each is read, the Arrow form of a driver's columns, watermark va
 wording of driver errors, and the options (with how a URL and options become a source's fields).
 
 Each load is ONE :class:`~engine.sources.base.Partition`. Its fingerprint is a hash of the server (without
-password), the table or query and the watermark bounds: re-running a full (non-incremental) load of the same
-table is skipped like any re-run; use a ``cursor`` to pick up changes.
+password), the table or query and the watermark bounds. A full (non-incremental) read's fingerprint cannot
+see changes, so its partition is ``volatile``: merge and replace read it again every run, append skips it like
+any re-run (``full_refresh`` reads it again); a ``cursor`` reads only what changed.
 """
 
 from __future__ import annotations
