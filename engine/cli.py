@@ -108,6 +108,14 @@ def archive_option(f: F) -> F:
                         help="Archive location: a folder or s3://bucket/prefix [env BICONIC_ARCHIVE_URL].")(f)
 
 
+def full_refresh_option(f: F) -> F:
+    """``--full-refresh``: reload on purpose, whatever the ledger says."""
+    return click.option("--full-refresh", is_flag=True,
+                        help="Reload every partition on purpose, ignoring the ledger and any stored watermark: "
+                             "merge updates the rows, replace replaces even if nothing changed, append ADDS THE "
+                             "ROWS AGAIN (duplicates). An interrupted full refresh is finished by re-running it.")(f)
+
+
 def json_option(what: str) -> Callable[[F], F]:
     """``--json``: print ``what`` as JSON instead of for people."""
     return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON.")
@@ -153,12 +161,13 @@ def cli() -> None:
 @click.option("--max-rejected", default=None, metavar="SHARE|N%|ROWS|off",
               help="A file (or sheet) with more rejected rows than this, or with every row rejected, fails and "
                    "commits nothing: 0.5, 50%, 1000 rows, or off [default: 50%].")
+@full_refresh_option
 @json_option("the LoadReport (one object)")
 def load(path: str, table: str, connection_id: ConnectionId | None, connection_override: bool,
          sheets: tuple[str, ...], partition_by: str | None,
          hash_partitions: int, mode: str, key: str | None, spec: str | None, fmt: str | None,
          options: tuple[str, ...], contract: str, dsn: str | None, archive: str | None, no_archive: bool,
-         layout: str, max_rejected: str | None, as_json: bool) -> None:
+         layout: str, max_rejected: str | None, full_refresh: bool, as_json: bool) -> None:
     """Load PATH (a file, folder or glob, or a database/API URL: see biconic sources) into a partitioned
     PostgreSQL table.
 
@@ -181,6 +190,7 @@ def load(path: str, table: str, connection_id: ConnectionId | None, connection_o
                 key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
                 spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn,
                 archive=False if no_archive else archive, layout=layout, max_rejected=max_rejected,
+                full_refresh=full_refresh,
                 progress=progress,
             )
     except engine.PartialLoadError as exc:  # the others committed: show what did, then the error and its code
@@ -197,9 +207,10 @@ def load(path: str, table: str, connection_id: ConnectionId | None, connection_o
 @click.option("--contract", type=click.Choice(["evolve", "freeze"]), default=None,
               help="Schema drift for every load, instead of each target's contract (default: the file's, else "
                    "evolve).")
+@full_refresh_option
 @json_option("each LoadReport (one object per line, as its load commits)")
 def run(pipeline: str, dsn: str | None, archive: str | None, no_archive: bool, contract: str | None,
-        as_json: bool) -> None:
+        full_refresh: bool, as_json: bool) -> None:
     """Run every load declared in a PIPELINE YAML file, in order, printing each report as its load commits
     (a failing load stops the run: the reports before it are printed, then the error). --archive,
     --no-archive and --contract replace the targets' own values.
@@ -212,7 +223,7 @@ def run(pipeline: str, dsn: str | None, archive: str | None, no_archive: bool, c
 
     with _progress(not as_json) as progress:
         engine.run(pipeline, dsn=dsn, archive=False if no_archive else archive, contract=contract,
-                   progress=progress, on_report=_reporter(as_json))
+                   full_refresh=full_refresh, progress=progress, on_report=_reporter(as_json))
 
 
 @cli.command()

@@ -77,6 +77,8 @@ def test_load_json_report_and_rerun(tmp_path: Path, pg_dsn: str, table: str) -> 
     assert report["partitions"] == [f"{table}_p2026_01", f"{table}_p2026_02"]
     second = json.loads(CliRunner().invoke(cli, args).output)
     assert second["rows_loaded"] == 0 and second["skipped_partitions"] == 1
+    refreshed = json.loads(CliRunner().invoke(cli, [*args, "--full-refresh"]).output)
+    assert refreshed["rows_loaded"] == 3 and refreshed["skipped_partitions"] == 0
 
 
 @pytest.mark.postgres
@@ -88,6 +90,8 @@ def test_run_pipeline_file(tmp_path: Path, pg_dsn: str, table: str) -> None:
     assert result.exit_code == 0, result.output
     [report] = [json.loads(line) for line in result.output.splitlines()]  # one JSON line per load
     assert (report["rows_loaded"], report["rows_quarantined"]) == (1, 1)
+    again = CliRunner().invoke(cli, ["run", str(tmp_path / "p.yaml"), "--dsn", pg_dsn, "--json", "--full-refresh"])
+    assert [r["rows_loaded"] for r in json.loads(again.output)] == [1]
 
 
 def test_sources_lists_every_kind_with_options() -> None:

@@ -58,6 +58,7 @@ def load(
     layout: str = "table",
     source_name: str | None = None,
     max_rejected: float | int | str | None = None,
+    full_refresh: bool = False,
     progress: Progress | None = None,
 ) -> LoadReport:
     """Load a file, folder or glob (or a database/API URL, or data already in Python) into a partitioned
@@ -83,6 +84,9 @@ def load(
     ``max_rejected``: a source partition (file, sheet) with more rejected rows than this, or with every row
     rejected, fails with :class:`~engine.errors.RejectedError` and commits nothing: a share (``0.5``,
     ``"50%"``, the default), a count of rows (``1000``) or ``"off"`` (see :mod:`engine.spec.limits`).
+    ``full_refresh=True`` loads every partition again on purpose, ignoring the ledger and any stored watermark:
+    append adds the rows a second time, merge updates them, replace replaces even when nothing changed. A
+    full refresh interrupted part-way is finished by the next one, never loading a partition twice.
     """
     if isinstance(spec, (str, Path)):
         pipeline = read_pipeline_spec(spec)
@@ -106,19 +110,20 @@ def load(
     path = str(source) if in_memory is None else in_memory.partitions()[0].label
     spec_obj = LoadSpec(source=SourceSpec(path=path, format="python" if in_memory is not None else format,
                                           options=opts), target=target, pipeline=pipeline)
-    return run_load(spec_obj, progress=progress, source=in_memory)
+    return run_load(spec_obj, progress=progress, source=in_memory, full_refresh=full_refresh)
 
 
 def run(pipeline_file: str | Path, *, dsn: str | None = None, archive: str | bool | None = None,
-        contract: str | None = None, progress: Progress | None = None,
+        contract: str | None = None, full_refresh: bool = False, progress: Progress | None = None,
         on_report: Callable[[LoadReport], None] | None = None) -> list[LoadReport]:
     """Run every load declared in a pipeline YAML file, in order; stops at the first failing load.
 
     ``dsn`` is used by loads whose target names none; ``archive`` (a URL, or False for none) and ``contract``
-    (``evolve``/``freeze``) replace every load's own. Values the file takes from the environment
-    (``${VAR}``) come back as ``${VAR}`` in errors and in each report's ``source``. ``on_report`` is called
-    with each load's report as soon as that load has committed, so a caller still has the reports of the
-    loads before a failing one (the CLI prints them as they come).
+    (``evolve``/``freeze``) replace every load's own; ``full_refresh``: every load reloads on purpose (see
+    :func:`load`). Values the file takes from the environment (``${VAR}``) come back as ``${VAR}`` in errors
+    and in each report's ``source``. ``on_report`` is called with each load's report as soon as that load has
+    committed, so a caller still has the reports of the loads before a failing one (the CLI prints them as
+    they come).
 
     >>> engine.run("pipeline.yaml", archive=False, contract="freeze")  # doctest: +SKIP
     """
@@ -133,7 +138,7 @@ def run(pipeline_file: str | Path, *, dsn: str | None = None, archive: str | boo
         updates = {**overrides, **({"dsn": dsn} if dsn and not spec.target.dsn else {})}
         spec = spec.model_copy(update={"target": replace_target(spec.target, updates)})
         try:
-            report = run_load(spec, progress=progress)
+            report = run_load(spec, progress=progress, full_refresh=full_refresh)
         except BiconicError as exc:
             _unexpand_error(exc, used)
             raise

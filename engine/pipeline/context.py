@@ -17,10 +17,20 @@ from engine.report import LoadReport
 from engine.sources.base import Partition, Source
 from engine.spec.models import LoadSpec, TargetSpec
 
-__all__ = ["LoadState"]
+__all__ = ["LoadState", "Refresh"]
 
 #: connections whose cached latest rows a load refreshes (beyond it they are filled on first read)
 TRACKED_CONNECTIONS = 10_000
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """A full refresh under way (see :mod:`engine.pipeline.reload`)."""
+
+    scope: str
+    refresh_id: str
+    #: keys of partitions never loaded before the refresh: they load under their usual key
+    first_keys: frozenset[str]
 
 
 @dataclass
@@ -36,6 +46,10 @@ class LoadState:
     store: Store | None = None
     #: (watermark key, cursor column) of an incremental source, advanced with the rows it covers
     watermark: tuple[str, str] | None = None
+    #: reload on purpose, ignoring the ledger (and an incremental source's watermark)
+    full_refresh: bool = False
+    #: the full refresh this load runs (append and merge; set by :func:`engine.pipeline.reload.begin_refresh`)
+    refresh: Refresh | None = None
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     partitions_done: int = 0
     #: children created standalone in the open transaction, attached before it commits

@@ -35,6 +35,7 @@ from engine.postgres.ddl import CONNECTION_COLUMN
 from engine.postgres.staging import FreshChildren
 from engine.settings import settings
 from engine.sources.base import Partition
+from engine.sources.files.content import unchanged
 
 __all__ = ["load_partition", "replace_all"]
 
@@ -65,6 +66,8 @@ def _one(state: LoadState, partition: Partition, key: str, target_for: Callable[
         counts = stream(state, partition, itertools.chain([first], chunks), prepared, target_for(prepared),
                         archive)
         judge(state, partition, counts)  # before anything of the partition can commit
+        if partition.path is not None and partition.stat is not None:
+            unchanged(partition.path, partition.stat)  # the rows are those of the bytes the key names
         _publish_archive(state, archive, key)
         _advance_watermark(state)
         meta.complete(state.session, key, rows_in=counts.rows_in, rows_loaded=counts.loaded,
@@ -166,8 +169,9 @@ def replace_all(state: LoadState, partitions: list[Partition], keys: list[str]) 
     session, target = state.session, state.target
     existing = meta.load_keys(session, target.table, target.connection_id, conn=session.ddl)
     session.commit(session.ddl)
-    # a file's key changes with its bytes; a database table's does not, so its replace always re-reads
-    if existing and existing == set(keys) and all(p.path is not None for p in partitions):
+    # a file's key changes with its bytes; a database table's does not (volatile), so its replace always re-reads;
+    # a full refresh replaces whatever the keys say
+    if existing and existing == set(keys) and not state.full_refresh and not any(p.volatile for p in partitions):
         state.report.skipped_partitions = len(partitions)
         for partition in partitions:
             state.report.note(partition.label, "skipped")

@@ -3,6 +3,7 @@ changed, key every source partition, commit them by mode, then finish the report
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import resource
 import time
@@ -14,6 +15,7 @@ from engine.names import canonical_table
 from engine.pipeline.context import LoadState
 from engine.pipeline.publish import load_partition, replace_all
 from engine.pipeline.rejects import keep_sample
+from engine.pipeline.reload import begin_refresh, end_refresh, key_to_load
 from engine.postgres import meta
 from engine.postgres.connection import Session
 from engine.postgres.ddl import split_table
@@ -52,16 +54,23 @@ def load_key(target: TargetSpec, partition: Partition, spec_digest: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _incremental(source: Source, session: Session, target: TargetSpec) -> tuple[Source, tuple[str, str] | None]:
-    """An incremental source restricted to what changed since its stored watermark, and (key, cursor) to
-    advance it under; a plain source as it is."""
+def _former_keys(target: TargetSpec, partition: Partition, spec_digest: str) -> list[str]:
+    """The keys older releases gave the partition (files: path, size and mtime)."""
+    return [load_key(target, dataclasses.replace(partition, key=k, fingerprint=f), spec_digest)
+            for k, f in partition.former]
+
+
+def _incremental(source: Source, session: Session, target: TargetSpec,
+                 full_refresh: bool = False) -> tuple[Source, tuple[str, str] | None]:
+    """An incremental source restricted to what changed since its stored watermark (everything on a full
+    refresh), and (key, cursor) to advance it under; a plain source as it is."""
     if not isinstance(source, IncrementalSource) or not source.cursor:
         return source, None
     if getattr(source, "lag", None) and target.mode != "merge":
         raise SpecError("source.lag", "a lag re-reads rows near the watermark on purpose; use mode merge with a key "
                                       "so they update instead of duplicating")
     key = source.watermark_key()
-    low = meta.watermark(session, target.table, target.connection_id, key, conn=session.ddl)
+    low = None if full_refresh else meta.watermark(session, target.table, target.connection_id, key, conn=session.ddl)
     session.commit(session.ddl)
     bounded = source.with_watermark(low)
     if len(bounded.partitions()) > 1:
@@ -69,7 +78,8 @@ def _incremental(source: Source, session: Session, target: TargetSpec) -> tuple[
     return bounded, (key, source.cursor)
 
 
-def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source | None = None) -> LoadReport:
+def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source | None = None,
+             full_refresh: bool = False) -> LoadReport:
     """Execute one LoadSpec (see :func:`engine.load`); ``source``: an opened source (in-memory data, which a
     spec cannot hold) instead of the spec's path."""
     started = time.perf_counter()
@@ -85,7 +95,7 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
     with Session(resolve_dsn(target.dsn)) as session:
         meta.ensure_meta(session, conn=session.ddl)
         session.commit(session.ddl)
-        source, watermark = _incremental(source, session, target)
+        source, watermark = _incremental(source, session, target, full_refresh)
         partitions = source.partitions()
         report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=redact(spec.source.path),
                             mode=target.mode, source_partitions=len(partitions),
@@ -94,7 +104,7 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
                             database=database_label(target.dsn))
         digest = spec_hash(spec)
         state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=digest, progress=progress,
-                  store=store, watermark=watermark)
+                  store=store, watermark=watermark, full_refresh=full_refresh)
         keys = [load_key(target, p, digest) for p in partitions]
         try:
             failures = _commit_partitions(state, partitions, keys)
@@ -128,14 +138,16 @@ def _commit_partitions(state: LoadState, partitions: list[Partition],
             keep_sample(state)
             raise
         return []
+    begin_refresh(state, keys)
     failures: list[tuple[str, BiconicError]] = []
     for partition, key in zip(partitions, keys, strict=True):
-        if meta.is_loaded(state.session, key, conn=state.session.ddl):
+        chosen = key_to_load(state, partition, key, _former_keys(state.target, partition, state.spec_hash))
+        if chosen is None:
             state.report.skipped_partitions += 1
             state.report.note(partition.label, "skipped")
             continue
         try:
-            load_partition(state, partition, key)
+            load_partition(state, partition, chosen)
         except BiconicError as exc:
             if isinstance(exc, RejectedError):
                 keep_sample(state)
@@ -145,6 +157,8 @@ def _commit_partitions(state: LoadState, partitions: list[Partition],
             failures.append((partition.label, exc))
             said = str(exc).removeprefix(f"{partition.label}: ").removeprefix(f"{partition.label}, ")
             state.report.note(partition.label, "failed", error=said)
+    if not failures:  # a refresh with failed partitions is resumed by the next one
+        end_refresh(state)
     return failures
 
 

@@ -7,6 +7,7 @@ archive manifest. No other module writes SQL against these tables.
 - ``biconic.datasets``: how each table is partitioned, and a ``version`` bumped in the transaction of every
   load, replace and restore (cache keys carry it).
 - ``biconic.watermarks``: how far each incremental source has been read, advanced with the rows it covers.
+- ``biconic.refreshes``: full refreshes under way, so a re-run after a crash finishes the same one.
 - ``biconic.archive_files``, the manifest: every verified archive file and whether its rows are ``hot``
   (also in PostgreSQL), ``cold`` (only in the archive) or ``superseded``.
 
@@ -25,9 +26,9 @@ from engine.ids import ConnectionId
 __all__ = [
     "LOADS", "MANIFEST", "QUARANTINE", "ManifestEntry", "Runs", "archived_files", "bump_version", "claim",
     "cold_files", "cold_for_restore", "cold_periods", "cold_summary", "complete", "counts_prove_contents",
-    "dataset_layout", "dataset_version", "datasets", "ensure_meta", "forget_loads", "hot_files", "is_loaded",
-    "last_load", "load_keys", "mark_cold", "mark_hot", "record_dataset", "record_files", "set_watermark",
-    "supersede", "versions", "watermark",
+    "dataset_layout", "dataset_version", "datasets", "ensure_meta", "finish_refresh", "forget_loads", "hot_files",
+    "is_loaded", "last_load", "load_keys", "mark_cold", "mark_hot", "note_first_keys", "record_dataset",
+    "record_files", "set_watermark", "start_refresh", "supersede", "versions", "watermark",
 ]
 
 SCHEMA = "biconic"
@@ -387,3 +388,43 @@ def archived_files(db: Runs, dataset: str) -> list[str]:
     """Every listed file of a dataset that is not superseded (the raw archive view)."""
     return [str(r[0]) for r in db.run(f"SELECT uri FROM {MANIFEST} WHERE dataset = $1 AND state <> 'superseded' "
                                       "ORDER BY uri", [dataset])]
+
+
+# --- full refreshes ---------------------------------------------------------------------------------------------
+#: a full refresh under way (a row per load scope, gone when it finishes): a re-run after a crash resumes it
+REFRESHES = f"{SCHEMA}.refreshes"
+_REFRESHES_DDL = f"""CREATE TABLE IF NOT EXISTS {REFRESHES} (
+    dataset text NOT NULL,
+    connection_key text NOT NULL,
+    scope text NOT NULL,
+    refresh_id text NOT NULL,
+    first_keys text NOT NULL DEFAULT '',
+    started_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (dataset, connection_key, scope))"""
+
+
+def start_refresh(db: Runs, dataset: str, connection_id: int | None, scope: str, refresh_id: str, *,
+                  conn: Any) -> tuple[str, set[str]]:
+    """The full refresh of this load scope that a crash left unfinished, else a new one named ``refresh_id``:
+    its id and the keys it loads as first loads (partitions never loaded before it started)."""
+    if not _exists(db, REFRESHES, conn):  # created on first use: only full refreshes need it
+        db.run("SELECT pg_advisory_xact_lock(hashtext('biconic.meta'))", conn=conn)
+        db.run(_REFRESHES_DDL, conn=conn)
+    rows = db.run(f"INSERT INTO {REFRESHES} (dataset, connection_key, scope, refresh_id) VALUES ($1, $2, $3, $4) "
+                  "ON CONFLICT (dataset, connection_key, scope) DO UPDATE SET scope = EXCLUDED.scope "
+                  "RETURNING refresh_id, first_keys",
+                  [dataset, _connection_key(connection_id), scope, refresh_id], conn=conn)
+    return str(rows[0][0]), {k for k in str(rows[0][1]).split(",") if k}
+
+
+def note_first_keys(db: Runs, dataset: str, connection_id: int | None, scope: str, keys: set[str], *,
+                    conn: Any) -> None:
+    """Remember the keys a full refresh loads as first loads, before it loads them."""
+    db.run(f"UPDATE {REFRESHES} SET first_keys = $4 WHERE dataset = $1 AND connection_key = $2 AND scope = $3",
+           [dataset, _connection_key(connection_id), scope, ",".join(sorted(keys))], conn=conn)
+
+
+def finish_refresh(db: Runs, dataset: str, connection_id: int | None, scope: str, *, conn: Any) -> None:
+    """A full refresh whose every partition committed: the next one starts anew."""
+    db.run(f"DELETE FROM {REFRESHES} WHERE dataset = $1 AND connection_key = $2 AND scope = $3",
+           [dataset, _connection_key(connection_id), scope], conn=conn)

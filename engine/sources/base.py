@@ -20,8 +20,9 @@ __all__ = ["IncrementalSource", "Partition", "Source", "file_fingerprint", "read
 class Partition:
     """One unit of loading: it commits (or is skipped) as a whole.
 
-    ``key`` identifies it inside its source (``orders.xlsx#Sheet1``); ``fingerprint`` changes whenever the
-    underlying bytes may have changed (path + size + mtime), so it is part of the load key.
+    ``key`` identifies it inside its source; ``fingerprint`` changes whenever the data may have changed, so both
+    are part of the load key. Files: the key is the hash of the bytes (and the sheet), so a touched or
+    re-downloaded file is the partition already loaded (see :mod:`engine.sources.files.content`).
     """
 
     key: str
@@ -31,6 +32,12 @@ class Partition:
     path: Path | None = None
     size_bytes: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    #: the fingerprint cannot see changes (a database table read without a cursor): merge and replace re-read it
+    volatile: bool = False
+    #: (key, fingerprint) the same data had in releases before content hashing: committed, they count as loaded
+    former: tuple[tuple[str, str], ...] = ()
+    #: the file's stat when it was hashed; its rows commit only if it still holds (files only)
+    stat: tuple[int, ...] | None = None
 
     @property
     def file(self) -> Path:
@@ -94,7 +101,8 @@ class IncrementalSource(Source, Protocol):
 
 
 def file_fingerprint(path: Path, *extra: str) -> str:
-    """A short hash of path, size and mtime (and ``extra``, e.g. a sheet name) naming a file's content version."""
+    """The fingerprint files had before content hashing: path, size and mtime (and ``extra``, e.g. a sheet name).
+    Kept for :attr:`Partition.former`, so files loaded by an older release are still known."""
     st = os.stat(path)
     text = "\x1f".join([str(path.resolve()), str(st.st_size), str(st.st_mtime_ns), *extra])
     return hashlib.sha256(text.encode()).hexdigest()[:32]

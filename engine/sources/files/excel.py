@@ -28,6 +28,7 @@ from engine.errors import HostileInputError, SourceError, SpecError
 from engine.plan.columns import ROW_COLUMN
 from engine.sources.base import Partition, file_fingerprint, reader_from_frame
 from engine.sources.chunks import ChunkFactory, sliced_chunks
+from engine.sources.files.content import content_hash, content_keys
 
 __all__ = ["ExcelDType", "ExcelSource"]
 
@@ -95,19 +96,22 @@ class ExcelSource:
                 )
 
     def partitions(self) -> list[Partition]:
-        """One partition per (workbook, sheet), in path then workbook order; listing runs in the sandbox."""
+        """One partition per (workbook, sheet), in path then workbook order; listing runs in the sandbox. A sheet
+        is keyed by its workbook's bytes and its name."""
         out: list[Partition] = []
-        for path in self.paths:
-            size = _file_size(path)
+        sizes = [_file_size(path) for path in self.paths]
+        for path, size, (key, digest, stat) in zip(self.paths, sizes, content_keys(self.paths), strict=True):
             for sheet in self._chosen_sheets(path, self._sheet_names(path)):
                 out.append(
                     Partition(
-                        key=f"{path}#{sheet}",
+                        key=f"{key}[{sheet}]",
                         label=f"{path.name}[{sheet}]",
                         path=path,
-                        fingerprint=file_fingerprint(path, sheet),
+                        fingerprint=digest,
                         size_bytes=size,
                         options={"sheet": sheet},
+                        stat=stat,
+                        former=((f"{path}#{sheet}", file_fingerprint(path, sheet)),),
                     )
                 )
         return out
@@ -168,7 +172,7 @@ class ExcelSource:
 
     def _load(self, partition: Partition, *, schema_only: bool) -> pl.DataFrame:
         _file_size(partition.file)  # a vanished file says so
-        if file_fingerprint(partition.file, str(partition.options["sheet"])) != partition.fingerprint:
+        if content_hash(partition.file)[0] != partition.fingerprint:
             raise SourceError(
                 partition.label, "the workbook changed since its partitions were listed; list them again"
             )

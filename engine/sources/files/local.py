@@ -13,6 +13,7 @@ from typing import IO
 from engine.errors import SourceError
 from engine.settings import settings
 from engine.sources.base import Partition, file_fingerprint
+from engine.sources.files.content import content_keys
 
 __all__ = ["check_file", "file_partitions", "transcode_to_utf8"]
 
@@ -63,11 +64,12 @@ def check_file(path: Path) -> None:
 
 
 def file_partitions(paths: Sequence[Path]) -> list[Partition]:
-    """One partition per file (CSV, JSON, Parquet): keyed by its absolute path, fingerprinted by its bytes'
-    version (see :func:`engine.sources.base.file_fingerprint`)."""
-    parts = []
+    """One partition per file (CSV, JSON, Parquet): keyed and fingerprinted by its bytes (see
+    :func:`engine.sources.files.content.content_keys`), known also by its key of older releases."""
     for path in paths:
         check_file(path)
-        parts.append(Partition(key=str(path.resolve()), label=path.name, path=path,
-                               fingerprint=file_fingerprint(path), size_bytes=path.stat().st_size))
+    parts = []
+    for path, (key, digest, stat) in zip(paths, content_keys(paths), strict=True):
+        parts.append(Partition(key=key, label=path.name, path=path, fingerprint=digest, size_bytes=stat[0],
+                               stat=stat, former=((str(path.resolve()), file_fingerprint(path)),)))
     return parts

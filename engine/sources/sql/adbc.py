@@ -20,9 +20,10 @@ The generic path is tested here with the drivers that run on the build machines 
 Snowflake and BigQuery warehouses are not tested here.
 
 A partition's fingerprint is the source (without secrets), the table or query and the watermark range, as for
-the database source: re-running a full (non-incremental) read is skipped like any re-run; use a ``cursor`` to
-pick up changes. With a cursor the read is incremental: ``WHERE cursor > low - lag AND cursor <= high``, ``high``
-the cursor's maximum when the load starts, both bound as parameters of the cursor's own type.
+the database source: a full (non-incremental) read is ``volatile`` (merge and replace read it again every run,
+append skips it like any re-run); use a ``cursor`` to pick up only changes. With a cursor the read is
+incremental: ``WHERE cursor > low - lag AND cursor <= high``, ``high`` the cursor's maximum when the load
+starts, both bound as parameters of the cursor's own type.
 """
 
 from __future__ import annotations
@@ -372,7 +373,8 @@ class AdbcSource:
         text = "\x1f".join([self.watermark_key(), self._base(), *marks])
         fingerprint = hashlib.sha256(text.encode()).hexdigest()[:32]
         key = self.watermark_key()
-        return [Partition(key=key, label=self.label, fingerprint=fingerprint)]
+        return [Partition(key=key, label=self.label, fingerprint=fingerprint,
+                          volatile=window is None or self.cursor is None)]
 
     def chunks(self, partition: Partition) -> Iterator[ChunkFactory]:
         """The result in chunks of about ``BICONIC_CHUNK_ROWS`` rows (one held at a time). Each call runs the

@@ -310,7 +310,9 @@ class DatabaseSource(abc.ABC):
                             *(("", "") if self.bounds is None else (str(self.bounds[0]), str(self.bounds[1])))])
         fingerprint = hashlib.sha256(text.encode()).hexdigest()[:32]
         size = described.size_bytes if self.bounds is None else 0
-        return [Partition(key=self.label, label=self.label, fingerprint=fingerprint, size_bytes=size)]
+        # without a cursor the fingerprint is the same whatever the table holds: merge and replace re-read it
+        return [Partition(key=self.label, label=self.label, fingerprint=fingerprint, size_bytes=size,
+                          volatile=self.bounds is None or self.cursor is None)]
 
     def chunks(self, partition: Partition) -> Generator[ChunkFactory, None, None]:
         """Chunks of about ``batch_rows`` rows, each materialised only while it is loaded."""

@@ -4,8 +4,9 @@ wording of driver errors, and the options (with how a URL and options become a s
 
 Each table or query is ONE :class:`~engine.sources.base.Partition` (a list or pattern of tables is a
 :class:`~engine.sources.sql.tables.TableSet`, a partition per table). Its fingerprint is a hash of the server
-(without password), the table or query and the watermark bounds: re-running a full (non-incremental) load of
-the same table is skipped like any re-run; use a ``cursor`` to pick up changes.
+(without password), the table or query and the watermark bounds. A full (non-incremental) read's fingerprint
+cannot see changes, so its partition is ``volatile``: merge and replace read it again every run, append skips
+it like any re-run (``full_refresh`` reads it again); a ``cursor`` reads only what changed.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pytest
+import xxhash
 
 from engine.errors import HostileInputError, SourceError, SpecError
 from engine.plan.columns import ROW_COLUMN
@@ -66,9 +67,11 @@ def test_one_sheet_gives_columns_types_and_spreadsheet_rows(tmp_path: Path) -> N
     assert isinstance(source, Source)
 
     [part] = source.partitions()
-    assert part.key == f"{path}#Orders"
+    # keyed by the workbook's bytes and the sheet; known also by the key of releases before content hashing
+    assert part.key == f"{part.fingerprint}[Orders]"
     assert part.label == "orders.xlsx[Orders]"
-    assert part.fingerprint == file_fingerprint(path, "Orders")
+    assert part.fingerprint == xxhash.xxh3_128(path.read_bytes()).hexdigest()
+    assert part.former == ((f"{path}#Orders", file_fingerprint(path, "Orders")),)
     assert part.size_bytes == path.stat().st_size
     assert part.options == {"sheet": "Orders"}
 

@@ -124,6 +124,57 @@ def test_incremental_merge_reads_only_changes(pg_dsn: str, sql: Sql, src: str, t
     _same(sql, src, table)
 
 
+# --- re-loads (the table's key cannot see changes without a cursor) -------------------------------------------
+def _changing_table(sql: Sql, src: str) -> None:
+    sql(f'''CREATE TABLE "{src}" AS SELECT g::int8 AS id, md5(g::text) AS v,
+            timestamptz '2024-03-01 00:00+00' + g * interval '1 hour' AS updated_at FROM generate_series(1, 50) g''')
+
+
+def _change(sql: Sql, src: str) -> None:
+    sql(f"UPDATE \"{src}\" SET v = 'changed' WHERE id IN (3, 40)")
+    sql(f"DELETE FROM \"{src}\" WHERE id = 50")
+    sql(f"INSERT INTO \"{src}\" VALUES (51, 'new', timestamptz '2024-03-05 00:00+00')")
+
+
+def test_merge_without_cursor_applies_changes_every_run(pg_dsn: str, sql: Sql, src: str, table: str) -> None:
+    _changing_table(sql, src)
+    url = with_params(pg_dsn, table=src)
+    kwargs: dict[str, Any] = {"into": table, "dsn": pg_dsn, "mode": "merge", "key": "id"}
+    assert engine.load(url, **kwargs).rows_loaded == 50
+    _change(sql, src)
+    second = engine.load(url, **kwargs)
+    assert (second.rows_in, second.skipped_partitions) == (50, 0)
+    assert sql(f'SELECT id, v FROM "{table}" WHERE id IN (3, 40, 51) ORDER BY id') == \
+        [(3, "changed"), (40, "changed"), (51, "new")]
+    assert row_count(sql, table) == 51  # merge updates and inserts; a row deleted at the source stays
+
+
+def test_replace_rereads_and_append_skips_unless_full_refresh(pg_dsn: str, sql: Sql, src: str, table: str) -> None:
+    _changing_table(sql, src)
+    url = with_params(pg_dsn, table=src)
+    replaced, appended = f"{table}_r", f"{table}_a"
+    engine.load(url, into=replaced, dsn=pg_dsn, mode="replace")
+    engine.load(url, into=appended, dsn=pg_dsn)
+    _change(sql, src)
+    assert engine.load(url, into=replaced, dsn=pg_dsn, mode="replace").rows_loaded == 50
+    _same(sql, src, replaced)
+    assert engine.load(url, into=appended, dsn=pg_dsn).skipped_partitions == 1
+    assert engine.load(url, into=appended, dsn=pg_dsn, full_refresh=True).rows_loaded == 50
+    assert row_count(sql, appended) == 100  # append + full refresh adds the rows again, on purpose
+
+
+def test_full_refresh_ignores_the_watermark(pg_dsn: str, sql: Sql, src: str, table: str) -> None:
+    _changing_table(sql, src)
+    url = with_params(pg_dsn, table=src, cursor="updated_at")
+    kwargs: dict[str, Any] = {"into": table, "dsn": pg_dsn, "mode": "merge", "key": "id"}
+    assert engine.load(url, **kwargs).rows_in == 50
+    sql(f"UPDATE \"{src}\" SET v = 'quiet'")  # a change the cursor cannot see
+    assert engine.load(url, **kwargs).rows_in == 0
+    assert engine.load(url, **kwargs, full_refresh=True).rows_in == 50
+    _same(sql, src, table)
+    assert engine.load(url, **kwargs).rows_in == 0  # the watermark is where the full read left it
+
+
 def test_numeric_cursor_appends_new_rows(pg_dsn: str, sql: Sql, src: str, table: str) -> None:
     sql(f'''CREATE TABLE "{src}" AS SELECT g::int8 AS id, md5(g::text) AS v,
             timestamp '2024-03-01' + g * interval '1 hour' AS updated_at FROM generate_series(1, 100) g''')
