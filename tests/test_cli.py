@@ -91,7 +91,7 @@ def test_run_pipeline_file(tmp_path: Path, pg_dsn: str, table: str) -> None:
     [report] = [json.loads(line) for line in result.output.splitlines()]  # one JSON line per load
     assert (report["rows_loaded"], report["rows_quarantined"]) == (1, 1)
     again = CliRunner().invoke(cli, ["run", str(tmp_path / "p.yaml"), "--dsn", pg_dsn, "--json", "--full-refresh"])
-    assert [r["rows_loaded"] for r in json.loads(again.output)] == [1]
+    assert [json.loads(line)["rows_loaded"] for line in again.output.splitlines()] == [1]
 
 
 def test_sources_lists_every_kind_with_options() -> None:

@@ -403,7 +403,7 @@ _REFRESHES_DDL = f"""CREATE TABLE IF NOT EXISTS {REFRESHES} (
     PRIMARY KEY (dataset, connection_key, scope))"""
 
 
-def start_refresh(db: Runs, dataset: str, connection_id: int | None, scope: str, refresh_id: str, *,
+def start_refresh(db: Runs, dataset: str, connection_id: ConnectionId | None, scope: str, refresh_id: str, *,
                   conn: Any) -> tuple[str, set[str]]:
     """The full refresh of this load scope that a crash left unfinished, else a new one named ``refresh_id``:
     its id and the keys it loads as first loads (partitions never loaded before it started)."""
@@ -417,14 +417,14 @@ def start_refresh(db: Runs, dataset: str, connection_id: int | None, scope: str,
     return str(rows[0][0]), {k for k in str(rows[0][1]).split(",") if k}
 
 
-def note_first_keys(db: Runs, dataset: str, connection_id: int | None, scope: str, keys: set[str], *,
+def note_first_keys(db: Runs, dataset: str, connection_id: ConnectionId | None, scope: str, keys: set[str], *,
                     conn: Any) -> None:
     """Remember the keys a full refresh loads as first loads, before it loads them."""
     db.run(f"UPDATE {REFRESHES} SET first_keys = $4 WHERE dataset = $1 AND connection_key = $2 AND scope = $3",
            [dataset, _connection_key(connection_id), scope, ",".join(sorted(keys))], conn=conn)
 
 
-def finish_refresh(db: Runs, dataset: str, connection_id: int | None, scope: str, *, conn: Any) -> None:
+def finish_refresh(db: Runs, dataset: str, connection_id: ConnectionId | None, scope: str, *, conn: Any) -> None:
     """A full refresh whose every partition committed: the next one starts anew."""
     db.run(f"DELETE FROM {REFRESHES} WHERE dataset = $1 AND connection_key = $2 AND scope = $3",
            [dataset, _connection_key(connection_id), scope], conn=conn)
