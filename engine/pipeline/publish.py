@@ -1,5 +1,6 @@
 """Committing partitions, one way per mode. Every partition goes through the same steps, in this order:
-claim its ledger row, stream its rows, list its archive files, advance the watermark, record its counts.
+claim its ledger row, stream its rows, list its archive files, advance the watermark, supersede the rejected
+rows earlier loads of the same partition left, record its counts.
 
 - append and merge (:func:`load_partition`): one transaction per source partition; a crash or an error rolls
   back that partition only, and a re-run skips the partitions already committed.
@@ -63,6 +64,8 @@ def _one(state: LoadState, partition: Partition, key: str, target_for: Callable[
                         archive)
         _publish_archive(state, archive, key)
         _advance_watermark(state)
+        meta.supersede_quarantine(state.session, state.target.table, state.target.connection_id, partition.key,
+                                  load_id=state.report.load_id)
         meta.complete(state.session, key, rows_in=counts.rows_in, rows_loaded=counts.loaded,
                       rows_quarantined=counts.quarantined, rows_filtered=counts.filtered)
         return counts

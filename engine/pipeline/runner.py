@@ -13,6 +13,7 @@ from engine.errors import SpecError
 from engine.names import canonical_table
 from engine.pipeline.context import LoadState
 from engine.pipeline.publish import load_partition, replace_all
+from engine.pipeline.runlog import recorded
 from engine.postgres import meta
 from engine.postgres.connection import Session
 from engine.postgres.ddl import split_table
@@ -69,7 +70,7 @@ def _incremental(source: Source, session: Session, target: TargetSpec) -> tuple[
 
 
 def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
-    """Execute one LoadSpec (see :func:`engine.load`)."""
+    """Execute one LoadSpec (see :func:`engine.load`); the run is logged in ``biconic.runs``, failed or not."""
     started = time.perf_counter()
     _check_table_name(spec.target.table)
     # one name per table: "public.orders" and "orders" must share a ledger, or a re-run would duplicate
@@ -79,27 +80,34 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None) -> LoadReport:
     source = open_source(spec.source.path, format=spec.source.format, options=spec.source.options)
     url = settings().archive(target.archive)
     store = Store(url) if url is not None else None
-    with Session(resolve_dsn(target.dsn)) as session:
-        meta.ensure_meta(session, conn=session.ddl)
-        session.commit(session.ddl)
-        source, watermark = _incremental(source, session, target)
-        partitions = source.partitions()
-        report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=redact(spec.source.path),
-                            mode=target.mode, source_partitions=len(partitions),
-                            source_bytes=sum(p.size_bytes for p in partitions),
-                            archive=store.url if store is not None else None)
-        digest = spec_hash(spec)
-        state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=digest, progress=progress,
-                  store=store, watermark=watermark)
-        keys = [load_key(target, p, digest) for p in partitions]
-        try:
-            _commit_partitions(state, partitions, keys)
-        finally:
-            if state.staging is not None:
-                state.staging.close()
-    if report.rows_loaded or report.mode == "replace":
-        refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
-    return _finished(report, started)
+    report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=redact(spec.source.path),
+                        mode=target.mode, archive=store.url if store is not None else None)
+    dsn = resolve_dsn(target.dsn)
+    with recorded(dsn, report, target.connection_id) as run:
+        with Session(dsn) as session:
+            meta.ensure_meta(session, conn=session.ddl)
+            run.begin(session)
+            session.commit(session.ddl)
+            state = _load(LoadState(spec=spec, source=source, session=session, report=report,
+                                    spec_hash=spec_hash(spec), progress=progress, store=store))
+        if report.rows_loaded or report.mode == "replace":
+            refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
+        return _finished(report, started)
+
+
+def _load(state: LoadState) -> LoadState:
+    """Restrict an incremental source, key its partitions and commit them (the run's row is already written)."""
+    state.source, state.watermark = _incremental(state.source, state.session, state.target)
+    partitions = state.source.partitions()
+    state.report.source_partitions = len(partitions)
+    state.report.source_bytes = sum(p.size_bytes for p in partitions)
+    keys = [load_key(state.target, p, state.spec_hash) for p in partitions]
+    try:
+        _commit_partitions(state, partitions, keys)
+    finally:
+        if state.staging is not None:
+            state.staging.close()
+    return state
 
 
 def _commit_partitions(state: LoadState, partitions: list[Partition], keys: list[str]) -> None:

@@ -67,7 +67,7 @@ def _one_batch(state: LoadState, partition: Partition, df: pl.DataFrame, prepare
     bad = df.filter(status == 1)
     if bad.height:
         counts.by_rule.update(bad[RULE].to_list())
-        copy.copy(state.session, meta.QUARANTINE, quarantine_rows(state, bad, prepared, partition.label).to_arrow())
+        copy.copy(state.session, meta.QUARANTINE, quarantine_rows(state, bad, prepared, partition).to_arrow())
         counts.quarantined += bad.height
     counts.filtered += int((status == 2).sum())
     state.tell_progress(partition, state.report.rows_in + counts.rows_in)
