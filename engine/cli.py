@@ -289,8 +289,9 @@ def list_loads(dataset: str | None, since: str | None, limit: int, dsn: str | No
     if as_json:
         click.echo(json.dumps(found, default=_iso))
         return
-    _echo_table(found, ["started_at", "dataset", "outcome", "rows_in", "rows_loaded", "rows_quarantined",
-                        "rows_filtered", "partitions_done", "partitions_skipped", "seconds", "load_id", "error"])
+    for run in found:
+        click.echo(_run_line(run))
+    click.echo(f"{len(found):,} load(s)", err=True)
 
 
 @cli.command(name="quarantine")
@@ -322,11 +323,22 @@ def show_quarantine(dataset: str, load_id: str | None, superseded: bool, limit: 
     if as_json:
         click.echo(json.dumps(rows, default=_iso))
         return
-    _echo_table(rows, ["load_id", "source", "row_number", "rule", "column_name", "reason", "raw", "superseded_by"])
+    _echo_table(rows, ["load_id", "source", "row_number", "rule", "column_name", "reason", "raw",
+                       *(["superseded_by"] if superseded else [])])
 
 
 def _iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    """One load run for people: when, what, outcome, counts, time, id; a failure's error on a second line."""
+    started = run["started_at"].strftime("%Y-%m-%d %H:%M:%S %Z") if run["started_at"] else "-"
+    seconds = f"{run['seconds']:.2f} s" if run["seconds"] is not None else "-"
+    line = (f"{started}  {run['dataset']}  {run['outcome']}: {run['rows_in']:,} in, {run['rows_loaded']:,} loaded, "
+            f"{run['rows_quarantined']:,} quarantined, {run['rows_filtered']:,} filtered; partitions "
+            f"{run['partitions_done']} done, {run['partitions_skipped']} skipped; {seconds}  load {run['load_id']}")
+    return line + (f"\n    {run['error_class']}: {run['error']}" if run["error"] else "")
 
 
 def _echo_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
