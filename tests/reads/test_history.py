@@ -17,6 +17,7 @@ import engine
 from engine.cli import cli
 from engine.errors import SchemaDriftError, SpecError
 from engine.reads.history import parse_since
+from tests.support import Sql
 
 BAD = "day,order_id,qty\n2024-01-01,1,5\n2024-01-02,,6\n2024-01-03,3,-1\n2024-01-04,4,7\n"
 FIXED = "day,order_id,qty\n2024-01-01,1,5\n2024-01-02,2,6\n2024-01-03,3,1\n2024-01-04,4,7\n"
@@ -162,6 +163,23 @@ def test_replace_supersedes_the_rows_of_the_partition_it_reloads(tmp_path: Path,
     second = engine.load(path, into=table, mode="replace", spec=RULES, dsn=pg_dsn)
     old = engine.quarantined(table, load_id=first.load_id, superseded=True, dsn=pg_dsn)
     assert {r["superseded_by"] for r in old} == {second.load_id}
+
+
+def test_an_incremental_run_supersedes_nothing(pg_dsn: str, sql: Sql, table: str) -> None:
+    """Each incremental run reads only new rows: the rows an earlier run rejected were never read again."""
+    from tests.sources.sql._helpers import with_params
+
+    src = f"{table}_src"
+    sql(f"""CREATE TABLE "{src}" AS SELECT g::int8 AS id, CASE WHEN g = 2 THEN NULL ELSE g END AS order_id,
+            timestamptz '2024-03-01 00:00+00' + g * interval '1 hour' AS updated_at FROM generate_series(1, 3) g""")
+    kwargs: dict[str, Any] = {"into": table, "partition_by": "updated_at:month", "dsn": pg_dsn,
+                              "options": {"cursor": "updated_at"}, "spec": {"rules": [{"not_null": "order_id"}]}}
+    first = engine.load(with_params(pg_dsn, table=src), **kwargs)
+    sql(f"""INSERT INTO "{src}" VALUES (4, 4, timestamptz '2024-04-01 00:00+00')""")
+    second = engine.load(with_params(pg_dsn, table=src), **kwargs)
+    assert (first.rows_quarantined, second.rows_in) == (1, 1)
+    (row,) = engine.quarantined(table, load_id=first.load_id, dsn=pg_dsn)
+    assert row["superseded_by"] is None
 
 
 # --- biconic.* through query ------------------------------------------------------------------------------------------
