@@ -197,3 +197,15 @@ def test_query_reads_the_biconic_tables(tmp_path: Path, pg_dsn: str, table: str)
     assert again.item() == 4
     refused = _cli("query", "DELETE FROM biconic.runs", "--dsn", pg_dsn)
     assert refused.exit_code == 2 and refused.output.startswith("error:")
+
+
+def test_query_reads_the_biconic_tables_without_the_scanner(tmp_path: Path, pg_dsn: str, table: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the duckdb-ext-postgres wheel the tables are read through ADBC into Arrow instead."""
+    import engine.reads.duck as duck
+
+    monkeypatch.setattr(duck, "_postgres_extension", lambda: None)
+    report = engine.load(_write(tmp_path / "orders.csv", BAD), into=table, spec=RULES, dsn=pg_dsn)
+    frame = engine.query(f"SELECT outcome, rows_quarantined FROM biconic.runs WHERE load_id = '{report.load_id}'",
+                         dsn=pg_dsn)
+    assert frame.rows() == [("succeeded", 2)]
