@@ -52,8 +52,9 @@ def runs(db: Runs, *, dataset: str | None = None, since: dt.datetime | None = No
 
 
 def dataset_known(db: Runs, dataset: str) -> bool:
-    """Whether a dataset of that name was ever created, loaded or quarantined into."""
-    if not _exists(db, QUARANTINE):
+    """Whether a dataset of that name was ever created, loaded or quarantined into (False before the run log
+    exists: the first load of this engine version brings the schema up to date)."""
+    if not _exists(db, RUNS):
         return False
     return bool(db.run(f"SELECT EXISTS (SELECT 1 FROM {DATASETS} WHERE dataset = $1) "
                        f"OR EXISTS (SELECT 1 FROM {RUNS} WHERE dataset = $1) "
