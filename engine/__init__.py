@@ -34,6 +34,7 @@ from engine.errors import (
 if TYPE_CHECKING:
     from engine.pipeline import load, run
     from engine.reads.duck import query
+    from engine.reads.history import loads, quarantined
     from engine.report import LoadReport
     from engine.spec.models import LoadSpec, Pipeline
 
@@ -57,12 +58,15 @@ __all__ = [
     "SpecError",
     "TransientError",
     "load",
+    "loads",
+    "quarantined",
     "query",
     "run",
 ]
 __version__ = "0.1.0"
 
 _LAZY = {"load": "engine.pipeline", "run": "engine.pipeline", "query": "engine.reads.duck",
+         "loads": "engine.reads.history", "quarantined": "engine.reads.history",
          "LoadReport": "engine.report", "LoadSpec": "engine.spec.models", "Pipeline": "engine.spec.models"}
 
 

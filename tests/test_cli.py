@@ -16,7 +16,8 @@ from tests.support import Sql
 
 
 @pytest.mark.parametrize("command", [[], ["load"], ["run"], ["demo"], ["query"], ["tier"], ["restore"], ["info"],
-                                     ["sources"], ["latest"], ["settings"]])
+                                     ["sources"], ["latest"], ["settings"], ["loads"],
+                                     ["quarantine"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0

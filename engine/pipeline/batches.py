@@ -15,6 +15,7 @@ from engine.plan.rules import as_text
 from engine.postgres.ddl import CONNECTION_COLUMN
 from engine.postgres.periods import Period, period_of, truncate_every
 from engine.settings import settings
+from engine.sources.base import Partition
 from engine.sources.chunks import ChunkFactory
 
 __all__ = ["batches", "by_period", "periods", "quarantine_rows"]
@@ -68,7 +69,7 @@ def by_period(df: pl.DataFrame, prepared: Prepared) -> Iterator[tuple[Period, pl
         yield period_of(start, prepared.info.granularity), part
 
 
-def quarantine_rows(state: LoadState, bad: pl.DataFrame, prepared: Prepared, label: str) -> pl.DataFrame:
+def quarantine_rows(state: LoadState, bad: pl.DataFrame, prepared: Prepared, partition: Partition) -> pl.DataFrame:
     """Rejected rows as ``biconic.quarantine`` holds them: rule, column, reason, row number and the row as
     read from the source (the plan's hidden copies), else as it stands now."""
     sources = {c[len(SOURCE_PREFIX):]: c for c in bad.columns if c.startswith(SOURCE_PREFIX)}
@@ -79,10 +80,11 @@ def quarantine_rows(state: LoadState, bad: pl.DataFrame, prepared: Prepared, lab
         "load_id": pl.Series([state.report.load_id] * bad.height, dtype=pl.String),
         "dataset": pl.Series([state.target.table] * bad.height, dtype=pl.String),
         "connection_id": bad[CONNECTION_COLUMN].cast(pl.String),
-        "source": pl.Series([label] * bad.height, dtype=pl.String),
+        "source": pl.Series([partition.label] * bad.height, dtype=pl.String),
         "row_number": bad[ROW_COLUMN].cast(pl.Int64),
         "rule": bad[RULE],
         "column_name": bad[COLUMN],
         "reason": bad[REASON].str.replace_all("\x00", "\\0", literal=True),
         "raw": raw,
+        "partition_key": pl.Series([partition.key] * bad.height, dtype=pl.String),
     })

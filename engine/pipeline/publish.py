@@ -1,5 +1,6 @@
 """Committing partitions, one way per mode. Every partition goes through the same steps, in this order:
-claim its ledger row, stream its rows, list its archive files, advance the watermark, record its counts.
+claim its ledger row, stream its rows, list its archive files, advance the watermark, supersede the rejected
+rows earlier loads of the same partition left, record its counts.
 
 - append and merge (:func:`load_partition`): one transaction per source partition; a crash or an error rolls
   back that partition only, and a re-run skips the partitions already committed.
@@ -70,6 +71,7 @@ def _one(state: LoadState, partition: Partition, key: str, target_for: Callable[
             unchanged(partition.path, partition.stat)  # the rows are those of the bytes the key names
         _publish_archive(state, archive, key)
         _advance_watermark(state)
+        _supersede_rejects(state, partition)
         meta.complete(state.session, key, rows_in=counts.rows_in, rows_loaded=counts.loaded,
                       rows_quarantined=counts.quarantined, rows_filtered=counts.filtered)
         return counts
@@ -87,6 +89,14 @@ def _publish_archive(state: LoadState, archive: ArchiveWriter | None, key: str) 
     meta.record_files(state.session, files, dataset=state.target.table, load_key=key, load_id=state.report.load_id)
     state.report.archive_files += len(files)
     state.report.archive_bytes += sum(f.bytes for f in files)
+
+
+def _supersede_rejects(state: LoadState, partition: Partition) -> None:
+    """The partition was read again whole: the rows earlier loads of it rejected are superseded by this one.
+    Not for an incremental source: each run reads different rows, so an earlier reject was never re-read."""
+    if state.watermark is None:
+        meta.supersede_quarantine(state.session, state.target.table, state.target.connection_id, partition.key,
+                                  load_id=state.report.load_id)
 
 
 def _advance_watermark(state: LoadState) -> None:

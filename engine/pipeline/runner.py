@@ -16,6 +16,7 @@ from engine.pipeline.context import LoadState
 from engine.pipeline.publish import load_partition, replace_all
 from engine.pipeline.rejects import keep_sample
 from engine.pipeline.reload import begin_refresh, end_refresh, key_to_load
+from engine.pipeline.runlog import recorded
 from engine.postgres import meta
 from engine.postgres.connection import Session
 from engine.postgres.ddl import split_table
@@ -81,7 +82,7 @@ def _incremental(source: Source, session: Session, target: TargetSpec,
 def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source | None = None,
              full_refresh: bool = False) -> LoadReport:
     """Execute one LoadSpec (see :func:`engine.load`); ``source``: an opened source (in-memory data, which a
-    spec cannot hold) instead of the spec's path."""
+    spec cannot hold) instead of the spec's path. The run is logged in ``biconic.runs``, failed or not."""
     started = time.perf_counter()
     _check_table_name(spec.target.table)
     # one name per table: "public.orders" and "orders" must share a ledger, or a re-run would duplicate
@@ -92,31 +93,38 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
         source = open_source(spec.source.path, format=spec.source.format, options=spec.source.options)
     url = settings().archive(target.archive)
     store = Store(url) if url is not None else None
-    with Session(resolve_dsn(target.dsn)) as session:
-        meta.ensure_meta(session, conn=session.ddl)
-        session.commit(session.ddl)
-        source, watermark = _incremental(source, session, target, full_refresh)
-        partitions = source.partitions()
-        report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=redact(spec.source.path),
-                            mode=target.mode, source_partitions=len(partitions),
-                            source_bytes=sum(p.size_bytes for p in partitions),
-                            archive=_where(store),
-                            database=database_label(target.dsn))
-        digest = spec_hash(spec)
-        state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=digest, progress=progress,
-                  store=store, watermark=watermark, full_refresh=full_refresh)
-        keys = [load_key(target, p, digest) for p in partitions]
-        try:
-            failures = _commit_partitions(state, partitions, keys)
-        finally:
-            if state.staging is not None:
-                state.staging.close()
-    if report.rows_loaded or report.mode == "replace":
-        refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
-    _finished(report, started)
-    if failures:
-        raise PartialLoadError(report, failures)
-    return report
+    report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=redact(spec.source.path),
+                        mode=target.mode, archive=_where(store), database=database_label(target.dsn))
+    dsn = resolve_dsn(target.dsn)
+    with recorded(dsn, report, target.connection_id) as run:
+        with Session(dsn) as session:
+            meta.ensure_meta(session, conn=session.ddl)
+            run.begin(session)
+            session.commit(session.ddl)
+            state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=spec_hash(spec),
+                              progress=progress, store=store, full_refresh=full_refresh)
+            failures = _load(state)
+        if report.rows_loaded or report.mode == "replace":
+            refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
+        _finished(report, started)
+        if failures:  # the others committed: the run is logged as failed, with what did commit
+            raise PartialLoadError(report, failures)
+        return report
+
+
+def _load(state: LoadState) -> list[tuple[str, BiconicError]]:
+    """Restrict an incremental source, key its partitions and commit them (the run's row is already written);
+    the partitions that failed while others committed."""
+    state.source, state.watermark = _incremental(state.source, state.session, state.target, state.full_refresh)
+    partitions = state.source.partitions()
+    state.report.source_partitions = len(partitions)
+    state.report.source_bytes = sum(p.size_bytes for p in partitions)
+    keys = [load_key(state.target, p, state.spec_hash) for p in partitions]
+    try:
+        return _commit_partitions(state, partitions, keys)
+    finally:
+        if state.staging is not None:
+            state.staging.close()
 
 
 def _where(store: Store | None) -> str | None:

@@ -83,7 +83,7 @@ def _one_batch(state: LoadState, partition: Partition, df: pl.DataFrame, prepare
     if bad.height:
         _refuse_given_twice(state, partition, bad)
         counts.by_rule.update(bad[RULE].to_list())
-        rows = quarantine_rows(state, bad, prepared, partition.label)
+        rows = quarantine_rows(state, bad, prepared, partition)
         copy.copy(state.session, meta.QUARANTINE, rows.to_arrow())
         if state.rejects is not None:
             state.rejects.add(rows)

@@ -3,7 +3,11 @@ archive manifest. No other module writes SQL against these tables.
 
 - ``biconic.loads``, the ledger: one row per load key, inserted in the transaction that commits the rows it
   describes (``ON CONFLICT DO NOTHING``: a concurrent loader of the same key waits, then skips).
-- ``biconic.quarantine``: rejected rows with rule, reason, source location and raw values (JSON text).
+- ``biconic.quarantine``: rejected rows with rule, reason, source location and raw values (JSON text), and
+  ``superseded_by``: the load that later committed the same source partition (same dataset, connection and
+  partition key), set in that load's transaction.
+- ``biconic.runs``, the run log: one row per load run (``load_id``), started before any data moves and
+  finished with its outcome (``succeeded``, ``failed`` with the error, ``nothing to do``), never rolled back.
 - ``biconic.datasets``: how each table is partitioned, and a ``version`` bumped in the transaction of every
   load, replace and restore (cache keys carry it).
 - ``biconic.watermarks``: how far each incremental source has been read, advanced with the rows it covers.
@@ -24,11 +28,12 @@ from typing import Any, Protocol
 from engine.ids import ConnectionId
 
 __all__ = [
-    "LOADS", "MANIFEST", "QUARANTINE", "ManifestEntry", "Runs", "archived_files", "bump_version", "claim",
+    "LOADS", "MANIFEST", "QUARANTINE", "RUNS", "ManifestEntry", "Runs", "archived_files", "bump_version", "claim",
     "cold_files", "cold_for_restore", "cold_periods", "cold_summary", "complete", "counts_prove_contents",
-    "dataset_layout", "dataset_version", "datasets", "ensure_meta", "finish_refresh", "forget_loads", "hot_files",
-    "is_loaded", "last_load", "load_keys", "mark_cold", "mark_hot", "note_first_keys", "record_dataset",
-    "record_files", "set_watermark", "start_refresh", "supersede", "versions", "watermark",
+    "dataset_layout", "dataset_version", "datasets", "ensure_meta", "finish_refresh", "finish_run", "forget_loads",
+    "hot_files", "is_loaded", "last_load", "load_keys", "mark_cold", "mark_hot", "note_first_keys", "record_dataset",
+    "record_files", "set_watermark", "start_refresh", "start_run", "supersede", "supersede_quarantine", "versions",
+    "watermark",
 ]
 
 SCHEMA = "biconic"
@@ -37,6 +42,7 @@ QUARANTINE = f"{SCHEMA}.quarantine"
 DATASETS = f"{SCHEMA}.datasets"
 WATERMARKS = f"{SCHEMA}.watermarks"
 MANIFEST = f"{SCHEMA}.archive_files"
+RUNS = f"{SCHEMA}.runs"
 
 
 class Runs(Protocol):
@@ -134,6 +140,33 @@ _DDL = [
     # connection ids may be integers, UUIDs or text: the engine's own tables hold their canonical text
     *[f"ALTER TABLE {t} ALTER COLUMN connection_id TYPE text USING connection_id::text"
       for t in (LOADS, QUARANTINE, MANIFEST)],
+    # history: which partition a rejected row came from, and the later load of it that superseded the row
+    f"ALTER TABLE {QUARANTINE} ADD COLUMN IF NOT EXISTS partition_key text",
+    f"ALTER TABLE {QUARANTINE} ADD COLUMN IF NOT EXISTS superseded_by text",
+    f"ALTER TABLE {QUARANTINE} ADD COLUMN IF NOT EXISTS superseded_at timestamptz",
+    f"CREATE INDEX IF NOT EXISTS quarantine_partition_idx ON {QUARANTINE} (dataset, partition_key) "
+    "WHERE superseded_by IS NULL",
+    # connection_id as text: the run log keeps whatever id the load was given
+    f"""CREATE TABLE IF NOT EXISTS {RUNS} (
+        load_id text PRIMARY KEY,
+        dataset text NOT NULL,
+        source text NOT NULL,
+        mode text NOT NULL,
+        connection_id text,
+        started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        finished_at timestamptz,
+        seconds double precision,
+        outcome text NOT NULL DEFAULT 'running',
+        rows_in bigint NOT NULL DEFAULT 0,
+        rows_loaded bigint NOT NULL DEFAULT 0,
+        rows_quarantined bigint NOT NULL DEFAULT 0,
+        rows_filtered bigint NOT NULL DEFAULT 0,
+        partitions_done integer NOT NULL DEFAULT 0,
+        partitions_skipped integer NOT NULL DEFAULT 0,
+        error_class text,
+        error text)""",
+    f"CREATE INDEX IF NOT EXISTS runs_started_idx ON {RUNS} (started_at DESC)",
+    f"CREATE INDEX IF NOT EXISTS runs_dataset_idx ON {RUNS} (dataset, started_at DESC)",
 ]
 
 
@@ -142,7 +175,9 @@ def ensure_meta(db: Runs, *, conn: Any) -> None:
     skipped when the newest piece exists, so loads do not queue on DDL locks."""
     current = db.run(f"SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{DATASETS}') "
                      "AND attname = 'version' AND to_regclass($1) IS NOT NULL "
-                     f"AND to_regclass('{WATERMARKS}') IS NOT NULL AND (SELECT atttypid FROM pg_attribute "
+                     f"AND to_regclass('{WATERMARKS}') IS NOT NULL AND to_regclass('{RUNS}') IS NOT NULL "
+                     f"AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{QUARANTINE}') "
+                     "AND attname = 'superseded_at' AND NOT attisdropped) AND (SELECT atttypid FROM pg_attribute "
                      f"WHERE attrelid = to_regclass('{MANIFEST}') AND attname = 'connection_id') = 'text'::regtype",
                      [MANIFEST], conn=conn)
     if current:
@@ -284,6 +319,42 @@ def counts_prove_contents(db: Runs, dataset: str) -> bool:
         f"AND l.state = 'committed' AND l.rows_loaded > 0 AND NOT EXISTS (SELECT 1 FROM {MANIFEST} m "
         "WHERE m.dataset = l.dataset AND m.load_key = l.load_key))", [dataset])[0]
     return not (merged and unarchived)
+
+
+def supersede_quarantine(db: Runs, dataset: str, connection_id: ConnectionId | None, partition_key: str, *,
+                         load_id: str) -> int:
+    """A partition committed again: the rejected rows earlier loads of it left (same dataset, connection and
+    partition key) are marked superseded by ``load_id``, in the transaction that commits it."""
+    rows = db.run(
+        f"UPDATE {QUARANTINE} q SET superseded_by = $3, superseded_at = clock_timestamp() "
+        "WHERE q.dataset = $1 AND q.partition_key = $2 AND q.load_id <> $3 AND q.superseded_by IS NULL "
+        f"AND EXISTS (SELECT 1 FROM {RUNS} r WHERE r.load_id = q.load_id "
+        "AND r.connection_id IS NOT DISTINCT FROM $4) RETURNING 1",
+        [dataset, partition_key, load_id, None if connection_id is None else str(connection_id)])
+    return len(rows)
+
+
+# --- the run log ----------------------------------------------------------------------------------------------
+def start_run(db: Runs, load_id: str, *, dataset: str, source: str, mode: str, connection_id: ConnectionId | None,
+              conn: Any) -> None:
+    """A run's first row, before any data moves (committed by the caller, apart from the data)."""
+    db.run(f"INSERT INTO {RUNS} (load_id, dataset, source, mode, connection_id) VALUES ($1, $2, $3, $4, $5)",
+           [load_id, dataset, source, mode, None if connection_id is None else str(connection_id)], conn=conn)
+
+
+def finish_run(db: Runs, load_id: str, *, outcome: str, seconds: float, skipped: int,
+               error_class: str | None = None, error: str | None = None) -> None:
+    """A run's outcome; its counts are those of the partitions it committed (the ledger rows of its id). A run
+    that succeeded without committing any partition (all of them loaded before) did ``nothing to do``."""
+    db.run(f"UPDATE {RUNS} r SET finished_at = clock_timestamp(), seconds = $3, outcome = CASE "
+           "WHEN $2::text = 'succeeded' AND c.done = 0 THEN 'nothing to do' ELSE $2::text END, "
+           "partitions_skipped = $4, error_class = $5, error = $6, rows_in = c.rows_in, "
+           "rows_loaded = c.rows_loaded, rows_quarantined = c.rows_quarantined, rows_filtered = c.rows_filtered, "
+           "partitions_done = c.done FROM (SELECT coalesce(sum(rows_in), 0) AS rows_in, "
+           "coalesce(sum(rows_loaded), 0) AS rows_loaded, coalesce(sum(rows_quarantined), 0) AS rows_quarantined, "
+           f"coalesce(sum(rows_filtered), 0) AS rows_filtered, count(*) AS done FROM {LOADS} "
+           "WHERE load_id = $1 AND state = 'committed') c WHERE r.load_id = $1",
+           [load_id, outcome, seconds, skipped, error_class, error])
 
 
 # --- watermarks ----------------------------------------------------------------------------------

@@ -6,6 +6,9 @@ whose partition was tiered out of PostgreSQL (state ``cold``). A partition is in
 nothing is counted twice across the tiering boundary. ``archive.orders`` is the raw archive: every listed
 file of the dataset (hot and cold), with its hive columns ``connection_id`` and ``period``; a table outside
 ``public`` keeps its schema there too (``archive.sales.orders``), so ``orders`` and ``sales.orders`` never collide.
+The engine's own tables read as they are in PostgreSQL (read only, never cached): ``biconic.runs`` (the run
+log), ``biconic.loads`` (the ledger), ``biconic.quarantine``, ``biconic.datasets``, ``biconic.watermarks``,
+``biconic.archive_files``.
 
 Results are cached (see :mod:`engine.reads.cache`) under the SQL text and the versions of the datasets it names;
 every load bumps its dataset's version in the load's own transaction, so a load invalidates.
@@ -42,6 +45,8 @@ log = logging.getLogger("biconic.query")
 
 #: manifest re-reads when a tiering or restore commits while a query runs
 _ATTEMPTS = 3
+#: the engine's own tables a query may read (``SELECT * FROM biconic.runs``)
+_META_TABLES = (meta.RUNS, meta.LOADS, meta.QUARANTINE, meta.DATASETS, meta.WATERMARKS, meta.MANIFEST)
 
 
 @dataclass
@@ -81,7 +86,8 @@ def run_query(sql: str, *, dsn: str | None = None, archive: str | None = None, c
         datasets = [_Dataset(name, version, exists) for name, version, exists in meta.versions(db)]
         named = [d for d in datasets if _mentions(sql, d.name)]
         key = _cache_key(sql, named, url, dsn)
-        store_cache = get_cache() if cache else None
+        # the run log and the quarantine change without a dataset version: never cached
+        store_cache = get_cache() if cache and not _reads_meta(sql) else None
         if store_cache is not None:
             hit = store_cache.get_frame(key)
             if hit is not None:
@@ -142,6 +148,8 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
         # a catalog, not a schema: archive.orders and archive.sales.orders both resolve, and never collide
         con.execute("ATTACH ':memory:' AS archive")
         wants_archive = re.search(r"(?<![\w$])archive\s*\.", sql, flags=re.IGNORECASE) is not None
+        if _reads_meta(sql):
+            _meta_views(con, db, scanner is not None)
         for d in datasets:
             if not _mentions(sql, d.name):  # a view the SQL cannot name costs a catalog read for nothing
                 continue
@@ -176,6 +184,23 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
         raise QueryError(redact(scrub(text, url_secrets(dsn)))) from exc
     finally:
         con.close()
+
+
+def _reads_meta(sql: str) -> bool:
+    """Whether the SQL names the engine's own tables (``biconic.loads``, ``biconic.quarantine``, ...)."""
+    return re.search(r'(?<![\w$"])"?biconic"?\s*\.', sql, flags=re.IGNORECASE) is not None
+
+
+def _meta_views(con: Any, db: MetaDb, scanner: bool) -> None:
+    """``biconic.runs``, ``biconic.loads``, ``biconic.quarantine``, ... as read-only views of PostgreSQL's."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS biconic")
+    for relation in _META_TABLES:
+        if not db.exists(relation):
+            continue
+        table = relation.partition(".")[2]
+        scan = f"SELECT * FROM biconic_pg.biconic.{quote_ident(table)}" if scanner \
+            else _scan_into(con, db, "biconic", table)
+        con.execute(f"CREATE VIEW biconic.{quote_ident(table)} AS {scan}")
 
 
 def _archive_scan(con: Any, files: Sequence[str], *, drop: Sequence[str] = ()) -> str:

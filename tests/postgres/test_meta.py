@@ -1,15 +1,19 @@
-"""The engine's own tables: created once, and brought up to date by ``ensure_meta`` (issue 11: connection ids
-of any kind, so their ``connection_id`` columns hold text)."""
+"""The engine's own tables: created once, and brought up to date by ``ensure_meta``: connection ids of any kind
+(their ``connection_id`` columns hold text), the run log and the superseded columns of the quarantine; the
+fast "already current" check stays true after."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
 from engine.postgres import meta
+from engine.postgres.connection import Session
 from engine.postgres.pool import meta_db
+from tests.support import Sql
 
 _TABLES = (meta.LOADS, meta.QUARANTINE, meta.MANIFEST)
 
@@ -56,3 +60,37 @@ def test_ensure_meta_migrates_bigint_connection_ids_to_text(old_dsn: str) -> Non
 
         meta.ensure_meta(Spy(), conn=None)
         assert len(ran) == 1
+
+
+def test_ensure_meta_adds_the_run_log_and_supersede_columns(pg_dsn: str, sql: Sql) -> None:
+    with Session(pg_dsn) as session:
+        meta.ensure_meta(session, conn=session.ddl)
+        session.commit(session.ddl)
+    # what an engine before the run log left behind
+    sql("DROP TABLE biconic.runs")
+    sql("ALTER TABLE biconic.quarantine DROP COLUMN superseded_by, DROP COLUMN superseded_at, "
+        "DROP COLUMN partition_key")
+    with Session(pg_dsn) as session:
+        meta.ensure_meta(session, conn=session.ddl)
+        session.commit(session.ddl)
+    assert sql("SELECT to_regclass('biconic.runs') IS NOT NULL") == [(True,)]
+    columns = {r[0] for r in sql("SELECT column_name FROM information_schema.columns WHERE table_schema = 'biconic' "
+                                 "AND table_name = 'quarantine'")}
+    assert {"partition_key", "superseded_by", "superseded_at"} <= columns
+    # current now: a further call takes no lock and runs no DDL
+    with Session(pg_dsn) as session:
+        seen = _Seen(session)
+        meta.ensure_meta(seen, conn=session.ddl)
+        session.commit(session.ddl)
+    assert len(seen.statements) == 1 and seen.statements[0].startswith("SELECT 1 FROM pg_attribute")
+
+
+class _Seen:
+    """A session that notes every statement it runs."""
+
+    def __init__(self, session: Session) -> None:
+        self.session, self.statements = session, list[str]()
+
+    def run(self, sql: str, params: Sequence[Any] | None = None, *, conn: Any = None) -> list[tuple[Any, ...]]:
+        self.statements.append(sql)
+        return self.session.run(sql, params, conn=conn)
