@@ -12,16 +12,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from engine.cli_history import list_loads, show_quarantine
+from engine.cli_options import CONNECTION_ID, archive_option, dsn_option, full_refresh_option, json_option
 from engine.errors import BiconicError, SpecError
-from engine.ids import ConnectionId, parse_connection_id
+from engine.ids import ConnectionId
 
 __all__ = ["main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Engine(click.Group):
@@ -76,49 +76,6 @@ def _progress(enabled: bool) -> Any:
 
         return TerminalProgress()
     return nullcontext(None)
-
-
-class _ConnectionIdType(click.ParamType):  # type: ignore[type-arg,unused-ignore]
-    """``--connection``: an integer, a UUID (canonicalised) or a short text id."""
-
-    name = "ID"
-
-    def __init__(self, path: str) -> None:
-        self.path = path  # where a bad id is reported: the load's target, or a reading command's option
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> ConnectionId:
-        try:
-            return parse_connection_id(value)
-        except ValueError as exc:  # one line and exit 2, like every spec error
-            raise SpecError(self.path, str(exc)) from None
-
-
-CONNECTION_ID = _ConnectionIdType("--connection")
-
-
-def dsn_option(f: F) -> F:
-    """``--dsn`` (else ``BICONIC_PG_DSN``, else the embedded server)."""
-    return click.option("--dsn", default=None, envvar="BICONIC_PG_DSN",
-                        help="PostgreSQL URL [env BICONIC_PG_DSN; default: embedded].")(f)
-
-
-def archive_option(f: F) -> F:
-    """``--archive`` (else ``BICONIC_ARCHIVE_URL``, else the data folder's archive)."""
-    return click.option("--archive", default=None, metavar="URL",
-                        help="Archive location: a folder or s3://bucket/prefix [env BICONIC_ARCHIVE_URL].")(f)
-
-
-def full_refresh_option(f: F) -> F:
-    """``--full-refresh``: reload on purpose, whatever the ledger says."""
-    return click.option("--full-refresh", is_flag=True,
-                        help="Reload every partition on purpose, ignoring the ledger and any stored watermark: "
-                             "merge updates the rows, replace replaces even if nothing changed, append ADDS THE "
-                             "ROWS AGAIN (duplicates). An interrupted full refresh is finished by re-running it.")(f)
-
-
-def json_option(what: str) -> Callable[[F], F]:
-    """``--json``: print ``what`` as JSON instead of for people."""
-    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON.")
 
 
 @click.group(cls=_Engine, context_settings={"help_option_names": ["-h", "--help"]})
@@ -357,91 +314,6 @@ def latest(dataset: str, connection_id: ConnectionId, limit: int, dsn: str | Non
     click.echo(frame.write_json() if as_json else frame)
 
 
-@cli.command(name="loads")
-@click.option("--dataset", default=None, help="Only this dataset's loads.")
-@click.option("--since", default=None, metavar="WHEN",
-              help="Only loads started since WHEN: an ISO date/time (2026-12-01, 2026-12-01T08:00; local time "
-                   "unless it has an offset) or a span back from now (30m, 2h, 7d, 2w).")
-@click.option("--limit", type=int, default=50, show_default=True, help="At most this many loads.")
-@dsn_option
-@json_option("the loads (an array of objects, newest first)")
-def list_loads(dataset: str | None, since: str | None, limit: int, dsn: str | None, as_json: bool) -> None:
-    """List past load runs, newest first: counts, partitions, duration and outcome (succeeded, failed with
-    its error, nothing to do, running).
-
-    \b
-    Example:
-      biconic loads --dataset orders --since 7d
-    """
-    from engine.reads.history import loads
-
-    found = loads(dataset, since=since, limit=limit, dsn=dsn)
-    if as_json:
-        click.echo(json.dumps(found, default=_iso))
-        return
-    for run in found:
-        click.echo(_run_line(run))
-    click.echo(f"{len(found):,} load(s)", err=True)
-
-
-@cli.command(name="quarantine")
-@click.argument("dataset")
-@click.option("--load", "load_id", default=None, metavar="ID",
-              help="This load's rows (default: the newest load that left open rejected rows).")
-@click.option("--all", "superseded", is_flag=True,
-              help="Include rows a later load of the same source partition superseded.")
-@click.option("--limit", type=int, default=50, show_default=True, help="Rows to print (--csv writes them all).")
-@click.option("--csv", "csv_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Write every matching row to FILE as CSV (streamed, any size).")
-@dsn_option
-@json_option("the rows (an array of objects)")
-def show_quarantine(dataset: str, load_id: str | None, superseded: bool, limit: int, csv_file: str | None,
-                    dsn: str | None, as_json: bool) -> None:
-    """Show the rows a load of DATASET rejected: rule, column, reason, row number, source, load id, raw values.
-
-    \b
-    Example:
-      biconic quarantine orders --load 3f2a9c... --csv rejected.csv
-    """
-    from engine.reads.history import export_quarantine, quarantined
-
-    if csv_file is not None:
-        n = export_quarantine(dataset, csv_file, load_id=load_id, superseded=superseded, dsn=dsn)
-        click.echo(f"{n:,} row(s) written to {csv_file}", err=True)
-        return
-    rows = quarantined(dataset, load_id=load_id, superseded=superseded, limit=limit, dsn=dsn)
-    if as_json:
-        click.echo(json.dumps(rows, default=_iso))
-        return
-    _echo_table(rows, ["load_id", "source", "row_number", "rule", "column_name", "reason", "raw",
-                       *(["superseded_by"] if superseded else [])])
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-
-def _run_line(run: dict[str, Any]) -> str:
-    """One load run for people: when, what, outcome, counts, time, id; a failure's error on a second line."""
-    started = run["started_at"].strftime("%Y-%m-%d %H:%M:%S %Z") if run["started_at"] else "-"
-    seconds = f"{run['seconds']:.2f} s" if run["seconds"] is not None else "-"
-    line = (f"{started}  {run['dataset']}  {run['outcome']}: {run['rows_in']:,} in, {run['rows_loaded']:,} loaded, "
-            f"{run['rows_quarantined']:,} quarantined, {run['rows_filtered']:,} filtered; partitions "
-            f"{run['partitions_done']} done, {run['partitions_skipped']} skipped; {seconds}  load {run['load_id']}")
-    return line + (f"\n    {run['error_class']}: {run['error']}" if run["error"] else "")
-
-
-def _echo_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Rows for people: an aligned table of the chosen columns, and how many there are."""
-    import polars as pl
-
-    frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], schema=columns if not rows else None)
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=250, tbl_hide_dataframe_shape=True,
-                   tbl_hide_column_data_types=True):
-        click.echo(frame)
-    click.echo(f"{len(rows):,} row(s)", err=True)
-
-
 @cli.command()
 @json_option("the list")
 def sources(as_json: bool) -> None:
@@ -501,6 +373,10 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         except Exception:
             out[name.strip()] = value
     return out
+
+
+cli.add_command(list_loads)
+cli.add_command(show_quarantine)
 
 
 def main() -> None:

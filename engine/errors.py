@@ -119,15 +119,16 @@ class RejectedError(SourceError):
     """
 
     def __init__(self, source: str, *, rejected: int, rows: int, limit: str,
-                 reasons: list[tuple[str, str | None, int, str]], load_id: str, kept: int, hint: str = "") -> None:
+                 reasons: list[tuple[str, str | None, int, str]], load_id: str, kept: int, hint: str = "",
+                 dataset: str = "DATASET") -> None:
         self.rejected, self.rows, self.limit = rejected, rows, limit
         self.reasons, self.load_id, self.kept, self.hint = reasons, load_id, kept, hint
         why = "every row" if rejected == rows else f"over --max-rejected {limit}"
         top = "; ".join(f"{rule}{f' on {column!r}' if column else ''}: {n:,} (e.g. {_short(example)!r})"
                         for rule, column, n, example in reasons)
         super().__init__(source, f"{rejected:,} of {rows:,} rows rejected ({why}): {top}; nothing of it was "
-                                 f"committed; {hint + '; ' if hint else ''}the first {kept:,} rejected rows are in "
-                                 f"biconic.quarantine (load_id {load_id})")
+                                 f"committed; {hint + '; ' if hint else ''}the first {kept:,} rejected rows are kept: "
+                                 f"biconic quarantine {dataset} --load {load_id}")
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -98,7 +98,8 @@ class LoadReport:
             lines.append(f"  archive copy: {self.archive_files} file(s), {self.archive_bytes:,} bytes{ratio}")
         if self.quarantine_by_rule:
             rules = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.quarantine_by_rule.items()))
-            lines.append(f"  quarantined by rule: {rules}  (see biconic.quarantine, load_id {self.load_id})")
+            lines.append(f"  quarantined by rule: {rules}  "
+                         f"(see: biconic quarantine {self.table} --load {self.load_id})")
         if self.columns_added or self.columns_widened:
             lines.append(f"  schema: added {self.columns_added or '-'}, widened {self.columns_widened or '-'}")
         return "\n".join(lines)

@@ -68,10 +68,8 @@ def load(
     LoadReport(table='orders', rows_in=1000000, rows_loaded=1000000, ...)
     >>> engine.load(df, into="orders", source_name="orders-2026-06")  # doctest: +SKIP
 
-    ``source`` may also be a Polars DataFrame/LazyFrame, a pandas DataFrame, a pyarrow Table or
-    RecordBatchReader, or an iterator of RecordBatches (see :mod:`engine.sources.frames`): streamed in
-    chunks, one partition. Such data has no identity, so each load of it loads again, unless ``source_name``
-    names it: a re-run with the same name is skipped. A reader or iterator can be read only once.
+    ``source`` may also be data in Python (Polars, pandas, pyarrow; see :mod:`engine.sources.frames`): one
+    partition, loaded again by each load unless ``source_name`` names it (a re-run of that name is skipped).
     ``spec`` holds steps and rules: a YAML path, a :class:`Pipeline`, or a dict. Re-running the same load
     adds nothing; a load killed part-way leaves no partial partition visible and completes when re-run.
     ``archive``: where the Parquet copy goes (a folder or ``s3://bucket/prefix``); None = the default
@@ -81,24 +79,13 @@ def load(
     values that differ from it, the load fails unless ``connection_override=True``.
     ``layout="document"`` stores each row as one jsonb document in the generic table
     ``(_import_id, connection_id, data jsonb, created_at)`` (for schemaless sources: MongoDB, REST).
-    ``max_rejected``: a source partition (file, sheet) with more rejected rows than this, or with every row
-    rejected, fails with :class:`~engine.errors.RejectedError` and commits nothing: a share (``0.5``,
-    ``"50%"``, the default), a count of rows (``1000``) or ``"off"`` (see :mod:`engine.spec.limits`).
-    ``full_refresh=True`` loads every partition again on purpose, ignoring the ledger and any stored watermark:
-    append adds the rows a second time, merge updates them, replace replaces even when nothing changed. A
-    full refresh interrupted part-way is finished by the next one, never loading a partition twice.
+    ``max_rejected``: a file or sheet with more rejected rows than this (``0.5``, ``"50%"``, ``1000`` rows,
+    ``"off"``; see :mod:`engine.spec.limits`), or with every row rejected, fails and commits nothing.
+    ``full_refresh=True`` loads every partition again on purpose (append adds the rows a second time; see
+    :mod:`engine.pipeline.reload`).
     """
-    if isinstance(spec, (str, Path)):
-        pipeline = read_pipeline_spec(spec)
-    elif isinstance(spec, Pipeline):
-        pipeline = spec
-    else:
-        pipeline = parse_pipeline(spec)
-    opts = dict(options or {})
-    if sheet is not None:
-        opts["sheet"] = list(sheet) if not isinstance(sheet, str) else sheet
-    if source_name is not None:
-        opts["source_name"] = source_name
+    pipeline = _steps(spec)
+    opts = _reader_options(options, sheet, source_name)
     in_memory = None if isinstance(source, (str, Path)) else open_source(source, options=opts)
     target = make_target({
         "table": into, "connection_id": connection_id, "connection_override": connection_override,
@@ -111,6 +98,23 @@ def load(
     spec_obj = LoadSpec(source=SourceSpec(path=path, format="python" if in_memory is not None else format,
                                           options=opts), target=target, pipeline=pipeline)
     return run_load(spec_obj, progress=progress, source=in_memory, full_refresh=full_refresh)
+
+
+def _steps(spec: str | Path | Pipeline | Mapping[str, Any] | None) -> Pipeline:
+    """The steps and rules, from a YAML path, a :class:`Pipeline` or a dict."""
+    if isinstance(spec, (str, Path)):
+        return read_pipeline_spec(spec)
+    return spec if isinstance(spec, Pipeline) else parse_pipeline(spec)
+
+
+def _reader_options(options: Mapping[str, Any] | None, sheet: str | Sequence[str] | None,
+                    source_name: str | None) -> dict[str, Any]:
+    opts = dict(options or {})
+    if sheet is not None:
+        opts["sheet"] = list(sheet) if not isinstance(sheet, str) else sheet
+    if source_name is not None:
+        opts["source_name"] = source_name
+    return opts
 
 
 def run(pipeline_file: str | Path, *, dsn: str | None = None, archive: str | bool | None = None,

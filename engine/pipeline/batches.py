@@ -86,5 +86,5 @@ def quarantine_rows(state: LoadState, bad: pl.DataFrame, prepared: Prepared, par
         "column_name": bad[COLUMN],
         "reason": bad[REASON].str.replace_all("\x00", "\\0", literal=True),
         "raw": raw,
-        "partition_key": pl.Series([partition.key] * bad.height, dtype=pl.String),
+        "partition_key": pl.Series([partition.origin] * bad.height, dtype=pl.String),
     })

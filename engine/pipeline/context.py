@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 
 from engine.archive.store import Store
 from engine.ids import ConnectionId
-from engine.pipeline.counts import Counts
-from engine.pipeline.rejects import Rejects
+from engine.pipeline.counts import Counts, Rejects
 from engine.postgres.connection import Session
 from engine.postgres.periods import Period
 from engine.postgres.staging import FreshChildren

@@ -95,7 +95,7 @@ def _supersede_rejects(state: LoadState, partition: Partition) -> None:
     """The partition was read again whole: the rows earlier loads of it rejected are superseded by this one.
     Not for an incremental source: each run reads different rows, so an earlier reject was never re-read."""
     if state.watermark is None:
-        meta.supersede_quarantine(state.session, state.target.table, state.target.connection_id, partition.key,
+        meta.supersede_quarantine(state.session, state.target.table, state.target.connection_id, partition.origin,
                                   load_id=state.report.load_id)
 
 

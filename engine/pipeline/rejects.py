@@ -11,61 +11,18 @@ caller rolls the partition back (the whole load for replace), then :func:`keep_s
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from typing import TYPE_CHECKING
 
 import polars as pl
 
 from engine.errors import BiconicError, RejectedError
-from engine.pipeline.counts import Counts
+from engine.pipeline.context import LoadState
+from engine.pipeline.counts import SAMPLE_ROWS, Counts, Rejects
 from engine.postgres import copy, meta
 from engine.sources.base import Partition
 
-if TYPE_CHECKING:  # the load's state holds the partition's Rejects
-    from engine.pipeline.context import LoadState
-
 __all__ = ["SAMPLE_ROWS", "Rejects", "judge", "keep_sample"]
 
-#: rejected rows kept in quarantine when their partition fails on them
-SAMPLE_ROWS = 1_000
-#: reasons named in the error
-_TOP = 3
-#: quarantine rules that point at the file's encoding rather than at its rows
-_ENCODING_RULES = frozenset({"invalid_utf8"})
-
 log = logging.getLogger(__name__)
-
-
-class Rejects:
-    """A partition's quarantined rows: counted by (rule, column), one example reason each, and a sample."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[tuple[str, str | None]] = Counter()
-        self.examples: dict[tuple[str, str | None], str] = {}
-        self.sample: list[pl.DataFrame] = []
-        self.sampled = 0
-
-    def add(self, rows: pl.DataFrame) -> None:
-        """Quarantine rows as written (``rule``, ``column_name``, ``reason``, ...)."""
-        grouped = rows.group_by("rule", "column_name").agg(pl.len().alias("n"), pl.col("reason").first())
-        for rule, column, n, reason in grouped.iter_rows():
-            self.counts[(rule, column)] += n
-            self.examples.setdefault((rule, column), reason or "")
-        if self.sampled < SAMPLE_ROWS:
-            part = rows.head(SAMPLE_ROWS - self.sampled)
-            self.sample.append(part)
-            self.sampled += part.height
-
-    def top(self) -> list[tuple[str, str | None, int, str]]:
-        """The most frequent reasons: (rule, column, rows, example reason)."""
-        return [(rule, column, n, self.examples[(rule, column)])
-                for (rule, column), n in self.counts.most_common(_TOP)]
-
-    def hint(self) -> str:
-        """The likely fix for the most frequent reasons."""
-        if any(rule in _ENCODING_RULES for rule, _column in self.counts):
-            return "wrong encoding? try --option encoding=latin-1 (or cp1252; in a pipeline file: source.encoding)"
-        return ""
 
 
 def judge(state: LoadState, partition: Partition, counts: Counts) -> None:
@@ -77,7 +34,7 @@ def judge(state: LoadState, partition: Partition, counts: Counts) -> None:
     rejects = state.rejects if state.rejects is not None else Rejects()
     raise RejectedError(partition.label, rejected=counts.quarantined, rows=rows, limit=str(limit),
                         reasons=rejects.top(), load_id=state.report.load_id, kept=rejects.sampled,
-                        hint=rejects.hint())
+                        hint=rejects.hint(), dataset=state.target.table)
 
 
 def keep_sample(state: LoadState) -> None:

@@ -18,7 +18,7 @@ import hashlib
 import uuid
 
 from engine.pipeline.context import LoadState, Refresh
-from engine.postgres import meta
+from engine.postgres import meta, meta_refresh
 from engine.sources.base import Partition
 
 __all__ = ["again", "begin_refresh", "end_refresh", "key_to_load"]
@@ -41,11 +41,11 @@ def begin_refresh(state: LoadState, keys: list[str]) -> None:
         return
     session, target = state.session, state.target
     scope = _scope(state)
-    refresh_id, first = meta.start_refresh(session, target.table, target.connection_id, scope, uuid.uuid4().hex,
+    refresh_id, first = meta_refresh.start_refresh(session, target.table, target.connection_id, scope, uuid.uuid4().hex,
                                            conn=session.ddl)
     # a key loaded by this refresh as a first load is in ``first`` already: it must not become a second load
     first |= {k for k in keys if k not in first and not meta.is_loaded(session, k, conn=session.ddl)}
-    meta.note_first_keys(session, target.table, target.connection_id, scope, first, conn=session.ddl)
+    meta_refresh.note_first_keys(session, target.table, target.connection_id, scope, first, conn=session.ddl)
     session.commit(session.ddl)
     state.refresh = Refresh(scope=scope, refresh_id=refresh_id, first_keys=frozenset(first))
 
@@ -55,7 +55,7 @@ def end_refresh(state: LoadState) -> None:
     if state.refresh is None:
         return
     session, target = state.session, state.target
-    meta.finish_refresh(session, target.table, target.connection_id, state.refresh.scope, conn=session.ddl)
+    meta_refresh.finish_refresh(session, target.table, target.connection_id, state.refresh.scope, conn=session.ddl)
     session.commit(session.ddl)
 
 

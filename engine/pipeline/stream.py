@@ -16,10 +16,9 @@ from engine.errors import SpecError
 from engine.handoff import Prefetch
 from engine.pipeline.batches import batches, quarantine_rows
 from engine.pipeline.context import LoadState
-from engine.pipeline.counts import Counts
+from engine.pipeline.counts import Counts, Rejects
 from engine.pipeline.fit import Prepared
 from engine.pipeline.planner import GIVEN_TWICE, source_error
-from engine.pipeline.rejects import Rejects
 from engine.pipeline.targets import RowTarget
 from engine.plan.columns import REASON, ROW_COLUMN, RULE, STATUS
 from engine.postgres import copy, meta

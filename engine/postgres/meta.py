@@ -29,10 +29,10 @@ from engine.ids import ConnectionId
 
 __all__ = [
     "LOADS", "MANIFEST", "QUARANTINE", "RUNS", "ManifestEntry", "Runs", "archived_files", "bump_version", "claim",
-    "cold_files", "cold_for_restore", "cold_periods", "cold_summary", "complete", "counts_prove_contents",
-    "dataset_layout", "dataset_version", "datasets", "ensure_meta", "finish_refresh", "finish_run", "forget_loads",
-    "hot_files", "is_loaded", "last_load", "load_keys", "mark_cold", "mark_hot", "note_first_keys", "record_dataset",
-    "record_files", "set_watermark", "start_refresh", "start_run", "supersede", "supersede_quarantine", "versions",
+    "cold_files", "cold_for_restore", "cold_periods", "cold_summary", "complete", "connection_key",
+    "counts_prove_contents", "dataset_layout", "dataset_version", "datasets", "ensure_meta", "finish_run",
+    "forget_loads", "hot_files", "is_loaded", "last_load", "load_keys", "mark_cold", "mark_hot", "record_dataset",
+    "record_files", "set_watermark", "start_run", "supersede", "supersede_quarantine", "table_exists", "versions",
     "watermark",
 ]
 
@@ -187,7 +187,7 @@ def ensure_meta(db: Runs, *, conn: Any) -> None:
         db.run(stmt, conn=conn)
 
 
-def _exists(db: Runs, relation: str, conn: Any = None) -> bool:
+def table_exists(db: Runs, relation: str, conn: Any = None) -> bool:
     return bool(db.run("SELECT to_regclass($1) IS NOT NULL", [relation], conn=conn)[0][0])
 
 
@@ -216,7 +216,7 @@ def datasets(db: Runs, *, conn: Any = None) -> list[str]:
 
 def dataset_version(db: Runs, table: str) -> tuple[str, int] | None:
     """(time column, version) of a dataset, or None when there is none of that name."""
-    if not _exists(db, DATASETS):
+    if not table_exists(db, DATASETS):
         return None
     rows = db.run(f"SELECT time_column, version FROM {DATASETS} WHERE dataset = $1", [table])
     return (str(rows[0][0]), int(rows[0][1])) if rows else None
@@ -224,7 +224,7 @@ def dataset_version(db: Runs, table: str) -> tuple[str, int] | None:
 
 def versions(db: Runs) -> list[tuple[str, int, bool]]:
     """(dataset, version, whether its PostgreSQL table still exists) of every dataset."""
-    if not _exists(db, DATASETS):
+    if not table_exists(db, DATASETS):
         return []
     return [(str(n), int(v), bool(e)) for n, v, e in db.run(
         "SELECT dataset, version, to_regclass(quote_ident(split_part(dataset, '.', 1)) || "
@@ -358,14 +358,14 @@ def finish_run(db: Runs, load_id: str, *, outcome: str, seconds: float, skipped:
 
 
 # --- watermarks ----------------------------------------------------------------------------------
-def _connection_key(connection_id: ConnectionId | None) -> str:
+def connection_key(connection_id: ConnectionId | None) -> str:
     return "" if connection_id is None else str(connection_id)
 
 
 def watermark(db: Runs, dataset: str, connection_id: ConnectionId | None, source: str, *, conn: Any) -> str | None:
     """The stored high mark of an incremental source (None before its first committed run)."""
     rows = db.run(f"SELECT value FROM {WATERMARKS} WHERE dataset = $1 AND connection_key = $2 AND source = $3",
-                  [dataset, _connection_key(connection_id), source], conn=conn)
+                  [dataset, connection_key(connection_id), source], conn=conn)
     return str(rows[0][0]) if rows else None
 
 
@@ -375,7 +375,7 @@ def set_watermark(db: Runs, dataset: str, connection_id: ConnectionId | None, so
     db.run(f"INSERT INTO {WATERMARKS} (dataset, connection_key, source, cursor_column, value) "
            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dataset, connection_key, source) DO UPDATE SET "
            "value = EXCLUDED.value, cursor_column = EXCLUDED.cursor_column, updated_at = now()",
-           [dataset, _connection_key(connection_id), source, cursor, value])
+           [dataset, connection_key(connection_id), source, cursor, value])
 
 
 # --- the archive manifest ---------------------------------------------------------------------------------------
@@ -436,7 +436,7 @@ def cold_periods(db: Runs, dataset: str, connection_id: ConnectionId | None = No
 
 def cold_summary(db: Runs, dataset: str, connection_id: ConnectionId | None) -> list[tuple[Any, int, int]]:
     """(period, rows, files) of a dataset's (or connection's) cold periods."""
-    if not _exists(db, MANIFEST):
+    if not table_exists(db, MANIFEST):
         return []
     scope, params = _scope(dataset, connection_id)
     return [(p, int(r), int(f)) for p, r, f in db.run(
@@ -446,7 +446,7 @@ def cold_summary(db: Runs, dataset: str, connection_id: ConnectionId | None) -> 
 
 def cold_files(db: Runs, names: Sequence[str]) -> dict[str, list[str]]:
     """The cold files of each dataset named (what a query reads beside PostgreSQL)."""
-    if not names or not _exists(db, MANIFEST):
+    if not names or not table_exists(db, MANIFEST):
         return {}
     found: dict[str, list[str]] = {}
     for dataset, uri in db.run(f"SELECT dataset, uri FROM {MANIFEST} WHERE state = 'cold' "
@@ -459,43 +459,3 @@ def archived_files(db: Runs, dataset: str) -> list[str]:
     """Every listed file of a dataset that is not superseded (the raw archive view)."""
     return [str(r[0]) for r in db.run(f"SELECT uri FROM {MANIFEST} WHERE dataset = $1 AND state <> 'superseded' "
                                       "ORDER BY uri", [dataset])]
-
-
-# --- full refreshes ---------------------------------------------------------------------------------------------
-#: a full refresh under way (a row per load scope, gone when it finishes): a re-run after a crash resumes it
-REFRESHES = f"{SCHEMA}.refreshes"
-_REFRESHES_DDL = f"""CREATE TABLE IF NOT EXISTS {REFRESHES} (
-    dataset text NOT NULL,
-    connection_key text NOT NULL,
-    scope text NOT NULL,
-    refresh_id text NOT NULL,
-    first_keys text NOT NULL DEFAULT '',
-    started_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (dataset, connection_key, scope))"""
-
-
-def start_refresh(db: Runs, dataset: str, connection_id: ConnectionId | None, scope: str, refresh_id: str, *,
-                  conn: Any) -> tuple[str, set[str]]:
-    """The full refresh of this load scope that a crash left unfinished, else a new one named ``refresh_id``:
-    its id and the keys it loads as first loads (partitions never loaded before it started)."""
-    if not _exists(db, REFRESHES, conn):  # created on first use: only full refreshes need it
-        db.run("SELECT pg_advisory_xact_lock(hashtext('biconic.meta'))", conn=conn)
-        db.run(_REFRESHES_DDL, conn=conn)
-    rows = db.run(f"INSERT INTO {REFRESHES} (dataset, connection_key, scope, refresh_id) VALUES ($1, $2, $3, $4) "
-                  "ON CONFLICT (dataset, connection_key, scope) DO UPDATE SET scope = EXCLUDED.scope "
-                  "RETURNING refresh_id, first_keys",
-                  [dataset, _connection_key(connection_id), scope, refresh_id], conn=conn)
-    return str(rows[0][0]), {k for k in str(rows[0][1]).split(",") if k}
-
-
-def note_first_keys(db: Runs, dataset: str, connection_id: ConnectionId | None, scope: str, keys: set[str], *,
-                    conn: Any) -> None:
-    """Remember the keys a full refresh loads as first loads, before it loads them."""
-    db.run(f"UPDATE {REFRESHES} SET first_keys = $4 WHERE dataset = $1 AND connection_key = $2 AND scope = $3",
-           [dataset, _connection_key(connection_id), scope, ",".join(sorted(keys))], conn=conn)
-
-
-def finish_refresh(db: Runs, dataset: str, connection_id: ConnectionId | None, scope: str, *, conn: Any) -> None:
-    """A full refresh whose every partition committed: the next one starts anew."""
-    db.run(f"DELETE FROM {REFRESHES} WHERE dataset = $1 AND connection_key = $2 AND scope = $3",
-           [dataset, _connection_key(connection_id), scope], conn=conn)

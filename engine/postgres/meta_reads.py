@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.postgres.meta import DATASETS, QUARANTINE, RUNS, Runs
+from engine.postgres.meta import DATASETS, QUARANTINE, RUNS, Runs, table_exists
 
 __all__ = ["QUARANTINE_COLUMNS", "RUN_COLUMNS", "dataset_known", "latest_quarantined_load", "quarantine_reader",
            "quarantine_rows", "run_dataset", "runs"]
@@ -26,14 +26,10 @@ QUARANTINE_COLUMNS = ["load_id", "dataset", "connection_id", "source", "row_numb
                       "reason", "raw", "quarantined_at", "superseded_by"]
 
 
-def _exists(db: Runs, relation: str) -> bool:
-    return bool(db.run("SELECT to_regclass($1) IS NOT NULL", [relation])[0][0])
-
-
 def runs(db: Runs, *, dataset: str | None = None, since: dt.datetime | None = None,
          limit: int | None = None) -> list[dict[str, Any]]:
     """Load runs, newest first, optionally of one dataset, started at or after ``since``, at most ``limit``."""
-    if not _exists(db, RUNS):
+    if not table_exists(db, RUNS):
         return []
     where, params = ["true"], list[Any]()
     if dataset is not None:
@@ -54,7 +50,7 @@ def runs(db: Runs, *, dataset: str | None = None, since: dt.datetime | None = No
 def dataset_known(db: Runs, dataset: str) -> bool:
     """Whether a dataset of that name was ever created, loaded or quarantined into (False before the run log
     exists: the first load of this engine version brings the schema up to date)."""
-    if not _exists(db, RUNS):
+    if not table_exists(db, RUNS):
         return False
     return bool(db.run(f"SELECT EXISTS (SELECT 1 FROM {DATASETS} WHERE dataset = $1) "
                        f"OR EXISTS (SELECT 1 FROM {RUNS} WHERE dataset = $1) "

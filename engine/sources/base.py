@@ -40,6 +40,15 @@ class Partition:
     stat: tuple[int, ...] | None = None
 
     @property
+    def origin(self) -> str:
+        """What the partition reads, whatever its data holds: a file's path (and sheet), else its key. A file
+        fixed and loaded again has the same origin, so its old quarantine rows are superseded."""
+        if self.path is None:
+            return self.key
+        sheet = self.options.get("sheet")
+        return str(self.path.resolve()) + (f"#{sheet}" if sheet else "")
+
+    @property
     def file(self) -> Path:
         """The file of a file source's partition."""
         if self.path is None:

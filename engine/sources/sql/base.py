@@ -202,8 +202,7 @@ class DatabaseSource(abc.ABC):
                 conn.close()
 
     def matching_tables(self, pattern: str) -> list[tuple[str, str, int]]:
-        """(schema, name, size in bytes) of the tables whose name is LIKE ``pattern`` (``SCHEMA.PATTERN`` for
-        another schema); the pattern is a bound parameter, never SQL text."""
+        """(schema, name, bytes) of the tables LIKE ``pattern`` (``SCHEMA.PATTERN``), bound as a parameter."""
         schema, dot, name = pattern.partition(".")
         with self._session() as run:
             return self._tables(run, schema if dot else None, name if dot else pattern)
@@ -310,9 +309,8 @@ class DatabaseSource(abc.ABC):
                             *(("", "") if self.bounds is None else (str(self.bounds[0]), str(self.bounds[1])))])
         fingerprint = hashlib.sha256(text.encode()).hexdigest()[:32]
         size = described.size_bytes if self.bounds is None else 0
-        # without a cursor the fingerprint is the same whatever the table holds: merge and replace re-read it
         return [Partition(key=self.label, label=self.label, fingerprint=fingerprint, size_bytes=size,
-                          volatile=self.bounds is None or self.cursor is None)]
+                          volatile=self.bounds is None or self.cursor is None)]  # blind to changes: re-read
 
     def chunks(self, partition: Partition) -> Generator[ChunkFactory, None, None]:
         """Chunks of about ``batch_rows`` rows, each materialised only while it is loaded."""
