@@ -6,7 +6,9 @@
 
 Every retry loop of the engine is a :class:`RetryPolicy` (the named ones are below); the wait before attempt
 ``n + 1`` is ``first_wait * 2 ** (n - 1)``, shortened by up to ``jitter`` of itself, unless the failure says
-how long to wait (``wait_hint``: an HTTP ``Retry-After``), and never more than ``max_wait``. What is worth
+how long to wait (``wait_hint``: an HTTP ``Retry-After``), and never more than ``max_wait``. A ``deadline``
+(seconds on the clock since the first attempt) stops the retries early: no attempt starts after it, nor a wait
+that would end past it. What is worth
 retrying is the caller's call; the job layer retries only :class:`engine.errors.TransientError`.
 """
 
@@ -48,14 +50,22 @@ class RetryPolicy:
 
     def call(self, fn: Callable[[], T], *, retry_if: Callable[[BaseException], bool],
              wait_hint: Callable[[BaseException], float | None] | None = None,
-             on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
+             on_retry: Callable[[int, BaseException, float], None] | None = None,
+             deadline: float | None = None) -> T:
         """``fn()``, run again while it raises an exception for which ``retry_if`` is true, up to ``attempts``
         runs; the last exception (or any other) propagates as it was raised.
 
         ``wait_hint(exc)`` may name the wait (None: the policy's); ``on_retry(attempt, exc, wait)`` is told
-        before each wait (for a log line).
+        before each wait (for a log line); ``deadline`` bounds the whole run (see the module docstring).
         """
         import tenacity
+
+        start = clock().monotonic()
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            if state.attempt_number >= max(self.attempts, 1):
+                return True
+            return deadline is not None and clock().monotonic() - start + self.wait(state.attempt_number) >= deadline
 
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome is not None else None
@@ -71,7 +81,7 @@ class RetryPolicy:
                 on_retry(state.attempt_number, exc, state.next_action.sleep)
 
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(max(self.attempts, 1)),
+            stop=stop,
             wait=wait,
             retry=tenacity.retry_if_exception(retry_if),
             sleep=lambda seconds: clock().sleep(seconds),

@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     uploads_keep_days: int = Field(default=7, ge=0, description="raw uploads untouched at least this long")
     uploads_compress_days: int = Field(default=30, ge=0, description="raw uploads compressed after this")
     uploads_archive_days: int = Field(default=90, ge=0, description="raw uploads archived after this")
+    connect_timeout: float = Field(default=10.0, gt=0, description="seconds to open a network connection (S3, "
+                                   "databases, HTTP APIs, PostgreSQL)")
+    read_timeout: float = Field(default=60.0, gt=0, description="seconds to wait for an answer on an open "
+                                "connection (S3, MySQL, HTTP APIs) before the attempt fails")
+    network_retries: int = Field(default=3, ge=1, le=20, description="attempts per S3 call before it fails")
+    upload_deadline: float = Field(default=300.0, gt=0, description="seconds an archive upload may take across "
+                                   "all its attempts, inside the load's open transaction")
+    idle_in_transaction_timeout: float | None = Field(
+        default=None, ge=0, description="seconds PostgreSQL lets a load's transaction sit idle before ending it "
+                                        "(a backstop); unset: upload deadline + read timeout + 300; 0 = off")
+    cache_timeout: float = Field(default=0.5, gt=0, description="seconds per Redis connect or answer; a mute "
+                                 "Redis costs this once, then is skipped for a second")
 
     @field_validator("archive_level")
     @classmethod
@@ -81,6 +93,14 @@ class Settings(BaseSettings):
     def uploads_path(self) -> Path:
         """The raw uploads folder: ``uploads_dir``, else ``{data dir}/uploads``."""
         return self.uploads_dir.resolve() if self.uploads_dir is not None else self.data_path / "uploads"
+
+    @property
+    def idle_in_transaction_seconds(self) -> float:
+        """The server-side bound on a load's idle open transaction: generous, longer than any wait the engine
+        itself allows inside one (an upload and a last read), so only a client that hangs anyway meets it."""
+        if self.idle_in_transaction_timeout is not None:
+            return self.idle_in_transaction_timeout
+        return self.upload_deadline + self.read_timeout + 300.0
 
     def archive(self, explicit: str | None = None) -> str | None:
         """The archive location: ``explicit``, else ``archive_url``, else ``{data dir}/archive``; None when

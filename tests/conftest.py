@@ -11,6 +11,7 @@ Tests mirror ``engine/``; a test is marked by the services its fixtures reach (`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -162,3 +163,50 @@ def manual_clock() -> Iterator[Any]:
 
     with use_clock(ManualClock(start=1000.0)) as clock:
         yield clock
+
+
+class MuteServer:
+    """A TCP listener on loopback that accepts every connection and never answers (a hung server)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.host, self.port = self.sock.getsockname()
+        self.address = f"{self.host}:{self.port}"
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.held.append(conn)  # kept open, never read from nor written to
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def mute_server() -> Iterator[MuteServer]:
+    """A server that accepts connections and never answers; see :class:`MuteServer`."""
+    server = MuteServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Network timeouts of about a second, so a test against a mute server ends quickly."""
+    for name, value in {"CONNECT_TIMEOUT": "1", "READ_TIMEOUT": "1", "NETWORK_RETRIES": "2",
+                        "UPLOAD_DEADLINE": "5", "CACHE_TIMEOUT": "0.1"}.items():
+        monkeypatch.setenv(f"BICONIC_{name}", value)

@@ -69,3 +69,17 @@ def test_jitter_shortens_waits_within_its_share(manual_clock: ManualClock) -> No
         policy.call(down, retry_if=lambda exc: True)
     assert [0.8 <= got / want <= 1.0 for got, want in zip(manual_clock.slept, policy.waits(), strict=True)] == \
         [True, True, True]
+
+
+def test_a_deadline_stops_the_retries_before_a_wait_would_cross_it(manual_clock: ManualClock) -> None:
+    calls: list[float] = []
+
+    def fail() -> None:
+        calls.append(manual_clock.monotonic())
+        raise OSError("down")
+
+    policy = RetryPolicy(attempts=20, first_wait=1.0, max_wait=60.0)
+    with pytest.raises(OSError, match="down"):
+        policy.call(fail, retry_if=lambda exc: True, deadline=5.0)
+    assert manual_clock.slept == [1.0, 2.0]  # a third wait (4 s) would end past the 5 s deadline
+    assert len(calls) == 3

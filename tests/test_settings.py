@@ -95,3 +95,16 @@ def test_biconic_home_overrides_the_data_folder(tmp_path: Path, monkeypatch: pyt
     assert settings().data_path == tmp_path / "old"
     out = CliRunner().invoke(cli, ["settings", "--json"]).output
     assert json.loads(out)["home"] == str(tmp_path / "old")
+
+
+def test_network_timeouts_have_sane_defaults_and_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    current = settings()
+    assert (current.connect_timeout, current.read_timeout, current.network_retries) == (10, 60, 3)
+    assert (current.upload_deadline, current.cache_timeout) == (300, 0.5)
+    assert current.idle_in_transaction_seconds == 300 + 60 + 300  # longer than any wait the engine allows
+    monkeypatch.setenv("BICONIC_READ_TIMEOUT", "1.5")
+    monkeypatch.setenv("BICONIC_IDLE_IN_TRANSACTION_TIMEOUT", "0")
+    assert settings().read_timeout == 1.5 and settings().idle_in_transaction_seconds == 0
+    monkeypatch.setenv("BICONIC_CONNECT_TIMEOUT", "0")
+    with pytest.raises(SpecError, match="BICONIC_CONNECT_TIMEOUT"):
+        settings()

@@ -2,21 +2,27 @@
 filesystem, with the one write primitive the archive needs: upload to a temporary key, verify, then rename.
 
 S3 settings come from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``); nothing here logs or echoes a credential.
+``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``); nothing here logs or echoes a credential. Every S3 call has the
+connect and read timeouts of :mod:`engine.settings` and is tried once by botocore and s3fs: the retries are
+ours (:data:`engine.retry.ARCHIVE_UPLOAD`, ``BICONIC_NETWORK_RETRIES`` attempts), on the engine's clock, and an
+upload gives up at ``BICONIC_UPLOAD_DEADLINE``, since it runs inside the load's open transaction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ArchiveError, SpecError
+from engine.clock import clock
+from engine.errors import ArchiveError, SpecError, first_line
 from engine.retry import ARCHIVE_UPLOAD
 from engine.settings import settings
 
@@ -58,8 +64,15 @@ class Store:
                 client["endpoint_url"] = endpoint
             if region:
                 client["region_name"] = region
+            self.endpoint = _host_port(endpoint, region)
+            self._expect_dropped = False
+            limits = settings()
+            # one try per call in botocore and s3fs (theirs multiply: 5 x 5 x 15 s on a mute endpoint); ours retry
+            config = {"connect_timeout": limits.connect_timeout, "read_timeout": limits.read_timeout,
+                      "retries": {"max_attempts": 0}}
             # a fresh instance: fsspec caches instances per argument set, and a cached one keeps a dead endpoint
-            self.fs: Any = s3fs.S3FileSystem(client_kwargs=client, skip_instance_cache=True)
+            self.fs: Any = s3fs.S3FileSystem(client_kwargs=client, config_kwargs=config, skip_instance_cache=True)
+            self.fs.retries = 1
             self.protocol = "s3"
             self.root = self.url[len("s3://"):]
             if not self.root:
@@ -70,6 +83,7 @@ class Store:
             from fsspec.implementations.local import LocalFileSystem
 
             self.fs = LocalFileSystem(auto_mkdir=True)
+            self.endpoint = "local disk"
             self.protocol = "file"
             self.root = str(Path(self.url.removeprefix("file://")).resolve())
 
@@ -93,47 +107,88 @@ class Store:
         return path if self.is_local else f"s3://{path}"
 
     def put_verified(self, local: Path, final: str, *, check: Callable[[Any, str], None] | None = None,
-                     digest: str | None = None) -> StoredFile:
+                     digest: str | None = None, until: float | None = None) -> StoredFile:
         """Upload ``local`` to a temporary key beside ``final``, verify it there (size, then ``check(fs, tmp)``,
         which re-opens the file: a Parquet footer and row count), then rename it to ``final``.
 
         A reader listing ``final`` therefore never finds a torn upload. Failures are retried with backoff
-        (:data:`engine.retry.ARCHIVE_UPLOAD`); the last one raises :class:`ArchiveError` (transient: a re-run of
-        the load completes it).
+        (:data:`engine.retry.ARCHIVE_UPLOAD`, ``BICONIC_NETWORK_RETRIES`` attempts) until ``BICONIC_UPLOAD_DEADLINE``
+        seconds have passed, or until ``until`` on the engine's clock (one bound for several files); each S3 call
+        is cut at the deadline too. The last failure raises :class:`ArchiveError` naming the endpoint (transient:
+        a re-run of the load completes it).
         """
         size = local.stat().st_size
         digest = digest or sha256_of(local)
         head, _, name = final.rpartition("/")
+        limits = settings()
+        policy = dataclasses.replace(ARCHIVE_UPLOAD, attempts=limits.network_retries)
+        deadline = until if until is not None else clock().monotonic() + limits.upload_deadline
+
+        def timeout() -> dict[str, float]:
+            """fsspec's own bound on one blocking call (remote stores only): what is left of the deadline."""
+            return {} if self.is_local else {"timeout": max(deadline - clock().monotonic(), 0.001)}
 
         def attempt() -> StoredFile:
             tmp = f"{head}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
+            self._no_expect_continue()
             try:
-                self.fs.put_file(str(local), tmp)
-                got = self.fs.size(tmp)
+                self.fs.put_file(str(local), tmp, **timeout())
+                got = self.fs.size(tmp, **timeout())
                 if got != size:
                     raise OSError(f"uploaded {got} bytes of {size}")
                 if check is not None:
                     check(self.fs, tmp)
                 self.fs.mv(tmp, final)
-            except BaseException:
-                self._discard(tmp)
+            except BaseException as exc:
+                # an endpoint that did not answer would not answer the clean-up either: a stray temporary key is
+                # harmless (never listed, never read), a load held past its deadline is not
+                if self.is_local or (not self._unanswered(exc) and deadline > clock().monotonic()):
+                    self._discard(tmp, **timeout())
                 raise
             return StoredFile(path=final, uri=self.uri(final), bytes=size, sha256=digest)
 
         def retrying(number: int, exc: BaseException, wait: float) -> None:
-            log.warning("archive write of %s failed (%s), retrying in %.1f s", self.uri(final), type(exc).__name__,
-                        wait)
+            tries[0] = number + 1
+            log.warning("archive write of %s (%s) failed (%s), retrying in %.1f s", self.uri(final), self.endpoint,
+                        type(exc).__name__, wait)
 
+        tries = [1]
         try:  # network, permissions, a torn upload: retried, then reported
-            return ARCHIVE_UPLOAD.call(attempt, retry_if=lambda exc: isinstance(exc, Exception), on_retry=retrying)
+            return policy.call(attempt, retry_if=lambda exc: isinstance(exc, Exception), on_retry=retrying,
+                               deadline=deadline - clock().monotonic())
         except Exception as exc:
-            raise ArchiveError(self.uri(final), f"{type(exc).__name__}: {exc}",
-                               attempts=ARCHIVE_UPLOAD.attempts) from exc
+            said = first_line(exc) if str(exc).strip() else "no answer"
+            bounds = (f"connect timeout {limits.connect_timeout:g} s, read timeout {limits.read_timeout:g} s, "
+                      f"deadline {limits.upload_deadline:g} s")
+            raise ArchiveError(self.uri(final), f"{self.endpoint}: {type(exc).__name__}: {said} ({bounds})",
+                               attempts=tries[0]) from exc
 
-    def _discard(self, path: str) -> None:
+    def _no_expect_continue(self) -> None:
+        """Send S3 uploads without ``Expect: 100-continue``: aiohttp waits for the ``100 Continue`` with no read
+        timeout at all, so an endpoint that never answers would hold the upload (and the load) forever."""
+        if self.is_local or self._expect_dropped:
+            return
+        from botocore.handlers import add_expect_header
+
+        self.fs.connect()  # makes the client (no request)
+        self.fs.s3.meta.events.unregister("before-call.s3", add_expect_header)
+        self._expect_dropped = True
+
+    @staticmethod
+    def _unanswered(exc: BaseException) -> bool:
+        """Whether ``exc`` says the S3 endpoint did not answer (timeout, connection failure)."""
+        if isinstance(exc, (TimeoutError, ConnectionError)):
+            return True
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+        from fsspec.exceptions import FSTimeoutError
+
+        return isinstance(exc, (BotoConnectionError, HTTPClientError, FSTimeoutError))
+
+    def _discard(self, path: str, **timeout: float) -> None:
         try:
-            if self.fs.exists(path):
-                self.fs.rm_file(path)
+            if self.fs.exists(path, **timeout):
+                self.fs.rm_file(path, **timeout)
         except Exception:  # best effort: an unlisted temporary file is never read
             log.debug("could not remove %s", path)
 
@@ -142,6 +197,15 @@ class Store:
 
     def remove(self, path: str) -> None:
         self._discard(path)
+
+
+def _host_port(endpoint: str | None, region: str | None) -> str:
+    """The S3 endpoint as ``host:port`` (no credentials, no path): AWS's own when none is set."""
+    if not endpoint:
+        return f"s3.{region or 'us-east-1'}.amazonaws.com:443"
+    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    return f"{parts.hostname}:{port}"
 
 
 def open_store(url: str | None = None) -> Store:

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.archive.store import Store, sha256_of
+from engine.clock import clock
 from engine.handoff import Worker
 from engine.ids import ConnectionId
 from engine.settings import settings
@@ -222,6 +223,7 @@ class ArchiveWriter:
             writer.close()
         self._open.clear()
         files = []
+        until = clock().monotonic() + settings().upload_deadline  # one bound for the partition's uploads
         for (cid, period, part), group in sorted(self._groups.items(), key=lambda kv: kv[0]):
             if self._discarding:  # the load failed meanwhile: upload nothing more
                 raise RuntimeError("discarded")
@@ -229,7 +231,7 @@ class ArchiveWriter:
             final = self.store.path(dataset_dir(self.dataset), f"connection_id={cid}", f"{PERIOD_COLUMN}={period}",
                                     name)
             stored = self.store.put_verified(group.path, final, check=verify_parquet(group.rows),
-                                             digest=sha256_of(group.path))
+                                             digest=sha256_of(group.path), until=until)
             files.append(ArchivedFile(connection_id=cid, period=period, uri=stored.uri, rows=group.rows,
                                       bytes=stored.bytes, sha256=stored.sha256, min_time=_utc(group.min_time),
                                       max_time=_utc(group.max_time)))

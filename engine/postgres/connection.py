@@ -3,17 +3,23 @@
 A load holds a :class:`Session`: two connections. ``data`` holds one transaction per source partition (ledger
 row + COPYs + quarantine rows, committed together); ``ddl`` commits structural changes (tables, child
 partitions, new columns) right away, so they never hold locks for the length of a load.
+
+Every connection waits at most ``BICONIC_CONNECT_TIMEOUT`` to be made (unless the DSN sets ``connect_timeout``),
+and its session ends a transaction left idle longer than ``idle_in_transaction_seconds`` (a backstop: a client
+that hangs anyway, on a mute archive say, cannot hold its locks on staged partitions and the ledger forever).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from engine.errors import SinkConflictError, SinkError, SinkUnavailableError
 from engine.redact import redact, scrub, url_secrets
+from engine.settings import settings
 
 __all__ = ["Session", "connect", "execute", "wrap_error"]
 
@@ -62,14 +68,37 @@ def wrap_error(exc: Exception, what: str, dsn: str) -> SinkError:
     return SinkError(f"{what}: {first[:600]}")
 
 
+def with_connect_timeout(dsn: str, seconds: float) -> str:
+    """``dsn`` with libpq's ``connect_timeout`` (whole seconds, at least 1) unless it sets one: libpq otherwise
+    waits forever on a host that accepts and never answers."""
+    if "connect_timeout" in dsn:
+        return dsn
+    value = str(max(1, math.ceil(seconds)))
+    if "://" not in dsn:  # key=value form
+        return f"{dsn} connect_timeout={value}".strip()
+    return f"{dsn}{'&' if '?' in dsn else '?'}connect_timeout={value}"
+
+
 def connect(dsn: str, *, autocommit: bool = False) -> Any:
-    """An ADBC connection to ``dsn``; failures are :func:`wrap_error`'s."""
+    """An ADBC connection to ``dsn``, with the connect timeout and the idle-in-transaction backstop of the
+    settings; failures are :func:`wrap_error`'s."""
     import adbc_driver_postgresql.dbapi as pgdbapi
 
+    limits = settings()
     try:
-        return pgdbapi.connect(dsn, autocommit=autocommit)
+        conn = pgdbapi.connect(with_connect_timeout(dsn, limits.connect_timeout), autocommit=autocommit)
     except Exception as exc:
         raise wrap_error(exc, "connect", dsn) from exc
+    idle = int(limits.idle_in_transaction_seconds * 1000)
+    try:
+        execute(conn, f"SET idle_in_transaction_session_timeout = {idle}", None, dsn)
+        if not autocommit:
+            conn.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.close()
+        raise
+    return conn
 
 
 def _label(sql: str) -> str:

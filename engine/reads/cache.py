@@ -33,9 +33,8 @@ __all__ = ["Cache", "CacheStats", "get_cache", "reset_caches"]
 
 log = logging.getLogger("biconic.cache")
 
-#: seconds between connection attempts while Redis is down, and the socket timeouts that bound each attempt
+#: seconds between connection attempts while Redis is down (each attempt is bounded by ``BICONIC_CACHE_TIMEOUT``)
 RETRY_EVERY = 1.0
-SOCKET_TIMEOUT = 0.5
 _SCAN_BATCH = 500
 
 T = TypeVar("T")
@@ -119,9 +118,11 @@ class Cache:
 
         self.backend = "redis"
         self._outage_errors = (redis.ConnectionError, redis.TimeoutError)
-        # no client-side retries: our own once-a-second probe is the retry, so a dead server costs one quick attempt
-        self._redis = redis.Redis.from_url(self.url, socket_connect_timeout=SOCKET_TIMEOUT,
-                                           socket_timeout=SOCKET_TIMEOUT, retry=Retry(NoBackoff(), 0))
+        # no client-side retries: our own once-a-second probe is the retry, so a dead or mute server costs one
+        # attempt of at most the cache timeout, then nothing until the next probe
+        timeout = settings().cache_timeout
+        self._redis = redis.Redis.from_url(self.url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                           retry=Retry(NoBackoff(), 0))
 
     def _key(self, key: str) -> str:
         return self.prefix + key

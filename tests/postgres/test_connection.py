@@ -4,14 +4,17 @@ passwords never reach a message."""
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import engine
 from engine.errors import SinkError, SinkUnavailableError, TransientError
-from engine.postgres.connection import wrap_error
+from engine.postgres.connection import Session, connect, wrap_error
 from engine.postgres.ddl import bound
+from engine.settings import settings
 
 
 def _free_port() -> int:
@@ -68,3 +71,19 @@ def test_partition_bounds() -> None:
     assert bound(dt.date(2024, 1, 1), "timestamp without time zone") == "'2024-01-01 00:00:00'"
     assert bound(dt.date(2024, 1, 1), "timestamp with time zone") == "'2024-01-01 00:00:00+00'"
     assert bound(None, "date") == "MAXVALUE"
+
+
+def test_sessions_end_idle_transactions_and_connecting_is_bounded(pg_dsn: str, mute_server: Any,
+                                                                  short_timeouts: None,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backstop: every load session asks PostgreSQL to end a transaction left idle too long; and a server that
+    accepts and never answers fails the connect within the connect timeout, transient, naming host and port."""
+    monkeypatch.setenv("BICONIC_IDLE_IN_TRANSACTION_TIMEOUT", "42")
+    with Session(pg_dsn) as session:
+        for conn in (session.data, session.ddl):
+            assert session.run("SELECT current_setting('idle_in_transaction_session_timeout')", conn=conn) == [("42s",)]
+    started = time.monotonic()
+    with pytest.raises(SinkUnavailableError) as info:
+        connect(f"postgresql://bob:s3cret@{mute_server.address}/db")
+    assert time.monotonic() - started < settings().connect_timeout + 3
+    assert mute_server.address.split(":")[1] in str(info.value) and "s3cret" not in str(info.value)

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -26,6 +27,7 @@ import pytest
 from engine.clock import ManualClock
 from engine.reads import cache as cache_module
 from engine.reads.cache import Cache, get_cache, reset_caches
+from engine.settings import settings
 
 SHARED_URL = os.environ.get("BICONIC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -387,7 +389,7 @@ def test_a_frozen_server_times_out(own_redis: RedisServer) -> None:
         started = time.monotonic()
         assert c.get("k") is None
         c.set("k", b"w")
-        assert time.monotonic() - started < cache_module.SOCKET_TIMEOUT + 0.5
+        assert time.monotonic() - started < settings().cache_timeout + 0.5
         assert c.stats.errors == 2
     finally:
         os.kill(own_redis.proc.pid, signal.SIGCONT)
@@ -445,3 +447,37 @@ def test_password_never_logged(url: str, caplog: pytest.LogCaptureFixture) -> No
     assert f"127.0.0.1:{port}" in caplog.text
     assert "s3cret" not in caplog.text and "s3%40cret" not in caplog.text and "s3@cret" not in caplog.text
     c.close()
+
+
+def test_a_mute_redis_costs_the_timeout_once_per_probe_and_queries_still_answer(
+        mute_server: Any, short_timeouts: None, monkeypatch: pytest.MonkeyPatch, manual_clock: ManualClock,
+        pg_dsn: str, table: str) -> None:
+    """Redis accepts connections and never answers: one operation waits BICONIC_CACHE_TIMEOUT, the others miss at
+    once until RETRY_EVERY has passed, then one probe waits again; queries answer all along (from DuckDB)."""
+    import engine
+    from engine.reads.duck import run_query
+
+    url = f"redis://{mute_server.address}/0"
+    c = Cache(url, prefix="t:")
+    timeout = settings().cache_timeout
+    started = time.monotonic()
+    assert c.get("k") is None
+    first = time.monotonic() - started
+    assert timeout * 0.8 <= first < timeout + 0.25
+    started = time.monotonic()
+    for _ in range(50):
+        c.set("k", b"v")
+        assert c.get("k") is None
+    assert time.monotonic() - started < 0.1  # gated: no network at all
+    manual_clock.advance(cache_module.RETRY_EVERY)
+    started = time.monotonic()
+    assert c.get("k") is None and c.get("k") is None  # one probe, then gated again
+    assert time.monotonic() - started < timeout + 0.25
+    assert c.stats.errors == 103
+    c.close()
+
+    monkeypatch.setenv("BICONIC_REDIS_URL", url)
+    engine.load(pl.DataFrame({"id": [1, 2, 3]}), into=table, dsn=pg_dsn)
+    for _ in range(2):
+        assert run_query(f"SELECT sum(id) AS s FROM {table}", dsn=pg_dsn).frame["s"].to_list() == [6]
+    assert get_cache().stats.errors > 0

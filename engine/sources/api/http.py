@@ -28,6 +28,7 @@ from urllib.parse import unquote_plus
 from engine.errors import SourceError, SourceUnavailableError
 from engine.redact import redact, scrub
 from engine.retry import RetryPolicy
+from engine.settings import settings
 from engine.sources.api.options import ApiKeyAuth, Auth, BasicAuth, BearerAuth, EndpointOptions
 
 if TYPE_CHECKING:
@@ -151,7 +152,11 @@ class HttpClient:
         self.origin = httpx.URL(url).copy_with(path="/", query=None, fragment=None)
         self.policy = RetryPolicy(attempts=options.retries, first_wait=options.backoff, max_wait=options.max_wait,
                                   jitter=0.2)
-        self.client = httpx.Client(timeout=options.timeout, follow_redirects=True,
+        limits = settings()
+        self.timeout = options.timeout if options.timeout is not None else limits.read_timeout
+        # a mute server costs one read timeout per attempt, never forever; connecting takes the shorter bound
+        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, limits.connect_timeout))
+        self.client = httpx.Client(timeout=timeout, follow_redirects=True,
                                    headers={"Accept": "application/json", "User-Agent": "biconic-engine",
                                             **options.headers})
         self.filter = _ScrubLog(self.secrets)
@@ -216,7 +221,7 @@ class HttpClient:
         try:
             response = self.client.request(method, target, headers=headers, json=body)
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out after {self.options.timeout:g} s") from exc
+            raise _Retryable(f"timed out after {self.timeout:g} s") from exc
         except httpx.TransportError as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__}: "
                              f"{self.secrets.scrub(str(exc))[:_SNIPPET]})") from exc

@@ -37,6 +37,7 @@ import pyarrow as pa
 from engine.errors import SourceError, SourceUnavailableError, SpecError, first_line
 from engine.plan.columns import ROW_COLUMN
 from engine.redact import redact, scrub, url_secrets
+from engine.settings import settings
 from engine.sources.api._bson import (
     Columns,
     document_row,
@@ -175,7 +176,7 @@ class MongoSource:
             return
         pymongo = _import_pymongo()
         # out-of-range dates come back as DatetimeMS (written as text) instead of failing the whole read
-        client = pymongo.MongoClient(self.url, datetime_conversion="DATETIME_AUTO")
+        client = pymongo.MongoClient(self.url, datetime_conversion="DATETIME_AUTO", **_timeouts(self.url))
         try:
             yield client[self.database][self.collection]
         finally:
@@ -393,3 +394,11 @@ def open_mongo(url: str, options: Mapping[str, Any]) -> MongoSource:
         json_columns=tuple(json_columns), mode=mode, batch_rows=_int_option(opts, "batch_rows", 10_000, least=1),
         cursor=cursor, lag=lag_units(opts.get("lag", 0)),
     )
+
+
+def _timeouts(url: str) -> dict[str, int]:
+    """The settings' connect and read timeouts (ms) as pymongo options, unless the URL sets its own."""
+    limits = settings()
+    connect, read = int(limits.connect_timeout * 1000), int(limits.read_timeout * 1000)
+    wanted = {"connectTimeoutMS": connect, "serverSelectionTimeoutMS": connect, "socketTimeoutMS": read}
+    return {k: v for k, v in wanted.items() if k.lower() not in url.lower()}

@@ -43,7 +43,8 @@ COMMON_OPTIONS: dict[str, str] = {
     "lag": "incremental: re-read this far behind the watermark: seconds (or 15m, 2h, 1d) for times, units for "
            "numbers (needs mode merge)",
     "max_pages": "stop after this many pages (a safety cap; default none)",
-    "timeout": "seconds per request (default 30)",
+    "timeout": "seconds to wait for an answer (default BICONIC_READ_TIMEOUT, 60; connecting: at most "
+               "BICONIC_CONNECT_TIMEOUT, 10)",
     "retries": "attempts per page on 429/5xx/timeouts (default 5)",
     "backoff": "first retry wait in seconds, doubled each attempt (default 1)",
     "max_wait": "longest wait between attempts, Retry-After included (default 60)",
@@ -274,7 +275,7 @@ class EndpointOptions(_Options):
     cursor: Annotated[str | None, _TEXT] = None
     lag: Annotated[float, BeforeValidator(_lag)] = 0.0
     max_pages: Annotated[int | None, _number(integer=True, minimum=1)] = None
-    timeout: Annotated[float, _number()] = 30.0
+    timeout: Annotated[float | None, _number()] = None  # None: the settings' read timeout
     backoff: Annotated[float, _number()] = 1.0
     max_wait: Annotated[float, _number()] = 60.0
     retries: Annotated[int, _number(integer=True, minimum=1)] = 5

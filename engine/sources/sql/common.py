@@ -57,7 +57,8 @@ _SCHEMES: dict[str, Dialect] = {"postgresql": "postgresql", "postgres": "postgre
                                 "mariadb": "mysql"}
 #: words of a driver message (one without an error code) that say the server went away: worth a retry
 _GONE_WORDS = ("could not connect", "connection refused", "can't connect", "timed out", "terminating connection",
-               "server closed the connection", "lost connection", "gone away", "connection reset")
+               "server closed the connection", "lost connection", "gone away", "connection reset",
+               "timeout expired")
 
 
 class Run(Protocol):

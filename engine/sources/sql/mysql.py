@@ -52,6 +52,7 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 
 from engine.errors import SourceError, SpecError, first_line
+from engine.settings import settings
 from engine.sources.sql.base import DatabaseSource
 from engine.sources.sql.common import (
     OPTIONS,
@@ -69,7 +70,6 @@ from engine.sources.sql.common import (
 
 __all__ = ["OPTIONS", "MySqlSource"]
 
-_CONNECT_TIMEOUT = 15
 #: rows per Arrow batch from PyMySQL's unbuffered cursor
 _UNBUFFERED_ROWS = 10_000
 
@@ -179,11 +179,13 @@ class MySqlSource(DatabaseSource):
         import pymysql
 
         parts = urlsplit(self.url)
+        limits = settings()  # PyMySQL waits forever on a server that accepts and never answers, unless told
         try:
             return pymysql.connect(
                 host=parts.hostname or "localhost", port=parts.port or 3306, user=unquote(parts.username or ""),
                 password=unquote(parts.password or ""), database=unquote(parts.path.strip("/")) or None,
-                charset="utf8mb4", autocommit=True, connect_timeout=_CONNECT_TIMEOUT,
+                charset="utf8mb4", autocommit=True, connect_timeout=limits.connect_timeout,
+                read_timeout=limits.read_timeout, write_timeout=limits.read_timeout,
                 init_command="SET time_zone = '+00:00'")
         except Exception as exc:
             raise self._error(exc, "cannot connect") from exc

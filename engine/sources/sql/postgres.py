@@ -38,6 +38,7 @@ Anything else is cast to text in SQL.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ import pyarrow as pa
 
 from engine.errors import SourceError, SpecError
 from engine.names import quote_ident
+from engine.settings import settings
 from engine.sources.sql.base import DatabaseSource
 from engine.sources.sql.common import (
     OPTIONS,
@@ -65,7 +67,6 @@ from engine.sources.sql.common import (
 
 __all__ = ["OPTIONS", "PostgresSource"]
 
-_CONNECT_TIMEOUT = 15
 #: Arrow batches waiting between the parallel readers and the consumer, per reader
 _QUEUE_PER_READER = 2
 
@@ -149,8 +150,9 @@ class PostgresSource(DatabaseSource):
     def _connect(self, *, autocommit: bool = True) -> Any:
         import adbc_driver_postgresql.dbapi as pgdbapi
 
+        timeout = str(max(1, math.ceil(settings().connect_timeout)))  # libpq takes whole seconds
         try:  # libpq waits forever on a silent host: a connect timeout unless the URL sets one
-            return pgdbapi.connect(self._driver_url(connect_timeout=str(_CONNECT_TIMEOUT)), autocommit=autocommit)
+            return pgdbapi.connect(self._driver_url(connect_timeout=timeout), autocommit=autocommit)
         except Exception as exc:
             raise self._error(exc, "cannot connect") from exc
 

@@ -18,7 +18,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from engine.clock import ManualClock
-from engine.errors import SourceError, SourceUnavailableError, SpecError
+from engine.errors import SourceError, SourceUnavailableError, SpecError, TransientError
 from engine.settings import settings
 from engine.sources.api.http import retry_after
 from engine.sources.api.rest import open_rest
@@ -286,3 +286,17 @@ def test_secrets_never_show(server: HTTPServer, caplog: pytest.LogCaptureFixture
     for text in shown:
         assert SECRET not in text, text
     assert "api_key=" in caplog.text  # httpx logged the request URLs, scrubbed
+
+
+def test_a_mute_server_costs_the_read_timeout_per_attempt(mute_server: Any, short_timeouts: None,
+                                                          manual_clock: ManualClock) -> None:
+    """A server that accepts and never answers: each attempt ends at BICONIC_READ_TIMEOUT, then a transient
+    error names the host and port."""
+    source = open_rest(f"http://{mute_server.address}/v1/items", {"retries": 2})
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailableError) as info:
+        source.partitions()
+    assert time.monotonic() - started < 2 * settings().read_timeout + 3
+    text = str(info.value)
+    assert mute_server.address in text and "timed out after 1 s; gave up after 2 attempts" in text
+    assert "\n" not in text and isinstance(info.value, TransientError)
