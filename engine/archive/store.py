@@ -19,6 +19,7 @@ from typing import Any
 from engine.errors import ArchiveError, SpecError
 from engine.retry import ARCHIVE_UPLOAD
 from engine.settings import settings
+from engine.storage import is_storage, storage_error
 
 __all__ = ["Store", "StoredFile", "open_store", "sha256_of"]
 
@@ -124,9 +125,15 @@ class Store:
             log.warning("archive write of %s failed (%s), retrying in %.1f s", self.uri(final), type(exc).__name__,
                         wait)
 
+        def disk(exc: BaseException) -> bool:  # a local folder full, read-only or missing: no retry fixes it
+            return self.is_local and is_storage(exc)
+
         try:  # network, permissions, a torn upload: retried, then reported
-            return ARCHIVE_UPLOAD.call(attempt, retry_if=lambda exc: isinstance(exc, Exception), on_retry=retrying)
+            return ARCHIVE_UPLOAD.call(attempt, retry_if=lambda exc: isinstance(exc, Exception) and not disk(exc),
+                                       on_retry=retrying)
         except Exception as exc:
+            if isinstance(exc, OSError) and disk(exc):
+                raise storage_error(exc, final) from exc
             raise ArchiveError(self.uri(final), f"{type(exc).__name__}: {exc}",
                                attempts=ARCHIVE_UPLOAD.attempts) from exc
 
