@@ -18,7 +18,7 @@ import click
 
 from engine.cli_history import list_loads, show_quarantine
 from engine.cli_options import CONNECTION_ID, archive_option, dsn_option, full_refresh_option, json_option
-from engine.errors import BiconicError, SpecError
+from engine.errors import BiconicError, SpecError, first_line
 from engine.ids import ConnectionId
 
 __all__ = ["main"]
@@ -33,6 +33,15 @@ class _Engine(click.Group):
         except BiconicError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # the disk (full, read-only, a missing folder) anywhere: one line, not a traceback
+            from engine.storage import is_storage, storage_error
+
+            if not is_storage(exc) and exc.filename is None:
+                click.echo(f"error: {type(exc).__name__}: {first_line(exc)}", err=True)
+                ctx.exit(1)
+            error = storage_error(exc)
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(error.exit_code)
 
 
 #: a load's spec fields as ``biconic load`` spells them: its errors name the flag the user typed

@@ -15,6 +15,8 @@
     │   └── SinkConflictError    exit 5   a deadlock or lock timeout with another load (also a TransientError)
     ├── ArchiveError             exit 7   the archive copy could not be written and verified (also a TransientError)
     ├── IntegrityError           exit 6   a load's row accounting does not add up; nothing was committed
+    ├── StorageError             exit 8   a local file or folder could not be written: disk full, quota, read-only,
+    │                                     permission denied, missing folder (names the path and its free space)
     └── PartialLoadError         exit of the first failure: some source partitions failed, the others committed
 
     TransientError                        marker: the job layer retries these, and only these
@@ -46,6 +48,7 @@ __all__ = [
     "SourceError",
     "SourceUnavailableError",
     "SpecError",
+    "StorageError",
     "TransientError",
     "first_line",
 ]
@@ -208,3 +211,16 @@ class PartialLoadError(BiconicError):
         more = f" (and {len(failures) - 1} more: see the report)" if len(failures) > 1 else ""
         super().__init__(f"{len(failures)} of {report.source_partitions} source partitions failed and were rolled "
                          f"back, the others committed; re-run to retry them. {said}{more}")
+
+
+class StorageError(BiconicError):
+    """The local disk refused a file the engine writes (or a folder it needs): disk full, quota, read-only,
+    permission denied, missing folder. ``path`` is the file or folder; the message says how much space is free
+    there (see :func:`engine.storage.storage_error`). Not transient: someone has to free space or fix the folder."""
+
+    exit_code = 8
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}")

@@ -25,6 +25,7 @@ from engine.clock import clock
 from engine.errors import ArchiveError, SpecError, first_line
 from engine.retry import ARCHIVE_UPLOAD
 from engine.settings import settings
+from engine.storage import is_storage, storage_error
 
 __all__ = ["Store", "StoredFile", "open_store", "sha256_of"]
 
@@ -152,11 +153,16 @@ class Store:
             log.warning("archive write of %s (%s) failed (%s), retrying in %.1f s", self.uri(final), self.endpoint,
                         type(exc).__name__, wait)
 
+        def disk(exc: BaseException) -> bool:  # a local folder full, read-only or missing: no retry fixes it
+            return self.is_local and is_storage(exc)
+
         tries = [1]
         try:  # network, permissions, a torn upload: retried, then reported
-            return policy.call(attempt, retry_if=lambda exc: isinstance(exc, Exception), on_retry=retrying,
-                               deadline=deadline - clock().monotonic())
+            return policy.call(attempt, retry_if=lambda exc: isinstance(exc, Exception) and not disk(exc),
+                               on_retry=retrying, deadline=deadline - clock().monotonic())
         except Exception as exc:
+            if isinstance(exc, OSError) and disk(exc):
+                raise storage_error(exc, final) from exc
             said = first_line(exc) if str(exc).strip() else "no answer"
             bounds = (f"connect timeout {limits.connect_timeout:g} s, read timeout {limits.read_timeout:g} s, "
                       f"deadline {limits.upload_deadline:g} s")

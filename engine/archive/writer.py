@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import re
 import shutil
 import tempfile
 import urllib.parse
@@ -33,6 +35,7 @@ from engine.clock import clock
 from engine.handoff import Worker
 from engine.ids import ConnectionId
 from engine.settings import settings
+from engine.storage import naming
 
 __all__ = ["ArchiveWriter", "ArchivedFile", "dataset_dir", "verify_parquet"]
 
@@ -113,9 +116,12 @@ class ArchiveWriter:
         self.time_column = time_column
         self.level = level or settings().archive_level
         base = workdir or settings().data_path / "tmp"
-        base.mkdir(parents=True, exist_ok=True)
-        _sweep(base)
-        self._dir = Path(tempfile.mkdtemp(prefix="archive-", dir=base))
+        with naming(base):
+            base.mkdir(parents=True, exist_ok=True)
+            _sweep(base)
+            self._dir = Path(tempfile.mkdtemp(prefix=f"archive-{os.getpid()}-", dir=base))
+        #: final paths this writer placed in the store (not there before): removed if the load rolls back
+        self.placed: list[str] = []
         self._groups: dict[tuple[ConnectionId, dt.date, int], _Group] = {}
         self._parts: dict[tuple[ConnectionId, dt.date], int] = {}
         self._open: list[tuple[ConnectionId, dt.date, int]] = []
@@ -124,7 +130,7 @@ class ArchiveWriter:
         self._sealed = False
         self._discarding = False
         self._published: Future[list[ArchivedFile]] | None = None
-        self._worker: Worker[tuple[dt.date, pl.DataFrame]] = Worker(lambda item: self._add(*item), depth=QUEUE,
+        self._worker: Worker[tuple[dt.date, pl.DataFrame]] = Worker(lambda item: self._add_named(*item), depth=QUEUE,
                                                                      name=f"archive-{load_key[:8]}")
 
     def add(self, period: dt.date, df: pl.DataFrame) -> None:
@@ -140,7 +146,15 @@ class ArchiveWriter:
         seals before PostgreSQL builds the new partitions' indexes); :meth:`finish` collects the result."""
         if not self._sealed:
             self._sealed = True
-            self._published = self._worker.call(self._publish)
+            self._published = self._worker.call(self._publish_named)
+
+    def _add_named(self, period: dt.date, df: pl.DataFrame) -> None:
+        with naming(self._dir):  # the disk filling up under the work files: one line naming their folder
+            self._add(period, df)
+
+    def _publish_named(self) -> list[ArchivedFile]:
+        with naming(self._dir):
+            return self._publish()
 
     def _add(self, period: dt.date, df: pl.DataFrame) -> None:
         for cid, part in _by_connection(df):
@@ -230,8 +244,11 @@ class ArchiveWriter:
             name = f"{self.load_key}.parquet" if part == 0 else f"{self.load_key}-{part}.parquet"
             final = self.store.path(dataset_dir(self.dataset), f"connection_id={cid}", f"{PERIOD_COLUMN}={period}",
                                     name)
+            existed = self.store.exists(final)  # a re-run of a committed key: the same file, not ours to remove
             stored = self.store.put_verified(group.path, final, check=verify_parquet(group.rows),
                                              digest=sha256_of(group.path), until=until)
+            if not existed:
+                self.placed.append(final)
             files.append(ArchivedFile(connection_id=cid, period=period, uri=stored.uri, rows=group.rows,
                                       bytes=stored.bytes, sha256=stored.sha256, min_time=_utc(group.min_time),
                                       max_time=_utc(group.max_time)))
@@ -259,16 +276,31 @@ STALE_SECONDS = 24 * 3600
 
 
 def _sweep(base: Path) -> None:
-    """Remove work folders left by killed loads (their rows were rolled back; the files are never listed)."""
+    """Remove work folders left by killed loads (their rows were rolled back; the files are never listed): a
+    folder is named by its process id, so one whose process is gone goes at once; one older than a day goes
+    anyway (its id may since belong to another process), as does an unnamed one of an older release."""
     import time
 
     cutoff = time.time() - STALE_SECONDS
     for folder in base.glob("archive-*"):
+        owner = _WORK_DIR.fullmatch(folder.name)
+        pid = int(owner.group(1)) if owner else None
         try:
-            if folder.stat().st_mtime < cutoff:
+            dead = pid is not None and pid != os.getpid() and not _alive(pid)
+            if dead or folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
         except OSError:
             continue
+
+
+#: a work folder's name: ``archive-{pid}-{random}``
+_WORK_DIR = re.compile(r"archive-(\d+)-\w+")
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    return bool(psutil.pid_exists(pid))
 
 
 def _by_connection(df: pl.DataFrame) -> list[tuple[ConnectionId, pa.Table]]:

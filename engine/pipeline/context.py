@@ -61,6 +61,10 @@ class LoadState:
     connections: set[ConnectionId] = field(default_factory=set)
     #: the dataset's connection_id column type (bigint, uuid, text), once known (:func:`engine.pipeline.fit.prepare`)
     connection_type: str | None = None
+    #: archive files placed under their final names and not yet committed (removed if their partition rolls back)
+    unlisted: list[str] = field(default_factory=list)
+    #: this load created the table (committed apart from the rows): dropped again if none of its rows commit
+    created_table: bool = False
     #: the rejected rows of the partition being streamed (a sample is kept when it fails on them)
     rejects: Rejects | None = None
 

@@ -165,6 +165,8 @@ def _create(state: LoadState, plan: Plan, time_column: str, *, conn: Any, defer_
                 else state.connection_type or "bigint" if c == CONNECTION_COLUMN
                 else pg_type(to_loadable(plan.schema[c]))) for c in plan.columns]
     comments = {new: old for new, old in plan.renamed_from.items() if new in plan.columns}
+    if conn is None:  # committed on its own, before the rows: dropped again if none of them commit
+        state.created_table = True
     return ddl.create_table(state.session, state.target.table, columns, time_column=time_column,
                             granularity=state.target.granularity, hash_partitions=state.target.hash_partitions,
                             comments=comments, conn=conn, indexes=not defer_indexes)

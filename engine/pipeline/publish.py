@@ -27,6 +27,7 @@ from engine.names import qualified, quote_ident
 from engine.pipeline.context import LoadState
 from engine.pipeline.counts import Counts
 from engine.pipeline.fit import Prepared, prepare
+from engine.pipeline.leftovers import drop_unlisted
 from engine.pipeline.planner import InvalidUtf8
 from engine.pipeline.rejects import judge
 from engine.pipeline.stream import stream
@@ -77,7 +78,8 @@ def _one(state: LoadState, partition: Partition, key: str, target_for: Callable[
         return counts
     finally:
         if archive is not None:
-            archive.discard()
+            archive.discard()  # waits for its thread: nothing more is placed after it
+            state.unlisted.extend(archive.placed)  # removed if the partition rolls back
 
 
 def _publish_archive(state: LoadState, archive: ArchiveWriter | None, key: str) -> None:
@@ -147,13 +149,16 @@ def _load_committed(state: LoadState, partition: Partition, key: str) -> Counts 
         counts = _one(state, partition, key, _row_target(state), mode=state.target.mode)
         if counts is None:
             state.session.rollback()
+            drop_unlisted(state)
             return None
         meta.bump_version(state.session, state.target.table)
         state.session.commit()
+        state.unlisted.clear()
         if state.staging is not None:
             state.staging.settled()
     except BaseException:
         state.session.rollback()
+        drop_unlisted(state)
         state.fresh.clear()
         if state.staging is not None:
             state.staging.abort()
@@ -203,8 +208,10 @@ def replace_all(state: LoadState, partitions: list[Partition], keys: list[str]) 
             ddl.create_indexes(session, target.table, info.time_column, conn=session.data)  # after the rows: faster
         meta.bump_version(session, target.table)
         session.commit()
+        state.unlisted.clear()
     except BaseException:
         session.rollback()
+        drop_unlisted(state)
         state.fresh.clear()
         raise
     for partition, counts in zip(partitions, counted, strict=True):

@@ -8,11 +8,14 @@ import hashlib
 import resource
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from engine.archive.store import Store
-from engine.errors import BiconicError, PartialLoadError, RejectedError, SpecError, TransientError
+from engine.errors import BiconicError, PartialLoadError, RejectedError, SpecError, StorageError, TransientError
 from engine.names import canonical_table
 from engine.pipeline.context import LoadState
+from engine.pipeline.leftovers import drop_if_unused
 from engine.pipeline.publish import load_partition, replace_all
 from engine.pipeline.rejects import keep_sample
 from engine.pipeline.reload import begin_refresh, end_refresh, key_to_load
@@ -29,6 +32,7 @@ from engine.settings import settings
 from engine.sources import open_source
 from engine.sources.base import IncrementalSource, Partition, Source
 from engine.spec.models import LoadSpec, TargetSpec
+from engine.storage import is_storage, storage_error
 
 __all__ = ["load_key", "run_load", "spec_hash"]
 
@@ -121,10 +125,29 @@ def _load(state: LoadState) -> list[tuple[str, BiconicError]]:
     state.report.source_bytes = sum(p.size_bytes for p in partitions)
     keys = [load_key(state.target, p, state.spec_hash) for p in partitions]
     try:
-        return _commit_partitions(state, partitions, keys)
-    finally:
-        if state.staging is not None:
-            state.staging.close()
+        try:
+            with _storage_errors():
+                failures = _commit_partitions(state, partitions, keys)
+        finally:
+            if state.staging is not None:
+                state.staging.close()
+    except BaseException:
+        drop_if_unused(state)
+        raise
+    if failures and state.partitions_done == 0:
+        drop_if_unused(state)
+    return failures
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """A disk failure no writer named (a reader's temporary file, the data folder) as one line, by its file."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_storage(exc) and exc.filename is None:
+            raise
+        raise storage_error(exc) from exc
 
 
 def _where(store: Store | None) -> str | None:
@@ -159,7 +182,7 @@ def _commit_partitions(state: LoadState, partitions: list[Partition],
         except BiconicError as exc:
             if isinstance(exc, RejectedError):
                 keep_sample(state)
-            if len(partitions) == 1 or isinstance(exc, TransientError):
+            if len(partitions) == 1 or isinstance(exc, (TransientError, StorageError)):  # the next would fail too
                 raise
             state.session.rollback(state.session.ddl)  # a failed DDL statement leaves it aborted
             failures.append((partition.label, exc))

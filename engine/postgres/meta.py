@@ -31,7 +31,8 @@ __all__ = [
     "LOADS", "MANIFEST", "QUARANTINE", "RUNS", "ManifestEntry", "Runs", "archived_files", "bump_version", "claim",
     "cold_files", "cold_for_restore", "cold_periods", "cold_summary", "complete", "connection_key",
     "counts_prove_contents", "dataset_layout", "dataset_version", "datasets", "ensure_meta", "finish_run",
-    "forget_loads", "hot_files", "is_loaded", "last_load", "load_keys", "mark_cold", "mark_hot", "record_dataset",
+    "forget_dataset", "forget_loads", "hot_files", "is_loaded", "last_load", "load_keys", "mark_cold", "mark_hot",
+    "record_dataset",
     "record_files", "set_watermark", "start_run", "supersede", "supersede_quarantine", "table_exists", "versions",
     "watermark",
 ]
@@ -199,6 +200,12 @@ def record_dataset(db: Runs, table: str, *, time_column: str, granularity: str, 
            "VALUES ($1, $2, $3, $4) ON CONFLICT (dataset) DO UPDATE SET time_column = EXCLUDED.time_column, "
            "granularity = EXCLUDED.granularity, hash_partitions = EXCLUDED.hash_partitions",
            [table, time_column, granularity, hash_partitions], conn=conn)
+
+
+def forget_dataset(db: Runs, table: str, *, conn: Any) -> bool:
+    """Delete the record of a dataset no load ever committed to (its first load failed); False if one did."""
+    return bool(db.run(f"DELETE FROM {DATASETS} WHERE dataset = $1 AND NOT EXISTS "
+                       f"(SELECT 1 FROM {LOADS} WHERE dataset = $1) RETURNING 1", [table], conn=conn))
 
 
 def dataset_layout(db: Runs, table: str, *, conn: Any = None) -> tuple[str | None, str, int] | None:
