@@ -114,7 +114,7 @@ def _staging(state: LoadState) -> FreshChildren | None:
     """The helper connections for new children, opened on first use and kept for the load's partitions."""
     streams = settings().copy_streams
     if state.staging is None and streams >= 2:
-        state.staging = FreshChildren(state.session, streams)
+        state.staging = FreshChildren(state.session, streams, state.report.load_id)
     return state.staging
 
 

@@ -89,3 +89,84 @@ def _visible_or_streaming(sql) -> bool:  # type: ignore[no-untyped-def]
     """True once some backend is running a COPY (the load is mid-partition)."""
     rows = sql("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'COPY %' AND state = 'active'")
     return int(rows[0][0]) > 0
+
+
+# --- kill -9 right after the helper connections committed the new children ------------------------------------
+#: a load whose helpers, once they committed, say STAGED and wait for a line on stdin (the test kills it there,
+#: or lets it go on)
+_STAGED_SCRIPT = """
+import sys
+import engine.postgres.staging as staging
+from engine.cli import main
+
+finish = staging.FreshChildren.finish
+def paused(self):
+    finish(self)
+    print("STAGED", flush=True)
+    sys.stdin.readline()
+staging.FreshChildren.finish = paused
+main()
+"""
+
+
+def _month_file(path: Path, month: int, first_id: int, rows: int = 20_000) -> Path:
+    pl.DataFrame({"id": pl.int_range(first_id, first_id + rows, eager=True),
+                  "created_at": [dt.datetime(2026, month, 1 + i % 27, 10) for i in range(rows)]}).write_csv(path)
+    return path
+
+
+def _staged_load(path: Path, table: str, dsn: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "BICONIC_COPY_STREAMS": "2", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _STAGED_SCRIPT, "load", str(path), "--into", table,
+                             "--partition-by", "created_at:month", "--dsn", dsn, "--archive", "off", "--json"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "STAGED":
+        proc.kill()
+        raise AssertionError(f"the load ended before its helpers committed: {line}{proc.communicate()[1]}")
+    return proc
+
+
+def _staged(sql) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """The staged tables (top level) and their rows."""
+    names = [r[0] for r in sql("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                               "WHERE n.nspname = 'biconic_stage' AND c.relkind IN ('r', 'p') "
+                               "AND NOT c.relispartition")]
+    return {n: int(sql(f'SELECT count(*) FROM biconic_stage."{n}"')[0][0]) for n in names}
+
+
+def test_kill_9_after_the_helpers_committed_leaves_nothing_beside_the_table(tmp_path: Path, pg_dsn: str, table: str,  # type: ignore[no-untyped-def]
+                                                                            sql) -> None:
+    import engine
+
+    engine.load(_month_file(tmp_path / "jan.csv", 1, 0), into=table, partition_by="created_at:month", dsn=pg_dsn,
+                archive=False)
+    killed = _staged_load(_month_file(tmp_path / "feb.csv", 2, 100_000), table, pg_dsn)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.communicate(timeout=30)
+    # nothing but the table itself (and its attached children) in the user's schema; the rows wait in the stage
+    beside = sql("SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relname LIKE $1 "
+                 "AND relkind IN ('r', 'p') AND NOT relispartition", [f"{table}%"])
+    assert beside == [(table,)]
+    dead = _staged(sql)
+    assert sum(dead.values()) == 20_000
+    # a live load of the same table, paused with its children staged: a sweep must leave them alone
+    live = _staged_load(_month_file(tmp_path / "mar.csv", 3, 200_000), table, pg_dsn)
+    try:
+        alive = {n: rows for n, rows in _staged(sql).items() if n not in dead}
+        assert sum(alive.values()) == 20_000
+        # the next load of the dataset, another period, sweeps the dead load's tables first
+        engine.load(_month_file(tmp_path / "apr.csv", 4, 300_000), into=table, partition_by="created_at:month",
+                    dsn=pg_dsn, archive=False)
+        assert _staged(sql) == alive
+        out, err = live.communicate("\n", timeout=120)
+        assert live.returncode == 0, err
+    finally:
+        if live.poll() is None:
+            live.kill()
+    assert _staged(sql) == {}
+    assert sql(f'SELECT count(*), count(DISTINCT id) FROM "{table}"') == [(60_000, 60_000)]
+    # the killed month loads again, whole
+    engine.load(tmp_path / "feb.csv", into=table, partition_by="created_at:month", dsn=pg_dsn, archive=False)
+    assert sql(f'SELECT count(*), count(DISTINCT id) FROM "{table}"') == [(80_000, 80_000)]
