@@ -12,6 +12,7 @@ no live load: :func:`sweep` drops it. Every load sweeps when it starts, and so d
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -25,8 +26,8 @@ __all__ = [
 STAGE_SCHEMA = "biconic_stage"
 #: the first key of a load's lock (the two-key form: apart from the engine's one-key child and table locks)
 _LOCK_SPACE = "SELECT hashtext('biconic_stage')"
-#: a staged table's name: the owning load's id, then the child's name
-_NAME = re.compile(r"^([0-9a-f]{32})_")
+#: a staged table's name: a hash of the child's name, then the owning load's id
+_NAME = re.compile(r"^s[0-9a-f]{8}_([0-9a-f]{32})$")
 
 #: the top-level staged tables (a hash-partitioned one's sub-partitions go with it), with their oids
 _STAGED_SQL = ("SELECT c.relname, c.oid::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -34,8 +35,11 @@ _STAGED_SQL = ("SELECT c.relname, c.oid::bigint FROM pg_class c JOIN pg_namespac
 
 
 def staged_name(load_id: str, child: str) -> str:
-    """Where ``load_id`` stages ``child``: unique per load and child, the load's id always kept whole."""
-    return shorten(f"{load_id}_{child}")
+    """Where ``load_id`` stages ``child``: unique per load and child, and short, the child's part first. The
+    helpers create indexes on several staged tables at once, in separate transactions, and PostgreSQL names an
+    index after its table cut to fit 63 bytes: a name that two tables share up to the cut would make the
+    second transaction wait on the first's (uncommitted) catalog row until the lock timeout."""
+    return f"s{hashlib.sha256(child.encode()).hexdigest()[:8]}_{load_id}"
 
 
 def sub_name(table: str, i: int) -> str:
