@@ -170,3 +170,71 @@ def test_kill_9_after_the_helpers_committed_leaves_nothing_beside_the_table(tmp_
     # the killed month loads again, whole
     engine.load(tmp_path / "feb.csv", into=table, partition_by="created_at:month", dsn=pg_dsn, archive=False)
     assert sql(f'SELECT count(*), count(DISTINCT id) FROM "{table}"') == [(80_000, 80_000)]
+
+
+# --- kill -9 of a replace that COPYed its rows: the re-run vacuums what the killed attempt left -----------------
+#: a replace that, with every row COPYed and not committed, says COPIED and waits (the test kills it there)
+_COPIED_SCRIPT = """
+import sys
+import engine.postgres.meta as meta
+from engine.cli import main
+
+def paused(*a, **k):
+    print("COPIED", flush=True)
+    sys.stdin.readline()
+meta.bump_version = paused
+main()
+"""
+
+
+def _dead_tuples(sql, table: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Each partition's dead tuples as the heap holds them (pgstattuple reads the pages: nothing asynchronous)."""
+    return {r[0]: int(r[1]) for r in sql(
+        "SELECT c.relname, (pgstattuple(c.oid)).dead_tuple_count FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass($1)", [table])}
+
+
+def _size(sql, table: str) -> int:  # type: ignore[no-untyped-def]
+    """The bytes of the table's partitions' heaps."""
+    return int(sql("SELECT sum(pg_relation_size(inhrelid))::bigint FROM pg_inherits "
+                   "WHERE inhparent = to_regclass($1)", [table])[0][0])
+
+
+def test_rerun_of_a_killed_replace_vacuums_the_rows_it_left(tmp_path: Path, pg_dsn: str, table: str, sql) -> None:  # type: ignore[no-untyped-def]
+    import engine
+
+    rows = 30_000
+    sql("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+    old = pl.concat([pl.read_csv(_month_file(tmp_path / f"old{m}.csv", m, m * rows, rows)) for m in (1, 2)])
+    old.write_csv(tmp_path / "old.csv")
+    engine.load(tmp_path / "old.csv", into=table, partition_by="created_at:month", dsn=pg_dsn, archive=False)
+    new = old.with_columns(pl.col("id") + 1_000_000)
+    new.write_csv(tmp_path / "new.csv")
+    proc = subprocess.Popen([sys.executable, "-c", _COPIED_SCRIPT, "load", str(tmp_path / "new.csv"), "--into", table,
+                             "--partition-by", "created_at:month", "--mode", "replace", "--dsn", pg_dsn,
+                             "--archive", "off"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "COPIED", proc.communicate()[1]
+    loading = [r[0] for r in sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND state = 'idle in transaction' AND pid <> pg_backend_pid()")]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    for pid in loading:  # wait (server side) until its backend has aborted and reported its dead tuples
+        sql("SELECT pg_terminate_backend($1::int, 30000::bigint)", [pid])
+    killed = _dead_tuples(sql, table)
+    assert sorted(killed.values()) == [rows, rows]  # the killed attempt's COPYed rows, dead
+    size = _size(sql, table)
+    vacuums = sql("SELECT sum(pg_stat_get_vacuum_count(inhrelid))::bigint FROM pg_inherits "
+                  "WHERE inhparent = to_regclass($1)", [table])[0][0]
+
+    report = engine.load(tmp_path / "new.csv", into=table, partition_by="created_at:month", mode="replace",
+                         dsn=pg_dsn, archive=False)
+    assert report.rows_loaded == 2 * rows
+    assert sql(f'SELECT count(*), min(id) FROM "{table}"') == [(2 * rows, 1_000_000 + rows)]
+    # the re-run vacuumed both partitions first, and its rows took the space the killed attempt's held: the
+    # table did not grow (without the vacuum it grows by another copy of the rows)
+    assert sql("SELECT sum(pg_stat_get_vacuum_count(inhrelid))::bigint FROM pg_inherits "
+               "WHERE inhparent = to_regclass($1)", [table])[0][0] == vacuums + 2
+    assert _size(sql, table) <= size
