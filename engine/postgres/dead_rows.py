@@ -49,7 +49,7 @@ def vacuum_dead(session: Session, table: str, *, conn: Any = None) -> list[str]:
              f"{sum(int(dead) for _, dead in found):,}")
     vacuum = connect(session.dsn, autocommit=True)
     try:
-        execute(vacuum, f"VACUUM (SKIP_LOCKED, ANALYZE) {', '.join(names)}", None, session.dsn)
+        execute(vacuum, f"VACUUM (SKIP_LOCKED) {', '.join(names)}", None, session.dsn)
     finally:
         vacuum.close()
     return names
