@@ -12,6 +12,9 @@ file is never listed, so never read).
 
 Bringing periods back is :func:`engine.archive.restore.restore`.
 
+It also sweeps the tables killed loads left staged in ``biconic_stage`` (:func:`engine.postgres.stage_area.sweep`;
+every load sweeps too, but a dataset nobody loads again is swept only here).
+
 The raw-uploads part of the policy (keep 7 days, ZSTD after 30, to the archive after 90) is
 :func:`engine.archive.uploads.tier_uploads`.
 """
@@ -34,7 +37,7 @@ from engine.archive.uploads import UploadAction, UploadPolicy, tier_uploads
 from engine.archive.writer import ArchiveWriter
 from engine.errors import SpecError
 from engine.names import canonical_table, qualified, quote_ident
-from engine.postgres import copy, ddl, meta
+from engine.postgres import copy, ddl, meta, stage_area
 from engine.postgres.connection import Session
 from engine.postgres.periods import Period
 from engine.postgres.server import resolve_dsn
@@ -77,6 +80,8 @@ class TierReport:
     dry_run: bool
     partitions: list[TieredPartition] = field(default_factory=list)
     uploads: list[UploadAction] = field(default_factory=list)
+    #: staged tables of killed loads dropped from ``biconic_stage``
+    swept: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +92,8 @@ class TierReport:
                  f"{sum(p.rows for p in self.partitions):,} rows; {len(self.uploads)} upload action(s)"]
         lines += [f"  {p.dataset}: {p.partition} ({p.period}, {p.rows:,} rows, {p.how})" for p in self.partitions]
         lines += [f"  upload {a.action}: {a.path} -> {a.target}" for a in self.uploads]
+        if self.swept:
+            lines.append(f"  swept {len(self.swept)} staged table(s) killed loads left in {stage_area.STAGE_SCHEMA}")
         return "\n".join(lines)
 
 
@@ -141,6 +148,8 @@ def tier(*, dsn: str | None = None, archive: str | None = None, policy: TierPoli
     store = archive_store(archive)
     report = TierReport(cutoff=cutoff.isoformat(), dry_run=dry_run)
     with _open(dsn) as session:
+        if not dry_run:
+            report.swept = stage_area.sweep(session, conn=session.ddl)
         for dataset in _chosen(session, datasets):
             for child, period in _old_children(session, dataset, cutoff):
                 done = _tier_partition(session, store, dataset, child, period, dry_run=dry_run)

@@ -32,7 +32,7 @@ from engine.pipeline.planner import InvalidUtf8
 from engine.pipeline.rejects import judge
 from engine.pipeline.stream import stream
 from engine.pipeline.targets import Children, MergeStage, RowTarget, StagedChildren
-from engine.postgres import ddl, meta
+from engine.postgres import ddl, dead_rows, meta
 from engine.postgres.ddl import CONNECTION_COLUMN
 from engine.postgres.staging import FreshChildren
 from engine.settings import settings
@@ -116,7 +116,7 @@ def _staging(state: LoadState) -> FreshChildren | None:
     """The helper connections for new children, opened on first use and kept for the load's partitions."""
     streams = settings().copy_streams
     if state.staging is None and streams >= 2:
-        state.staging = FreshChildren(state.session, streams)
+        state.staging = FreshChildren(state.session, streams, state.report.load_id)
     return state.staging
 
 
@@ -191,6 +191,8 @@ def replace_all(state: LoadState, partitions: list[Partition], keys: list[str]) 
         for partition in partitions:
             state.report.note(partition.label, "skipped")
         return
+    # a killed attempt's rows, dead in the partitions, would double what this one goes through
+    dead_rows.vacuum_dead(session, target.table)
     found = ddl.describe(session, target.table, conn=session.data)
     existed = found is not None
     counted: list[Counts] = []

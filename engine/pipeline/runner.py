@@ -20,7 +20,7 @@ from engine.pipeline.publish import load_partition, replace_all
 from engine.pipeline.rejects import keep_sample
 from engine.pipeline.reload import begin_refresh, end_refresh, key_to_load
 from engine.pipeline.runlog import recorded
-from engine.postgres import meta
+from engine.postgres import meta, stage_area
 from engine.postgres.connection import Session
 from engine.postgres.ddl import split_table
 from engine.postgres.server import database_label, resolve_dsn
@@ -103,6 +103,7 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
     with recorded(dsn, report, target.connection_id) as run:
         with Session(dsn) as session:
             meta.ensure_meta(session, conn=session.ddl)
+            stage_area.sweep(session, conn=session.ddl)  # staged children killed loads left behind
             run.begin(session)
             session.commit(session.ddl)
             state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=spec_hash(spec),

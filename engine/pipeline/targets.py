@@ -85,7 +85,8 @@ class Children:
 
     def finish(self) -> int | None:
         if self.state.fresh:
-            ddl.attach_fresh(self.state.session, self.prepared.info, self.state.fresh, staged=self.staging is not None)
+            ddl.attach_fresh(self.state.session, self.prepared.info, self.state.fresh,
+                             staged_by=self.state.report.load_id if self.staging is not None else None)
         return None
 
 

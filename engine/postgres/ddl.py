@@ -20,6 +20,7 @@ from engine.names import qualified, quote_ident, shorten
 from engine.postgres import meta
 from engine.postgres.connection import Session
 from engine.postgres.periods import Period
+from engine.postgres.stage_area import move_into
 
 __all__ = [
     "CONNECTION_COLUMN", "ORPHAN_SQL", "TableInfo", "attach_fresh", "bound", "bounds_check", "bounds_constraint",
@@ -293,18 +294,21 @@ def child_for(session: Session, info: TableInfo, period: Period, fresh: dict[str
     return name
 
 
-def attach_fresh(session: Session, info: TableInfo, fresh: dict[str, Period], *, staged: bool = False) -> None:
-    """Attach the children created by :func:`child_for` (in the data transaction, before commit). Staged
-    children come with their indexes and a bounds ``CHECK``, so the attach neither builds nor scans; the
-    check is dropped afterwards, leaving them like every other child."""
+def attach_fresh(session: Session, info: TableInfo, fresh: dict[str, Period], *, staged_by: str | None = None) -> None:
+    """Attach the children created by :func:`child_for` (in the data transaction, before commit). Children
+    staged by load ``staged_by`` are first moved from ``biconic_stage`` into the table's schema; they come with
+    their indexes and a bounds ``CHECK``, so the attach neither builds nor scans; the check is dropped
+    afterwards, leaving them like every other child."""
     assert info.time_column is not None
     schema, _ = split_table(info.name)
     time_type = info.columns[info.time_column]
     for child, period in sorted(fresh.items()):
         qchild = f"{quote_ident(schema)}.{quote_ident(child)}"
+        if staged_by is not None:
+            move_into(session, staged_by, schema, child, info.hash_partitions)
         session.run(f"ALTER TABLE {qualified(info.name)} ATTACH PARTITION {qchild} FOR VALUES FROM "
                     f"({bound(period.start, time_type)}) TO ({bound(period.end, time_type)})")
-        if staged:
+        if staged_by is not None:
             session.run(f"ALTER TABLE {qchild} DROP CONSTRAINT IF EXISTS {quote_ident(bounds_constraint(child))}")
         info.children.add(child)
     fresh.clear()

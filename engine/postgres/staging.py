@@ -8,9 +8,10 @@ connections, COPYs its rows there, builds its indexes and commits; the load's tr
 validation scan) together with its ledger row. Two backends COPY and sort at once, which is what the second
 core is for.
 
-Nothing new is visible through the parent before the load commits: an unattached table is not part of it.
-A load killed after a helper committed leaves that standalone table behind; the next load needing the same
-child holds the same advisory lock, so it knows no live load owns the table, and drops it first.
+The children are staged in the engine's own schema (:mod:`engine.postgres.stage_area`), under names carrying
+the load's id, and moved into the dataset's schema only by the load's transaction, as it attaches them: nothing
+new is visible to the user before the load commits. A load killed after a helper committed leaves its tables
+in ``biconic_stage``, where the next load (or ``biconic tier``) sweeps them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from engine.postgres.ddl import (
     standalone_child_sql,
 )
 from engine.postgres.periods import Period
+from engine.postgres.stage_area import STAGE_SCHEMA, ensure_stage_schema, hold_load, staged_name
 
 __all__ = ["CHILD", "FreshChildren"]
 
@@ -45,23 +47,31 @@ LOCK_TIMEOUT = "60s"
 #: parts waiting per helper connection (each a piece of one batch): memory stays bounded
 QUEUE = 4
 
-#: true when ``$1`` is still the table of oid ``$2``, unattached and carrying its bounds check ``$3``
+#: true when the staged ``$1`` is still the table of oid ``$2``, unattached
 _UNATTACHED_OWN_SQL = (
     "SELECT coalesce(to_regclass($1)::oid::bigint = $2, false) "
-    "AND NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid::bigint = $2) "
-    "AND EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid::bigint = $2 AND conname = $3)")
+    "AND NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid::bigint = $2)")
 
 
 @dataclass
 class _Child:
+    #: the dataset's schema and the child's name there (once attached)
     schema: str
     name: str
     check: str
+    #: its name in :data:`STAGE_SCHEMA` while it is filled
+    staged: str = ""
     #: the table's oid once created
     oid: int = 0
 
     @property
     def qualified(self) -> str:
+        """The staged table."""
+        return f"{quote_ident(STAGE_SCHEMA)}.{quote_ident(self.staged)}"
+
+    @property
+    def final(self) -> str:
+        """Where the child lives once attached."""
         return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
 
 
@@ -83,12 +93,13 @@ class FreshChildren:
     committed and drops what was. The object is reused for the job's next source partition.
     """
 
-    def __init__(self, session: Session, streams: int) -> None:
+    def __init__(self, session: Session, streams: int, load_id: str) -> None:
         self._dsn = session.dsn
+        self._load_id = load_id
         self._streams: list[_Stream] = []
         self._owner: dict[str, _Stream] = {}
-        #: (schema, child, oid) committed by the streams and not attached by a committed load yet
-        self._committed: list[tuple[str, str, int]] = []
+        #: (staged name, oid) committed by the streams and not attached by a committed load yet
+        self._committed: list[tuple[str, int]] = []
         self._table = ""
         self._time_column = ""
         self._hash_partitions = 0
@@ -103,6 +114,9 @@ class FreshChildren:
                 self._run(stream, f"SET lock_timeout = '{LOCK_TIMEOUT}'")
                 self._run(stream, "SET maintenance_work_mem = '256MB'")
                 stream.conn.commit()
+            ensure_stage_schema(self._streams[0].conn, self._dsn)
+            # held while this object lives: the sweep leaves the tables staged under this id alone
+            hold_load(self._streams[0].conn, self._dsn, load_id)
         except BaseException:
             self.close()
             raise
@@ -121,7 +135,7 @@ class FreshChildren:
         if stream is None:  # each child stays on one connection: its rows, indexes and commit go together
             stream = min(self._streams, key=lambda s: len(s.children))
             self._owner[child] = stream
-            stream.children[child] = _Child(schema=schema, name=child,
+            stream.children[child] = _Child(schema=schema, name=child, staged=staged_name(self._load_id, child),
                                             check=bounds_check(self._time_column, period, time_type))
         assert stream.worker is not None
         stream.worker.put((child, data))
@@ -134,7 +148,7 @@ class FreshChildren:
             self._everywhere(lambda s: lambda: self._commit(s))
             for stream in self._streams:
                 if stream.worker is not None and stream.worker.error is None:
-                    self._committed.extend((c.schema, c.name, c.oid) for c in stream.children.values())
+                    self._committed.extend((c.staged, c.oid) for c in stream.children.values())
             errors = self._errors()
         if errors:
             raise errors[0]
@@ -145,9 +159,8 @@ class FreshChildren:
         self._reset()
 
     def abort(self) -> None:
-        """The load failed and its transaction is rolled back: roll back the streams, and drop the children
-        they had committed (each under its advisory lock; one held by another load means that load owns
-        the period now, and drops the leftover itself)."""
+        """The load failed and its transaction is rolled back: roll back the streams, and drop the staged
+        children they had committed (the sweep would, later; the rows go now)."""
         self._everywhere(lambda s: s.conn.rollback, after_error=True)
         committed, self._committed = self._committed, []
         first = self._streams[0] if self._streams else None
@@ -195,24 +208,26 @@ class FreshChildren:
         return copy
 
     def _create(self, stream: _Stream, spec: _Child) -> None:
-        """The child as a standalone table with its bounds ``CHECK`` (dropping a killed load's leftover)."""
-        q = spec.qualified
+        """The child as a standalone staged table with its bounds ``CHECK``. Its name in the dataset's schema
+        must be free when it is attached: a leftover of a killed load of an older version (staged there) is
+        dropped (the load holds the child's advisory lock, so no live load owns it), anything else refused."""
+        final = spec.final
         [(exists, orphan)] = self._run(stream, f"SELECT to_regclass($1) IS NOT NULL, ({ORPHAN_SQL})",
-                                       [q, q, bounds_constraint(spec.name)])
-        if orphan:  # left by a killed load; we hold its advisory lock, so no live load owns it
-            self._run(stream, f"DROP TABLE {q}")
+                                       [final, final, bounds_constraint(spec.name)])
+        if orphan:
+            self._run(stream, f"DROP TABLE {final}")
         elif exists:
             raise refuse_foreign_child(spec.schema, spec.name, self._table)
-        for stmt in standalone_child_sql(self._table, spec.schema, spec.name, self._hash_partitions,
+        for stmt in standalone_child_sql(self._table, STAGE_SCHEMA, spec.staged, self._hash_partitions,
                                          check=(bounds_constraint(spec.name), spec.check)):
             self._run(stream, stmt)
-        spec.oid = int(self._run(stream, "SELECT to_regclass($1)::oid", [q])[0][0])
+        spec.oid = int(self._run(stream, "SELECT to_regclass($1)::oid", [spec.qualified])[0][0])
 
     def _copy(self, stream: _Stream, child: str, data: pa.Table) -> None:
         spec = stream.children[child]
         if not spec.oid:
             self._create(stream, spec)
-        ingest(stream.conn, spec.schema, spec.name, data, self._dsn)
+        ingest(stream.conn, STAGE_SCHEMA, spec.staged, data, self._dsn)
 
     def _index(self, stream: _Stream) -> None:
         try:
@@ -232,16 +247,13 @@ class FreshChildren:
                 stream.conn.rollback()
             raise wrap_error(exc, "commit", self._dsn) from exc
 
-    def _drop(self, stream: _Stream, committed: list[tuple[str, str, int]]) -> None:
-        """Drop children this load committed but never attached (identified by oid: the name may meanwhile
-        belong to another load's child)."""
+    def _drop(self, stream: _Stream, committed: list[tuple[str, int]]) -> None:
+        """Drop the staged children this load committed but never attached (checked by oid and by place: a
+        commit that failed on the wire may still have moved and attached them)."""
         stream.conn.rollback()
-        for schema, name, oid in committed:
-            locked = self._run(stream, "SELECT pg_try_advisory_xact_lock(hashtext($1))", [f"child:{schema}.{name}"])
-            if not locked[0][0]:
-                continue
-            child = _Child(schema=schema, name=name, check="")
-            [(ours,)] = self._run(stream, _UNATTACHED_OWN_SQL, [child.qualified, oid, bounds_constraint(name)])
+        for staged, oid in committed:
+            qualified = f"{quote_ident(STAGE_SCHEMA)}.{quote_ident(staged)}"
+            [(ours,)] = self._run(stream, _UNATTACHED_OWN_SQL, [qualified, oid])
             if ours:
-                self._run(stream, f"DROP TABLE {child.qualified}")
+                self._run(stream, f"DROP TABLE {qualified}")
         self._commit(stream)
