@@ -11,7 +11,7 @@ import uuid
 
 from engine.archive.store import Store
 from engine.errors import BiconicError, PartialLoadError, RejectedError, SpecError, TransientError
-from engine.names import canonical_table
+from engine.names import canonical_table, unusable_characters
 from engine.pipeline.context import LoadState
 from engine.pipeline.publish import load_partition, replace_all
 from engine.pipeline.rejects import keep_sample
@@ -34,9 +34,15 @@ __all__ = ["load_key", "run_load", "spec_hash"]
 
 
 def _check_table_name(name: str) -> None:
+    """Refuse names nobody means: quotes, semicolons, backslashes and control characters are quoted safely,
+    but a table literally named ``a"; DROP ...`` is a mistake (or an attack), never a wish."""
     schema, table = split_table(name)
-    if not table.strip() or "\x00" in name or len(table.encode()) > 63 or len(schema.encode()) > 63:
-        raise SpecError("target.table", f"{name!r} is not a usable table name (1..63 bytes, no NUL)")
+    if not table.strip() or len(table.encode()) > 63 or len(schema.encode()) > 63:
+        raise SpecError("target.table", f"{name!r} is not a usable table name (1..63 bytes per part)")
+    odd = unusable_characters(name)
+    if odd:
+        raise SpecError("target.table", f"{name!r} is not a usable table name: it holds {odd} (letters, digits, "
+                                        "spaces, '-' and '_' are fine; '.' separates the schema)")
 
 
 def spec_hash(spec: LoadSpec) -> str:
