@@ -14,8 +14,9 @@
     │   ├── SinkUnavailableError exit 5   the server cannot be reached (also a TransientError)
     │   └── SinkConflictError    exit 5   a deadlock or lock timeout with another load (also a TransientError)
     ├── ArchiveError             exit 7   the archive copy could not be written and verified (also a TransientError)
-    ├── IntegrityError           exit 6   a load's row accounting does not add up; nothing was committed
-    └── PartialLoadError         exit of the first failure: some source partitions failed, the others committed
+    ├── IntegrityError           exit 6   a partition's row accounting does not add up; nothing of it committed
+    ├── PartialLoadError         exit of the first failure: some source partitions failed, the others committed
+    └── StoppedLoadError         exit of its cause: a transient failure stopped a load part-way (a TransientError)
 
     TransientError                        marker: the job layer retries these, and only these
 
@@ -46,6 +47,7 @@ __all__ = [
     "SourceError",
     "SourceUnavailableError",
     "SpecError",
+    "StoppedLoadError",
     "TransientError",
     "first_line",
 ]
@@ -173,7 +175,7 @@ class SinkConflictError(SinkError, TransientError):
 
 
 class IntegrityError(BiconicError):
-    """rows_in != rows_loaded + rows_quarantined + rows_filtered for a partition; nothing was committed."""
+    """rows_in != rows_loaded + rows_quarantined + rows_filtered for a partition; nothing of it was committed."""
 
     exit_code = 6
 
@@ -188,7 +190,7 @@ class ArchiveError(BiconicError, TransientError):
         self.where = where
         self.attempts = attempts
         super().__init__(f"archive {where}: {message} (after {attempts} attempt{'s' if attempts != 1 else ''}); "
-                         "nothing was committed, re-run to finish")
+                         "nothing of its partition was committed, re-run to finish")
 
 
 class PartialLoadError(BiconicError):
@@ -208,3 +210,24 @@ class PartialLoadError(BiconicError):
         more = f" (and {len(failures) - 1} more: see the report)" if len(failures) > 1 else ""
         super().__init__(f"{len(failures)} of {report.source_partitions} source partitions failed and were rolled "
                          f"back, the others committed; re-run to retry them. {said}{more}")
+
+
+class StoppedLoadError(BiconicError, TransientError):
+    """A transient failure (an archive upload, a server gone) stopped a load of several source partitions
+    part-way: those before it committed and stay, the failing one was rolled back and the rest never started.
+    A re-run skips what committed and finishes the rest.
+
+    ``error`` is the failure (this error's exit code is its), ``committed`` the partitions this run committed,
+    ``stopped`` the one that failed and ``after`` how many were left after it.
+    """
+
+    def __init__(self, error: BiconicError, *, committed: list[str], rows: int, stopped: str, total: int,
+                 after: int) -> None:
+        self.error, self.committed, self.rows, self.stopped, self.after = error, committed, rows, stopped, after
+        self.exit_code = error.exit_code
+        shown = ", ".join(committed[:5]) + (f", ... and {len(committed) - 5} more" if len(committed) > 5 else "")
+        what = f" ({shown}; {rows:,} rows)" if committed else ""
+        rest = f" and the {after} after it" if after else ""
+        said = str(error) if str(error).startswith(stopped) else f"{stopped}: {error}"
+        super().__init__(f"{len(committed)} of {total} source partitions committed{what}; this one ({stopped}){rest} "
+                         f"{'were' if rest else 'was'} not: re-run to finish. {said}")

@@ -10,7 +10,14 @@ import time
 import uuid
 
 from engine.archive.store import Store
-from engine.errors import BiconicError, PartialLoadError, RejectedError, SpecError, TransientError
+from engine.errors import (
+    BiconicError,
+    PartialLoadError,
+    RejectedError,
+    SpecError,
+    StoppedLoadError,
+    TransientError,
+)
 from engine.names import canonical_table, unusable_characters
 from engine.pipeline.context import LoadState
 from engine.pipeline.publish import load_partition, replace_all
@@ -154,7 +161,7 @@ def _commit_partitions(state: LoadState, partitions: list[Partition],
         return []
     begin_refresh(state, keys)
     failures: list[tuple[str, BiconicError]] = []
-    for partition, key in zip(partitions, keys, strict=True):
+    for position, (partition, key) in enumerate(zip(partitions, keys, strict=True)):
         chosen = key_to_load(state, partition, key, _former_keys(state.target, partition, state.spec_hash))
         if chosen is None:
             state.report.skipped_partitions += 1
@@ -165,8 +172,10 @@ def _commit_partitions(state: LoadState, partitions: list[Partition],
         except BiconicError as exc:
             if isinstance(exc, RejectedError):
                 keep_sample(state)
-            if len(partitions) == 1 or isinstance(exc, TransientError):
+            if len(partitions) == 1:
                 raise
+            if isinstance(exc, TransientError):
+                raise _stopped(state, exc, partition, len(partitions), position) from exc
             state.session.rollback(state.session.ddl)  # a failed DDL statement leaves it aborted
             failures.append((partition.label, exc))
             said = str(exc).removeprefix(f"{partition.label}: ").removeprefix(f"{partition.label}, ")
@@ -174,6 +183,14 @@ def _commit_partitions(state: LoadState, partitions: list[Partition],
     if not failures:  # a refresh with failed partitions is resumed by the next one
         end_refresh(state)
     return failures
+
+
+def _stopped(state: LoadState, exc: BiconicError, partition: Partition, total: int,
+             position: int) -> StoppedLoadError:
+    """A transient failure stops the load at once: say what did commit, and what a re-run finishes."""
+    committed = [d.source for d in state.report.source_details if d.status == "loaded"]
+    return StoppedLoadError(exc, committed=committed, rows=state.report.rows_loaded, stopped=partition.label,
+                            total=total, after=total - position - 1)
 
 
 def _finished(report: LoadReport, started: float) -> LoadReport:
