@@ -28,6 +28,7 @@ from engine.errors import (
     SourceError,
     SourceUnavailableError,
     SpecError,
+    StoppedLoadError,
     TransientError,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "SourceError",
     "SourceUnavailableError",
     "SpecError",
+    "StoppedLoadError",
     "TransientError",
     "load",
     "loads",

@@ -99,7 +99,8 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("path")
-@click.option("--into", "table", required=True, help="Target table (optionally schema.table).")
+@click.option("--into", "table", required=True,
+              help="Target table (optionally schema.table; a missing schema is created).")
 @click.option("--connection", "connection_id", type=CONNECTION_ID, default=None,
               help="Connection id stored in every row: an integer, a UUID or a text id (default: the data's "
                    "connection_id column, else 0).")

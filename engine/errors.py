@@ -14,10 +14,11 @@
     │   ├── SinkUnavailableError exit 5   the server cannot be reached (also a TransientError)
     │   └── SinkConflictError    exit 5   a deadlock or lock timeout with another load (also a TransientError)
     ├── ArchiveError             exit 7   the archive copy could not be written and verified (also a TransientError)
-    ├── IntegrityError           exit 6   a load's row accounting does not add up; nothing was committed
+    ├── IntegrityError           exit 6   a partition's row accounting does not add up; nothing of it committed
     ├── StorageError             exit 8   a local file or folder could not be written: disk full, quota, read-only,
     │                                     permission denied, missing folder (names the path and its free space)
-    └── PartialLoadError         exit of the first failure: some source partitions failed, the others committed
+    ├── PartialLoadError         exit of the first failure: some source partitions failed, the others committed
+    └── StoppedLoadError         exit of its cause: a transient failure stopped a load part-way (a TransientError)
 
     TransientError                        marker: the job layer retries these, and only these
 
@@ -49,6 +50,7 @@ __all__ = [
     "SourceUnavailableError",
     "SpecError",
     "StorageError",
+    "StoppedLoadError",
     "TransientError",
     "first_line",
 ]
@@ -176,7 +178,7 @@ class SinkConflictError(SinkError, TransientError):
 
 
 class IntegrityError(BiconicError):
-    """rows_in != rows_loaded + rows_quarantined + rows_filtered for a partition; nothing was committed."""
+    """rows_in != rows_loaded + rows_quarantined + rows_filtered for a partition; nothing of it was committed."""
 
     exit_code = 6
 
@@ -191,7 +193,7 @@ class ArchiveError(BiconicError, TransientError):
         self.where = where
         self.attempts = attempts
         super().__init__(f"archive {where}: {message} (after {attempts} attempt{'s' if attempts != 1 else ''}); "
-                         "nothing was committed, re-run to finish")
+                         "nothing of its partition was committed, re-run to finish")
 
 
 class PartialLoadError(BiconicError):
@@ -224,3 +226,24 @@ class StorageError(BiconicError):
         self.path = path
         self.message = message
         super().__init__(f"{path}: {message}")
+
+
+class StoppedLoadError(BiconicError, TransientError):
+    """A transient failure (an archive upload, a server gone) stopped a load of several source partitions
+    part-way: those before it committed and stay, the failing one was rolled back and the rest never started.
+    A re-run skips what committed and finishes the rest.
+
+    ``error`` is the failure (this error's exit code is its), ``committed`` the partitions this run committed,
+    ``stopped`` the one that failed and ``after`` how many were left after it.
+    """
+
+    def __init__(self, error: BiconicError, *, committed: list[str], rows: int, stopped: str, total: int,
+                 after: int) -> None:
+        self.error, self.committed, self.rows, self.stopped, self.after = error, committed, rows, stopped, after
+        self.exit_code = error.exit_code
+        shown = ", ".join(committed[:5]) + (f", ... and {len(committed) - 5} more" if len(committed) > 5 else "")
+        what = f" ({shown}; {rows:,} rows)" if committed else ""
+        rest = f" and the {after} after it" if after else ""
+        said = str(error) if str(error).startswith(stopped) else f"{stopped}: {error}"
+        super().__init__(f"{len(committed)} of {total} source partitions committed{what}; this one ({stopped}){rest} "
+                         f"{'were' if rest else 'was'} not: re-run to finish. {said}")

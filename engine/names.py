@@ -8,8 +8,8 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 
 __all__ = [
-    "MAX_IDENTIFIER_BYTES", "canonical_table", "normalize_names", "qualified", "quote_ident", "shorten",
-    "unique_names",
+    "MAX_IDENTIFIER_BYTES", "canonical_table", "child_base", "normalize_names", "qualified", "quote_ident",
+    "shorten", "unique_names", "unusable_characters",
 ]
 
 MAX_IDENTIFIER_BYTES = 63
@@ -87,3 +87,22 @@ def normalize_names(names: Iterable[str]) -> list[str]:
     """
     cleaned = [shorten(_normalize_one(n)) for n in names]
     return unique_names(cleaned)
+
+
+#: characters a table name may not hold: quoting makes them safe, but nobody means them
+_REFUSED = {"'": "a quote (')", '"': 'a double quote (")', "`": "a backquote (`)", ";": "a semicolon (;)",
+            "\\": "a backslash (\\)"}
+
+
+def unusable_characters(name: str) -> str:
+    """What a table name holds that we refuse, said for a message (``'a semicolon (;)'``), or ``''``."""
+    found = [_REFUSED[c] for c in dict.fromkeys(name) if c in _REFUSED]
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):  # tabs, newlines, NUL, zero-width ones
+        found.append("a control character")
+    return ", ".join(found)
+
+
+def child_base(table: str) -> str:
+    """The readable stem of a table's child partitions: every run of non-word characters becomes one ``_``
+    (``'orders-eu' -> 'orders_eu'``, ``'Ventas año' -> 'Ventas_año'``)."""
+    return _NOT_WORD.sub("_", table) or "t"

@@ -34,7 +34,7 @@ class Counts:
         """``rows_in == loaded + quarantined + filtered``, or an IntegrityError (before anything commits)."""
         if self.rows_in != self.loaded + self.quarantined + self.filtered:
             raise IntegrityError(f"{label}: rows_in {self.rows_in} != loaded {self.loaded} + quarantined "
-                                 f"{self.quarantined} + filtered {self.filtered}; nothing was committed")
+                                 f"{self.quarantined} + filtered {self.filtered}; nothing of it was committed")
 
 
 class Rejects:

@@ -12,8 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from engine.archive.store import Store
-from engine.errors import BiconicError, PartialLoadError, RejectedError, SpecError, StorageError, TransientError
-from engine.names import canonical_table
+from engine.errors import (
+    BiconicError,
+    PartialLoadError,
+    RejectedError,
+    SpecError,
+    StoppedLoadError,
+    StorageError,
+    TransientError,
+)
+from engine.names import canonical_table, unusable_characters
 from engine.pipeline.context import LoadState
 from engine.pipeline.leftovers import drop_if_unused
 from engine.pipeline.publish import load_partition, replace_all
@@ -38,9 +46,15 @@ __all__ = ["load_key", "run_load", "spec_hash"]
 
 
 def _check_table_name(name: str) -> None:
+    """Refuse names nobody means: quotes, semicolons, backslashes and control characters are quoted safely,
+    but a table literally named ``a"; DROP ...`` is a mistake (or an attack), never a wish."""
     schema, table = split_table(name)
-    if not table.strip() or "\x00" in name or len(table.encode()) > 63 or len(schema.encode()) > 63:
-        raise SpecError("target.table", f"{name!r} is not a usable table name (1..63 bytes, no NUL)")
+    if not table.strip() or len(table.encode()) > 63 or len(schema.encode()) > 63:
+        raise SpecError("target.table", f"{name!r} is not a usable table name (1..63 bytes per part)")
+    odd = unusable_characters(name)
+    if odd:
+        raise SpecError("target.table", f"{name!r} is not a usable table name: it holds {odd} (letters, digits, "
+                                        "spaces, '-' and '_' are fine; '.' separates the schema)")
 
 
 def spec_hash(spec: LoadSpec) -> str:
@@ -172,7 +186,7 @@ def _commit_partitions(state: LoadState, partitions: list[Partition],
         return []
     begin_refresh(state, keys)
     failures: list[tuple[str, BiconicError]] = []
-    for partition, key in zip(partitions, keys, strict=True):
+    for position, (partition, key) in enumerate(zip(partitions, keys, strict=True)):
         chosen = key_to_load(state, partition, key, _former_keys(state.target, partition, state.spec_hash))
         if chosen is None:
             state.report.skipped_partitions += 1
@@ -183,8 +197,10 @@ def _commit_partitions(state: LoadState, partitions: list[Partition],
         except BiconicError as exc:
             if isinstance(exc, RejectedError):
                 keep_sample(state)
-            if len(partitions) == 1 or isinstance(exc, (TransientError, StorageError)):  # the next would fail too
+            if len(partitions) == 1 or isinstance(exc, StorageError):  # the next would fail too
                 raise
+            if isinstance(exc, TransientError):
+                raise _stopped(state, exc, partition, len(partitions), position) from exc
             state.session.rollback(state.session.ddl)  # a failed DDL statement leaves it aborted
             failures.append((partition.label, exc))
             said = str(exc).removeprefix(f"{partition.label}: ").removeprefix(f"{partition.label}, ")
@@ -192,6 +208,14 @@ def _commit_partitions(state: LoadState, partitions: list[Partition],
     if not failures:  # a refresh with failed partitions is resumed by the next one
         end_refresh(state)
     return failures
+
+
+def _stopped(state: LoadState, exc: BiconicError, partition: Partition, total: int,
+             position: int) -> StoppedLoadError:
+    """A transient failure stops the load at once: say what did commit, and what a re-run finishes."""
+    committed = [d.source for d in state.report.source_details if d.status == "loaded"]
+    return StoppedLoadError(exc, committed=committed, rows=state.report.rows_loaded, stopped=partition.label,
+                            total=total, after=total - position - 1)
 
 
 def _finished(report: LoadReport, started: float) -> LoadReport:

@@ -77,7 +77,7 @@ class Children:
         for period, part in by_period(good, self.prepared):
             child = ddl.child_for(self.state.session, self.prepared.info, period, self.state.fresh,
                                   create=self.staging is None)
-            name = period.child_name(self.base)
+            name = ddl.child_name(self.prepared.info, period)
             self.state.report.partitions.append(name)
             self._copy(name, child, period, part)
             if archive is not None:

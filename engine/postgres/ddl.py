@@ -24,7 +24,7 @@ from engine.postgres.stage_area import move_into
 
 __all__ = [
     "CONNECTION_COLUMN", "ORPHAN_SQL", "TableInfo", "attach_fresh", "bound", "bounds_check", "bounds_constraint",
-    "child_for", "create_indexes", "create_table", "describe", "ensure_merge_index", "ensure_partitions",
+    "child_for", "child_name", "create_indexes", "create_table", "describe", "ensure_merge_index", "ensure_partitions",
     "index_columns", "split_table", "standalone_child_sql",
 ]
 
@@ -128,6 +128,13 @@ def _comment(session: Session, table: str, column: str, original: str, conn: Any
                 f"{_literal(_SOURCE_NAME + original)}", conn=conn)
 
 
+def _ensure_schema(session: Session, schema: str, conn: Any) -> None:
+    """``--into sales.orders`` creates schema ``sales`` when it is missing, as users expect. Only then: ``CREATE
+    SCHEMA IF NOT EXISTS`` needs the CREATE privilege on the database even when the schema is there."""
+    if not session.run("SELECT to_regnamespace($1) IS NOT NULL", [quote_ident(schema)], conn=conn)[0][0]:
+        session.run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}", conn=conn)
+
+
 def create_table(session: Session, table: str, columns: Sequence[tuple[str, str]], *, time_column: str,
                  granularity: str, hash_partitions: int, comments: dict[str, str], conn: Any = None,
                  indexes: bool = True) -> TableInfo:
@@ -136,6 +143,7 @@ def create_table(session: Session, table: str, columns: Sequence[tuple[str, str]
     cols = ",\n  ".join(
         f"{quote_ident(n)} {t}{' NOT NULL' if n in (CONNECTION_COLUMN, time_column) else ''}" for n, t in columns)
     session.run("SELECT pg_advisory_xact_lock(hashtext($1))", [f"table:{table}"], conn=conn)
+    _ensure_schema(session, split_table(table)[0], conn)
     session.run(f"CREATE TABLE IF NOT EXISTS {qualified(table)} (\n  {cols}\n) "
                 f"PARTITION BY RANGE ({quote_ident(time_column)})", conn=conn)
     for column, original in comments.items():
@@ -245,7 +253,7 @@ def ensure_partitions(session: Session, info: TableInfo, periods: Iterable[Perio
     time_type = info.columns[info.time_column]
     names = []
     for period in periods:
-        child = period.child_name(base)
+        child = child_name(info, period)
         names.append(child)
         if child in info.children:
             continue
@@ -263,6 +271,14 @@ def ensure_partitions(session: Session, info: TableInfo, periods: Iterable[Perio
     return names
 
 
+def child_name(info: TableInfo, period: Period) -> str:
+    """The child that holds ``period``: the one an older release named for it if the table has it (children are
+    found in the catalog: :func:`describe`), else the readable name new children get."""
+    _, base = split_table(info.name)
+    legacy = period.legacy_child_name(base)
+    return legacy if legacy in info.children else period.child_name(base)
+
+
 def child_for(session: Session, info: TableInfo, period: Period, fresh: dict[str, Period], *,
               create: bool = True) -> str:
     """The child table that holds ``period`` (``schema.name``, unquoted as COPY takes it).
@@ -275,8 +291,8 @@ def child_for(session: Session, info: TableInfo, period: Period, fresh: dict[str
     claimed (its helper connection creates it: :mod:`engine.postgres.staging`).
     """
     assert info.time_column is not None
-    schema, base = split_table(info.name)
-    child = period.child_name(base)
+    schema, _ = split_table(info.name)
+    child = child_name(info, period)
     qchild = f"{quote_ident(schema)}.{quote_ident(child)}"
     name = f"{schema}.{child}"
     if child in info.children or child in fresh:

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.names import shorten
+from engine.names import child_base, shorten
 
 __all__ = ["Period", "period_of", "truncate_every"]
 
@@ -24,7 +24,15 @@ class Period:
     granularity: str
 
     def child_name(self, table: str) -> str:
-        """``orders_p2024_01`` (month), ``orders_p2024_01_31`` (day), ``orders_p2024_w05`` (week), ``orders_p2024``."""
+        """``orders_p2024_01`` (month), ``orders_p2024_01_31`` (day), ``orders_p2024_w05`` (week), ``orders_p2024``;
+        a table ``orders-eu`` has ``orders_eu_p2024_01`` (see :func:`engine.names.child_base`)."""
+        return shorten(f"{child_base(table)}_p{self._tag()}")
+
+    def legacy_child_name(self, table: str) -> str:
+        """The name releases before 0.9 gave the child (a ``-`` became ``m``): their tables keep these children."""
+        return shorten(f"{table}_p{self._tag()}".replace("-", "m"))
+
+    def _tag(self) -> str:
         s = self.start
         if self.granularity == "day":
             tag = f"{s.year:04d}_{s.month:02d}_{s.day:02d}"
@@ -35,7 +43,7 @@ class Period:
             tag = f"{s.year:04d}_{s.month:02d}"
         else:
             tag = f"{s.year:04d}"
-        return shorten(f"{table}_p{tag}".replace("-", "m"))
+        return tag
 
 
 def _after(start: dt.date, step: Callable[[dt.date], dt.date]) -> dt.date | None:

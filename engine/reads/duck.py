@@ -136,10 +136,11 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
     import duckdb
     import pyarrow as pa
 
-    con = duckdb.connect(config={"threads": max(os.cpu_count() or 1, 1)})
+    # never fetch an extension at query time: S3 is read through s3fs, PostgreSQL through the wheel's scanner
+    con = duckdb.connect(config={"threads": max(os.cpu_count() or 1, 1), "autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False})
+    s3 = _S3(con, store)
     try:
-        if store is not None and not store.is_local:
-            con.register_filesystem(store.fs)
         scanner = _postgres_extension()
         if scanner is not None:
             con.execute(f"LOAD '{scanner}'")
@@ -164,12 +165,14 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
                 else:
                     parts.append(_scan_into(con, db, schema, table))
             files = cold.get(d.name, [])
+            s3.need(files)
             if files:
                 parts.append(_archive_scan(con, files, drop=["period"]))
             if parts:
                 con.execute(f"CREATE VIEW {quote_ident(view_schema)}.{quote_ident(table)} AS "
                             + " UNION ALL BY NAME ".join(parts))
             archived = meta.archived_files(db, d.name) if wants_archive else []
+            s3.need(archived)
             if archived:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS archive.{quote_ident(view_schema)}")
                 con.execute(f"CREATE VIEW archive.{quote_ident(view_schema)}.{quote_ident(table)} AS "
@@ -184,6 +187,32 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
         raise QueryError(redact(scrub(text, url_secrets(dsn)))) from exc
     finally:
         con.close()
+
+
+class _S3:
+    """Reads ``s3://`` archive files through s3fs (fsspec), registered with DuckDB once a listed file needs it.
+
+    The files' URIs come from the dataset's manifest, so a query needs neither ``BICONIC_ARCHIVE_URL`` nor
+    DuckDB's ``httpfs`` extension (which it would download at run time); the endpoint and credentials are the
+    AWS variables the load used, as :class:`~engine.archive.store.Store` reads them.
+    """
+
+    def __init__(self, con: Any, store: Store | None) -> None:
+        self.con = con
+        self.done = False
+        if store is not None and not store.is_local:
+            self._register(store)
+
+    def need(self, uris: Sequence[str]) -> None:
+        if self.done:
+            return
+        found = next((u for u in uris if u.startswith("s3://")), None)
+        if found is not None:
+            self._register(Store("s3://" + found.removeprefix("s3://").partition("/")[0]))
+
+    def _register(self, store: Store) -> None:
+        self.con.register_filesystem(store.fs)
+        self.done = True
 
 
 def _reads_meta(sql: str) -> bool:

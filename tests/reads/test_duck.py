@@ -153,9 +153,10 @@ def test_cache_hits_and_invalidation_by_version(tmp_path: Path, pg_dsn: str, tab
 
 
 def test_quoted_names_are_seen_by_the_cache(tmp_path: Path, pg_dsn: str) -> None:
-    """A name holding '"' is written doubled inside quotes; its loads must still invalidate cached results."""
-    name = f'odd "{uuid.uuid4().hex[:6]}" name'
-    q = 'SELECT count(*) FROM "' + name.replace('"', '""') + '"'
+    """A name only written quoted (spaces, a dash: quotes themselves are refused); its loads must still
+    invalidate cached results."""
+    name = f"odd {uuid.uuid4().hex[:6]}-name año"
+    q = f'SELECT count(*) FROM "{name}"'
     _load(write_csv(make_source(100, seed=1), tmp_path / "a.csv"), name, pg_dsn)
     first = run_query(q, dsn=pg_dsn)
     assert (first.cached, first.frame.item(), first.datasets) == (False, 100, [name])
@@ -316,3 +317,33 @@ def test_uuid_and_text_connection_ids_compare_in_queries(tmp_path: Path, pg_dsn:
     raw = run_query(f"SELECT connection_id::text AS c, count(*) AS n FROM archive.{table} GROUP BY 1 ORDER BY 1",
                     dsn=pg_dsn, cache=False)
     assert raw.frame.rows() == [(a, 1), (b, 2)]
+
+
+# --- an S3 archive, read with nothing but the manifest and s3fs ---------------------------------------------------
+def test_an_s3_archived_dataset_is_queried_without_the_archive_url_or_httpfs(
+        tmp_path: Path, pg_dsn: str, table: str, sql: Sql, s3_archive: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows only in an S3 archive come back with BICONIC_ARCHIVE_URL unset, and DuckDB can neither install nor
+    autoload an extension (no ``httpfs``: no network beyond the loopback S3)."""
+    import duckdb
+
+    from engine.archive.tiering import tier
+
+    real_connect = duckdb.connect
+
+    def offline(*args: Any, config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        config = {**(config or {}), "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                  "extension_directory": str(tmp_path / "no-extensions")}
+        return real_connect(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", offline)
+    source = make_source(2_000, seed=21)
+    _load(write_csv(source, tmp_path / "orders.csv"), table, pg_dsn, archive=s3_archive)
+    tiered = tier(dsn=pg_dsn, archive=s3_archive, now=dt.datetime(2030, 1, 1, tzinfo=dt.UTC), datasets=[table],
+                  uploads=False)
+    assert sum(p.rows for p in tiered.partitions) == source.height
+    assert sql(f'SELECT count(*) FROM "{table}"') == [(0,)]  # every row is only in the archive now
+    monkeypatch.delenv("BICONIC_ARCHIVE_URL", raising=False)
+    got = run_query(f"SELECT * FROM {table} ORDER BY id", dsn=pg_dsn, cache=False)
+    assert got.frame.select(list(TYPES)).equals(expected(source))
+    raw = query(f"SELECT count(*) AS n FROM archive.{table}", dsn=pg_dsn, cache=False)
+    assert raw["n"].to_list() == [source.height]
