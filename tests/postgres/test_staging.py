@@ -105,8 +105,8 @@ def test_a_failing_helper_rolls_the_load_back_and_a_rerun_completes(tmp_path: Pa
     monkeypatch.setattr(staging.FreshChildren, "_copy", flaky)
     with pytest.raises(SinkError, match="injected"):
         engine.load(path, into=table, partition_by="created_at:month", dsn=pg_dsn, archive=False)
-    assert sql(f'SELECT count(*) FROM "{table}"') == [(0,)]
-    assert _children(sql, table) == []
+    assert sql("SELECT to_regclass($1)", [f'"{table}"']) == [(None,)]  # a failed first load leaves no table
+    assert sql("SELECT count(*) FROM pg_class WHERE relname LIKE $1", [f"{table}%"]) == [(0,)]  # nor children
     monkeypatch.setattr(staging.FreshChildren, "_copy", real)
     report = engine.load(path, into=table, partition_by="created_at:month", dsn=pg_dsn, archive=False)
     assert (report.rows_loaded, report.skipped_partitions) == (9000, 0)
