@@ -70,7 +70,8 @@ class Settings(BaseSettings):
                                    "all its attempts, inside the load's open transaction")
     idle_in_transaction_timeout: float | None = Field(
         default=None, ge=0, description="seconds PostgreSQL lets a load's transaction sit idle before ending it "
-                                        "(a backstop); unset: upload deadline + read timeout + 300; 0 = off")
+                                        "(a backstop); unset: an hour, or upload deadline + read timeout + 300 "
+                                        "if longer; 0 = off")
     cache_timeout: float = Field(default=0.5, gt=0, description="seconds per Redis connect or answer; a mute "
                                  "Redis costs this once, then is skipped for a second")
 
@@ -97,10 +98,11 @@ class Settings(BaseSettings):
     @property
     def idle_in_transaction_seconds(self) -> float:
         """The server-side bound on a load's idle open transaction: generous, longer than any wait the engine
-        itself allows inside one (an upload and a last read), so only a client that hangs anyway meets it."""
+        itself allows inside one (an upload and a last read), so only a client that hangs anyway meets it. At
+        least an hour: while helper connections fill new partitions, the load's own transaction waits quietly."""
         if self.idle_in_transaction_timeout is not None:
             return self.idle_in_transaction_timeout
-        return self.upload_deadline + self.read_timeout + 300.0
+        return max(3600.0, self.upload_deadline + self.read_timeout + 300.0)
 
     def archive(self, explicit: str | None = None) -> str | None:
         """The archive location: ``explicit``, else ``archive_url``, else ``{data dir}/archive``; None when

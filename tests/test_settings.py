@@ -101,7 +101,9 @@ def test_network_timeouts_have_sane_defaults_and_read_the_environment(monkeypatc
     current = settings()
     assert (current.connect_timeout, current.read_timeout, current.network_retries) == (10, 60, 3)
     assert (current.upload_deadline, current.cache_timeout) == (300, 0.5)
-    assert current.idle_in_transaction_seconds == 300 + 60 + 300  # longer than any wait the engine allows
+    assert current.idle_in_transaction_seconds == 3600  # longer than any wait the engine allows
+    monkeypatch.setenv("BICONIC_UPLOAD_DEADLINE", "7200")
+    assert settings().idle_in_transaction_seconds == 7200 + 60 + 300
     monkeypatch.setenv("BICONIC_READ_TIMEOUT", "1.5")
     monkeypatch.setenv("BICONIC_IDLE_IN_TRANSACTION_TIMEOUT", "0")
     assert settings().read_timeout == 1.5 and settings().idle_in_transaction_seconds == 0

@@ -34,7 +34,8 @@ def test_each_attempt_ends_at_the_read_timeout(mute_s3: Any, short_timeouts: Non
     started = time.monotonic()
     with pytest.raises(ArchiveError) as info:
         Store("s3://bucket/archive").put_verified(_file(tmp_path), "bucket/archive/f.bin")
-    assert time.monotonic() - started < 2 * 1 + 3  # 2 attempts of a 1 s read timeout, no botocore/s3fs retries
+    # 2 attempts of a 1 s read timeout (no botocore nor s3fs retries), and slack for a busy machine: not minutes
+    assert time.monotonic() - started < 2 * 1 + 10, str(info.value)
     text = str(info.value)
     assert isinstance(info.value, TransientError) and info.value.attempts == 2
     assert mute_s3.address in text and "testing-secret-value" not in text and "\n" not in text
@@ -51,6 +52,6 @@ def test_the_upload_deadline_bounds_all_attempts(mute_s3: Any, monkeypatch: pyte
     started = time.monotonic()
     with pytest.raises(ArchiveError) as info:
         Store("s3://bucket/archive").put_verified(_file(tmp_path), "bucket/archive/f.bin")
-    assert time.monotonic() - started < 1 + 3
+    assert time.monotonic() - started < 1 + 10
     assert info.value.attempts == 2 and manual_clock.slept == [0.5]
     assert mute_s3.address in str(info.value) and "deadline 1 s" in str(info.value)
