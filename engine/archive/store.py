@@ -112,11 +112,9 @@ class Store:
         """Upload ``local`` to a temporary key beside ``final``, verify it there (size, then ``check(fs, tmp)``,
         which re-opens the file: a Parquet footer and row count), then rename it to ``final``.
 
-        A reader listing ``final`` therefore never finds a torn upload. Failures are retried with backoff
-        (:data:`engine.retry.ARCHIVE_UPLOAD`, ``BICONIC_NETWORK_RETRIES`` attempts) until ``BICONIC_UPLOAD_DEADLINE``
-        seconds have passed, or until ``until`` on the engine's clock (one bound for several files); each S3 call
-        is cut at the deadline too. The last failure raises :class:`ArchiveError` naming the endpoint (transient:
-        a re-run of the load completes it).
+        A reader listing ``final`` never finds a torn upload. Failures are retried with backoff (``ARCHIVE_UPLOAD``,
+        ``BICONIC_NETWORK_RETRIES`` attempts) until ``BICONIC_UPLOAD_DEADLINE`` s, or ``until`` on the engine's
+        clock; each S3 call is cut at the deadline too. Then :class:`ArchiveError` names the endpoint (transient).
         """
         size = local.stat().st_size
         digest = digest or sha256_of(local)
