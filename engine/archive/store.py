@@ -197,7 +197,12 @@ class Store:
             log.debug("could not remove %s", path)
 
     def exists(self, path: str) -> bool:
-        return bool(self.fs.exists(path))
+        """Whether ``path`` is there; a store that does not answer within the read timeout is an ArchiveError."""
+        try:
+            return bool(self.fs.exists(path, **({} if self.is_local else {"timeout": settings().read_timeout})))
+        except Exception as exc:
+            said = first_line(exc) if str(exc).strip() else "no answer"
+            raise ArchiveError(self.uri(path), f"{self.endpoint}: {type(exc).__name__}: {said}") from exc
 
     def remove(self, path: str) -> None:
         self._discard(path)
