@@ -40,6 +40,8 @@ class StoredFile:
     uri: str  # what DuckDB and users open: a local path or s3://...
     bytes: int
     sha256: str
+    #: a file was already at the final key (a re-run of a committed key): not the caller's to remove on failure
+    replaced: bool = False
 
 
 def sha256_of(path: Path) -> str:
@@ -137,6 +139,7 @@ class Store:
                     raise OSError(f"uploaded {got} bytes of {size}")
                 if check is not None:
                     check(self.fs, tmp)
+                replaced = bool(self.fs.exists(final, **timeout()))
                 self.fs.mv(tmp, final)
             except BaseException as exc:
                 # an endpoint that did not answer would not answer the clean-up either: a stray temporary key is
@@ -144,7 +147,7 @@ class Store:
                 if self.is_local or (not self._unanswered(exc) and deadline > clock().monotonic()):
                     self._discard(tmp, **timeout())
                 raise
-            return StoredFile(path=final, uri=self.uri(final), bytes=size, sha256=digest)
+            return StoredFile(path=final, uri=self.uri(final), bytes=size, sha256=digest, replaced=replaced)
 
         def retrying(number: int, exc: BaseException, wait: float) -> None:
             tries[0] = number + 1

@@ -244,10 +244,9 @@ class ArchiveWriter:
             name = f"{self.load_key}.parquet" if part == 0 else f"{self.load_key}-{part}.parquet"
             final = self.store.path(dataset_dir(self.dataset), f"connection_id={cid}", f"{PERIOD_COLUMN}={period}",
                                     name)
-            existed = self.store.exists(final)  # a re-run of a committed key: the same file, not ours to remove
             stored = self.store.put_verified(group.path, final, check=verify_parquet(group.rows),
                                              digest=sha256_of(group.path), until=until)
-            if not existed:
+            if not stored.replaced:  # a re-run of a committed key: the same file, not ours to remove
                 self.placed.append(final)
             files.append(ArchivedFile(connection_id=cid, period=period, uri=stored.uri, rows=group.rows,
                                       bytes=stored.bytes, sha256=stored.sha256, min_time=_utc(group.min_time),
