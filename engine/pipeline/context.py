@@ -53,6 +53,8 @@ class LoadState:
     partitions_done: int = 0
     #: children created standalone in the open transaction, attached before it commits
     fresh: dict[str, Period] = field(default_factory=dict)
+    #: tables that had children attached in the open transaction (locked just before it commits)
+    attached_to: set[str] = field(default_factory=set)
     #: helper connections that fill new children beside the transaction (append mode; None = off or unused)
     staging: FreshChildren | None = None
     #: periods tiered out to the archive (read on a merge's first batch)

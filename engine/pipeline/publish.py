@@ -111,6 +111,20 @@ def _advance_watermark(state: LoadState) -> None:
         meta.set_watermark(state.session, state.target.table, state.target.connection_id, key, cursor, high)
 
 
+def lock_for_new_children(state: LoadState) -> None:
+    """Just before a commit that attaches children: lock their parents against readers for the commit.
+
+    ATTACH PARTITION lets readers run on (SHARE UPDATE EXCLUSIVE). A reader planned before the commit, with
+    the old list of children, can take its snapshot just after it: it sees this commit's deletes and rows in
+    the old children but none in the new ones (a replace moving rows to a new month was counted 0). With the
+    parent locked the reader waits, then plans again with the new children. Held only for the commit."""
+    if state.attached_to:
+        state.session.run("SET LOCAL lock_timeout = '120s'")  # a reader that never ends fails the load, clearly
+    for table in sorted(state.attached_to):
+        state.session.run(f"LOCK TABLE ONLY {qualified(table)} IN ACCESS EXCLUSIVE MODE")
+    state.attached_to.clear()
+
+
 # --- append and merge -----------------------------------------------------------------------------------------
 def _staging(state: LoadState) -> FreshChildren | None:
     """The helper connections for new children, opened on first use and kept for the load's partitions."""
@@ -136,6 +150,7 @@ def load_partition(state: LoadState, partition: Partition, key: str) -> None:
     except InvalidUtf8:
         state.session.rollback()
         state.fresh.clear()
+        state.attached_to.clear()
         counts = _load_committed(state, _lossy(partition), key)
     if counts is None:
         state.report.skipped_partitions += 1
@@ -152,6 +167,7 @@ def _load_committed(state: LoadState, partition: Partition, key: str) -> Counts 
             drop_unlisted(state)
             return None
         meta.bump_version(state.session, state.target.table)
+        lock_for_new_children(state)
         state.session.commit()
         state.unlisted.clear()
         if state.staging is not None:
@@ -160,6 +176,7 @@ def _load_committed(state: LoadState, partition: Partition, key: str) -> Counts 
         state.session.rollback()
         drop_unlisted(state)
         state.fresh.clear()
+        state.attached_to.clear()
         if state.staging is not None:
             state.staging.abort()
         raise
@@ -209,12 +226,14 @@ def replace_all(state: LoadState, partitions: list[Partition], keys: list[str]) 
         if not existed and info is not None and info.time_column:
             ddl.create_indexes(session, target.table, info.time_column, conn=session.data)  # after the rows: faster
         meta.bump_version(session, target.table)
+        lock_for_new_children(state)
         session.commit()
         state.unlisted.clear()
     except BaseException:
         session.rollback()
         drop_unlisted(state)
         state.fresh.clear()
+        state.attached_to.clear()
         raise
     for partition, counts in zip(partitions, counted, strict=True):
         state.account(counts, partition)

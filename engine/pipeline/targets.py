@@ -87,6 +87,7 @@ class Children:
         if self.state.fresh:
             ddl.attach_fresh(self.state.session, self.prepared.info, self.state.fresh,
                              staged_by=self.state.report.load_id if self.staging is not None else None)
+            self.state.attached_to.add(self.prepared.info.name)
         return None
 
 

@@ -206,3 +206,32 @@ def test_replace_never_shows_readers_an_empty_table(tmp_path: Path, pg_dsn: str,
     assert not errors
     assert {30, 20} <= set(seen)
     assert set(seen) == {30, 20}, f"readers saw {sorted(set(seen))}: {seen.count(0)} empty reads"
+
+
+def test_a_commit_that_attaches_children_locks_out_readers_planned_before_it(
+        tmp_path: Path, pg_dsn: str, table: str, sql: Sql, monkeypatch: Any) -> None:
+    """The race above, made certain: at the moment a replace (or an append) commits new children, the table is
+    locked against readers, so none can plan with the old children and count with the new snapshot."""
+    from engine.postgres.connection import Session
+
+    old, new = tmp_path / "old.parquet", tmp_path / "new.parquet"
+    orders_frame(30, step_days=0).write_parquet(old)
+    orders_frame(20, start=dt.date(2025, 1, 1), step_days=0).write_parquet(new)
+    engine.load(old, into=table, partition_by="created_at", dsn=pg_dsn)
+    locked_at_commit: list[bool] = []
+    real_commit = Session.commit
+
+    def commit(self: Session, conn: Any = None) -> None:
+        if conn is None:
+            held = sql("SELECT count(*) FROM pg_locks WHERE relation = to_regclass($1) "
+                       "AND mode = 'AccessExclusiveLock' AND granted", [table])
+            locked_at_commit.append(held[0][0] > 0)
+        real_commit(self, conn)
+
+    monkeypatch.setattr(Session, "commit", commit)
+    engine.load(new, into=table, partition_by="created_at", mode="replace", dsn=pg_dsn)
+    assert True in locked_at_commit, "the replace committed its new child with readers let in"
+    locked_at_commit.clear()
+    engine.load(new, into=table, partition_by="created_at", mode="replace", dsn=pg_dsn)  # no new child: no lock
+    assert True not in locked_at_commit
+    assert row_count(sql, table) == 20
