@@ -74,6 +74,19 @@ class Settings(BaseSettings):
                                         "if longer; 0 = off")
     cache_timeout: float = Field(default=0.5, gt=0, description="seconds per Redis connect or answer; a mute "
                                  "Redis costs this once, then is skipped for a second")
+    broker_url: SecretStr | None = Field(default=None, description="Celery broker for jobs (redis://, amqp://); "
+                                         "unset: BICONIC_REDIS_URL, else an embedded Redis in the data dir")
+    result_url: SecretStr | None = Field(default=None, description="Redis for Celery's task results; unset: the "
+                                         "broker if it is Redis, else BICONIC_REDIS_URL, else the embedded one")
+    job_time_limit: float = Field(default=1800.0, gt=0, description="seconds a job task may run before it is "
+                                  "killed (a soft limit, recorded as a timeout, comes a minute earlier)")
+    job_retries: int = Field(default=3, ge=0, le=20, description="retries of a task that failed transiently")
+    job_backoff: float = Field(default=10.0, ge=0, description="seconds before the first retry; doubled each "
+                               "time (at most 600), with jitter")
+    connection_limit: int = Field(default=4, ge=1, description="partitions of one connection running at once, "
+                                  "across every worker")
+    autoscale_grow_above: int = Field(default=100, ge=0, description="queued tasks above which workers grow")
+    autoscale_shrink_below: int = Field(default=10, ge=0, description="queued tasks below which workers shrink")
 
     @field_validator("archive_level")
     @classmethod
@@ -113,6 +126,11 @@ class Settings(BaseSettings):
     def dsn(self) -> str | None:
         """The PostgreSQL DSN from the environment (None: use the embedded server)."""
         return self.pg_dsn.get_secret_value() if self.pg_dsn is not None else None
+
+    def broker(self) -> str | None:
+        """The jobs' broker URL from the environment: ``broker_url``, else ``redis_url`` (None: embedded)."""
+        chosen = self.broker_url or self.redis_url
+        return chosen.get_secret_value() if chosen is not None else None
 
     def redis(self) -> str | None:
         """The Redis URL from the environment (None: the in-process cache)."""

@@ -30,6 +30,7 @@ LAYERS: dict[str, set[str]] = {
     "archive": {"postgres"},
     "reads": {"postgres", "archive"},
     "pipeline": {"sources", "plan", "spec", "postgres", "archive", "reads"},
+    "jobs": {"sources", "spec", "postgres", "archive", "reads", "pipeline"},
     "tools": set(),
 }
 #: the top-level modules that are not core: they sit above every folder
