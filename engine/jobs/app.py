@@ -14,6 +14,7 @@ The settings are the ones that held up in the experiments (see the design notes,
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery import Celery
@@ -70,9 +71,25 @@ def _config() -> dict[str, Any]:
 
 
 def configure() -> Celery:
-    """(Re)apply the settings to :data:`app` (they are read again: tests and long-lived processes change them)."""
-    app.conf.update(_config())
+    """(Re)apply the settings to :data:`app` (they are read again: tests and long-lived processes change them).
+    A new broker or result store also drops the connections to the old one, which Celery keeps in pools: without
+    that, tasks sent after the change still went to the old broker."""
+    config = _config()
+    if any(app.conf.get(name) != config[name] for name in ("broker_url", "result_backend")):
+        _forget_connections()
+    app.conf.update(config)
     return app
+
+
+def _forget_connections() -> None:
+    """Drop the app's broker connection pool, its producer pool and its result store client (each is made
+    again, from the current settings, when next used)."""
+    app.close()
+    amqp = app.__dict__.get("amqp")  # a cached property: only reset it when it was made
+    if amqp is not None:
+        amqp._producer_pool = None
+    app._backend_cache = None
+    app._local = threading.local()
 
 
 configure()
