@@ -129,10 +129,8 @@ class Worker:
         """SIGTERM to the whole group (warm shutdown), SIGKILL to what is left after 10 s."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # children left over, or a main process that hung
         with contextlib.suppress(subprocess.TimeoutExpired):
