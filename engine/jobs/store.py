@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from engine.postgres.connection import connect, execute
 
-__all__ = ["FINISHED", "STATES", "JobRow", "TaskRow", "attempts", "create", "ensure", "find", "finish_task",
-           "get", "jobs_db", "list_jobs", "plan_tasks", "record_attempt", "reopen", "set_state", "start_task",
-           "tasks", "task_progress"]
+__all__ = ["FINISHED", "LOST", "STATES", "JobRow", "TaskRow", "attempts", "close_open_attempts", "create", "ensure",
+           "find", "finish_task", "get", "jobs_db", "list_jobs", "plan_tasks", "record_attempt", "reopen",
+           "set_state", "start_task", "tasks", "task_progress"]
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 STATES: tuple[State, ...] = ("queued", "running", "done", "failed", "cancelled")
@@ -236,7 +236,25 @@ def start_task(dsn: str, job_id: str, stage: int, part: int) -> tuple[str, int]:
         execute(conn, "INSERT INTO biconic.job_attempts (job_id, stage, part, attempt, worker) "
                       "VALUES ($1::uuid, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 [job_id, stage, part, attempt, worker], dsn)
+    if attempt > 1:  # an earlier attempt that never said how it ended: its process died and it was redelivered
+        close_open_attempts(dsn, job_id, stage, part, "lost", LOST, before=attempt)
     return state, attempt
+
+
+#: why an attempt ended without recording it (kill -9, out of memory, a machine gone)
+LOST = "the process running it died (killed, or out of memory); the task was delivered again"
+
+
+def close_open_attempts(dsn: str, job_id: str, stage: int, part: int, outcome: str, error: str, *,
+                        before: int | None = None) -> None:
+    """Give the attempts of a task that never recorded how they ended (their process was killed) an outcome:
+    ``timeout`` after the hard time limit, ``lost`` when the task is delivered again. Only those numbered
+    below ``before`` when given (the new attempt is open too)."""
+    with jobs_db(dsn) as conn:
+        execute(conn, "UPDATE biconic.job_attempts SET finished_at = coalesce(finished_at, now()), outcome = $4, "
+                      "error = $5 WHERE job_id = $1::uuid AND stage = $2 AND part = $3 AND outcome IS NULL "
+                      "AND ($6::int IS NULL OR attempt < $6)",
+                [job_id, stage, part, outcome, error, before], dsn)
 
 
 def task_progress(dsn: str, job_id: str, stage: int, part: int, rows_in: int) -> str:
@@ -250,7 +268,8 @@ def task_progress(dsn: str, job_id: str, stage: int, part: int, rows_in: int) ->
 
 def record_attempt(dsn: str, job_id: str, stage: int, part: int, attempt: int, outcome: str,
                    error: str | None = None) -> None:
-    """How an attempt ended: done, retry, failed, timeout, cancelled, deferred (connection at its limit)."""
+    """How an attempt ended: done, retry, failed, timeout, cancelled, skipped (see also
+    :func:`close_open_attempts`: timeout after a hard kill, lost)."""
     with jobs_db(dsn) as conn:
         execute(conn, "UPDATE biconic.job_attempts SET finished_at = now(), outcome = $5, error = $6 "
                       "WHERE job_id = $1::uuid AND stage = $2 AND part = $3 AND attempt = $4",

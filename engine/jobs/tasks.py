@@ -93,10 +93,12 @@ class JobTask(Task):  # type: ignore[misc]
             return
         dsn = JobRequest.from_json(request).jobs_dsn()
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if type(exc).__name__ == "TimeLimitExceeded":
+        timeout = type(exc).__name__ == "TimeLimitExceeded"
+        if timeout:
             message = f"killed after the time limit of {settings().job_time_limit:g} s (BICONIC_JOB_TIME_LIMIT)"
         try:
-            if part is not None:
+            if part is not None:  # the attempt could not say how it ended: it says it here
+                store.close_open_attempts(dsn, job_id, stage, part, "timeout" if timeout else "failed", message)
                 store.finish_task(dsn, job_id, stage, part, "failed", error=message)
             store.set_state(dsn, job_id, "failed", error=message, error_type=type(exc).__name__)
         except BiconicError as recorded:

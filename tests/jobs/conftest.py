@@ -69,10 +69,11 @@ def broker_url(spare_db: int) -> Iterator[str]:
 @pytest.fixture
 def worker_env(pg_dsn: str, broker_url: str, tmp_path: Path) -> dict[str, str]:
     """The environment of worker and CLI processes: the test database, the spare Redis db as broker and
-    result store, no archive, a data folder of the test's own. Tests add settings (time limit, backoff)."""
+    result store, no archive, a data folder of the test's own, short retry delays. Tests add settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BICONIC_", "CELERY_", "POLARS_"))}
     env.update(PYTHONPATH=str(ROOT), BICONIC_BROKER_URL=broker_url, BICONIC_PG_DSN=pg_dsn,
-               BICONIC_HOME=str(tmp_path / ".biconic-worker"), BICONIC_ARCHIVE_URL="off")
+               BICONIC_HOME=str(tmp_path / ".biconic-worker"), BICONIC_ARCHIVE_URL="off",
+               BICONIC_JOB_BACKOFF="0.5")  # a retried deadlock waits half a second, not the default 10 s
     return env
 
 
