@@ -25,8 +25,8 @@ from typing import Any, Literal
 from engine.postgres.connection import connect, execute
 
 __all__ = ["FINISHED", "LOST", "STATES", "JobRow", "TaskRow", "attempts", "close_open_attempts", "create", "ensure",
-           "find", "finish_task", "get", "jobs_db", "list_jobs", "plan_tasks", "record_attempt", "reopen",
-           "set_state", "start_task", "tasks", "task_progress"]
+           "find", "finish_task", "get", "jobs_db", "list_jobs", "lost_attempts", "plan_tasks", "record_attempt",
+           "reopen", "set_state", "start_task", "tasks", "task_progress"]
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 STATES: tuple[State, ...] = ("queued", "running", "done", "failed", "cancelled")
@@ -243,6 +243,14 @@ def start_task(dsn: str, job_id: str, stage: int, part: int) -> tuple[str, int]:
 
 #: why an attempt ended without recording it (kill -9, out of memory, a machine gone)
 LOST = "the process running it died (killed, or out of memory); the task was delivered again"
+
+
+def lost_attempts(dsn: str, job_id: str, stage: int, part: int) -> int:
+    """How many attempts of a task ended with their process dead (see :data:`LOST`)."""
+    with jobs_db(dsn) as conn:
+        rows = execute(conn, "SELECT count(*) FROM biconic.job_attempts WHERE job_id = $1::uuid AND stage = $2 "
+                             "AND part = $3 AND outcome = 'lost'", [job_id, stage, part], dsn)
+    return int(rows[0][0])
 
 
 def close_open_attempts(dsn: str, job_id: str, stage: int, part: int, outcome: str, error: str, *,

@@ -11,7 +11,8 @@ A partition task does not raise on an engine error: it records the error on its 
 body always runs and decides the job's state (a failed partition fails the job; the others still commit, as a
 ``biconic load`` of several files does, and ``jobs retry`` re-runs only what failed). Only a task killed by the
 hard time limit ends without returning: :meth:`JobTask.on_failure` (run by the worker's main process then)
-fails the job.
+fails the job. A task whose process dies (kill -9, out of memory) is delivered again (``reject_on_worker_lost``);
+one whose process died on more than ``BICONIC_JOB_RETRIES`` deliveries fails instead of killing workers forever.
 """
 
 from __future__ import annotations
@@ -161,6 +162,12 @@ def partition(self: Task, job_id: str, stage: int, part: int, label: str, total:
             store.record_attempt(dsn, job_id, stage, part, attempt, "skipped", f"the job is {state}")
             store.finish_task(dsn, job_id, stage, part, "cancelled" if state == "cancelled" else "skipped")
             return "skipped"
+        lost = store.lost_attempts(dsn, job_id, stage, part) if attempt > 1 else 0
+        if lost > settings().job_retries:  # e.g. out of memory every time: a worker killed on every delivery
+            said = f"{label}: the process running it died {lost} times (killed, or out of memory); not run again"
+            store.record_attempt(dsn, job_id, stage, part, attempt, "failed", said)
+            store.finish_task(dsn, job_id, stage, part, "failed", error=said)
+            return "failed"
         return _run(self, job, spec, dsn, job_id, stage, part, PartitionPick(part, total, label), attempt)
 
 

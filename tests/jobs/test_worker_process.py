@@ -177,7 +177,7 @@ def test_kill_9_of_the_pool_process_in_the_middle_of_a_partition_redelivers_it_a
     import engine
     from engine.jobs.store import LOST
 
-    _csv(tmp_path / "in" / "part_0.csv", 0, 150, 2000)  # about 3 s in batches of about 25 rows
+    _csv(tmp_path / "in" / "part_0.csv", 0, 100, 2000)  # about 2 s in batches of about 25 rows
     _csv(tmp_path / "in" / "part_1.csv", 1000, 100, 8)
     worker = start_worker(concurrency=1, env=SMALL_BATCHES)
     job = engine.submit(tmp_path / "in", into=table, spec=SLOW_RULE)
@@ -187,14 +187,40 @@ def test_kill_9_of_the_pool_process_in_the_middle_of_a_partition_redelivers_it_a
     os.kill(child, signal.SIGKILL)
     status = _finished(jobs_client, job.job_id, 90, worker)
     assert status["state"] == "done", (status["error"], worker.tail())
-    assert row_count(sql, table) == 250 and _distinct_ids(sql, table) == 250
-    assert status["reports"][0]["rows_loaded"] == 250
+    assert row_count(sql, table) == 200 and _distinct_ids(sql, table) == 200
+    assert status["reports"][0]["rows_loaded"] == 200
     tasks = _tasks(sql, job.job_id)
     assert tasks[0]["attempts"] == 2 and tasks[0]["state"] == "done"  # the killed attempt and its redelivery
     part0 = [(a["outcome"], a["error"]) for a in _attempts(sql, job.job_id) if a["part"] == 0]
     assert part0 == [("lost", LOST), ("done", None)]  # the killed attempt, told when it was delivered again
     assert child not in worker.children() and worker.alive()
     assert "WorkerLostError" in worker.text()
+
+
+def test_a_task_whose_process_dies_on_every_delivery_fails_its_job_after_the_retries(
+        tmp_path: Path, start_worker: Callable[..., Worker], jobs_client: str, sql: Sql, table: str) -> None:
+    """Out of memory on every delivery would otherwise kill a pool process forever (acks_late + reject on
+    worker lost deliver it again each time)."""
+    import engine
+    from engine.jobs.store import LOST
+
+    _csv(tmp_path / "in.csv", 0, 100, 2000)
+    worker = start_worker(concurrency=1, env={**SMALL_BATCHES, "BICONIC_JOB_RETRIES": "1"})
+    job = engine.submit(tmp_path / "in.csv", into=table, spec=SLOW_RULE)
+    for attempt in (1, 2):
+        def running(attempt: int = attempt) -> bool:
+            return any(t["attempts"] == attempt and t["state"] == "running"
+                       for t in _tasks(sql, job.job_id).values())
+
+        _until(f"attempt {attempt} running", running, 60, worker)
+        [child] = worker.children()
+        os.kill(child, signal.SIGKILL)
+    status = _finished(jobs_client, job.job_id, 60, worker)
+    assert status["state"] == "failed"
+    assert status["error"] == "in.csv: the process running it died 2 times (killed, or out of memory); not run again"
+    assert [(a["outcome"], a["error"]) for a in _attempts(sql, job.job_id)] == [
+        ("lost", LOST), ("lost", LOST), ("failed", status["error"])]
+    assert worker.alive()
 
 
 def _copying(sql: Sql) -> list[int]:
@@ -211,7 +237,7 @@ def test_a_transient_failure_is_retried_with_growing_delays_and_the_job_complete
     import engine
 
     backoff = 0.5
-    _csv(tmp_path / "in.csv", 0, 120, 2000)  # about 3 s in batches of about 25 rows
+    _csv(tmp_path / "in.csv", 0, 80, 2000)  # about 2 s in batches of about 25 rows
     worker = start_worker(concurrency=1, env={**SMALL_BATCHES, "BICONIC_JOB_BACKOFF": f"{backoff:g}"})
     job = engine.submit(tmp_path / "in.csv", into=table, spec=SLOW_RULE)
     for attempt in (1, 2):  # the engine's connection terminated in the middle of its COPYs, twice
@@ -223,7 +249,7 @@ def test_a_transient_failure_is_retried_with_growing_delays_and_the_job_complete
         sql("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", [pids])
     status = _finished(jobs_client, job.job_id, 90, worker)
     assert status["state"] == "done", (status["error"], worker.tail())
-    assert row_count(sql, table) == 120 and _distinct_ids(sql, table) == 120
+    assert row_count(sql, table) == 80 and _distinct_ids(sql, table) == 80
     attempts = _attempts(sql, job.job_id)
     assert [a["outcome"] for a in attempts] == ["retry", "retry", "done"], attempts
     assert all("retry in" in a["error"] for a in attempts[:2])
