@@ -189,7 +189,7 @@ def _run(task: Task, job: JobRequest, spec: LoadSpec, dsn: str, job_id: str, sta
     except BiconicError as exc:
         if isinstance(exc, TransientError) and attempt <= settings().job_retries:
             delay = backoff(attempt)
-            store.record_attempt(dsn, job_id, stage, part, attempt, "retry", f"{exc} (retry in {delay:.0f} s)")
+            store.record_attempt(dsn, job_id, stage, part, attempt, "retry", f"{exc} (retry in {delay:.1f} s)")
             raise task.retry(countdown=delay, max_retries=None) from exc
         store.record_attempt(dsn, job_id, stage, part, attempt, "failed", str(exc))
         store.finish_task(dsn, job_id, stage, part, "failed", error=str(exc))
