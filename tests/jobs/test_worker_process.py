@@ -107,6 +107,7 @@ def test_a_load_through_a_real_worker_loads_every_row_and_shows_progress_and_rep
     assert "SpawnPoolWorker" in worker.text()  # the pool's processes were spawned, not forked
 
 
+@pytest.mark.slow
 def test_a_task_stuck_in_native_polars_code_is_killed_at_the_hard_time_limit_and_the_worker_goes_on(
         tmp_path: Path, start_worker: Callable[..., Worker], jobs_client: str, sql: Sql, table: str) -> None:
     import engine
@@ -116,16 +117,16 @@ def test_a_task_stuck_in_native_polars_code_is_killed_at_the_hard_time_limit_and
     # 200 values of 20,000 characters in one batch: about 25 s of regex in one Polars call on one core
     _csv(tmp_path / "big.csv", 0, 200, 20_000)
     worker = start_worker(concurrency=1, env={"BICONIC_JOB_TIME_LIMIT": f"{limit:g}", "POLARS_MAX_THREADS": "1"})
-    started = time.monotonic()
     job = engine.submit(tmp_path / "big.csv", into=table, spec=SLOW_RULE)
-    status = _finished(jobs_client, job.job_id, 30, worker)
-    took = time.monotonic() - started
+    status = _finished(jobs_client, job.job_id, 45, worker)
     assert status["state"] == "failed", status
     assert status["error"] == f"killed after the time limit of {limit:g} s (BICONIC_JOB_TIME_LIMIT)"
     assert status["error_type"] == "TimeLimitExceeded"
     assert [t["state"] for t in _tasks(sql, job.job_id).values()] == ["failed"]
-    assert [(a["outcome"], a["error"]) for a in _attempts(sql, job.job_id)] == [("timeout", status["error"])]
-    assert took < limit + 10, f"the job took {took:.1f} s: the task ran on past its limit"
+    [attempt] = _attempts(sql, job.job_id)
+    assert (attempt["outcome"], attempt["error"]) == ("timeout", status["error"])
+    took = (attempt["finished_at"] - attempt["started_at"]).total_seconds()
+    assert limit - 1 < took < limit + 5, f"the attempt took {took:.1f} s, not about its limit"
     log = worker.text()
     assert f"Hard time limit ({limit}s) exceeded" in log
     # the soft limit fired first, but cannot interrupt native code: the task never got to record a timeout
@@ -139,6 +140,7 @@ def test_a_task_stuck_in_native_polars_code_is_killed_at_the_hard_time_limit_and
     assert row_count(sql, f"{table}_after") == 50
 
 
+@pytest.mark.slow
 def test_cancel_rolls_back_the_running_partition_and_skips_the_queued_ones(
         tmp_path: Path, start_worker: Callable[..., Worker], jobs_client: str, worker_env: dict[str, str],
         sql: Sql, table: str) -> None:
@@ -173,6 +175,7 @@ def test_cancel_rolls_back_the_running_partition_and_skips_the_queued_ones(
     assert worker.alive()
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_pool_process_in_the_middle_of_a_partition_redelivers_it_and_loads_it_once(
         tmp_path: Path, start_worker: Callable[..., Worker], jobs_client: str, sql: Sql, table: str) -> None:
     import engine
@@ -198,6 +201,7 @@ def test_kill_9_of_the_pool_process_in_the_middle_of_a_partition_redelivers_it_a
     assert "WorkerLostError" in worker.text()
 
 
+@pytest.mark.slow
 def test_a_task_whose_process_dies_on_every_delivery_fails_its_job_after_the_retries(
         tmp_path: Path, start_worker: Callable[..., Worker], jobs_client: str, sql: Sql, table: str) -> None:
     """Out of memory on every delivery would otherwise kill a pool process forever (acks_late + reject on
@@ -233,6 +237,7 @@ def _copying(sql: Sql) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+@pytest.mark.slow
 def test_a_transient_failure_is_retried_with_growing_delays_and_the_job_completes(
         tmp_path: Path, start_worker: Callable[..., Worker], jobs_client: str, sql: Sql, table: str) -> None:
     import engine
@@ -277,6 +282,7 @@ def test_a_permanent_failure_is_not_retried_and_fails_the_job_with_its_one_line_
         assert [a["outcome"] for a in _attempts(sql, job.job_id)] == ["failed"]  # one attempt, no retry
 
 
+@pytest.mark.slow
 def test_the_same_import_submitted_twice_at_once_is_loaded_once(
         tmp_path: Path, start_worker: Callable[..., Worker], jobs_client: str, sql: Sql, table: str) -> None:
     import engine
