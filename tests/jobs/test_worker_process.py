@@ -160,7 +160,12 @@ def test_cancel_rolls_back_the_running_partition_and_skips_the_queued_ones(
     cancelled = biconic(worker_env, "jobs", "cancel", job.job_id)
     assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout, cancelled.stderr
     _until("part 1 stopped", lambda: _tasks(sql, job.job_id)[1]["state"] != "running", 30, worker)
-    time.sleep(2)  # anything still queued would have been delivered by now
+
+    def queued_ones_dropped() -> bool:  # revoked (discarded unrun), or run and skipped: the job is cancelled
+        skipped = [t for p, t in _tasks(sql, job.job_id).items() if p in (2, 3) and t["state"] != "queued"]
+        return worker.text().count("Discarding revoked task") + len(skipped) >= 2
+
+    _until("parts 2 and 3 dropped", queued_ones_dropped, 30, worker)
     tasks = _tasks(sql, job.job_id)
     assert job.state == "cancelled"
     assert tasks[0]["state"] == "done" and tasks[1]["state"] == "cancelled"
