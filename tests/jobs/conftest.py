@@ -23,8 +23,8 @@ import pytest
 
 from tests.conftest import ROOT, _reachable
 
-#: Redis dbs the job tests may use (0 is the developer's; the lead's in-process tests use 14)
-SPARE_DBS = (13, 12, 11, 10, 15)
+#: Redis dbs the job tests may use, the ones other tests name last (0 is the developer's)
+SPARE_DBS = (10, 11, 12, 15, 13, 14)
 CLAIM_KEY = "biconic:test-claim"
 #: how long a worker may take to say it is ready (spawned children import Polars; the machine is shared)
 READY_TIMEOUT = 60.0
