@@ -143,7 +143,7 @@ def plan(self: Task, job_id: str, stage: int, request: dict[str, Any]) -> None:
         body.delay()
 
 
-@app.task(bind=True, base=JobTask, name="biconic.partition")  # type: ignore[untyped-decorator]
+@app.task(bind=True, base=JobTask, name="biconic.partition", max_retries=None)  # type: ignore[untyped-decorator]
 def partition(self: Task, job_id: str, stage: int, part: int, label: str, total: int,
               request: dict[str, Any]) -> str:
     """Load one partition (or, ``part`` -1, the whole load) under the connection's fairness limit."""
@@ -153,7 +153,7 @@ def partition(self: Task, job_id: str, stage: int, part: int, label: str, total:
     connection = None if spec.target.connection_id is None else str(spec.target.connection_id)
     with connection_slot(dsn, connection, settings().connection_limit) as slot:
         if slot is None:  # the connection is at its limit: back to the queue, not an attempt
-            raise self.retry(countdown=1.0 + random.random() * 2, max_retries=None)
+            raise self.retry(countdown=1.0 + random.random() * 2)
         state, attempt = store.start_task(dsn, job_id, stage, part)
         if state in ("cancelled", "failed", "done", "missing"):
             store.record_attempt(dsn, job_id, stage, part, attempt, "skipped", f"the job is {state}")
@@ -181,7 +181,7 @@ def _run(task: Task, job: JobRequest, spec: LoadSpec, dsn: str, job_id: str, sta
         if isinstance(exc, TransientError) and attempt <= settings().job_retries:
             delay = backoff(attempt)
             store.record_attempt(dsn, job_id, stage, part, attempt, "retry", f"{exc} (retry in {delay:.0f} s)")
-            raise task.retry(countdown=delay, max_retries=None) from exc
+            raise task.retry(countdown=delay) from exc
         store.record_attempt(dsn, job_id, stage, part, attempt, "failed", str(exc))
         store.finish_task(dsn, job_id, stage, part, "failed", error=str(exc))
         return "failed"
