@@ -1,0 +1,1 @@
+"""The jobs layer: Celery workers, submitted jobs, the broker and the autoscaler."""
