@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from engine.errors import BrokerUnavailableError, SpecError, first_line
@@ -309,10 +309,10 @@ def _redis_depth(url: str, queue: str, timeout: float) -> int:
 
 def _amqp_depth(url: str, queue: str, timeout: float) -> int:
     from amqp.exceptions import NotFound
-    from kombu import Connection
+    from kombu import connection
 
-    conn = Connection(url, connect_timeout=timeout,
-                      transport_options={"read_timeout": timeout, "write_timeout": timeout})
+    connect: Any = connection.Connection  # kombu is only partly typed
+    conn = connect(url, connect_timeout=timeout, transport_options={"read_timeout": timeout, "write_timeout": timeout})
     try:
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)  # one attempt: the caller retries
         with conn.channel() as channel:
