@@ -55,10 +55,11 @@ def decide(depth: int | None, processes: int, min_concurrency: int, max_concurre
 class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]  # celery ships no type hints
     """Celery's :class:`~celery.worker.autoscale.Autoscaler`, deciding by queue depth (see :func:`decide`).
 
-    The depth is read at most every ``interval`` seconds, each read bounded by ``depth_timeout`` (it runs on the
-    worker's event loop); when it cannot be read the pool keeps its size, one warning is logged, and the next
-    read waits ``keepalive`` seconds. ``url``/``queues``/``depth``/``clock`` are for tests: by default the
-    worker's broker and the queues it consumes, :func:`~engine.jobs.broker.queue_depth` and a monotonic clock.
+    The depth is read at most every ``interval`` seconds (each read is one step at most), each read bounded by
+    ``depth_timeout`` (it runs on the worker's event loop); when it cannot be read the pool keeps its size, one
+    warning is logged, and the next read waits ``keepalive`` seconds. ``url``/``queues``/``depth``/``clock``
+    are for tests: by default the worker's broker and the queues it consumes,
+    :func:`~engine.jobs.broker.queue_depth` and a monotonic clock.
     """
 
     interval = 2.0
@@ -82,7 +83,7 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]  # celery ships no
 
     def _maybe_scale(self, req: Any = None) -> bool:
         processes = self.processes
-        target = decide(self.depth(), processes, self.min_concurrency, self.max_concurrency, self.grow_above,
+        target = decide(self._poll(), processes, self.min_concurrency, self.max_concurrency, self.grow_above,
                         self.shrink_below, reserved=self.qty)
         if target > processes:
             self.scale_up(target - processes)
@@ -92,11 +93,17 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]  # celery ships no
             return True
         return False
 
+    @property
     def depth(self) -> int | None:
-        """Tasks waiting in the worker's queues (read again at most every ``interval`` s); None when unknown."""
+        """Tasks waiting in the worker's queues at the last read; None before it or when it failed."""
+        return self._depth
+
+    def _poll(self) -> int | None:
+        """A fresh depth when one is due, else None (keep the size): Celery calls the autoscaler on every task
+        message too, and one read must move the pool one step, not one step per message."""
         now = self._clock()
         if now < self._next_read:
-            return self._depth
+            return None
         try:
             url = self._broker()
             self._depth = sum(self._read(queue, url) for queue in self.queues())
@@ -146,4 +153,4 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]  # celery ships no
 
     def info(self) -> dict[str, Any]:
         """Celery's autoscaler info (``celery inspect stats``) plus the last queue depth read."""
-        return {**super().info(), "depth": self._depth}
+        return {**super().info(), "depth": self.depth}

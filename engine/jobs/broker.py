@@ -173,7 +173,8 @@ def _answers(sock: Path, timeout: float = 0.5) -> bool:
         return False
     import redis
 
-    client = redis.Redis(unix_socket_path=str(sock), socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = redis.Redis(unix_socket_path=str(sock), socket_timeout=timeout, socket_connect_timeout=timeout,
+                         retry=_once())
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -283,12 +284,21 @@ def redis_client(url: str, *, timeout: float = DEPTH_TIMEOUT) -> redis.Redis:
     import redis
 
     if _scheme(url) != "redis+socket":
-        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=_once())
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     db = (query.get("virtual_host") or query.get("db") or ["0"])[0].strip("/") or "0"
     return redis.Redis(unix_socket_path=unquote(parts.path), db=int(db), password=parts.password,
-                       socket_timeout=timeout, socket_connect_timeout=timeout)
+                       socket_timeout=timeout, socket_connect_timeout=timeout, retry=_once())
+
+
+def _once() -> redis.retry.Retry:
+    """No retries inside redis-py (its default retries a refused unix socket for seconds): one bounded attempt,
+    the caller decides what comes next."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
 
 
 def _redis_depth(url: str, queue: str, timeout: float) -> int:

@@ -27,13 +27,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A short data folder of the test's own, its embedded Redis stopped afterwards."""
+    """A short data folder of the test's own, its embedded Redis (and any stray one) stopped afterwards."""
     folder = tmp_path / "h"
     monkeypatch.setenv("BICONIC_HOME", str(folder))
     for name in ("BROKER_URL", "REDIS_URL", "RESULT_URL"):
         monkeypatch.delenv(f"BICONIC_{name}", raising=False)
     yield folder
     broker.stop_embedded()
+    for stray in _servers(folder):  # a server a failed test left behind (e.g. a second one from a lost race)
+        stray.terminate()
 
 
 def _pid(home: Path) -> int:
@@ -106,7 +108,9 @@ def test_a_dead_servers_pidfile_and_socket_are_cleared(home: Path) -> None:
     while broker._is_redis(old) and time.monotonic() < deadline:  # a zombie until someone reaps it: dead enough
         time.sleep(0.02)
     assert (home / "redis" / "redis.pid").exists() and (home / "redis" / "redis.sock").exists()
+    started = time.monotonic()
     assert broker.embedded_redis() == url
+    assert time.monotonic() - started < 3  # a refused socket is not retried for seconds
     assert _pid(home) != old and broker.redis_client(url).ping()
     # a pidfile naming a live process that is not a redis-server (a reused number) is a leftover too
     broker.stop_embedded()
