@@ -4,6 +4,7 @@
 >>> report = engine.load("orders.csv", into="orders", partition_by="created_at:month")  # doctest: +SKIP
 >>> reports = engine.run("pipeline.yaml")  # doctest: +SKIP
 >>> engine.query("SELECT count(*) FROM orders")  # doctest: +SKIP
+>>> job = engine.submit("orders/*.csv", into="orders")  # a queued job, run by `biconic worker`  # doctest: +SKIP
 
 Heavy modules (polars, ADBC) load on first use, so ``import engine`` stays fast.
 """
@@ -33,6 +34,7 @@ from engine.errors import (
 )
 
 if TYPE_CHECKING:
+    from engine.jobs.client import Job, submit, submit_pipeline
     from engine.pipeline import load, run
     from engine.reads.duck import query
     from engine.reads.history import loads, quarantined
@@ -44,6 +46,7 @@ __all__ = [
     "BiconicError",
     "HostileInputError",
     "IntegrityError",
+    "Job",
     "LoadReport",
     "LoadSpec",
     "PartialLoadError",
@@ -64,12 +67,15 @@ __all__ = [
     "quarantined",
     "query",
     "run",
+    "submit",
+    "submit_pipeline",
 ]
 __version__ = "0.1.0"
 
 _LAZY = {"load": "engine.pipeline", "run": "engine.pipeline", "query": "engine.reads.duck",
          "loads": "engine.reads.history", "quarantined": "engine.reads.history",
-         "LoadReport": "engine.report", "LoadSpec": "engine.spec.models", "Pipeline": "engine.spec.models"}
+         "LoadReport": "engine.report", "submit": "engine.jobs.client", "submit_pipeline": "engine.jobs.client",
+         "Job": "engine.jobs.client", "LoadSpec": "engine.spec.models", "Pipeline": "engine.spec.models"}
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,16 @@ from typing import Any
 import click
 
 from engine.cli_history import list_loads, show_quarantine
-from engine.cli_options import CONNECTION_ID, archive_option, dsn_option, full_refresh_option, json_option
+from engine.cli_jobs import beat, jobs, submit, worker
+from engine.cli_options import (
+    CONNECTION_ID,
+    archive_option,
+    dsn_option,
+    full_refresh_option,
+    json_option,
+    load_arguments,
+    load_options,
+)
 from engine.errors import BiconicError, SpecError, first_line
 from engine.ids import ConnectionId
 
@@ -99,42 +108,9 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("path")
-@click.option("--into", "table", required=True,
-              help="Target table (optionally schema.table; a missing schema is created).")
-@click.option("--connection", "connection_id", type=CONNECTION_ID, default=None,
-              help="Connection id stored in every row: an integer, a UUID or a text id (default: the data's "
-                   "connection_id column, else 0).")
-@click.option("--connection-override", is_flag=True,
-              help="Let --connection replace the rows' own connection_id values (else differing ones are an error).")
-@click.option("--sheet", "sheets", multiple=True, help="Excel sheet name; repeat for several, '*' for all.")
-@click.option("--partition-by", default=None, metavar="COL[:day|week|month|year]",
-              help="Time column for range partitions (default: the first date/timestamp column, month).")
-@click.option("--hash-partitions", type=int, default=0, help="Sub-partition each period BY HASH (connection_id).")
-@click.option("--mode", type=click.Choice(["append", "replace", "merge"]), default="append", show_default=True)
-@click.option("--key", default=None, metavar="COL,...", help="Key columns for --mode merge.")
-@click.option("--spec", type=click.Path(dir_okay=False), default=None, help="YAML file with steps and rules.")
-@click.option("--format", "fmt", default=None,
-              help="Force the format: csv, tsv, parquet, json, ndjson, excel; or a source kind: rest, graphql, "
-                   "mongodb, adbc (see biconic sources).")
-@click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
-              help="Reader option, e.g. --option delimiter=';' --option encoding=latin-1.")
-@click.option("--contract", type=click.Choice(["evolve", "freeze"]), default="evolve", show_default=True,
-              help="Schema drift: evolve adds columns and widens types; freeze refuses any change.")
-@dsn_option
-@archive_option
-@click.option("--no-archive", is_flag=True, help="Write no archive copy (same as --archive off).")
-@click.option("--layout", type=click.Choice(["table", "document"]), default="table", show_default=True,
-              help="document: the generic table (_import_id, connection_id, data jsonb, created_at).")
-@click.option("--max-rejected", default=None, metavar="SHARE|N%|ROWS|off",
-              help="A file (or sheet) with more rejected rows than this, or with every row rejected, fails and "
-                   "commits nothing: 0.5, 50%, 1000 rows, or off [default: 50%].")
-@full_refresh_option
+@load_options
 @json_option("the LoadReport (one object)")
-def load(path: str, table: str, connection_id: ConnectionId | None, connection_override: bool,
-         sheets: tuple[str, ...], partition_by: str | None,
-         hash_partitions: int, mode: str, key: str | None, spec: str | None, fmt: str | None,
-         options: tuple[str, ...], contract: str, dsn: str | None, archive: str | None, no_archive: bool,
-         layout: str, max_rejected: str | None, full_refresh: bool, as_json: bool) -> None:
+def load(path: str, as_json: bool, **params: Any) -> None:
     """Load PATH (a file, folder or glob, or a database/API URL: see biconic sources) into a partitioned
     PostgreSQL table.
 
@@ -144,22 +120,9 @@ def load(path: str, table: str, connection_id: ConnectionId | None, connection_o
     """
     import engine
 
-    sheet: str | list[str] | None = None
-    if sheets:
-        sheet = sheets[0] if len(sheets) == 1 else list(sheets)
-    opts = _parse_options(options)
     try:
         with _as_flags(), _progress(not as_json) as progress:
-            report = engine.load(
-                path, into=table, connection_id=connection_id, connection_override=connection_override,
-                partition_by=partition_by,
-                hash_partitions=hash_partitions, mode=mode,  # type: ignore[arg-type]
-                key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
-                spec=spec, sheet=sheet, format=fmt, options=opts, contract=contract, dsn=dsn,
-                archive=False if no_archive else archive, layout=layout, max_rejected=max_rejected,
-                full_refresh=full_refresh,
-                progress=progress,
-            )
+            report = engine.load(path, **load_arguments(params), progress=progress)
     except engine.PartialLoadError as exc:  # the others committed: show what did, then the error and its code
         click.echo(exc.report.to_json() if as_json else exc.report.summary())
         raise
@@ -368,25 +331,10 @@ def _reporter(as_json: bool) -> Callable[[Any], None]:
     return echo
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise SpecError("--option", f"expected NAME=VALUE, got {pair!r}")
-        try:
-            import yaml
-
-            parsed = yaml.safe_load(value) if value.strip() else value
-            # "#" (a comment to YAML) and other text that parses to nothing stay the text they are
-            out[name.strip()] = value if parsed is None and value.strip() not in ("null", "~") else parsed
-        except Exception:
-            out[name.strip()] = value
-    return out
-
-
 cli.add_command(list_loads)
 cli.add_command(show_quarantine)
+for command in (worker, submit, jobs, beat):
+    cli.add_command(command)
 
 
 def main() -> None:

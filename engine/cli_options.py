@@ -10,7 +10,8 @@ import click
 from engine.errors import SpecError
 from engine.ids import ConnectionId, parse_connection_id
 
-__all__ = ["CONNECTION_ID", "archive_option", "dsn_option", "full_refresh_option", "json_option"]
+__all__ = ["CONNECTION_ID", "archive_option", "dsn_option", "full_refresh_option", "json_option", "load_arguments",
+           "load_options", "parse_options", "submit_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,3 +57,85 @@ def full_refresh_option(f: F) -> F:
 def json_option(what: str) -> Callable[[F], F]:
     """``--json``: print ``what`` as JSON instead of for people."""
     return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON.")
+
+
+def load_options(f: F) -> F:
+    """The options of a load (``biconic load`` and ``biconic submit`` take the same ones)."""
+    for option in reversed(_LOAD_OPTIONS):
+        f = option(f)
+    return click.option("--into", "table", required=True, help=_INTO)(f)
+
+
+def submit_options(f: F) -> F:
+    """A load's options for ``biconic submit``, where ``--into`` is not needed for a pipeline file."""
+    for option in reversed(_LOAD_OPTIONS):
+        f = option(f)
+    return click.option("--into", "table", default=None, help=_INTO + " Required, except for a pipeline file.")(f)
+
+
+def load_arguments(params: dict[str, Any]) -> dict[str, Any]:
+    """``engine.load``'s keyword arguments from the parsed :func:`load_options`."""
+    sheets: tuple[str, ...] = params["sheets"]
+    key: str | None = params["key"]
+    return {
+        "into": params["table"], "connection_id": params["connection_id"],
+        "connection_override": params["connection_override"], "partition_by": params["partition_by"],
+        "hash_partitions": params["hash_partitions"], "mode": params["mode"],
+        "key": [k.strip() for k in key.split(",") if k.strip()] if key else None, "spec": params["spec"],
+        "sheet": None if not sheets else sheets[0] if len(sheets) == 1 else list(sheets), "format": params["fmt"],
+        "options": parse_options(params["options"]), "contract": params["contract"], "dsn": params["dsn"],
+        "archive": False if params["no_archive"] else params["archive"], "layout": params["layout"],
+        "max_rejected": params["max_rejected"], "full_refresh": params["full_refresh"],
+    }
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--option NAME=VALUE`` pairs as reader options, each value read as YAML (``true``, ``5``, ``[a, b]``)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise SpecError("--option", f"expected NAME=VALUE, got {pair!r}")
+        try:
+            import yaml
+
+            parsed = yaml.safe_load(value) if value.strip() else value
+            # "#" (a comment to YAML) and other text that parses to nothing stay the text they are
+            out[name.strip()] = value if parsed is None and value.strip() not in ("null", "~") else parsed
+        except Exception:
+            out[name.strip()] = value
+    return out
+
+
+_INTO = "Target table (optionally schema.table; a missing schema is created)."
+_LOAD_OPTIONS: list[Callable[[Any], Any]] = [
+    click.option("--connection", "connection_id", type=CONNECTION_ID, default=None,
+                 help="Connection id stored in every row: an integer, a UUID or a text id (default: the data's "
+                      "connection_id column, else 0)."),
+    click.option("--connection-override", is_flag=True,
+                 help="Let --connection replace the rows' own connection_id values (else differing ones are an "
+                      "error)."),
+    click.option("--sheet", "sheets", multiple=True, help="Excel sheet name; repeat for several, '*' for all."),
+    click.option("--partition-by", default=None, metavar="COL[:day|week|month|year]",
+                 help="Time column for range partitions (default: the first date/timestamp column, month)."),
+    click.option("--hash-partitions", type=int, default=0, help="Sub-partition each period BY HASH (connection_id)."),
+    click.option("--mode", type=click.Choice(["append", "replace", "merge"]), default="append", show_default=True),
+    click.option("--key", default=None, metavar="COL,...", help="Key columns for --mode merge."),
+    click.option("--spec", type=click.Path(dir_okay=False), default=None, help="YAML file with steps and rules."),
+    click.option("--format", "fmt", default=None,
+                 help="Force the format: csv, tsv, parquet, json, ndjson, excel; or a source kind: rest, graphql, "
+                      "mongodb, adbc (see biconic sources)."),
+    click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
+                 help="Reader option, e.g. --option delimiter=';' --option encoding=latin-1."),
+    click.option("--contract", type=click.Choice(["evolve", "freeze"]), default="evolve", show_default=True,
+                 help="Schema drift: evolve adds columns and widens types; freeze refuses any change."),
+    dsn_option,
+    archive_option,
+    click.option("--no-archive", is_flag=True, help="Write no archive copy (same as --archive off)."),
+    click.option("--layout", type=click.Choice(["table", "document"]), default="table", show_default=True,
+                 help="document: the generic table (_import_id, connection_id, data jsonb, created_at)."),
+    click.option("--max-rejected", default=None, metavar="SHARE|N%|ROWS|off",
+                 help="A file (or sheet) with more rejected rows than this, or with every row rejected, fails and "
+                      "commits nothing: 0.5, 50%, 1000 rows, or off [default: 50%]."),
+    full_refresh_option,
+]

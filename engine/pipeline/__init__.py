@@ -35,7 +35,7 @@ from engine.spec.parse import (
     replace_target,
 )
 
-__all__ = ["load", "run", "run_load"]
+__all__ = ["load", "load_spec", "run", "run_load"]
 
 
 def load(
@@ -84,9 +84,42 @@ def load(
     ``full_refresh=True`` loads every partition again on purpose (append adds the rows a second time; see
     :mod:`engine.pipeline.reload`).
     """
+    in_memory = None if isinstance(source, (str, Path)) else open_source(
+        source, options=_reader_options(options, sheet, source_name))
+    spec_obj = load_spec(
+        source if in_memory is None else in_memory.partitions()[0].label, into, connection_id=connection_id,
+        connection_override=connection_override, partition_by=partition_by, hash_partitions=hash_partitions,
+        mode=mode, key=key, spec=spec, sheet=sheet, format="python" if in_memory is not None else format,
+        options=options, contract=contract, dsn=dsn, archive=archive, layout=layout, source_name=source_name,
+        max_rejected=max_rejected)
+    return run_load(spec_obj, progress=progress, source=in_memory, full_refresh=full_refresh)
+
+
+def load_spec(
+    source: str | Path,
+    into: str,
+    *,
+    connection_id: ConnectionId | uuid.UUID | None = None,
+    connection_override: bool = False,
+    partition_by: str | None = None,
+    hash_partitions: int = 0,
+    mode: Mode = "append",
+    key: Sequence[str] | str | None = None,
+    spec: str | Path | Pipeline | Mapping[str, Any] | None = None,
+    sheet: str | Sequence[str] | None = None,
+    format: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    contract: str = "evolve",
+    dsn: str | None = None,
+    archive: str | bool | None = None,
+    layout: str = "table",
+    source_name: str | None = None,
+    max_rejected: float | int | str | None = None,
+) -> LoadSpec:
+    """The :class:`LoadSpec` that :func:`load` runs for these arguments (a job builds it again in a worker);
+    bad arguments fail here, before anything runs."""
     pipeline = _steps(spec)
     opts = _reader_options(options, sheet, source_name)
-    in_memory = None if isinstance(source, (str, Path)) else open_source(source, options=opts)
     target = make_target({
         "table": into, "connection_id": connection_id, "connection_override": connection_override,
         "partition_by": partition_by,
@@ -94,10 +127,8 @@ def load(
         "key": [key] if isinstance(key, str) else list(key or []), "contract": contract, "dsn": dsn,
         "archive": archive, "layout": layout, "max_rejected": max_rejected,
     })
-    path = str(source) if in_memory is None else in_memory.partitions()[0].label
-    spec_obj = LoadSpec(source=SourceSpec(path=path, format="python" if in_memory is not None else format,
-                                          options=opts), target=target, pipeline=pipeline)
-    return run_load(spec_obj, progress=progress, source=in_memory, full_refresh=full_refresh)
+    return LoadSpec(source=SourceSpec(path=str(source), format=format, options=opts), target=target,
+                    pipeline=pipeline)
 
 
 def _steps(spec: str | Path | Pipeline | Mapping[str, Any] | None) -> Pipeline:

@@ -112,12 +112,13 @@ def _advance_watermark(state: LoadState) -> None:
 
 
 def lock_for_new_children(state: LoadState) -> None:
-    """Just before a commit that attaches children: lock their parents against readers for the commit.
+    """Just before a replace's commit that attaches children: lock their parents against readers for the commit.
 
     ATTACH PARTITION lets readers run on (SHARE UPDATE EXCLUSIVE). A reader planned before the commit, with
     the old list of children, can take its snapshot just after it: it sees this commit's deletes and rows in
     the old children but none in the new ones (a replace moving rows to a new month was counted 0). With the
-    parent locked the reader waits, then plans again with the new children. Held only for the commit."""
+    parent locked the reader waits, then plans again with the new children. Held only for the commit. Not in
+    append: its commit only adds rows, and two appends attaching children at once would deadlock on it."""
     if state.attached_to:
         state.session.run("SET LOCAL lock_timeout = '120s'")  # a reader that never ends fails the load, clearly
     for table in sorted(state.attached_to):
@@ -167,7 +168,7 @@ def _load_committed(state: LoadState, partition: Partition, key: str) -> Counts 
             drop_unlisted(state)
             return None
         meta.bump_version(state.session, state.target.table)
-        lock_for_new_children(state)
+        state.attached_to.clear()  # an append's commit adds rows only: no reader can see fewer (see below)
         state.session.commit()
         state.unlisted.clear()
         if state.staging is not None:

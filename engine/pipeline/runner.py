@@ -10,12 +10,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from engine.archive.store import Store
 from engine.errors import (
     BiconicError,
     PartialLoadError,
     RejectedError,
+    SourceError,
     SpecError,
     StoppedLoadError,
     StorageError,
@@ -42,7 +44,7 @@ from engine.sources.base import IncrementalSource, Partition, Source
 from engine.spec.models import LoadSpec, TargetSpec
 from engine.storage import is_storage, storage_error
 
-__all__ = ["load_key", "run_load", "spec_hash"]
+__all__ = ["PartitionPick", "load_key", "run_load", "spec_hash"]
 
 
 def _check_table_name(name: str) -> None:
@@ -98,9 +100,10 @@ def _incremental(source: Source, session: Session, target: TargetSpec,
 
 
 def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source | None = None,
-             full_refresh: bool = False) -> LoadReport:
+             full_refresh: bool = False, only: PartitionPick | None = None) -> LoadReport:
     """Execute one LoadSpec (see :func:`engine.load`); ``source``: an opened source (in-memory data, which a
-    spec cannot hold) instead of the spec's path. The run is logged in ``biconic.runs``, failed or not."""
+    spec cannot hold) instead of the spec's path; ``only``: load just that one of the source's partitions (a
+    job's fan-out). The run is logged in ``biconic.runs``, failed or not."""
     started = time.perf_counter()
     _check_table_name(spec.target.table)
     # one name per table: "public.orders" and "orders" must share a ledger, or a re-run would duplicate
@@ -122,7 +125,7 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
             session.commit(session.ddl)
             state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=spec_hash(spec),
                               progress=progress, store=store, full_refresh=full_refresh)
-            failures = _load(state)
+            failures = _load(state, only)
         if report.rows_loaded or report.mode == "replace":
             refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
         _finished(report, started)
@@ -131,11 +134,13 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
         return report
 
 
-def _load(state: LoadState) -> list[tuple[str, BiconicError]]:
+def _load(state: LoadState, only: PartitionPick | None = None) -> list[tuple[str, BiconicError]]:
     """Restrict an incremental source, key its partitions and commit them (the run's row is already written);
     the partitions that failed while others committed."""
     state.source, state.watermark = _incremental(state.source, state.session, state.target, state.full_refresh)
     partitions = state.source.partitions()
+    if only is not None:
+        partitions = [_picked(partitions, only)]
     state.report.source_partitions = len(partitions)
     state.report.source_bytes = sum(p.size_bytes for p in partitions)
     keys = [load_key(state.target, p, state.spec_hash) for p in partitions]
@@ -152,6 +157,23 @@ def _load(state: LoadState) -> list[tuple[str, BiconicError]]:
     if failures and state.partitions_done == 0:
         drop_if_unused(state)
     return failures
+
+
+@dataclass(frozen=True)
+class PartitionPick:
+    """One partition of a source, as a job planned it: its position, how many there were, and its label."""
+    index: int
+    total: int
+    label: str
+
+
+def _picked(partitions: list[Partition], only: PartitionPick) -> Partition:
+    """The planned partition, checked: a source that changed since the job was planned is an error, not a guess."""
+    found = partitions[only.index] if len(partitions) == only.total and only.index < only.total else None
+    if found is None or found.label != only.label:
+        raise SourceError(only.label, f"the source changed since the job was planned ({only.total} partitions "
+                                      f"then, {len(partitions)} now): submit the import again")
+    return found
 
 
 @contextmanager

@@ -174,18 +174,24 @@ _DDL = [
 def ensure_meta(db: Runs, *, conn: Any) -> None:
     """Create the ``biconic`` schema once, on ``conn`` (committed by the caller); safe under concurrency, and
     skipped when the newest piece exists, so loads do not queue on DDL locks."""
-    current = db.run(f"SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{DATASETS}') "
-                     "AND attname = 'version' AND to_regclass($1) IS NOT NULL "
-                     f"AND to_regclass('{WATERMARKS}') IS NOT NULL AND to_regclass('{RUNS}') IS NOT NULL "
-                     f"AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{QUARANTINE}') "
-                     "AND attname = 'superseded_at' AND NOT attisdropped) AND (SELECT atttypid FROM pg_attribute "
-                     f"WHERE attrelid = to_regclass('{MANIFEST}') AND attname = 'connection_id') = 'text'::regtype",
-                     [MANIFEST], conn=conn)
-    if current:
+    if _meta_current(db, conn):
         return
     db.run("SELECT pg_advisory_xact_lock(hashtext('biconic.meta'))", conn=conn)
+    if _meta_current(db, conn):  # another load created it while this one waited: its DDL would only add locks
+        return
     for stmt in _DDL:
         db.run(stmt, conn=conn)
+
+
+def _meta_current(db: Runs, conn: Any) -> bool:
+    """Whether the newest piece of the ``biconic`` schema is in place."""
+    return bool(db.run(f"SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{DATASETS}') "
+                       "AND attname = 'version' AND to_regclass($1) IS NOT NULL "
+                       f"AND to_regclass('{WATERMARKS}') IS NOT NULL AND to_regclass('{RUNS}') IS NOT NULL "
+                       f"AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{QUARANTINE}') "
+                       "AND attname = 'superseded_at' AND NOT attisdropped) AND (SELECT atttypid FROM pg_attribute "
+                       f"WHERE attrelid = to_regclass('{MANIFEST}') AND attname = 'connection_id') = "
+                       "'text'::regtype", [MANIFEST], conn=conn))
 
 
 def table_exists(db: Runs, relation: str, conn: Any = None) -> bool:

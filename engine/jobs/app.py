@@ -1,0 +1,78 @@
+"""The Celery app every jobs process shares (submitters, workers, beat), configured from ``BICONIC_*`` settings.
+
+The settings are the ones that held up in the experiments (see the design notes, section 6):
+
+- prefork pool with **spawn**-started children: a child forked after Polars ran in the parent hangs forever;
+- ``acks_late`` + ``reject_on_worker_lost``: a task whose worker dies is delivered again, and the load ledger
+  makes the second delivery finish what the first one did not commit, never twice;
+- prefetch 1: a worker holds no task it is not running, so a queued task goes to the next free process;
+- a hard time limit that kills even a task stuck in native code, and a soft one a minute earlier that lets
+  the task record a clean timeout;
+- the broker's visibility timeout above the time limit plus the longest backoff, so a long task is never
+  handed to a second worker while the first still runs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from engine.jobs.broker import broker_url, result_url
+from engine.settings import settings
+
+__all__ = ["MAX_BACKOFF", "QUEUE", "app", "configure", "soft_limit"]
+
+#: the queue jobs go to unless a worker is told otherwise (``--queues``)
+QUEUE = "biconic"
+#: the longest wait between two attempts of a task, in seconds
+MAX_BACKOFF = 600.0
+
+app = Celery("biconic", include=["engine.jobs.tasks"])
+
+
+def soft_limit(hard: float) -> float:
+    """A minute before the hard limit (or 90% of a short one): time to record the timeout cleanly."""
+    return max(hard - 60.0, hard * 0.9)
+
+
+def _config() -> dict[str, Any]:
+    limits = settings()
+    hard = limits.job_time_limit
+    visibility = int(hard + MAX_BACKOFF + 600)
+    network = limits.read_timeout
+    return {
+        "broker_url": broker_url(),
+        "result_backend": result_url(),
+        "task_default_queue": QUEUE,
+        "task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_pool_start_method": "spawn",
+        "worker_proc_alive_timeout": 120.0,  # a spawned child imports Polars and PyArrow before it says hello
+        "worker_autoscaler": "engine.jobs.autoscale:QueueDepthAutoscaler",
+        "worker_hijack_root_logger": False,
+        "task_time_limit": hard,
+        "task_soft_time_limit": soft_limit(hard),
+        "broker_transport_options": {"visibility_timeout": visibility, "socket_timeout": network,
+                                     "socket_connect_timeout": limits.connect_timeout},
+        "result_backend_transport_options": {"visibility_timeout": visibility},
+        "redis_socket_timeout": network,
+        "redis_socket_connect_timeout": limits.connect_timeout,
+        "broker_connection_timeout": limits.connect_timeout,
+        "broker_connection_retry_on_startup": True,
+        "result_expires": 7 * 86400,  # the job history lives in PostgreSQL; results are only the chords' plumbing
+        "result_extended": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+    }
+
+
+def configure() -> Celery:
+    """(Re)apply the settings to :data:`app` (they are read again: tests and long-lived processes change them)."""
+    app.conf.update(_config())
+    return app
+
+
+configure()
