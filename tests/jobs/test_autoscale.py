@@ -124,7 +124,6 @@ def _alive(pool: Any, expected: int) -> int:
 
 
 @pytest.mark.redis
-@pytest.mark.slow
 def test_a_real_prefork_pool_follows_the_queue(thresholds: None, queue: str) -> None:
     from celery import Celery
     from celery.concurrency.prefork import TaskPool

@@ -54,7 +54,6 @@ def _servers(home: Path) -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.slow
 def test_embedded_redis_starts_on_a_socket_only_answers_and_is_reused(home: Path) -> None:
     url = broker.embedded_redis()
     assert url == f"redis+socket://{home}/redis/redis.sock"
@@ -71,7 +70,6 @@ def test_embedded_redis_starts_on_a_socket_only_answers_and_is_reused(home: Path
     client.close()
 
 
-@pytest.mark.slow
 def test_queued_entries_survive_a_restart_and_stop_stops_it(home: Path) -> None:
     url = broker.embedded_redis()
     client = broker.redis_client(url)
@@ -99,7 +97,6 @@ def test_two_processes_starting_it_at_once_get_one_server(home: Path) -> None:
     assert [p.pid for p in _servers(home)] == [_pid(home)]
 
 
-@pytest.mark.slow
 def test_a_dead_servers_pidfile_and_socket_are_cleared(home: Path) -> None:
     url = broker.embedded_redis()
     old = _pid(home)
@@ -143,7 +140,6 @@ def test_broker_and_result_urls_follow_the_settings(home: Path, monkeypatch: pyt
     assert broker.is_redis("redis+socket:///x.sock") and broker.is_redis("rediss://h") and not broker.is_redis(AMQP)
 
 
-@pytest.mark.slow
 def test_with_nothing_configured_celery_queues_and_keeps_results_in_the_embedded_redis(home: Path) -> None:
     from celery import Celery
 
