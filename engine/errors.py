@@ -13,6 +13,7 @@
     ├── SinkError                exit 5   PostgreSQL refused or failed the load
     │   ├── SinkUnavailableError exit 5   the server cannot be reached (also a TransientError)
     │   └── SinkConflictError    exit 5   a deadlock or lock timeout with another load (also a TransientError)
+    ├── BrokerUnavailableError   exit 5   the jobs' broker or result store cannot be reached (also a TransientError)
     ├── ArchiveError             exit 7   the archive copy could not be written and verified (also a TransientError)
     ├── IntegrityError           exit 6   a partition's row accounting does not add up; nothing of it committed
     ├── StorageError             exit 8   a local file or folder could not be written: disk full, quota, read-only,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ArchiveError",
     "BiconicError",
+    "BrokerUnavailableError",
     "HostileInputError",
     "IntegrityError",
     "PartialLoadError",
@@ -175,6 +177,20 @@ class SinkUnavailableError(SinkError, TransientError):
 class SinkConflictError(SinkError, TransientError):
     """Another load held a lock this one needed (deadlock, lock timeout); the partition was rolled back and a
     retry completes it."""
+
+
+class BrokerUnavailableError(BiconicError, TransientError):
+    """The jobs' broker (Redis, RabbitMQ) or result store cannot be reached or did not answer in time; a later
+    retry may work. ``url`` is the broker's URL with its password redacted, so the error can be logged."""
+
+    exit_code = 5
+
+    def __init__(self, url: str, message: str) -> None:
+        from engine.redact import redact
+
+        self.url = redact(url)
+        self.message = message
+        super().__init__(f"broker {self.url}: {message}")
 
 
 class IntegrityError(BiconicError):
