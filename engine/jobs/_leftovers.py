@@ -16,8 +16,8 @@ from engine.names import quote_ident
 from engine.postgres import ddl, meta
 from engine.postgres.stage_area import STAGE_SCHEMA
 
-__all__ = ["ArchiveFile", "archive_files", "glob_escape", "listed", "manifest_elsewhere", "qualified_child",
-           "stale_cache_key", "unattached_children"]
+__all__ = ["ArchiveFile", "archive_files", "glob_escape", "listed", "manifest_elsewhere", "oldest_transaction",
+           "qualified_child", "stale_cache_key", "unattached_children"]
 
 #: where raw uploads go in the archive (:func:`engine.archive.uploads.tier_uploads`): never in the manifest
 UPLOADS_DIR = "_uploads"
@@ -74,6 +74,19 @@ def listed(db: meta.Runs, uris: Sequence[str]) -> set[str]:
     if not uris:
         return set()
     return {str(r[0]) for r in db.run(f"SELECT uri FROM {meta.MANIFEST} WHERE uri = ANY($1)", [list(uris)])}
+
+
+def oldest_transaction(db: meta.Runs) -> float | None:
+    """When the oldest transaction still open on this database began (POSIX seconds), None if none is open.
+
+    A load lists its archive files in the transaction that commits their rows, which began before it placed
+    them: a file placed after the oldest open transaction began may still be listed by it. (Transactions of
+    other roles count only where this one may see them: pg_read_all_stats, or the same role.)
+    """
+    [(oldest,)] = db.run("SELECT extract(epoch FROM min(xact_start))::float8 FROM pg_stat_activity "
+                         "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                         "AND backend_type = 'client backend' AND xact_start IS NOT NULL")
+    return None if oldest is None else float(oldest)
 
 
 def manifest_elsewhere(db: meta.Runs, store: Store) -> bool:

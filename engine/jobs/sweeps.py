@@ -55,6 +55,8 @@ BEAT_LOCK = ["biconic_jobs", "beat"]
 _BEAT_ROW = "l.locktype = 'advisory' AND (l.classid, l.objid, l.objsubid) = (hashtext($1)::oid, hashtext($2)::oid, 2)"
 #: archive files younger than this beyond the longest open load transaction are never swept
 GRACE_MARGIN = 3600.0
+#: seconds of clock difference allowed between the archive's file times and PostgreSQL's transaction starts
+CLOCK_SKEW = 300.0
 _BATCH = 500
 
 
@@ -190,6 +192,9 @@ def sweep_unlisted_archive(dsn: str | None = None, archive: str | None = None, *
         if not meta.table_exists(db, meta.MANIFEST):
             outcome.note = "no manifest yet"
             return outcome
+        oldest = _leftovers.oldest_transaction(db)
+        if oldest is not None:
+            cutoff = min(cutoff, oldest - CLOCK_SKEW)
         if _leftovers.manifest_elsewhere(db, store):
             outcome.error = (f"the manifest lists no file under {safe_url(store.url)}: is this the archive the "
                              "loads wrote to? nothing swept")

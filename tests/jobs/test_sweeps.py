@@ -118,6 +118,25 @@ def test_sweep_unlisted_archive_removes_old_unlisted_files_only(tmp_path: Path, 
     assert sweeps.sweep_unlisted_archive(pg_dsn, str(archive), now=NOW, grace=3600).done == []  # idempotent
 
 
+def test_a_file_placed_inside_an_open_transaction_is_kept_past_the_grace(tmp_path: Path, pg_dsn: str,
+                                                                        table: str) -> None:
+    """A live load lists its files in a transaction begun before it placed them: however old they get, they
+    stay while that transaction is open."""
+    archive, files = _archive_with_leftovers(tmp_path, pg_dsn, table)
+    load = connect(pg_dsn)  # the live load's data transaction, begun before its file was placed
+    try:
+        execute(load, "SELECT 1", None, pg_dsn)
+        placed = files["unlisted"].parent / f"{uuid.uuid4().hex}.parquet"
+        shutil.copy(files["listed"], placed)
+        outcome = sweeps.sweep_unlisted_archive(pg_dsn, str(archive), now=dt.datetime.now(dt.UTC), grace=0)
+        assert str(placed) in outcome.kept and placed.exists()
+        assert str(files["unlisted"]) in outcome.done  # placed long before: not the open transaction's
+    finally:
+        load.close()
+    outcome = sweeps.sweep_unlisted_archive(pg_dsn, str(archive), now=dt.datetime.now(dt.UTC), grace=0)
+    assert str(placed) in outcome.done and not placed.exists() and files["listed"].exists()
+
+
 def test_sweep_unlisted_archive_refuses_an_archive_the_manifest_does_not_know(tmp_path: Path, pg_dsn: str,
                                                                               table: str) -> None:
     archive, files = _archive_with_leftovers(tmp_path, pg_dsn, table)
