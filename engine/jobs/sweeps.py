@@ -58,35 +58,50 @@ GRACE_MARGIN = 3600.0
 #: seconds of clock difference allowed between the archive's file times and PostgreSQL's transaction starts
 CLOCK_SKEW = 300.0
 _BATCH = 500
+#: names an :class:`Outcome` keeps of each kind (the counts are whole): a first run may find millions
+NAMES = 1000
 
 
 @dataclass
 class Outcome:
-    """What one job did: ``done`` names what it removed or moved (or would, on a dry run), ``kept`` what it
-    left because a live load owns it or it is too young, ``errors`` what it could not handle (retried next
-    run); ``error`` is set when the job failed as a whole."""
+    """What one job did: ``removed`` things removed or moved (or that would be, on a dry run), ``kept`` things
+    left because a live load may own them; ``done``/``left`` name the first :data:`NAMES` of each. ``errors``
+    are what it could not handle (retried next run); ``error`` is set when the job failed as a whole."""
 
     job: str
-    done: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
     dry_run: bool = False
+    removed: int = 0
+    kept: int = 0
+    done: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
     note: str = ""
     error: str | None = None
+    #: what ``removed`` counts, as done and as a dry run would
+    verb: tuple[str, str] = ("removed", "would remove")
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    def did(self, name: str) -> None:
+        self.removed += 1
+        if len(self.done) < NAMES:
+            self.done.append(name)
+
+    def kept_one(self, name: str) -> None:
+        self.kept += 1
+        if len(self.left) < NAMES:
+            self.left.append(name)
+
     def summary(self) -> str:
-        """One line for the log: ``sweep_staged: removed 2 (s1a2b3c4_..., ...), kept 1``."""
+        """One line for the log: ``sweep_staged: removed 2 (biconic_stage.s1a2b3c4_..., ...); kept 1``."""
         if self.error is not None:
             return f"{self.job}: failed: {self.error}"
-        verb = "would remove" if self.dry_run else "removed"
-        shown = ", ".join(self.done[:3]) + (", ..." if len(self.done) > 3 else "")
-        parts = [f"{verb} {len(self.done)}" + (f" ({shown})" if shown else "")]
+        shown = ", ".join(self.done[:3]) + (", ..." if self.removed > 3 else "")
+        parts = [f"{self.verb[self.dry_run]} {self.removed}" + (f" ({shown})" if shown else "")]
         if self.kept:
-            parts.append(f"kept {len(self.kept)}")
+            parts.append(f"kept {self.kept} a live load may own")
         if self.errors:
             parts.append(f"{len(self.errors)} error(s), first: {self.errors[0]}")
         if self.note:
@@ -109,8 +124,11 @@ def tier(dsn: str | None = None, archive: str | None = None, *, now: dt.datetime
     report = run_tier(dsn=dsn, archive=archive, policy=policy, now=now, dry_run=dry_run, uploads=False,
                       datasets=datasets)
     rows = sum(p.rows for p in report.partitions)
-    return Outcome("tier", done=[f"{p.dataset}.{p.partition}" for p in report.partitions], dry_run=dry_run,
-                   note=f"{rows:,} rows, partitions before {report.cutoff}; {len(report.swept)} staged table(s) swept")
+    outcome = Outcome("tier", dry_run=dry_run, verb=("moved out", "would move out"),
+                      note=f"{rows:,} rows, partitions before {report.cutoff}; {len(report.swept)} staged swept")
+    for p in report.partitions:
+        outcome.did(f"{p.dataset}.{p.partition}")
+    return outcome
 
 
 def tier_uploads(archive: str | None = None, *, folder: Path | None = None, now: dt.datetime | None = None,
@@ -121,8 +139,10 @@ def tier_uploads(archive: str | None = None, *, folder: Path | None = None, now:
 
     report = tier_uploads_report(archive_store(archive), folder=folder, policy=TierPolicy.from_env().uploads,
                                  now=now, dry_run=dry_run)
-    return Outcome("tier_uploads", done=[f"{a.action} {a.path}" for a in report.actions], errors=report.errors,
-                   dry_run=dry_run)
+    outcome = Outcome("tier_uploads", dry_run=dry_run, errors=report.errors, verb=("did", "would do"))
+    for action in report.actions:
+        outcome.did(f"{action.action} {action.path}")
+    return outcome
 
 
 # --- orphan children -----------------------------------------------------------------------------------------
@@ -135,7 +155,8 @@ def sweep_staged(dsn: str | None = None, *, dry_run: bool = False) -> Outcome:
         if dry_run:
             outcome.note = "dry run: staged tables of dead loads are only counted by the next real run"
         else:
-            outcome.done += [f"{stage_area.STAGE_SCHEMA}.{n}" for n in stage_area.sweep(session, conn=session.ddl)]
+            for name in stage_area.sweep(session, conn=session.ddl):
+                outcome.did(f"{stage_area.STAGE_SCHEMA}.{name}")
         conn = session.ddl
         if not meta.table_exists(session, meta.DATASETS, conn=conn):
             session.rollback(conn)
@@ -145,7 +166,7 @@ def sweep_staged(dsn: str | None = None, *, dry_run: bool = False) -> Outcome:
         session.rollback(conn)
         for schema, child in found:
             name = f"{schema}.{child}"
-            (outcome.done if _drop_unattached(session, schema, child, dry_run=dry_run) else outcome.kept).append(name)
+            (outcome.did if _drop_unattached(session, schema, child, dry_run=dry_run) else outcome.kept_one)(name)
     return outcome
 
 
@@ -178,9 +199,10 @@ def grace_seconds() -> float:
 def sweep_unlisted_archive(dsn: str | None = None, archive: str | None = None, *, now: dt.datetime | None = None,
                            grace: float | None = None, dry_run: bool = False) -> Outcome:
     """Remove the archive files (and stray temporary uploads) of the datasets this database knows that no
-    manifest row lists and that are older than ``grace`` seconds (default :func:`grace_seconds`). Raw uploads
-    (``_uploads/``) and anything not shaped like the writer's files are left alone; so is everything when the
-    manifest lists files only elsewhere (the archive URL is not the loads' one)."""
+    manifest row lists, older than ``grace`` seconds (default :func:`grace_seconds`) and placed before the oldest
+    transaction still open began (a live load lists its files in a transaction begun before it placed them).
+    Raw uploads (``_uploads/``) and anything not shaped like the writer's files are left alone; so is everything
+    when the manifest lists files only elsewhere (the archive URL is not the loads' one)."""
     outcome = Outcome("sweep_unlisted_archive", dry_run=dry_run)
     url = settings().archive(archive)
     if url is None:
@@ -192,31 +214,33 @@ def sweep_unlisted_archive(dsn: str | None = None, archive: str | None = None, *
         if not meta.table_exists(db, meta.MANIFEST):
             outcome.note = "no manifest yet"
             return outcome
-        oldest = _leftovers.oldest_transaction(db)
-        if oldest is not None:
-            cutoff = min(cutoff, oldest - CLOCK_SKEW)
         if _leftovers.manifest_elsewhere(db, store):
             outcome.error = (f"the manifest lists no file under {safe_url(store.url)}: is this the archive the "
                              "loads wrote to? nothing swept")
             return outcome
+        oldest = _leftovers.oldest_transaction(db)
+        if oldest is not None:
+            cutoff = min(cutoff, oldest - CLOCK_SKEW)
         batch: list[_leftovers.ArchiveFile] = []
         for found in _leftovers.archive_files(store, meta.datasets(db)):
-            if found.modified > cutoff:
-                outcome.kept.append(found.uri)
-                continue
             batch.append(found)
             if len(batch) >= _BATCH:
-                _remove_unlisted(db, store, batch, outcome)
+                _remove_unlisted(db, store, batch, cutoff, outcome)
                 batch = []
-        _remove_unlisted(db, store, batch, outcome)
+        _remove_unlisted(db, store, batch, cutoff, outcome)
     return outcome
 
 
-def _remove_unlisted(db: meta.Runs, store: Store, files: Sequence[_leftovers.ArchiveFile], outcome: Outcome) -> None:
-    """Remove the files of ``files`` the manifest does not list (asked at once, by primary key)."""
+def _remove_unlisted(db: meta.Runs, store: Store, files: Sequence[_leftovers.ArchiveFile], cutoff: float,
+                     outcome: Outcome) -> None:
+    """Remove the files of ``files`` the manifest does not list (asked at once, by primary key) and changed
+    before ``cutoff``; the younger unlisted ones are kept."""
     known = _leftovers.listed(db, [f.uri for f in files if not f.temporary])
     for found in files:
         if found.uri in known:
+            continue
+        if found.modified > cutoff:
+            outcome.kept_one(found.uri)
             continue
         if not outcome.dry_run:
             try:
@@ -227,7 +251,7 @@ def _remove_unlisted(db: meta.Runs, store: Store, files: Sequence[_leftovers.Arc
                 outcome.errors.append(f"{found.uri}: {type(exc).__name__}: {first_line(exc)}")
                 continue
             log.info("removed %s, an archive file no manifest lists", found.uri)
-        outcome.done.append(found.uri)
+        outcome.did(found.uri)
 
 
 # --- the cache -------------------------------------------------------------------------------------------------------
@@ -263,9 +287,7 @@ def _sweep_keys(client: Any, prefix: str, versions: dict[str, tuple[int, bool]],
             key = raw.decode("utf-8", "replace")[len(prefix):]
             if _leftovers.stale_cache_key(key, versions):
                 stale.append(raw)
-                outcome.done.append(key)
-            else:
-                outcome.kept.append(key)
+                outcome.did(key)
             if len(stale) >= _BATCH:
                 _unlink(client, stale, outcome.dry_run)
     _unlink(client, stale, outcome.dry_run)

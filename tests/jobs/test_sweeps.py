@@ -69,7 +69,7 @@ def test_sweep_staged_drops_every_dead_loads_tables_and_keeps_a_live_ones(pg_dsn
         assert dead in _staged(sql) and _exists(sql, f'"{dead_child}"')  # a dry run changes nothing
         outcome = sweeps.sweep_staged(pg_dsn)
         assert f"biconic_stage.{dead}" in outcome.done and f"public.{dead_child}" in outcome.done
-        assert f"public.{live_child}" in outcome.kept and f"biconic_stage.{live}" not in outcome.done
+        assert f"public.{live_child}" in outcome.left and f"biconic_stage.{live}" not in outcome.done
         assert live in _staged(sql) and dead not in _staged(sql)
         assert _exists(sql, f'"{live_child}"') and not _exists(sql, f'"{dead_child}"')
         again = sweeps.sweep_staged(pg_dsn)  # idempotent
@@ -110,7 +110,7 @@ def test_sweep_unlisted_archive_removes_old_unlisted_files_only(tmp_path: Path, 
     assert sorted(dry.done) == sorted([str(files["unlisted"]), str(files["temporary"])])
     assert sorted(archive.rglob("*")) == before
     outcome = sweeps.sweep_unlisted_archive(pg_dsn, str(archive), now=NOW, grace=3600)
-    assert sorted(outcome.done) == sorted(dry.done) and outcome.kept == [str(files["young"])]
+    assert sorted(outcome.done) == sorted(dry.done) and outcome.left == [str(files["young"])]
     assert not files["unlisted"].exists() and not files["temporary"].exists()
     for kept in ("listed", "young", "upload", "foreign"):  # a running load's file is young; the rest not ours
         assert files[kept].exists(), kept
@@ -129,7 +129,7 @@ def test_a_file_placed_inside_an_open_transaction_is_kept_past_the_grace(tmp_pat
         placed = files["unlisted"].parent / f"{uuid.uuid4().hex}.parquet"
         shutil.copy(files["listed"], placed)
         outcome = sweeps.sweep_unlisted_archive(pg_dsn, str(archive), now=dt.datetime.now(dt.UTC), grace=0)
-        assert str(placed) in outcome.kept and placed.exists()
+        assert str(placed) in outcome.left and placed.exists()
         assert str(files["unlisted"]) in outcome.done  # placed long before: not the open transaction's
     finally:
         load.close()
