@@ -113,6 +113,11 @@ class Outcome:
 def tier(dsn: str | None = None, archive: str | None = None, *, now: dt.datetime | None = None,
          archive_days: int | None = None, datasets: Sequence[str] | None = None, dry_run: bool = False) -> Outcome:
     """``biconic tier`` without its uploads part (that is :func:`tier_uploads`): old partitions moved out."""
+    return _alone(dsn, "tier", dry_run, lambda: _tier(dsn, archive, now, archive_days, datasets, dry_run))
+
+
+def _tier(dsn: str | None, archive: str | None, now: dt.datetime | None, archive_days: int | None,
+          datasets: Sequence[str] | None, dry_run: bool) -> Outcome:
     import dataclasses
 
     from engine.archive.tiering import TierPolicy
@@ -131,9 +136,15 @@ def tier(dsn: str | None = None, archive: str | None = None, *, now: dt.datetime
     return outcome
 
 
-def tier_uploads(archive: str | None = None, *, folder: Path | None = None, now: dt.datetime | None = None,
-                 dry_run: bool = False) -> Outcome:
-    """The raw uploads' lifecycle (:func:`engine.archive.uploads.tier_uploads_report`, policy from the settings)."""
+def tier_uploads(dsn: str | None = None, archive: str | None = None, *, folder: Path | None = None,
+                 now: dt.datetime | None = None, dry_run: bool = False) -> Outcome:
+    """The raw uploads' lifecycle (:func:`engine.archive.uploads.tier_uploads_report`, policy from the settings)
+    in ``folder`` (default ``BICONIC_UPLOADS_DIR``: local to the machine that runs it). ``dsn`` only keeps two
+    runs apart (they must not overlap)."""
+    return _alone(dsn, "tier_uploads", dry_run, lambda: _tier_uploads(archive, folder, now, dry_run))
+
+
+def _tier_uploads(archive: str | None, folder: Path | None, now: dt.datetime | None, dry_run: bool) -> Outcome:
     from engine.archive.tiering import TierPolicy, archive_store
     from engine.archive.uploads import tier_uploads_report
 
@@ -150,6 +161,10 @@ def sweep_staged(dsn: str | None = None, *, dry_run: bool = False) -> Outcome:
     """Drop what killed loads left in PostgreSQL, for every dataset: their tables in ``biconic_stage`` (a live
     load's, whose lock is held, stay) and children an older release staged beside the user's tables and never
     attached (dropped under the child's lock, as a load of that period would; never one a load is creating)."""
+    return _alone(dsn, "sweep_staged", dry_run, lambda: _sweep_staged(dsn, dry_run))
+
+
+def _sweep_staged(dsn: str | None, dry_run: bool) -> Outcome:
     outcome = Outcome("sweep_staged", dry_run=dry_run)
     with Session(resolve_dsn(dsn)) as session:
         if dry_run:
@@ -203,6 +218,12 @@ def sweep_unlisted_archive(dsn: str | None = None, archive: str | None = None, *
     transaction still open began (a live load lists its files in a transaction begun before it placed them).
     Raw uploads (``_uploads/``) and anything not shaped like the writer's files are left alone; so is everything
     when the manifest lists files only elsewhere (the archive URL is not the loads' one)."""
+    return _alone(dsn, "sweep_unlisted_archive", dry_run,
+                  lambda: _sweep_unlisted_archive(dsn, archive, now, grace, dry_run))
+
+
+def _sweep_unlisted_archive(dsn: str | None, archive: str | None, now: dt.datetime | None, grace: float | None,
+                            dry_run: bool) -> Outcome:
     outcome = Outcome("sweep_unlisted_archive", dry_run=dry_run)
     url = settings().archive(archive)
     if url is None:
@@ -260,6 +281,10 @@ def sweep_cache(dsn: str | None = None, redis_url: str | None = None, *, prefix:
     """Delete the Redis entries of datasets that are gone and of versions a load has moved past (they can never
     be read: keys carry the dataset's version). Query results (``q:``) hash theirs and live minutes: left to
     their TTL. Without Redis the cache lives in each process, beyond this one's reach: nothing to do."""
+    return _alone(dsn, "sweep_cache", dry_run, lambda: _sweep_cache(dsn, redis_url, prefix, dry_run))
+
+
+def _sweep_cache(dsn: str | None, redis_url: str | None, prefix: str, dry_run: bool) -> Outcome:
     outcome = Outcome("sweep_cache", dry_run=dry_run)
     url = redis_url or settings().redis()
     if url is None:
@@ -322,7 +347,7 @@ def run_maintenance(dsn: str | None = None, archive: str | None = None, *, redis
     jobs: list[tuple[str, Callable[[], Outcome]]] = [
         ("sweep_staged", lambda: sweep_staged(dsn, dry_run=dry_run)),
         ("tier", lambda: tier(dsn, archive, now=now, dry_run=dry_run)),
-        ("tier_uploads", lambda: tier_uploads(archive, now=now, dry_run=dry_run)),
+        ("tier_uploads", lambda: tier_uploads(dsn, archive, now=now, dry_run=dry_run)),
         ("sweep_unlisted_archive", lambda: sweep_unlisted_archive(dsn, archive, now=now, dry_run=dry_run)),
         ("sweep_cache", lambda: sweep_cache(dsn, redis_url, dry_run=dry_run)),
     ]
@@ -339,7 +364,7 @@ def run_maintenance(dsn: str | None = None, archive: str | None = None, *, redis
     return Maintenance(outcomes)
 
 
-# --- one beat per deployment ----------------------------------------------------------------------------------------
+# --- one run at a time, one beat per deployment -----------------------------------------------------------------
 @dataclass
 class BeatLock:
     """The held beat lock: its connection (the lock lives as long as it does) and who holds it."""
@@ -359,6 +384,22 @@ class BeatLock:
                                    "one again") from exc
         if not held:
             raise BeatRunningError("this biconic beat lost its lock; stop it and start one again")
+
+
+def _alone(dsn: str | None, job: str, dry_run: bool, body: Callable[[], Outcome]) -> Outcome:
+    """``body()`` while holding ``job``'s lock (a session advisory lock on a connection of its own), so two
+    workers handed the same job (a slow run overlapping the next tick) never run it at once; the second one
+    skips, saying so."""
+    dsn = resolve_dsn(dsn)
+    conn = connect(dsn, autocommit=True)
+    try:
+        if not execute(conn, "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", [BEAT_LOCK[0], f"job:{job}"],
+                       dsn)[0][0]:
+            return Outcome(job, dry_run=dry_run, note="already running elsewhere: skipped")
+        return body()
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 def _me() -> str:

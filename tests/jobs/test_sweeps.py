@@ -220,7 +220,7 @@ def test_tier_and_tier_uploads_call_what_biconic_tier_runs(tmp_path: Path, pg_ds
     (uploads / "a.csv").write_text("id\n1\n")
     old = (NOW - dt.timedelta(days=40)).timestamp()
     os.utime(uploads / "a.csv", (old, old))
-    moved = sweeps.tier_uploads(archive, folder=uploads, now=NOW)
+    moved = sweeps.tier_uploads(pg_dsn, archive, folder=uploads, now=NOW)
     assert moved.done == [f"compress {uploads / 'a.csv'}"] and (uploads / "a.csv.zst").exists()
 
 
@@ -244,6 +244,21 @@ def test_run_maintenance_survives_a_failing_job(tmp_path: Path, pg_dsn: str, tab
     assert "SinkError" in report.failed[0].summary() and "s3cretpw" not in report.summary()
     assert not files["unlisted"].exists()  # the jobs after the failed one ran
     assert "tier: failed: SinkError" in caplog.text and "sweep_unlisted_archive: removed 2" in caplog.text
+
+
+def test_a_job_already_running_elsewhere_is_skipped(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    """Two workers handed the same job (a slow run overlapping the next tick): the second one does nothing."""
+    archive, files = _archive_with_leftovers(tmp_path, pg_dsn, table)
+    other = connect(pg_dsn, autocommit=True)
+    try:
+        execute(other, "SELECT pg_advisory_lock(hashtext('biconic_jobs'), hashtext('job:sweep_unlisted_archive'))",
+                None, pg_dsn)
+        outcome = sweeps.sweep_unlisted_archive(pg_dsn, str(archive), now=NOW, grace=3600)
+        assert outcome.ok and outcome.removed == 0 and "already running elsewhere" in outcome.summary()
+        assert files["unlisted"].exists()
+    finally:
+        other.close()
+    assert sweeps.sweep_unlisted_archive(pg_dsn, str(archive), now=NOW, grace=3600).removed == 2
 
 
 def test_one_beat_per_database(pg_dsn: str, sql: Sql) -> None:
