@@ -17,8 +17,12 @@ PostgreSQL session advisory lock for as long as beat runs, so a second beat of t
 How "a running load owns it" is told: a load holds a session advisory lock on its id while it may own staged
 tables (:func:`engine.postgres.stage_area.hold_load`), and the transaction lock ``child:{schema}.{child}``
 while it creates a child; the sweeps take the same locks with ``try`` and skip what they cannot get. Archive
-files carry no live owner mark: only files older than a grace period (an hour beyond the longest a load's
-transaction may stay open) are taken.
+files carry no owner mark: a file is taken only when it is older than a grace period (an hour beyond the longest
+a load's transaction may stay open) *and* was placed before the oldest transaction still open on the database
+began (a load lists its files in the transaction that commits its rows, begun before it placed them).
+
+Each job also runs alone: a session advisory lock per job name, so a run that outlasts its interval and the
+next tick's run on another worker never overlap (the second skips and says so).
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ class Outcome:
 def tier(dsn: str | None = None, archive: str | None = None, *, now: dt.datetime | None = None,
          archive_days: int | None = None, datasets: Sequence[str] | None = None, dry_run: bool = False) -> Outcome:
     """``biconic tier`` without its uploads part (that is :func:`tier_uploads`): old partitions moved out."""
+    if settings().archive(archive) is None:  # tiering moves data into the archive: nothing to do without one
+        return Outcome("tier", dry_run=dry_run, note="archiving is off: nothing to tier")
     return _alone(dsn, "tier", dry_run, lambda: _tier(dsn, archive, now, archive_days, datasets, dry_run))
 
 
@@ -141,6 +147,8 @@ def tier_uploads(dsn: str | None = None, archive: str | None = None, *, folder: 
     """The raw uploads' lifecycle (:func:`engine.archive.uploads.tier_uploads_report`, policy from the settings)
     in ``folder`` (default ``BICONIC_UPLOADS_DIR``: local to the machine that runs it). ``dsn`` only keeps two
     runs apart (they must not overlap)."""
+    if settings().archive(archive) is None:
+        return Outcome("tier_uploads", dry_run=dry_run, note="archiving is off: uploads are left as they are")
     return _alone(dsn, "tier_uploads", dry_run, lambda: _tier_uploads(archive, folder, now, dry_run))
 
 

@@ -222,6 +222,9 @@ def test_tier_and_tier_uploads_call_what_biconic_tier_runs(tmp_path: Path, pg_ds
     os.utime(uploads / "a.csv", (old, old))
     moved = sweeps.tier_uploads(pg_dsn, archive, folder=uploads, now=NOW)
     assert moved.done == [f"compress {uploads / 'a.csv'}"] and (uploads / "a.csv.zst").exists()
+    for job in (sweeps.tier, sweeps.tier_uploads, sweeps.sweep_unlisted_archive):  # no archive: nothing to do
+        outcome = job(pg_dsn, "off")
+        assert outcome.ok and outcome.removed == 0 and "archiving is off" in outcome.summary()
 
 
 def test_run_maintenance_survives_a_failing_job(tmp_path: Path, pg_dsn: str, table: str,
