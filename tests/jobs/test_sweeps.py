@@ -118,6 +118,25 @@ def test_sweep_unlisted_archive_removes_old_unlisted_files_only(tmp_path: Path, 
     assert sweeps.sweep_unlisted_archive(pg_dsn, str(archive), now=NOW, grace=3600).done == []  # idempotent
 
 
+@pytest.mark.s3
+def test_sweep_unlisted_archive_on_s3(tmp_path: Path, pg_dsn: str, table: str, s3_archive: str) -> None:
+    import s3fs
+
+    engine.load(orders_frame(3), into=table, partition_by="created_at:month", dsn=pg_dsn, archive=s3_archive)
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}, skip_instance_cache=True)
+    listed = sorted(p for p in fs.find(s3_archive.removeprefix("s3://")) if p.endswith(".parquet"))
+    folder = listed[0].rpartition("/")[0]
+    leftovers = [f"{folder}/{uuid.uuid4().hex}.parquet", f"{folder}/.y.parquet.tmp-0badf00d"]
+    for path in leftovers:
+        fs.copy(listed[0], path)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)  # S3 sets its own times: move the clock instead
+    assert sweeps.sweep_unlisted_archive(pg_dsn, s3_archive, now=later - dt.timedelta(days=2), grace=3600).kept == 2
+    outcome = sweeps.sweep_unlisted_archive(pg_dsn, s3_archive, now=later, grace=3600)
+    assert sorted(outcome.done) == sorted(f"s3://{p}" for p in leftovers) and outcome.errors == []
+    fs.invalidate_cache()
+    assert sorted(p for p in fs.find(s3_archive.removeprefix("s3://")) if "parquet" in p) == listed
+
+
 def test_a_file_placed_inside_an_open_transaction_is_kept_past_the_grace(tmp_path: Path, pg_dsn: str,
                                                                         table: str) -> None:
     """A live load lists its files in a transaction begun before it placed them: however old they get, they
