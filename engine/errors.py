@@ -19,7 +19,8 @@
     ├── StorageError             exit 8   a local file or folder could not be written: disk full, quota, read-only,
     │                                     permission denied, missing folder (names the path and its free space)
     ├── PartialLoadError         exit of the first failure: some source partitions failed, the others committed
-    └── StoppedLoadError         exit of its cause: a transient failure stopped a load part-way (a TransientError)
+    ├── StoppedLoadError         exit of its cause: a transient failure stopped a load part-way (a TransientError)
+    └── BeatRunningError         exit 9   another ``biconic beat`` holds the deployment's beat lock (or this lost it)
 
     TransientError                        marker: the job layer retries these, and only these
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArchiveError",
+    "BeatRunningError",
     "BiconicError",
     "BrokerUnavailableError",
     "HostileInputError",
@@ -263,3 +265,10 @@ class StoppedLoadError(BiconicError, TransientError):
         said = str(error) if str(error).startswith(stopped) else f"{stopped}: {error}"
         super().__init__(f"{len(committed)} of {total} source partitions committed{what}; this one ({stopped}){rest} "
                          f"{'were' if rest else 'was'} not: re-run to finish. {said}")
+
+
+class BeatRunningError(BiconicError):
+    """Only one ``biconic beat`` may run per deployment (database): another holds the lock, or this one lost it
+    (its connection dropped). The message names the holder when PostgreSQL can tell."""
+
+    exit_code = 9
