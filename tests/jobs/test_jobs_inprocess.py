@@ -130,9 +130,9 @@ def test_a_bad_spec_fails_at_submit_and_records_nothing(tmp_path: Path, jobs_env
 
 def test_a_queued_job_cancelled_never_runs(tmp_path: Path, jobs_env: str, sql: Sql, table: str) -> None:
     """No worker yet: the job sits queued; cancelled, then a worker starts: its tasks are skipped."""
-    import engine
     from celery.contrib.testing.worker import start_worker
 
+    import engine
     from engine.jobs.app import app
 
     _files(tmp_path / "in", 3)
