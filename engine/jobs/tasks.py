@@ -26,12 +26,12 @@ from celery import Task, chord
 from celery.exceptions import SoftTimeLimitExceeded
 
 from engine.errors import BiconicError, TransientError
-from engine.jobs import store
 from engine.jobs.app import MAX_BACKOFF, app
 from engine.jobs.fairness import connection_slot
 from engine.jobs.request import JobRequest
 from engine.jobs.summary import combine
 from engine.pipeline.runner import PartitionPick, run_load
+from engine.postgres import meta_jobs as store
 from engine.settings import settings
 from engine.sources import open_source
 from engine.sources.base import IncrementalSource

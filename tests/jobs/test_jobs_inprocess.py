@@ -239,8 +239,8 @@ def test_connection_slots_are_limited_and_freed_with_their_connection(pg_dsn: st
 
 
 def test_progress_is_written_at_most_once_a_second_and_sees_a_cancel(tmp_path: Path, jobs_env: str) -> None:
-    from engine.jobs import store
     from engine.jobs.tasks import JobCancelled, JobProgress
+    from engine.postgres import meta_jobs as store
 
     job_id = store.create(jobs_env, kind="load", request={"path": "x"}, connection_id=None, dataset="t", stages=1)
     store.plan_tasks(jobs_env, job_id, 0, [(0, "x", "task-1")])
@@ -313,3 +313,43 @@ def test_cancelling_a_running_job_rolls_back_its_partition(tmp_path: Path, worke
     assert job.wait(timeout=60).state == "cancelled"
     if sql("SELECT to_regclass($1) IS NOT NULL", [table])[0][0]:
         assert row_count(sql, table) == 0
+
+
+def test_the_cli_submits_lists_shows_and_names_a_missing_job(tmp_path: Path, worker: None, jobs_env: str,
+                                                             table: str) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+    from engine.jobs.client import Job
+
+    _files(tmp_path / "in", 2)
+    runner = CliRunner()
+    submitted = runner.invoke(cli, ["submit", str(tmp_path / "in"), "--into", table, "--connection", "5", "--json"])
+    assert submitted.exit_code == 0, submitted.output
+    job_id = json.loads(submitted.output)["job_id"]
+    assert Job(job_id, jobs_env).wait(timeout=120).state == "done"
+    shown = json.loads(runner.invoke(cli, ["jobs", "show", job_id[:8], "--json"]).output)
+    assert shown["state"] == "done" and shown["connection_id"] == "5"
+    assert [t["state"] for t in shown["tasks"]] == ["done", "done"]
+    assert shown["progress"]["rows"] == 40 and shown["reports"][0]["rows_loaded"] == 40
+    listed = json.loads(runner.invoke(cli, ["jobs", "--state", "done", "--connection", "5", "--json"]).output)
+    assert job_id in [j["job_id"] for j in listed]
+    text = runner.invoke(cli, ["jobs", "show", job_id]).output
+    assert "2/2 partitions" in text and "part_000.csv: done, 20 rows" in text
+    missing = runner.invoke(cli, ["jobs", "show", "0000aaaa"])
+    assert missing.exit_code == 2 and "no such job" in missing.output
+    no_table = runner.invoke(cli, ["submit", str(tmp_path / "in")])
+    assert no_table.exit_code == 2 and "--into" in no_table.output
+
+
+def test_submit_takes_exactly_the_options_of_load_plus_pipeline() -> None:
+    import click
+
+    from engine.cli import cli
+
+    def options(name: str) -> set[str]:
+        return {o for p in cli.commands[name].params if isinstance(p, click.Option) for o in p.opts}
+
+    assert options("submit") == options("load") | {"--pipeline"}

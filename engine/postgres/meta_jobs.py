@@ -286,4 +286,5 @@ def attempts(dsn: str, job_id: str) -> list[dict[str, Any]]:
                              "FROM biconic.job_attempts WHERE job_id = $1::uuid ORDER BY started_at, stage, part, "
                              "attempt", [job_id], dsn)
     keys = ("stage", "part", "attempt", "worker", "started_at", "finished_at", "outcome", "error")
-    return [dict(zip(keys, r, strict=True)) for r in rows]
+    return [{k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in zip(keys, r, strict=True)}
+            for r in rows]
