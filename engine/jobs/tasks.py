@@ -182,8 +182,9 @@ def _run(task: Task, job: JobRequest, spec: LoadSpec, dsn: str, job_id: str, sta
             delay = backoff(attempt)
             store.record_attempt(dsn, job_id, stage, part, attempt, "retry", f"{exc} (retry in {delay:.0f} s)")
             raise task.retry(countdown=delay) from exc
-        store.record_attempt(dsn, job_id, stage, part, attempt, "failed", str(exc))
-        store.finish_task(dsn, job_id, stage, part, "failed", error=str(exc))
+        said = str(exc) if pick.label in str(exc) else f"{pick.label}: {exc}"  # which file, in a fan-out
+        store.record_attempt(dsn, job_id, stage, part, attempt, "failed", said)
+        store.finish_task(dsn, job_id, stage, part, "failed", error=said)
         return "failed"
     store.record_attempt(dsn, job_id, stage, part, attempt, "done")
     store.finish_task(dsn, job_id, stage, part, "done", report=report.to_dict())

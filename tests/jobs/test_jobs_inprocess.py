@@ -187,16 +187,15 @@ def test_a_hundred_imports_from_ten_connections_all_load_once_within_each_connec
     from engine.jobs.client import Job
 
     monkeypatch.setenv("BICONIC_CONNECTION_LIMIT", "1")
-    jobs: list[Job] = []
-    for c in range(10):
-        for path in _files(tmp_path / f"c{c}", 10, rows=10, connection=c):
-            jobs.append(engine.submit(path, into=table, partition_by="created_at", connection_id=c))
+    files = [_files(tmp_path / f"c{c}", 10, rows=10, connection=c) for c in range(10)]
+    jobs: list[Job] = [engine.submit(files[c][i], into=table, partition_by="created_at", connection_id=c)
+                       for i in range(10) for c in range(10)]
     for job in jobs:
         assert job.wait(timeout=300).state == "done", job.status()["error"]
     assert row_count(sql, table) == 1000
     assert sql(f'SELECT count(*) FROM (SELECT DISTINCT connection_id, order_id FROM "{table}") d')[0][0] == 1000
     spans = sql("SELECT j.connection_id, a.started_at, a.finished_at FROM biconic.job_attempts a "
-                "JOIN biconic.jobs j USING (job_id) WHERE a.outcome = 'done'")
+                "JOIN biconic.jobs j USING (job_id) WHERE a.outcome = 'done' AND j.dataset = $1", [table])
     by_connection: dict[Any, list[tuple[Any, Any]]] = {}
     for connection, start, end in spans:
         by_connection.setdefault(connection, []).append((start, end))
@@ -224,18 +223,41 @@ def test_one_connections_backlog_does_not_hold_up_another_connection(
         job.wait(timeout=300)
 
 
-def test_connection_slots_are_limited_and_freed_with_their_connection(pg_dsn: str) -> None:
+def test_connection_slots_are_limited_across_threads_and_freed_after_use(pg_dsn: str) -> None:
+    """Each worker thread (a worker process in production) holds its slot on its own connection."""
+    import threading
+
     from engine.jobs.fairness import connection_slot, slots_in_use
 
     connection = f"c{random.randrange(10**9)}"
-    with connection_slot(pg_dsn, connection, 2) as first, connection_slot(pg_dsn, connection, 2) as second:
-        assert (first, second) == (0, 1)
+    release = threading.Event()
+    got: list[int | None] = []
+
+    def hold() -> None:
+        with connection_slot(pg_dsn, connection, 2) as slot:
+            got.append(slot)
+            release.wait(30)
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for t in holders:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert sorted(s for s in got if s is not None) == [0, 1]
         assert slots_in_use(pg_dsn, connection, 2) == 2
         with connection_slot(pg_dsn, connection, 2) as third:
             assert third is None
         with connection_slot(pg_dsn, "someone else", 2) as other:
             assert other == 0
+    finally:
+        release.set()
+        for t in holders:
+            t.join()
     assert slots_in_use(pg_dsn, connection, 2) == 0
+    with connection_slot(pg_dsn, connection, 2) as again:
+        assert again == 0
 
 
 def test_progress_is_written_at_most_once_a_second_and_sees_a_cancel(tmp_path: Path, jobs_env: str) -> None:
