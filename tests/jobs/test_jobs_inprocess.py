@@ -44,12 +44,12 @@ def jobs_env(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.fixture
 def worker(jobs_env: str) -> Iterator[None]:
-    """A Celery worker in this process: a pool of 4 threads."""
+    """A Celery worker in this process: a pool of 8 threads (they mostly wait on PostgreSQL)."""
     from celery.contrib.testing.worker import start_worker
 
     from engine.jobs.app import app
 
-    with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING",
+    with start_worker(app, pool="threads", concurrency=8, perform_ping_check=False, loglevel="WARNING",
                       shutdown_timeout=30):
         yield
 
@@ -207,18 +207,18 @@ def test_a_hundred_imports_from_ten_connections_all_load_once_within_each_connec
 
 def test_one_connections_backlog_does_not_hold_up_another_connection(
         tmp_path: Path, worker: None, jobs_env: str, table: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Connection 1 queues 30 imports first; connection 2's one import, queued after them, finishes long before
+    """Connection 1 queues 16 imports first; connection 2's one import, queued after them, finishes long before
     connection 1's backlog does (the limit, 1 here, leaves the other worker threads to others)."""
     import engine
 
     monkeypatch.setenv("BICONIC_CONNECTION_LIMIT", "1")
     backlog = [engine.submit(p, into=table, partition_by="created_at", connection_id=1)
-               for p in _files(tmp_path / "c1", 30, rows=10, connection=1)]
+               for p in _files(tmp_path / "c1", 16, rows=10, connection=1)]
     [late] = _files(tmp_path / "c2", 1, rows=10, connection=2)
     other = engine.submit(late, into=table, partition_by="created_at", connection_id=2).wait(timeout=120)
     assert other.state == "done"
     still = [j for j in backlog if j.state != "done"]
-    assert len(still) >= 10, f"only {len(still)} of connection 1's 30 imports were left when connection 2's ended"
+    assert len(still) >= 8, f"only {len(still)} of connection 1's 16 imports were left when connection 2's ended"
     for job in backlog:
         job.wait(timeout=300)
 
