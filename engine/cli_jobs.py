@@ -152,14 +152,19 @@ def _shown(job: dict[str, Any]) -> str:
     p = job["progress"]
     eta = f", ETA {p['eta_s']:.0f} s" if p["eta_s"] is not None else ""
     lines = [f"job {job['job_id']}: {job['state']}",
-             f"  {job['kind']} of {job['request']['path']}" + (f" into {job['dataset']}" if job["dataset"] else ""),
+             f"  {job['kind']} of {job['request']['path']}" + (f" into {job['dataset']}" if job["dataset"] else "")
+             + (f" (connection {job['connection_id']})" if job["connection_id"] else ""),
              f"  stage {p['stage']}/{p['stages']}: {p['partitions_done']}/{p['partitions_total']} partitions, "
              f"{p['rows']:,} rows, {p['rows_per_s']:,.0f} rows/s, {p['seconds']:.1f} s{eta}"]
     if job["error"]:
         lines.append(f"  error: {job['error']}")
+    for t in job["tasks"]:
+        tries = f", {t['attempts']} attempts" if t["attempts"] > 1 else ""
+        lines.append(f"  {t['label']}: {t['state']}, {t['rows_in']:,} rows{tries}")
     for a in job["attempts"]:
-        lines.append(f"  attempt {a['attempt']} of part {a['part']} on {a['worker']}: {a['outcome'] or 'running'}"
-                     + (f" ({a['error']})" if a["error"] else ""))
+        if a["outcome"] not in (None, "done"):
+            lines.append(f"  attempt {a['attempt']} of part {a['part']} on {a['worker']}: {a['outcome']}"
+                         + (f" ({a['error']})" if a["error"] else ""))
     for r in job["reports"]:
         lines.append(f"  {r.get('table')}: {r.get('rows_loaded', 0):,} loaded, {r.get('rows_quarantined', 0):,} "
                      f"quarantined of {r.get('rows_in', 0):,} rows, {r.get('skipped_partitions', 0)} partitions "

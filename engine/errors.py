@@ -13,12 +13,14 @@
     ├── SinkError                exit 5   PostgreSQL refused or failed the load
     │   ├── SinkUnavailableError exit 5   the server cannot be reached (also a TransientError)
     │   └── SinkConflictError    exit 5   a deadlock or lock timeout with another load (also a TransientError)
+    ├── BrokerUnavailableError   exit 5   the jobs' broker or result store cannot be reached (also a TransientError)
     ├── ArchiveError             exit 7   the archive copy could not be written and verified (also a TransientError)
     ├── IntegrityError           exit 6   a partition's row accounting does not add up; nothing of it committed
     ├── StorageError             exit 8   a local file or folder could not be written: disk full, quota, read-only,
     │                                     permission denied, missing folder (names the path and its free space)
     ├── PartialLoadError         exit of the first failure: some source partitions failed, the others committed
-    └── StoppedLoadError         exit of its cause: a transient failure stopped a load part-way (a TransientError)
+    ├── StoppedLoadError         exit of its cause: a transient failure stopped a load part-way (a TransientError)
+    └── BeatRunningError         exit 9   another ``biconic beat`` holds the deployment's beat lock (or this lost it)
 
     TransientError                        marker: the job layer retries these, and only these
 
@@ -36,7 +38,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArchiveError",
+    "BeatRunningError",
     "BiconicError",
+    "BrokerUnavailableError",
     "HostileInputError",
     "IntegrityError",
     "PartialLoadError",
@@ -177,6 +181,20 @@ class SinkConflictError(SinkError, TransientError):
     retry completes it."""
 
 
+class BrokerUnavailableError(BiconicError, TransientError):
+    """The jobs' broker (Redis, RabbitMQ) or result store cannot be reached or did not answer in time; a later
+    retry may work. ``url`` is the broker's URL with its password redacted, so the error can be logged."""
+
+    exit_code = 5
+
+    def __init__(self, url: str, message: str) -> None:
+        from engine.redact import redact
+
+        self.url = redact(url)
+        self.message = message
+        super().__init__(f"broker {self.url}: {message}")
+
+
 class IntegrityError(BiconicError):
     """rows_in != rows_loaded + rows_quarantined + rows_filtered for a partition; nothing of it was committed."""
 
@@ -247,3 +265,10 @@ class StoppedLoadError(BiconicError, TransientError):
         said = str(error) if str(error).startswith(stopped) else f"{stopped}: {error}"
         super().__init__(f"{len(committed)} of {total} source partitions committed{what}; this one ({stopped}){rest} "
                          f"{'were' if rest else 'was'} not: re-run to finish. {said}")
+
+
+class BeatRunningError(BiconicError):
+    """Only one ``biconic beat`` may run per deployment (database): another holds the lock, or this one lost it
+    (its connection dropped). The message names the holder when PostgreSQL can tell."""
+
+    exit_code = 9

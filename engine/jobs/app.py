@@ -29,7 +29,7 @@ QUEUE = "biconic"
 #: the longest wait between two attempts of a task, in seconds
 MAX_BACKOFF = 600.0
 
-app = Celery("biconic", include=["engine.jobs.tasks"])
+app = Celery("biconic", include=["engine.jobs.tasks", "engine.jobs.schedule"])
 
 
 def soft_limit(hard: float) -> float:

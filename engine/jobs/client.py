@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import BiconicError, SpecError
-from engine.jobs import store
 from engine.jobs.request import LOAD_OPTIONS, JobRequest
 from engine.jobs.summary import progress
+from engine.postgres import meta_jobs as store
 
 __all__ = ["Job", "JobNotFoundError", "cancel", "list_jobs", "retry", "submit", "submit_pipeline"]
 
@@ -135,18 +135,15 @@ def describe(dsn: str, job_id: str) -> dict[str, Any]:
     return {"job_id": job.job_id, "state": job.state, "kind": job.kind, "dataset": job.dataset,
             "connection_id": job.connection_id, "submitted_at": _iso(job.submitted_at),
             "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at),
-            "progress": progress(job), "attempts": _attempts(dsn, job.job_id), "error": job.error,
+            "progress": progress(job),
+            "tasks": [{"stage": t.stage, "part": t.part, "label": t.label, "state": t.state, "attempts": t.attempts,
+                       "rows_in": t.rows_in, "rows_loaded": t.rows_loaded, "error": t.error} for t in job.tasks],
+            "attempts": store.attempts(dsn, job.job_id), "error": job.error,
             "error_type": job.error_type, "request": job.request, "reports": job.reports}
 
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _attempts(dsn: str, job_id: str) -> list[dict[str, Any]]:
-    """The job's attempts with their times as ISO text: the status is JSON (``jobs show --json``)."""
-    return [{**a, "started_at": _iso(a["started_at"]), "finished_at": _iso(a["finished_at"])}
-            for a in store.attempts(dsn, job_id)]
 
 
 def list_jobs(*, dsn: str, state: str | None = None, connection_id: str | None = None,

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from engine.postgres.connection import connect, execute
+from engine.postgres.meta_jobs import cached_connection, drop_connection
 
 __all__ = ["connection_slot", "slots_in_use"]
 
@@ -28,18 +29,29 @@ def _slot_key(connection: str | None, slot: int) -> str:
 @contextmanager
 def connection_slot(dsn: str, connection: str | None, limit: int) -> Iterator[int | None]:
     """Take a free slot of ``connection`` (jobs without a connection id share one bucket); yields its number,
-    or None when all ``limit`` are taken. The slot is held until the block ends."""
-    conn = connect(dsn, autocommit=True)
+    or None when all ``limit`` are taken. The slot is held until the block ends (or the process dies: the
+    lock goes with its connection, this thread's own, kept open between tasks)."""
+    conn = cached_connection(dsn, "slots")
+    taken = None
     try:
         for slot in range(limit):
             [(got,)] = execute(conn, f"SELECT pg_try_advisory_lock({_NAMESPACE_SQL}, hashtext($1))",
                                [_slot_key(connection, slot)], dsn)
             if got:
-                yield slot
-                return
-        yield None
+                taken = slot
+                break
+    except BaseException:
+        drop_connection(dsn, "slots")  # a connection in doubt: closing it frees whatever it held
+        raise
+    try:
+        yield taken
     finally:
-        conn.close()  # releases the lock
+        if taken is not None:
+            try:
+                execute(conn, f"SELECT pg_advisory_unlock({_NAMESPACE_SQL}, hashtext($1))",
+                        [_slot_key(connection, taken)], dsn)
+            except Exception:
+                drop_connection(dsn, "slots")
 
 
 def slots_in_use(dsn: str, connection: str | None, limit: int) -> int:

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from engine.jobs.store import JobRow, TaskRow
+from engine.postgres.meta_jobs import JobRow, TaskRow
 
 __all__ = ["combine", "progress"]
 

@@ -27,12 +27,12 @@ from celery import Task, chord
 from celery.exceptions import SoftTimeLimitExceeded
 
 from engine.errors import BiconicError, TransientError
-from engine.jobs import store
 from engine.jobs.app import MAX_BACKOFF, app
 from engine.jobs.fairness import connection_slot
 from engine.jobs.request import JobRequest
 from engine.jobs.summary import combine
 from engine.pipeline.runner import PartitionPick, run_load
+from engine.postgres import meta_jobs as store
 from engine.settings import settings
 from engine.sources import open_source
 from engine.sources.base import IncrementalSource
@@ -146,7 +146,7 @@ def plan(self: Task, job_id: str, stage: int, request: dict[str, Any]) -> None:
         body.delay()
 
 
-@app.task(bind=True, base=JobTask, name="biconic.partition")  # type: ignore[untyped-decorator]
+@app.task(bind=True, base=JobTask, name="biconic.partition", max_retries=None)  # type: ignore[untyped-decorator]
 def partition(self: Task, job_id: str, stage: int, part: int, label: str, total: int,
               request: dict[str, Any]) -> str:
     """Load one partition (or, ``part`` -1, the whole load) under the connection's fairness limit."""
@@ -156,7 +156,7 @@ def partition(self: Task, job_id: str, stage: int, part: int, label: str, total:
     connection = None if spec.target.connection_id is None else str(spec.target.connection_id)
     with connection_slot(dsn, connection, settings().connection_limit) as slot:
         if slot is None:  # the connection is at its limit: back to the queue, not an attempt
-            raise self.retry(countdown=1.0 + random.random() * 2, max_retries=None)
+            raise self.retry(countdown=1.0 + random.random() * 2)
         state, attempt = store.start_task(dsn, job_id, stage, part)
         if state in ("cancelled", "failed", "done", "missing"):
             store.record_attempt(dsn, job_id, stage, part, attempt, "skipped", f"the job is {state}")
@@ -190,9 +190,10 @@ def _run(task: Task, job: JobRequest, spec: LoadSpec, dsn: str, job_id: str, sta
         if isinstance(exc, TransientError) and attempt <= settings().job_retries:
             delay = backoff(attempt)
             store.record_attempt(dsn, job_id, stage, part, attempt, "retry", f"{exc} (retry in {delay:.1f} s)")
-            raise task.retry(countdown=delay, max_retries=None) from exc
-        store.record_attempt(dsn, job_id, stage, part, attempt, "failed", str(exc))
-        store.finish_task(dsn, job_id, stage, part, "failed", error=str(exc))
+            raise task.retry(countdown=delay) from exc
+        said = str(exc) if pick.label in str(exc) else f"{pick.label}: {exc}"  # which file, in a fan-out
+        store.record_attempt(dsn, job_id, stage, part, attempt, "failed", said)
+        store.finish_task(dsn, job_id, stage, part, "failed", error=said)
         return "failed"
     store.record_attempt(dsn, job_id, stage, part, attempt, "done")
     store.finish_task(dsn, job_id, stage, part, "done", report=report.to_dict())

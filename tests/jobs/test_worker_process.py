@@ -184,7 +184,7 @@ def test_cancel_rolls_back_the_running_partition_and_skips_the_queued_ones(
 def test_kill_9_of_the_pool_process_in_the_middle_of_a_partition_redelivers_it_and_loads_it_once(
         tmp_path: Path, start_worker: Callable[..., Worker], jobs_client: str, sql: Sql, table: str) -> None:
     import engine
-    from engine.jobs.store import LOST
+    from engine.postgres.meta_jobs import LOST
 
     _csv(tmp_path / "in" / "part_0.csv", 0, 100, 2000)  # about 2 s in batches of about 25 rows
     _csv(tmp_path / "in" / "part_1.csv", 1000, 100, 8)
@@ -212,7 +212,7 @@ def test_a_task_whose_process_dies_on_every_delivery_fails_its_job_after_the_ret
     """Out of memory on every delivery would otherwise kill a pool process forever (acks_late + reject on
     worker lost deliver it again each time)."""
     import engine
-    from engine.jobs.store import LOST
+    from engine.postgres.meta_jobs import LOST
 
     _csv(tmp_path / "in.csv", 0, 100, 2000)
     worker = start_worker(concurrency=1, env={**SMALL_BATCHES, "BICONIC_JOB_RETRIES": "1"})
