@@ -21,6 +21,7 @@ import logging
 import random
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from celery import Task, chord
@@ -35,7 +36,7 @@ from engine.pipeline.runner import PartitionPick, run_load
 from engine.postgres import meta_jobs as store
 from engine.settings import settings
 from engine.sources import open_source
-from engine.sources.base import IncrementalSource
+from engine.sources.base import IncrementalSource, Partition
 from engine.spec.models import LoadSpec
 
 __all__ = ["JobCancelled", "JobProgress", "backoff", "fans_out", "partition", "plan", "stage_done"]
@@ -108,10 +109,10 @@ class JobTask(Task):  # type: ignore[misc]
 
 def _job_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str | None, int, int | None, Any]:
     """(job id, stage, part or None, request) of a task's arguments: every job task is sent as
-    ``(job_id, stage, [part, label, total,] request)``."""
-    if kwargs or len(args) not in (3, 6):
+    ``(job_id, stage, request)`` or, a partition, ``(job_id, stage, part, label, total, request, narrow)``."""
+    if kwargs or len(args) not in (3, 7):
         return None, 0, None, None
-    return str(args[0]), int(args[1]), int(args[2]) if len(args) == 6 else None, args[-1]
+    return str(args[0]), int(args[1]), int(args[2]) if len(args) == 7 else None, args[5 if len(args) == 7 else 2]
 
 
 @app.task(bind=True, base=JobTask, name="biconic.plan")  # type: ignore[untyped-decorator]
@@ -123,22 +124,26 @@ def plan(self: Task, job_id: str, stage: int, request: dict[str, Any]) -> None:
         specs = job.specs()
         spec = specs[stage]
         source = open_source(spec.source.path, format=spec.source.format, options=spec.source.options)
-        labels = [p.label for p in source.partitions()]
+        partitions = source.partitions()
+        labels = [p.label for p in partitions]
     except BiconicError as exc:
         store.set_state(dsn, job_id, "failed", error=str(exc), error_type=type(exc).__name__)
         return
     if not store.set_state(dsn, job_id, "running", stage=stage):
         return  # cancelled (or finished) before it started
     incremental = isinstance(source, IncrementalSource) and bool(source.cursor)
+    planned: list[tuple[int, str, int, Narrow | None]]
     if fans_out(spec, len(labels), job.full_refresh, incremental):
-        planned = [(i, label, len(labels)) for i, label in enumerate(labels)]
+        planned = [(i, label, len(labels), narrow) for i, (label, narrow) in enumerate(
+            zip(labels, _narrowed(partitions), strict=True))]
     else:
-        planned = [(WHOLE, spec.source.path if len(labels) != 1 else labels[0], len(labels))]
+        planned = [(WHOLE, spec.source.path if len(labels) != 1 else labels[0], len(labels), None)]
     done = {t.part for t in store.tasks(dsn, job_id, stage) if t.state == "done"}
-    ids = {part: str(uuid.uuid4()) for part, _, _ in planned}
-    store.plan_tasks(dsn, job_id, stage, [(part, label, ids[part]) for part, label, _ in planned if part not in done])
-    header = [partition.si(job_id, stage, part, label, total, request).set(task_id=ids[part])
-              for part, label, total in planned if part not in done]
+    ids = {part: str(uuid.uuid4()) for part, _, _, _ in planned}
+    store.plan_tasks(dsn, job_id, stage, [(part, label, ids[part]) for part, label, _, _ in planned
+                                          if part not in done])
+    header = [partition.si(job_id, stage, part, label, total, request, narrow).set(task_id=ids[part])
+              for part, label, total, narrow in planned if part not in done]
     body = stage_done.si(job_id, stage, request)
     if header:
         chord(header)(body)
@@ -146,13 +151,38 @@ def plan(self: Task, job_id: str, stage: int, request: dict[str, Any]) -> None:
         body.delay()
 
 
+#: a file partition's own file, and its place among that file's partitions: [path, index, total]
+Narrow = list[Any]
+
+
+def _narrowed(partitions: list[Partition]) -> list[Narrow | None]:
+    """For each file partition, its file and its place among that file's partitions: its task reads just that
+    file (a glob of a thousand files is not listed, nor hashed on a new machine, by every task). The ledger key
+    does not depend on the path the load was given, so the rows commit under the same key either way."""
+    by_file: dict[Path, list[int]] = {}
+    for i, p in enumerate(partitions):
+        if p.path is not None:
+            by_file.setdefault(p.path, []).append(i)
+    out: list[Narrow | None] = [None] * len(partitions)
+    for path, members in by_file.items():
+        for j, i in enumerate(members):
+            out[i] = [str(path), j, len(members)]
+    return out
+
+
 @app.task(bind=True, base=JobTask, name="biconic.partition", max_retries=None)  # type: ignore[untyped-decorator]
 def partition(self: Task, job_id: str, stage: int, part: int, label: str, total: int,
-              request: dict[str, Any]) -> str:
+              request: dict[str, Any], narrow: Narrow | None = None) -> str:
     """Load one partition (or, ``part`` -1, the whole load) under the connection's fairness limit."""
     job = JobRequest.from_json(request)
     dsn = job.jobs_dsn()
     spec = job.specs()[stage]
+    if narrow is not None:  # just this partition's file
+        path, index, total = narrow
+        spec = spec.model_copy(update={"source": spec.source.model_copy(update={"path": path})})
+        part_pick = PartitionPick(index, total, label)
+    else:
+        part_pick = PartitionPick(part, total, label)
     connection = None if spec.target.connection_id is None else str(spec.target.connection_id)
     with connection_slot(dsn, connection, settings().connection_limit) as slot:
         if slot is None:  # the connection is at its limit: back to the queue, not an attempt
@@ -168,7 +198,7 @@ def partition(self: Task, job_id: str, stage: int, part: int, label: str, total:
             store.record_attempt(dsn, job_id, stage, part, attempt, "failed", said)
             store.finish_task(dsn, job_id, stage, part, "failed", error=said)
             return "failed"
-        return _run(self, job, spec, dsn, job_id, stage, part, PartitionPick(part, total, label), attempt)
+        return _run(self, job, spec, dsn, job_id, stage, part, part_pick, attempt)
 
 
 def _run(task: Task, job: JobRequest, spec: LoadSpec, dsn: str, job_id: str, stage: int, part: int,
@@ -209,7 +239,10 @@ def stage_done(self: Task, job_id: str, stage: int, request: dict[str, Any]) -> 
     if found is None or found.state in store.FINISHED:
         return
     rows = [t for t in found.tasks if t.stage == stage]
-    reports = [r for r in found.reports if r.get("stage") != stage] + [combine(stage, rows)]
+    combined = combine(stage, rows)
+    if found.kind == "load":
+        combined["source"] = found.request.get("path")  # as submitted (masked), not one task's file
+    reports = [r for r in found.reports if r.get("stage") != stage] + [combined]
     failed = [t for t in rows if t.state == "failed"]
     if failed:
         more = f" ({len(failed)} of {len(rows)} partitions failed; the others committed)" if len(rows) > 1 else ""
