@@ -20,6 +20,7 @@ import json
 import socket
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,7 +60,8 @@ _TABLES = [
 _ready: set[str] = set()
 #: each thread's open connections by DSN: opening one costs ~70 ms, and a task makes ten calls here
 _local = threading.local()
-_open: list[Any] = []
+#: every cached connection still alive (weakly: a finished thread's connections go with its thread)
+_open: weakref.WeakSet[Any] = weakref.WeakSet()
 _open_lock = threading.Lock()
 
 
@@ -70,14 +72,14 @@ def cached_connection(dsn: str, purpose: str = "jobs") -> Any:
     if conn is None:
         conn = conns[(dsn, purpose)] = connect(dsn, autocommit=True)
         with _open_lock:
-            _open.append(conn)
+            _open.add(conn)
     return conn
 
 
 def _close_all() -> None:
     """At exit: close what is still open (a driver object collected during shutdown prints an error)."""
     with _open_lock:
-        for conn in _open:
+        for conn in list(_open):
             with contextlib.suppress(Exception):
                 conn.close()
         _open.clear()
@@ -90,8 +92,8 @@ def drop_connection(dsn: str, purpose: str = "jobs") -> None:
     """Close and forget this thread's connection (after an error: the next call opens a new one)."""
     conn = _local.__dict__.setdefault("conns", {}).pop((dsn, purpose), None)
     if conn is not None:
-        with _open_lock, contextlib.suppress(ValueError):
-            _open.remove(conn)
+        with _open_lock:
+            _open.discard(conn)
         with contextlib.suppress(Exception):
             conn.close()
 

@@ -375,3 +375,36 @@ def test_submit_takes_exactly_the_options_of_load_plus_pipeline() -> None:
         return {o for p in cli.commands[name].params if isinstance(p, click.Option) for o in p.opts}
 
     assert options("submit") == options("load") | {"--pipeline"}
+
+
+def test_a_finished_threads_cached_connections_are_closed(pg_dsn: str, sql: Sql) -> None:
+    """Worker threads come and go (a thread pool, a test's worker): the connections each cached must not
+    outlive it (they once piled up to PostgreSQL's connection limit)."""
+    import gc
+    import threading
+
+    from engine.jobs.fairness import connection_slot
+    from engine.postgres import meta_jobs as store
+
+    def mine() -> int:
+        return int(sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid()")[0][0])
+
+    def use() -> None:
+        store.list_jobs(pg_dsn, limit=1)
+        with connection_slot(pg_dsn, "leak-check", 1):
+            pass
+
+    before = mine()
+    for _ in range(3):
+        threads = [threading.Thread(target=use) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        del threads
+        gc.collect()
+    deadline = time.monotonic() + 10
+    while mine() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mine() <= before
