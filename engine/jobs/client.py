@@ -166,8 +166,7 @@ def cancel(job_id: str, *, dsn: str) -> bool:
     if moved:
         from engine.jobs.app import app
 
-        job = store.get(dsn, full)
-        pending = [t.task_id for t in (job.tasks if job else []) if t.state == "queued"]
+        pending = store.cancel_queued(dsn, full)
         if pending:
             app.control.revoke(pending)
     return moved

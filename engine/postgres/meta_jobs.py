@@ -28,7 +28,8 @@ from typing import Any, Literal
 
 from engine.postgres.connection import connect, execute
 
-__all__ = ["FINISHED", "LOST", "STATES", "JobRow", "TaskRow", "attempts", "cached_connection", "close_open_attempts",
+__all__ = ["FINISHED", "LOST", "STATES", "JobRow", "TaskRow", "attempts", "cached_connection", "cancel_queued",
+           "close_open_attempts",
            "create", "drop_connection", "ensure", "find", "finish_task", "get", "jobs_db", "list_jobs", "lost_attempts",
            "plan_tasks", "record_attempt", "reopen", "set_state", "start_task", "tasks", "task_progress"]
 
@@ -241,6 +242,14 @@ def set_state(dsn: str, job_id: str, state: State, *, unless: Sequence[str] = FI
                        [job_id, state, error, error_type, None if reports is None else json.dumps(reports),
                         stage, list(unless)], dsn)
     return bool(rows)
+
+
+def cancel_queued(dsn: str, job_id: str) -> list[str]:
+    """Mark a cancelled job's not-yet-started tasks cancelled; their Celery task ids (to revoke)."""
+    with jobs_db(dsn) as conn:
+        rows = execute(conn, "UPDATE biconic.job_tasks SET state = 'cancelled', finished_at = now() "
+                             "WHERE job_id = $1::uuid AND state = 'queued' RETURNING task_id", [job_id], dsn)
+    return [str(r[0]) for r in rows]
 
 
 def reopen(dsn: str, job_id: str) -> bool:
