@@ -18,6 +18,7 @@ instead of scheduling beside a new one. Each task also runs alone (a slow run ma
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery.beat import PersistentScheduler
@@ -28,7 +29,7 @@ from engine.jobs.app import app
 from engine.jobs.sweeps import BeatLock
 from engine.settings import settings
 
-__all__ = ["SCHEDULE", "LockedScheduler", "run_beat"]
+__all__ = ["JOBS", "SCHEDULE", "LockedScheduler", "run_beat"]
 
 log = logging.getLogger("biconic.jobs")
 
@@ -48,29 +49,26 @@ def _logged(outcome: sweeps.Outcome) -> str:
     return line
 
 
-@app.task(name="biconic.tier")  # type: ignore[untyped-decorator]
-def tier_task(dsn: str | None = None) -> str:
-    return _logged(sweeps.tier(dsn))
+#: task name -> the maintenance job it runs (each takes the DSN the beat was started with)
+JOBS: dict[str, Callable[[str | None], sweeps.Outcome]] = {
+    "biconic.tier": sweeps.tier,
+    "biconic.tier_uploads": sweeps.tier_uploads,
+    "biconic.sweep_staged": sweeps.sweep_staged,
+    "biconic.sweep_archive": sweeps.sweep_unlisted_archive,
+    "biconic.sweep_cache": sweeps.sweep_cache,
+}
 
 
-@app.task(name="biconic.tier_uploads")  # type: ignore[untyped-decorator]
-def tier_uploads_task(dsn: str | None = None) -> str:
-    return _logged(sweeps.tier_uploads(dsn))
+def _register(name: str, job: Callable[[str | None], sweeps.Outcome]) -> None:
+    """One Celery task per maintenance job: run it, log its one-line summary, return that line."""
+    def run(dsn: str | None = None) -> str:
+        return _logged(job(dsn))
+
+    app.task(name=name)(run)
 
 
-@app.task(name="biconic.sweep_staged")  # type: ignore[untyped-decorator]
-def sweep_staged_task(dsn: str | None = None) -> str:
-    return _logged(sweeps.sweep_staged(dsn))
-
-
-@app.task(name="biconic.sweep_archive")  # type: ignore[untyped-decorator]
-def sweep_archive_task(dsn: str | None = None) -> str:
-    return _logged(sweeps.sweep_unlisted_archive(dsn))
-
-
-@app.task(name="biconic.sweep_cache")  # type: ignore[untyped-decorator]
-def sweep_cache_task(dsn: str | None = None) -> str:
-    return _logged(sweeps.sweep_cache(dsn))
+for _name, _job in JOBS.items():
+    _register(_name, _job)
 
 
 class LockedScheduler(PersistentScheduler):  # type: ignore[misc]
