@@ -165,6 +165,33 @@ def test_a_failed_job_retried_skips_what_committed(tmp_path: Path, worker: None,
     assert sorted(t["attempts"] for t in tasks) == [1, 1, 2]  # only the failed partition ran again
 
 
+def test_the_soft_time_limit_rolls_the_partition_back_and_records_a_clean_timeout(
+        tmp_path: Path, worker: None, jobs_env: str, sql: Sql, table: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery's soft limit raises SoftTimeLimitExceeded wherever the task's Python code is (a threads pool has no
+    time limits, so it is raised here where a real worker's signal would land: between two batches)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    import engine
+    from engine.jobs.tasks import JobProgress
+
+    def out_of_time(self: JobProgress, *, label: str, rows: int, done: int, total: int) -> None:
+        if rows > 0:
+            raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(JobProgress, "update", out_of_time)
+    monkeypatch.setenv("BICONIC_CHUNK_MB", "0.01")  # several batches: the limit strikes inside the partition
+    [path] = _files(tmp_path / "in", 1, rows=2000)
+    job = engine.submit(path, into=table, partition_by="created_at").wait(timeout=120)
+    status = job.status()
+    assert job.state == "failed"
+    assert status["error"] == (f"{path.name}: timed out: the time limit of 1800 s (BICONIC_JOB_TIME_LIMIT) "
+                               "was reached")
+    outcomes = sql("SELECT outcome FROM biconic.job_attempts WHERE job_id = $1::uuid", [job.job_id])
+    assert outcomes == [("timeout",)]
+    if sql("SELECT to_regclass($1) IS NOT NULL", [table])[0][0]:
+        assert row_count(sql, table) == 0  # the partition's transaction rolled back: nothing half-loaded
+
+
 def test_jobs_are_listed_by_state_and_connection(tmp_path: Path, worker: None, jobs_env: str, table: str) -> None:
     import engine
     from engine.jobs.client import list_jobs
