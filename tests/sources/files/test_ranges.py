@@ -177,3 +177,23 @@ def test_split_mb_refuses_what_it_cannot_split(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="UTF-8"):
         open_source(latin, options={"split_mb": 1, "encoding": "latin-1"})
     assert split_bytes(0) is None and split_bytes(None) is None and split_bytes(0.5) == 1 << 19
+
+
+def test_ranges_are_remembered_beside_the_content_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every job task of a split file lists its ranges: the pass over the file runs once, not once per task."""
+    from engine.sources.files import ranges
+
+    path = tmp_path / "kept.csv"
+    path.write_text(_csv_lines(200))
+    first = byte_ranges(path, split=500, quote=b'"', body=15)
+    ranges._found.clear()  # a new process
+
+    def no_pass(*_: Any) -> None:
+        raise AssertionError("the file was scanned again")
+
+    monkeypatch.setattr(ranges, "_scan", no_pass)
+    assert byte_ranges(path, split=500, quote=b'"', body=15) == first
+    path.write_text(_csv_lines(201))  # another stat: scanned again
+    ranges._found.clear()
+    with pytest.raises(AssertionError, match="scanned again"):
+        byte_ranges(path, split=500, quote=b'"', body=15)
