@@ -116,7 +116,8 @@ class CsvSource:
             with open(path, "rb") as f:
                 return self._body_start(f, quote)[0]
 
-        return split_partitions(parts, split=split, quote=quote, body=body)
+        comment = self.comment_prefix.encode() if self.comment_prefix else None
+        return split_partitions(parts, split=split, quote=quote, body=body, comment=comment)
 
     def _open(self, partition: Partition) -> str | IO[bytes]:
         if self.encoding.lower() in _UTF8:

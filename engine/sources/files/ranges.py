@@ -65,39 +65,50 @@ def split_bytes(value: Any, *, option: str = "source.split_mb") -> int | None:
     return max(1, int(value * _MIB))
 
 
-def count_records(data: bytes, quote: bytes | None, counting: Counting = "csv") -> int:
-    """The records that end in ``data`` (which starts outside quotes): newlines outside quotes; for NDJSON the
-    lines that are not blank."""
+def count_records(data: bytes, quote: bytes | None, counting: Counting = "csv", comment: bytes | None = None) -> int:
+    """The rows Polars reads from the records that end in ``data`` (which starts outside quotes): newlines
+    outside quotes, less comment lines (Polars skips them); for NDJSON the lines that are not blank."""
     if counting == "ndjson":
         return data.count(b"\n") - len(_BLANK.findall(data))
     if not quote or quote not in data:
-        return data.count(b"\n")
+        return data.count(b"\n") - _comments(data, comment, lambda _: True)
     import numpy as np
 
     codes = np.frombuffer(data, dtype=np.uint8)
     # odd quotes so far: inside a quoted field (a running xor of bytes: 7x faster than a cumulative sum)
     inside = np.bitwise_xor.accumulate((codes == quote[0]).view(np.uint8))
-    return int(np.count_nonzero((codes == 10) & (inside == 0)))
+    newlines = int(np.count_nonzero((codes == 10) & (inside == 0)))
+    return newlines - _comments(data, comment, lambda at: at == 0 or not inside[at - 1])
 
 
-def byte_ranges(path: Path, *, split: int, quote: bytes | None, body: int = 0,
-                counting: Counting = "csv") -> list[ByteRange]:
+def _comments(data: bytes, comment: bytes | None, outside: Callable[[int], bool]) -> int:
+    """The newline-ended comment lines in ``data``: lines starting with ``comment`` at a record start."""
+    if not comment:
+        return 0
+    starts = [0, *(m.start() + 1 for m in re.finditer(b"\n" + re.escape(comment), data))]
+    return sum(1 for at in starts if data.startswith(comment, at) and data.find(b"\n", at) != -1 and outside(at))
+
+
+def byte_ranges(path: Path, *, split: int, quote: bytes | None, body: int = 0, counting: Counting = "csv",
+                comment: bytes | None = None) -> list[ByteRange]:
     """The file's ranges: the first from 0 (with the header, which ends at ``body``), each next one from the
     first record end at or past ``split`` bytes after the previous start; rows counted from ``body``."""
     stat = file_stat(path)
-    key = (str(path.resolve()), stat, split, quote, body, counting)
+    key = (str(path.resolve()), stat, split, quote, body, counting, comment)
     if key not in _found:
-        what = json.dumps(["ranges/1", split, quote.decode("latin-1") if quote else None, body, counting])
+        what = json.dumps(["ranges/1", split, *[b.decode("latin-1") if b else None for b in (quote, comment)],
+                           body, counting])
         kept = recall(path, stat, what)
         if kept is not None:
             _found[key] = [ByteRange(*r) for r in json.loads(kept)]
         else:
-            _found[key] = _scan(path, split, quote, body, counting)
+            _found[key] = _scan(path, split, quote, body, counting, comment)
             remember(path, stat, what, json.dumps([dataclasses.astuple(r) for r in _found[key]]))
     return list(_found[key])
 
 
-def _scan(path: Path, split: int, quote: bytes | None, body: int, counting: Counting) -> list[ByteRange]:
+def _scan(path: Path, split: int, quote: bytes | None, body: int, counting: Counting,
+          comment: bytes | None) -> list[ByteRange]:
     cuts: list[tuple[int, int]] = []  # (offset, records before it)
     start, rows, offset = 0, 0, body
     with open(path, "rb") as f:
@@ -110,10 +121,10 @@ def _scan(path: Path, split: int, quote: bytes | None, body: int, counting: Coun
                 end, _ = scan_records(data, max(target, at), _parity(data, at, max(target, at), quote), quote)
                 if end == -1:
                     end = len(data)  # the chunk ends a record
-                rows += count_records(data[at:end], quote, counting)
+                rows += count_records(data[at:end], quote, counting, comment)
                 at, start = end, offset + end
                 cuts.append((start, rows))
-            rows += count_records(data[at:], quote, counting)
+            rows += count_records(data[at:], quote, counting, comment)
             offset += len(data)
     size = offset
     starts = [(0, 0), *[c for c in cuts if c[0] < size]]
@@ -133,8 +144,8 @@ def range_bytes(partition: Partition, body: int = 0) -> tuple[int, int | None]:
     return max(partition.span[0], body), partition.span[1]
 
 
-def split_partitions(parts: Sequence[Partition], *, split: int, quote: bytes | None,
-                     body: Callable[[Path], int], counting: Counting = "csv") -> list[Partition]:
+def split_partitions(parts: Sequence[Partition], *, split: int, quote: bytes | None, body: Callable[[Path], int],
+                     counting: Counting = "csv", comment: bytes | None = None) -> list[Partition]:
     """Each file partition bigger than ``split`` bytes as its ranges (smaller ones as they are, same key).
 
     A range is keyed ``<content key>@<start>-<end>`` and known also by the whole file's keys
@@ -145,7 +156,8 @@ def split_partitions(parts: Sequence[Partition], *, split: int, quote: bytes | N
         if part.size_bytes <= split:
             out.append(part)
             continue
-        ranges = byte_ranges(part.file, split=split, quote=quote, body=body(part.file), counting=counting)
+        ranges = byte_ranges(part.file, split=split, quote=quote, body=body(part.file), counting=counting,
+                             comment=comment)
         if len(ranges) == 1:
             out.append(part)
             continue

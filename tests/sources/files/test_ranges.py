@@ -197,3 +197,12 @@ def test_ranges_are_remembered_beside_the_content_hashes(tmp_path: Path, monkeyp
     ranges._found.clear()
     with pytest.raises(AssertionError, match="scanned again"):
         byte_ranges(path, split=500, quote=b'"', body=15)
+
+
+def test_comment_lines_in_the_data_are_not_rows(tmp_path: Path) -> None:
+    """Polars skips comment lines without numbering them: the rows before a range leave them out too."""
+    path = tmp_path / "commented.csv"
+    lines = _csv_lines(300).splitlines()
+    path.write_text("\n".join(line if i % 5 else f"# note {i}\n{line}" for i, line in enumerate(lines)) + "\n")
+    _same_rows(path, comment_prefix="#")
+    assert count_records(b'#x\n1,"\n#y"\n#z\n2\n', b'"', comment=b"#") == 2
