@@ -206,3 +206,23 @@ def test_comment_lines_in_the_data_are_not_rows(tmp_path: Path) -> None:
     path.write_text("\n".join(line if i % 5 else f"# note {i}\n{line}" for i, line in enumerate(lines)) + "\n")
     _same_rows(path, comment_prefix="#")
     assert count_records(b'#x\n1,"\n#y"\n#z\n2\n', b'"', comment=b"#") == 2
+
+
+def test_a_split_file_is_hashed_once_not_once_per_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.sources.files import content
+
+    path = tmp_path / "hashed.csv"
+    path.write_text(_csv_lines(300))
+    calls: list[object] = []
+    real = content.hash_stream
+
+    def counted(stream: Any, **kw: Any) -> str:
+        calls.append(stream)
+        return real(stream, **kw)
+
+    monkeypatch.setattr(content, "hash_stream", counted)
+    source = open_source(path, options={"split_mb": _SPLIT})
+    parts = source.partitions()
+    for p in parts:
+        _read(source, p)
+    assert len(parts) > 1 and len(calls) == 1
