@@ -105,7 +105,11 @@ class JsonSource:
             if self.lines:
                 schema, scalars = self._read_schema(partition)
                 if partition.span is not None:  # a range: its bytes (about split_mb), read as one piece
-                    return next(self._pieces(partition, schema, scalars, whole=True))(0)
+                    pieces = self._pieces(partition, schema, scalars, whole=True)
+                    try:
+                        return next(pieces)(0)
+                    finally:
+                        pieces.close()  # closes the file
                 frame = pl.scan_ndjson(partition.file, schema=schema)
             else:
                 frame = pl.read_json(partition.file, infer_schema_length=None).lazy()

@@ -146,6 +146,8 @@ def test_ndjson_splits_on_lines_and_skips_blank_lines_in_row_numbers(tmp_path: P
     path.write_text("\n".join(lines) + "\n")
     parts = _same_rows(path)
     assert all(p.label.startswith("events.ndjson[bytes ") for p in parts)
+    source = open_source(path, options={"split_mb": _SPLIT})
+    assert source.scan(parts[-1]).collect().equals(_read(source, parts[-1]))  # a range scans alone too
 
 
 def test_every_range_covers_the_file_for_many_sizes(tmp_path: Path) -> None:
