@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +131,7 @@ class JsonSource:
         yield from self._pieces(partition, schema, scalars)
 
     def _pieces(self, partition: Partition, schema: dict[str, pl.DataType], scalars: dict[str, pl.DataType],
-                whole: bool = False) -> Iterator[ChunkFactory]:
+                whole: bool = False) -> Generator[ChunkFactory, None, None]:
         """The partition's lines (its range's, when split) in chunks, or in one piece when ``whole``."""
         first = 1 + partition.rows_before
 
