@@ -21,7 +21,9 @@ __all__ = ["beat", "jobs", "submit", "worker"]
 @click.option("--autoscale", default=None, metavar="MAX,MIN",
               help="Grow towards MAX processes while more than BICONIC_AUTOSCALE_GROW_ABOVE tasks are queued, "
                    "shrink towards MIN while fewer than BICONIC_AUTOSCALE_SHRINK_BELOW (e.g. 16,2).")
-@click.option("--queues", default=None, metavar="NAME,...", help="Queues to take tasks from [default: biconic].")
+@click.option("--queues", default=None, metavar="NAME,...",
+              help="Queues to take tasks from [default: biconic]; biconic.control (the jobs' short steps) is "
+                   "always added.")
 @click.option("--loglevel", default="INFO", show_default=True, help="Celery's log level.")
 def worker(concurrency: int | None, autoscale: str | None, queues: str | None, loglevel: str) -> None:
     """Start a worker: a Celery prefork pool of spawn-started processes that run the queued imports.
@@ -31,12 +33,12 @@ def worker(concurrency: int | None, autoscale: str | None, queues: str | None, l
     Example:
       biconic worker --concurrency 2 --autoscale 16,2
     """
-    from engine.jobs.app import QUEUE, configure
+    from engine.jobs.app import configure, consumed_queues
 
     processes = concurrency or (int(autoscale.split(",")[0]) if autoscale else os.cpu_count() or 1)
     # Polars in each process uses a share of the cores, not all of them (set before the children start)
     os.environ.setdefault("POLARS_MAX_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes))))
-    argv = ["worker", f"--loglevel={loglevel}", "--pool=prefork", f"--queues={queues or QUEUE}",
+    argv = ["worker", f"--loglevel={loglevel}", "--pool=prefork", f"--queues={consumed_queues(queues)}",
             "--without-gossip", "--without-mingle"]
     if autoscale:
         argv.append(f"--autoscale={autoscale}")

@@ -9,7 +9,11 @@ The settings are the ones that held up in the experiments (see the design notes,
 - a hard time limit that kills even a task stuck in native code, and a soft one a minute earlier that lets
   the task record a clean timeout;
 - the broker's visibility timeout above the time limit plus the longest backoff, so a long task is never
-  handed to a second worker while the first still runs it.
+  handed to a second worker while the first still runs it;
+- two queues: partitions wait in ``biconic``, while each job's planning and finishing steps (a few
+  milliseconds each) go to ``biconic.control``, which every worker also takes from. On one FIFO queue a job's
+  finishing step waited behind every partition queued after its own, so a job finished only when the whole
+  backlog did (measured: 100 imports, median latency 261 s when the median job's rows were in at 131 s).
 """
 
 from __future__ import annotations
@@ -18,14 +22,19 @@ import threading
 from typing import Any
 
 from celery import Celery
+from kombu.entity import Exchange, Queue
 
 from engine.jobs.broker import broker_url, result_url
 from engine.settings import settings
 
-__all__ = ["MAX_BACKOFF", "QUEUE", "app", "configure", "soft_limit"]
+__all__ = ["CONTROL_QUEUE", "MAX_BACKOFF", "QUEUE", "app", "configure", "consumed_queues", "soft_limit"]
 
 #: the queue jobs go to unless a worker is told otherwise (``--queues``)
 QUEUE = "biconic"
+#: the queue of the jobs' short steps (plan a stage, finish it): every worker takes from it too
+CONTROL_QUEUE = "biconic.control"
+#: the tasks that go to :data:`CONTROL_QUEUE`
+CONTROL_TASKS = ("biconic.plan", "biconic.stage_done")
 #: the longest wait between two attempts of a task, in seconds
 MAX_BACKOFF = 600.0
 
@@ -37,6 +46,13 @@ def soft_limit(hard: float) -> float:
     return max(hard - 60.0, hard * 0.9)
 
 
+def consumed_queues(queues: str | None = None) -> str:
+    """The ``--queues`` of a worker: those asked for (default :data:`QUEUE`) plus :data:`CONTROL_QUEUE`, which
+    every worker must take from, or no job would ever be planned or finished."""
+    names = [q.strip() for q in (queues or QUEUE).split(",") if q.strip()]
+    return ",".join([*names, CONTROL_QUEUE] if CONTROL_QUEUE not in names else names)
+
+
 def _config() -> dict[str, Any]:
     limits = settings()
     hard = limits.job_time_limit
@@ -46,6 +62,9 @@ def _config() -> dict[str, Any]:
         "broker_url": broker_url(),
         "result_backend": result_url(),
         "task_default_queue": QUEUE,
+        "task_queues": [Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
+                        for name in (QUEUE, CONTROL_QUEUE)],
+        "task_routes": {name: {"queue": CONTROL_QUEUE} for name in CONTROL_TASKS},
         "task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

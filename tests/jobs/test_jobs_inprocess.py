@@ -242,6 +242,40 @@ def test_one_connections_backlog_does_not_hold_up_another_connection(
         job.wait(timeout=300)
 
 
+def test_a_job_finishes_when_its_rows_are_in_not_when_the_whole_backlog_is(
+        tmp_path: Path, jobs_env: str, sql: Sql, table: str) -> None:
+    """One worker thread; job A (one file) is queued before job B's six partitions. A's finishing step goes to
+    the control queue, so A is done before most of B runs (on one FIFO queue it waited behind all six)."""
+    from celery.contrib.testing.worker import start_worker
+
+    import engine
+    from engine.jobs.app import app
+
+    [first] = _files(tmp_path / "a", 1, rows=10)
+    _files(tmp_path / "b", 6, rows=10)
+    with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False, loglevel="WARNING",
+                      shutdown_timeout=30):
+        a = engine.submit(first, into=table, partition_by="created_at")
+        b = engine.submit(tmp_path / "b", into=table, partition_by="created_at")
+        assert a.wait(timeout=120).state == "done"
+        assert b.wait(timeout=120).state == "done"
+    [(before,)] = sql("SELECT count(*) FROM biconic.job_tasks t, biconic.jobs a WHERE t.job_id = $1::uuid "
+                      "AND a.job_id = $2::uuid AND t.finished_at < a.finished_at", [b.job_id, a.job_id])
+    assert before <= 2, f"{before} of job B's 6 partitions ran before job A (queued first) was finished"
+
+
+def test_the_jobs_short_steps_go_to_the_control_queue_that_every_worker_takes_from() -> None:
+    from engine.jobs.app import CONTROL_QUEUE, QUEUE, app, consumed_queues
+
+    route = app.amqp.router.route
+    assert route({}, "biconic.stage_done")["queue"].name == CONTROL_QUEUE
+    assert route({}, "biconic.plan")["queue"].name == CONTROL_QUEUE
+    assert route({}, "biconic.partition")["queue"].name == QUEUE
+    assert consumed_queues(None) == f"{QUEUE},{CONTROL_QUEUE}"
+    assert consumed_queues("big, small") == f"big,small,{CONTROL_QUEUE}"
+    assert consumed_queues(f"{CONTROL_QUEUE},x") == f"{CONTROL_QUEUE},x"
+
+
 def test_connection_slots_are_limited_across_threads_and_freed_after_use(pg_dsn: str) -> None:
     """Each worker thread (a worker process in production) holds its slot on its own connection."""
     import threading
@@ -339,10 +373,10 @@ def test_cancelling_a_running_job_rolls_back_its_partition(tmp_path: Path, worke
     is visible), the job ends cancelled."""
     import engine
 
-    monkeypatch.setenv("BICONIC_BATCH_ROWS", "1000")
+    monkeypatch.setenv("BICONIC_CHUNK_MB", "0.05")  # batches of about 25 rows, each a slow regex rule
     path = tmp_path / "big.csv"
-    orders_frame(200_000, step_days=0).write_csv(path)
-    job = engine.submit(path, into=table, partition_by="created_at")
+    pl.DataFrame({"id": range(2000), "v": ["é" + "ab" * 1000 + "z"] * 2000}).write_csv(path)
+    job = engine.submit(path, into=table, spec={"rules": [{"regex": {"column": "v", "pattern": r"[\w\d]{1,200}z"}}]})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # until the partition has read some rows
         tasks = job.status()["reports"] or []

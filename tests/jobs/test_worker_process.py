@@ -158,8 +158,8 @@ def test_cancel_rolls_back_the_running_partition_and_skips_the_queued_ones(
     import engine
 
     _csv(tmp_path / "in" / "part_0.csv", 0, 100, 8)  # fast: committed before the cancel
-    for i in (1, 2, 3):  # about 9 s each, in batches of about 25 rows
-        _csv(tmp_path / "in" / f"part_{i}.csv", i * 1000, 400, 2000)
+    for i in (1, 2, 3):  # several seconds each (polars 2.1, one core), in batches of about 25 rows
+        _csv(tmp_path / "in" / f"part_{i}.csv", i * 10_000, 1600, 2000)
     worker = start_worker(concurrency=1, env=SMALL_BATCHES)
     job = engine.submit(tmp_path / "in", into=table, spec=SLOW_RULE)
 
@@ -197,7 +197,7 @@ def test_kill_9_of_the_pool_process_in_the_middle_of_a_partition_redelivers_it_a
     import engine
     from engine.postgres.meta_jobs import LOST
 
-    _csv(tmp_path / "in" / "part_0.csv", 0, 100, 2000)  # about 2 s in batches of about 25 rows
+    _csv(tmp_path / "in" / "part_0.csv", 0, 800, 2000)  # a few seconds, in batches of about 25 rows
     _csv(tmp_path / "in" / "part_1.csv", 1000, 100, 8)
     worker = start_worker(concurrency=1, env=SMALL_BATCHES)
     job = engine.submit(tmp_path / "in", into=table, spec=SLOW_RULE)
@@ -207,8 +207,8 @@ def test_kill_9_of_the_pool_process_in_the_middle_of_a_partition_redelivers_it_a
     os.kill(child, signal.SIGKILL)
     status = _finished(jobs_client, job.job_id, 90, worker)
     assert status["state"] == "done", (status["error"], worker.tail())
-    assert row_count(sql, table) == 200 and _distinct_ids(sql, table) == 200
-    assert status["reports"][0]["rows_loaded"] == 200
+    assert row_count(sql, table) == 900 and _distinct_ids(sql, table) == 900
+    assert status["reports"][0]["rows_loaded"] == 900
     tasks = _tasks(sql, job.job_id)
     assert tasks[0]["attempts"] == 2 and tasks[0]["state"] == "done"  # the killed attempt and its redelivery
     part0 = [(a["outcome"], a["error"]) for a in _attempts(sql, job.job_id) if a["part"] == 0]
@@ -225,7 +225,7 @@ def test_a_task_whose_process_dies_on_every_delivery_fails_its_job_after_the_ret
     import engine
     from engine.postgres.meta_jobs import LOST
 
-    _csv(tmp_path / "in.csv", 0, 100, 2000)
+    _csv(tmp_path / "in.csv", 0, 400, 2000)
     worker = start_worker(concurrency=1, env={**SMALL_BATCHES, "BICONIC_JOB_RETRIES": "1"})
     job = engine.submit(tmp_path / "in.csv", into=table, spec=SLOW_RULE)
     for attempt in (1, 2):
