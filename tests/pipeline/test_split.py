@@ -95,3 +95,23 @@ def test_a_split_ndjson_load_gives_the_rows_of_a_whole_load(tmp_path: Path, pg_d
     assert sql(f'SELECT id, amount FROM "{table}_split" ORDER BY id') == \
         sql(f'SELECT id, amount FROM "{table}" ORDER BY id')
     assert _quarantine(sql, f"{table}_split") == _quarantine(sql, table)
+
+
+def test_the_cli_takes_split_mb_as_a_reader_option(tmp_path: Path, pg_dsn: str, table: str, sql: Sql) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    path = _orders(tmp_path)
+    args = ["load", str(path), "--into", table, "--dsn", pg_dsn, "--option", "split_mb=0.002",
+            "--max-rejected", "off", "--json"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.output)
+    assert report["source_partitions"] >= 3 and report["rows_in"] == 400
+    again = json.loads(CliRunner().invoke(cli, args).output)
+    assert again["rows_loaded"] == 0 and again["skipped_partitions"] == report["source_partitions"]
+    bad = CliRunner().invoke(cli, [*args[:6], "split_mb=-2"])
+    assert bad.exit_code != 0 and "split_mb" in bad.output and "Traceback" not in bad.output
