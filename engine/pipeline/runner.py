@@ -59,12 +59,17 @@ def _check_table_name(name: str) -> None:
                                         "spaces, '-' and '_' are fine; '.' separates the schema)")
 
 
+#: reader options that change how a source is cut into partitions, not what its rows are
+_CUTTING = frozenset({"split_mb"})
+
+
 def spec_hash(spec: LoadSpec) -> str:
     """What makes the same file a different load: the steps and rules, partitioning, mode, keys, reader
-    options, layout. Part of every load key."""
+    options (not ``split_mb``: a range's key holds its bytes), layout. Part of every load key."""
     t = spec.target
+    options = sorted((k, v) for k, v in spec.source.options.items() if k not in _CUTTING)
     text = "\x1f".join([spec.pipeline.fingerprint(), str(t.partition_by), t.granularity, str(t.hash_partitions),
-                        t.mode, ",".join(t.key), repr(sorted(spec.source.options.items())),
+                        t.mode, ",".join(t.key), repr(options),
                         *([t.layout] if t.layout != "table" else [])])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -38,15 +38,21 @@ class Partition:
     former: tuple[tuple[str, str], ...] = ()
     #: the file's stat when it was hashed; its rows commit only if it still holds (files only)
     stat: tuple[int, ...] | None = None
+    #: a file's byte range ``[start, end)`` when a big text file is split (``split_mb``); None: the whole file
+    span: tuple[int, int] | None = None
+    #: the file's records before :attr:`span` (so a range's row numbers are the whole file's)
+    rows_before: int = 0
 
     @property
     def origin(self) -> str:
-        """What the partition reads, whatever its data holds: a file's path (and sheet), else its key. A file
-        fixed and loaded again has the same origin, so its old quarantine rows are superseded."""
+        """What the partition reads, whatever its data holds: a file's path (and sheet, or byte range), else its
+        key. A file fixed and loaded again has the same origin, so its old quarantine rows are superseded (a
+        range's, by the same range)."""
         if self.path is None:
             return self.key
         sheet = self.options.get("sheet")
-        return str(self.path.resolve()) + (f"#{sheet}" if sheet else "")
+        span = f"@{self.span[0]}-{self.span[1]}" if self.span else ""
+        return str(self.path.resolve()) + (f"#{sheet}" if sheet else "") + span
 
     @property
     def file(self) -> Path:

@@ -16,7 +16,7 @@ import polars as pl
 from engine.settings import settings
 
 __all__ = ["ChunkFactory", "open_binary", "record_chunks", "record_end",
-           "row_slices", "sliced_chunks", "split_records"]
+           "row_slices", "scan_records", "sliced_chunks", "split_records"]
 
 #: A chunk: given how many rows came before it in the partition, its lazy frame.
 ChunkFactory = Callable[[int], pl.LazyFrame]
@@ -33,15 +33,17 @@ def open_binary(src: str | IO[bytes]) -> IO[bytes]:
     return src
 
 
-def _scan_records(block: bytes, at: int, parity: int, quote: bytes | None) -> tuple[int, int]:
-    """The index just past the first newline in ``block[at:]`` outside quotes (-1 if none), and the quote
-    parity carried to the end of what was examined."""
+def scan_records(block: bytes, at: int, parity: int, quote: bytes | None,
+                 stop: int | None = None) -> tuple[int, int]:
+    """The index just past the first newline in ``block[at:stop]`` outside quotes (-1 if none), and the quote
+    parity carried to the end of what was examined (``stop``, else the block's end)."""
     pos = at
+    end = len(block) if stop is None else stop
     while True:
-        nl = block.find(b"\n", pos)
+        nl = block.find(b"\n", pos, end)
         if nl == -1:
             if quote:
-                parity = (parity + block.count(quote, pos)) % 2
+                parity = (parity + block.count(quote, pos, end)) % 2
             return -1, parity
         if quote:
             parity = (parity + block.count(quote, pos, nl)) % 2
@@ -58,7 +60,7 @@ def record_end(f: IO[bytes], start: int, quote: bytes | None) -> int:
         block = f.read(_BLOCK)
         if not block:
             return offset
-        end, parity = _scan_records(block, 0, parity, quote)
+        end, parity = scan_records(block, 0, parity, quote)
         if end != -1:
             return offset + end
         offset += len(block)
@@ -68,35 +70,47 @@ def split_records(data: bytes, quote: bytes | None) -> tuple[bytes, bytes] | Non
     """``data`` (whole records) cut in two at the record boundary nearest its middle; None for one record."""
     middle = len(data) // 2
     parity = data.count(quote, 0, middle) % 2 if quote else 0
-    end, _ = _scan_records(data, middle, parity, quote)
+    end, _ = scan_records(data, middle, parity, quote)
     if end == -1 or end >= len(data):
-        end, _ = _scan_records(data, 0, 0, quote)
+        end, _ = scan_records(data, 0, 0, quote)
         if end == -1 or end >= len(data):
             return None
     return data[:end], data[end:]
 
 
-def record_chunks(f: IO[bytes], start: int, target: int, quote: bytes | None) -> Iterator[bytes]:
-    """Whole records from ``start`` to the end, about ``target`` bytes at a time, read sequentially.
+def record_chunks(f: IO[bytes], start: int, target: int, quote: bytes | None,
+                  stop: int | None = None) -> Iterator[bytes]:
+    """Whole records from ``start`` to ``stop`` (a record boundary, else the end), about ``target`` bytes at a
+    time, read sequentially.
 
     A cut is made only at a newline where the count of quote characters since the chunk began is even, so
     every chunk starts outside quotes (RFC 4180's doubled quotes keep the count even). Reading with
     ``read`` rather than a memory map keeps file pages out of the process's resident set.
     """
     f.seek(start)
+    left = -1 if stop is None else max(stop - start, 0)  # -1: no bound
+
+    def read(n: int) -> bytes:
+        nonlocal left
+        if left < 0:
+            return f.read(n)
+        data = f.read(min(n, left))
+        left -= len(data)
+        return data
+
     carry = b""
     while True:
-        head = carry + f.read(max(target - len(carry), 0))
+        head = carry + read(max(target - len(carry), 0))
         if not head:
             return
         parts = [head]
         parity = head.count(quote) % 2 if quote else 0
         while True:
-            more = f.read(_BLOCK)
+            more = read(_BLOCK)
             if not more:
                 yield b"".join(parts)
                 return
-            end, parity = _scan_records(more, 0, parity, quote)
+            end, parity = scan_records(more, 0, parity, quote)
             if end == -1:
                 parts.append(more)
                 continue

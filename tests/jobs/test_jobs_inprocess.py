@@ -85,6 +85,25 @@ def test_a_folder_fans_out_one_task_per_file_and_loads_every_row_once(
     assert row_count(sql, table) == 100
 
 
+def test_a_single_csv_with_split_mb_fans_out_by_byte_ranges(
+        tmp_path: Path, worker: None, jobs_env: str, sql: Sql, table: str) -> None:
+    """One big file is not one worker's job: its byte ranges are tasks of their own, and every row loads once."""
+    import engine
+
+    (path,) = _files(tmp_path / "in", 1, rows=400)
+    split = path.stat().st_size / 5 / (1 << 20)  # five ranges, give or take a record
+    job = engine.submit(path, into=table, partition_by="created_at", options={"split_mb": split})
+    assert job.wait(timeout=120).state == "done", job.status()["error"]
+    report = job.status()["reports"][0]
+    assert len(report["tasks"]) >= 4 and all(t["part"] >= 0 for t in report["tasks"])
+    assert report["rows_loaded"] == 400 and report["rows_in"] == 400
+    assert row_count(sql, table) == 400
+    assert sql(f'SELECT count(DISTINCT order_id) FROM "{table}"')[0][0] == 400
+    again = engine.submit(path, into=table, partition_by="created_at", options={"split_mb": split}).wait(timeout=120)
+    assert again.status()["reports"][0]["skipped_partitions"] == len(report["tasks"])
+    assert row_count(sql, table) == 400
+
+
 def test_replace_runs_as_one_task_so_it_stays_one_transaction(
         tmp_path: Path, worker: None, jobs_env: str, sql: Sql, table: str) -> None:
     import engine

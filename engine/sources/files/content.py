@@ -26,7 +26,8 @@ import xxhash
 from engine.errors import SourceError
 from engine.settings import settings
 
-__all__ = ["BLOCK", "Stat", "content_hash", "content_keys", "file_stat", "hash_stream", "unchanged"]
+__all__ = ["BLOCK", "Stat", "content_hash", "content_keys", "file_stat", "hash_stream", "recall", "remember",
+           "unchanged"]
 
 #: bytes read (and held) at a time while hashing
 BLOCK = 1 << 20
@@ -110,6 +111,8 @@ def _connect() -> sqlite3.Connection | None:
         folder.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(folder / "content-hashes.sqlite3", timeout=10)
         db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, stat TEXT NOT NULL, hash TEXT NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS derived (path TEXT NOT NULL, what TEXT NOT NULL, stat TEXT NOT NULL, "
+                   "value TEXT NOT NULL, PRIMARY KEY (path, what))")
     except (OSError, sqlite3.Error):
         return None
     return db
@@ -133,3 +136,27 @@ def _remember(name: str, stat: Stat, digest: str) -> None:
         return
     with contextlib.closing(db), contextlib.suppress(sqlite3.Error), db:
         db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?)", (name, repr(stat), digest))
+
+
+def recall(path: Path, stat: Stat, what: str) -> str | None:
+    """Something worked out from the file's bytes (``what`` names it and its parameters, e.g. its byte ranges
+    for a split size), remembered while its ``stat`` holds: every job task of a split file lists its ranges."""
+    db = _connect()
+    if db is None:
+        return None
+    with contextlib.closing(db):
+        try:
+            row = db.execute("SELECT value FROM derived WHERE path = ? AND what = ? AND stat = ?",
+                             (str(path.resolve()), what, repr(stat))).fetchone()
+        except sqlite3.Error:
+            return None
+    return str(row[0]) if row else None
+
+
+def remember(path: Path, stat: Stat, what: str, value: str) -> None:
+    """Keep ``value`` for :func:`recall` (not kept when the data folder cannot hold the cache: slower, not wrong)."""
+    db = _connect()
+    if db is None:
+        return
+    with contextlib.closing(db), contextlib.suppress(sqlite3.Error), db:
+        db.execute("INSERT OR REPLACE INTO derived VALUES (?, ?, ?, ?)", (str(path.resolve()), what, repr(stat), value))

@@ -17,6 +17,7 @@ from engine.settings import settings
 from engine.sources.base import Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory, open_binary, record_chunks, record_end, split_records
 from engine.sources.files.local import file_partitions, transcode_to_utf8
+from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
 from engine.types import ISO_FORMS, parse_type
 
 __all__ = ["CsvSource"]
@@ -52,6 +53,8 @@ class CsvSource:
 
     Every column is read as text and converted to the type inferred from the first ``infer_rows`` rows (or
     given in ``dtypes``), so a value that does not fit quarantines its row instead of failing the load.
+    ``split_mb`` lists a bigger file as byte ranges of about that many MiB, each a partition of its own (a job
+    loads them on several workers); the ranges read the header's names and types from the file's start.
 
     >>> CsvSource(paths=(Path("orders.csv"),), delimiter=";", encoding="latin-1")  # doctest: +SKIP
     """
@@ -66,6 +69,7 @@ class CsvSource:
     comment_prefix: str | None = None
     infer_rows: int = 10_000
     dtypes: Mapping[str, str] = field(default_factory=dict)
+    split_mb: float | None = None
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -97,9 +101,23 @@ class CsvSource:
                 parse_type(str(type_name))
             except ValueError as exc:
                 raise SpecError(f"source.dtypes.{name}", str(exc)) from exc
+        if split_bytes(self.split_mb) and self.encoding.lower() not in _UTF8:
+            raise SpecError("source.split_mb", f"splits only UTF-8 files, this one is {self.encoding}; "
+                                               "convert it to UTF-8 first, or load it whole")
 
     def partitions(self) -> list[Partition]:
-        return file_partitions(self.paths)
+        parts = file_partitions(self.paths)
+        split = split_bytes(self.split_mb)
+        if split is None:
+            return parts
+        quote = self._quote()
+
+        def body(path: Path) -> int:
+            with open(path, "rb") as f:
+                return self._body_start(f, quote)[0]
+
+        comment = self.comment_prefix.encode() if self.comment_prefix else None
+        return split_partitions(parts, split=split, quote=quote, body=body, comment=comment)
 
     def _open(self, partition: Partition) -> str | IO[bytes]:
         if self.encoding.lower() in _UTF8:
@@ -136,7 +154,7 @@ class CsvSource:
         """Column names and the types inferred from the first ``infer_rows`` rows (or given in ``dtypes``);
         worked out once per partition (a load with a unique rule reads the partition two or three times)."""
         cache = self.__dict__.setdefault("_layouts", {})  # not a field: fields are the source's options
-        key = (partition.key, partition.fingerprint)
+        key = (str(partition.file), partition.fingerprint)  # a file's ranges share its layout
         if key not in cache:
             cache[key] = self._infer_layout(src, partition)
         names, inferred = cache[key]
@@ -184,7 +202,12 @@ class CsvSource:
         names, inferred = self._layout(src, partition)
         f = open_binary(src)
         try:
-            _, lines = self._body_start(f, self._quote())
+            body, lines = self._body_start(f, self._quote())
+            if partition.span is not None:  # a range: its bytes (about split_mb), read as one chunk
+                start, stop = range_bytes(partition, body)
+                f.seek(start)
+                return _CsvChunk(self, partition, names, inferred, f.read((stop or start) - start),
+                                 first_row=1 + lines + partition.rows_before)(0)
         finally:
             if isinstance(src, str):
                 f.close()
@@ -229,12 +252,14 @@ class CsvSource:
         f = open_binary(src)
         try:
             body, lines = self._body_start(f, quote)
+            start, stop = range_bytes(partition, body)
+            first_row = 1 + lines + partition.rows_before
             produced = False
-            for data in record_chunks(f, body, settings().chunk_bytes, quote):
+            for data in record_chunks(f, start, settings().chunk_bytes, quote, stop):
                 produced = True
-                yield _CsvChunk(self, partition, names, inferred, data, first_row=1 + lines)
+                yield _CsvChunk(self, partition, names, inferred, data, first_row=first_row)
             if not produced:
-                yield _CsvChunk(self, partition, names, inferred, b"", first_row=1 + lines)
+                yield _CsvChunk(self, partition, names, inferred, b"", first_row=first_row)
         finally:
             f.close()
 

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
-from engine.errors import SourceError, first_line
+from engine.errors import SourceError, SpecError, first_line
 from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
 from engine.sources.base import Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory, record_chunks, sliced_chunks
 from engine.sources.files.local import file_partitions
+from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
 
 __all__ = ["JsonSource"]
 
@@ -26,14 +27,25 @@ class JsonSource:
     """JSON files. ``ndjson`` streams line by line in bounded memory; a JSON array is parsed whole (one file
     at a time), so prefer NDJSON for big exports. The schema is the union of fields over the
     whole file (NDJSON: chunk by chunk), or over the first ``infer_rows`` rows when set (faster, but keys first
-    seen later are not read)."""
+    seen later are not read). ``split_mb`` (NDJSON) lists a bigger file as ranges of whole lines of about that
+    many MiB, each a partition of its own, all read with the whole file's schema."""
 
     paths: tuple[Path, ...]
     lines: bool = False
     infer_rows: int | None = None
+    split_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        if split_bytes(self.split_mb) and not self.lines:
+            raise SpecError("source.split_mb", "splits only NDJSON (one object per line); a JSON array is parsed "
+                                               "whole: export NDJSON, or load it without split_mb")
 
     def partitions(self) -> list[Partition]:
-        return file_partitions(self.paths)
+        parts = file_partitions(self.paths)
+        split = split_bytes(self.split_mb)
+        if split is None:
+            return parts
+        return split_partitions(parts, split=split, quote=None, body=lambda _: 0, counting="ndjson")
 
     def _infer(self, partition: Partition) -> dict[str, pl.DataType]:
         """The union of fields and types over the file (or its first ``infer_rows`` lines), chunk by chunk.
@@ -41,6 +53,13 @@ class JsonSource:
         A key first seen late in the file must become a column, not vanish; inferring per chunk keeps memory
         bounded where one Polars inference over the whole file would map all of it.
         """
+        cache = self.__dict__.setdefault("_schemas", {})  # not a field: fields are the source's options
+        key = (str(partition.file), partition.fingerprint)  # a file's ranges share its schema
+        if key not in cache:
+            cache[key] = self._infer_file(partition)
+        return dict(cache[key])
+
+    def _infer_file(self, partition: Partition) -> dict[str, pl.DataType]:
         if self.infer_rows is not None:
             return dict(pl.scan_ndjson(partition.file, infer_schema_length=self.infer_rows).collect_schema())
         frames: list[pl.DataFrame] = []
@@ -85,6 +104,12 @@ class JsonSource:
         try:
             if self.lines:
                 schema, scalars = self._read_schema(partition)
+                if partition.span is not None:  # a range: its bytes (about split_mb), read as one piece
+                    pieces = self._pieces(partition, schema, scalars, whole=True)
+                    try:
+                        return next(pieces)(0)
+                    finally:
+                        pieces.close()  # closes the file
                 frame = pl.scan_ndjson(partition.file, schema=schema)
             else:
                 frame = pl.read_json(partition.file, infer_schema_length=None).lazy()
@@ -103,14 +128,23 @@ class JsonSource:
             schema, scalars = self._read_schema(partition)
         except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
             raise SourceError(partition.label, f"not a readable NDJSON file: {first_line(exc)}") from exc
+        yield from self._pieces(partition, schema, scalars)
+
+    def _pieces(self, partition: Partition, schema: dict[str, pl.DataType], scalars: dict[str, pl.DataType],
+                whole: bool = False) -> Generator[ChunkFactory, None, None]:
+        """The partition's lines (its range's, when split) in chunks, or in one piece when ``whole``."""
+        first = 1 + partition.rows_before
+
         def chunk(data: bytes, rows_before: int) -> pl.LazyFrame:
             if not data.strip():
-                return self._finish(pl.LazyFrame(schema=schema), scalars, 1 + rows_before)
-            return self._finish(pl.scan_ndjson(data, schema=schema), scalars, 1 + rows_before)
+                return self._finish(pl.LazyFrame(schema=schema), scalars, first + rows_before)
+            return self._finish(pl.scan_ndjson(data, schema=schema), scalars, first + rows_before)
 
+        start, stop = range_bytes(partition)
+        size = (stop - start) if whole and stop is not None else settings().chunk_bytes
         with open(partition.file, "rb") as f:
             produced = False
-            for data in record_chunks(f, 0, settings().chunk_bytes, None):
+            for data in record_chunks(f, start, max(size, 1), None, stop):
                 produced = True
                 yield functools.partial(chunk, data)
             if not produced:
