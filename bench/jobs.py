@@ -87,7 +87,7 @@ class Bench:
 
     # --- data, tables, jobs -------------------------------------------------------------------------------
     def file(self, name: str, rows: int, *, offset: int, connection: int | None) -> Path:
-        path = self.args.data / "jobs" / name
+        path: Path = self.args.data / "jobs" / name
         if not path.exists():
             write(path, rows, offset=offset, connection_id=connection)
         return path
@@ -120,7 +120,7 @@ class Bench:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{left} of {len(ids)} job(s) unfinished after {self.args.timeout:g} s")
             time.sleep(0.5)
-        out = []
+        out: list[dict[str, Any]] = []
         # "committed": when the job's last partition task committed its rows (the job is marked done later, by
         # the chord's final task)
         for line in self.db.sql(
@@ -146,7 +146,7 @@ class Bench:
     def imports(self) -> list[tuple[Path, int]]:
         """(file, connection) of the many-imports case, connections taken in turn (as they would arrive)."""
         a = self.args
-        out = []
+        out: list[tuple[Path, int]] = []
         for k in range(a.imports):
             conn = k % a.connections + 1
             out.append((self.file(f"c{conn}_{k}_{a.rows}.csv", a.rows, offset=k * a.rows, connection=conn), conn))
