@@ -33,6 +33,11 @@ bench-micro *ARGS:
     pip install -q -e '.[bench]'
     python -m pytest bench/micro --benchmark-only -q {{ARGS}}
 
+# the job queue under load (about 10 min): 100 imports of 100k rows submitted at once to `biconic worker --concurrency 2`
+# beside `biconic load` one by one and `psql \copy`, then 10M rows in 10 files over 1 vs 2 worker processes
+bench-jobs *ARGS:
+    python bench/jobs.py {{ARGS}}
+
 # ruff + mypy + the house rules (folder layers, module/class/function sizes)
 lint:
     ruff check engine tests bench

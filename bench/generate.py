@@ -41,8 +41,12 @@ def frame(rows: int, *, seed: int = 42, offset: int = 0) -> pl.DataFrame:
     }).with_columns(pl.col("unit_price").cast(pl.Decimal(10, 2)), pl.col("order_date").cast(pl.Date))
 
 
-def write(path: Path, rows: int, *, seed: int = 42, chunk: int = 1_000_000) -> Path:
-    """Write ``rows`` rows in the format given by the extension, in chunks so memory stays flat."""
+def write(path: Path, rows: int, *, seed: int = 42, chunk: int = 1_000_000, offset: int = 0,
+          connection_id: int | None = None) -> Path:
+    """Write ``rows`` rows in the format given by the extension, in chunks so memory stays flat.
+
+    ``offset`` shifts the ids (files of one set then hold different rows, so the engine's ledger, which keys a
+    file by its bytes, loads each); ``connection_id`` gives every row that one connection (CSV, NDJSON)."""
     fmt = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == ".xlsx":
@@ -51,7 +55,9 @@ def write(path: Path, rows: int, *, seed: int = 42, chunk: int = 1_000_000) -> P
         return _write_parquet(path, rows, seed=seed, chunk=chunk)
     with open(path, "wb") as out:
         for i, done in enumerate(range(0, rows, chunk)):
-            part = frame(min(chunk, rows - done), seed=seed, offset=done)
+            part = frame(min(chunk, rows - done), seed=seed, offset=offset + done)
+            if connection_id is not None:
+                part = part.with_columns(pl.lit(connection_id, pl.Int64).alias("connection_id"))
             if fmt == ".csv":
                 part.write_csv(out, include_header=(i == 0))
             elif fmt in (".ndjson", ".jsonl"):
