@@ -97,12 +97,13 @@ class Bench:
         self.tables.add(table)
         self.db.drop(table)
 
-    def submit(self, path: Path | str, table: str, connection: int | None) -> str:
+    def submit(self, path: Path | str, table: str, connection: int | None,
+               options: dict[str, Any] | None = None) -> str:
         from engine.jobs.client import submit
 
         archive: str | bool = str(self.db.archive) if self.args.archive else False
         job = submit(str(path), into=table, connection_id=connection, partition_by="created_at:month",
-                     archive=archive, dsn=self.db.dsn)
+                     archive=archive, dsn=self.db.dsn, options=options or {})
         self.job_ids.append(job.job_id)
         return job.job_id
 
@@ -214,14 +215,20 @@ class Bench:
         a = self.args
         per = a.fanout_rows // FAN_FILES
         folder = f"fan_{a.fanout_rows}"
-        for i in range(FAN_FILES):  # rows carry connections 1..20 of their own
-            self.file(f"{folder}/part_{i:02d}.csv", per, offset=i * per, connection=None)
+        options: dict[str, Any] = {}
+        if a.fanout_split:  # one file, cut into byte ranges of about fanout_split MiB (one task per range)
+            source: Path | str = self.file(f"{folder}/whole.csv", per * FAN_FILES, offset=0, connection=None)
+            options = {"split_mb": a.fanout_split}
+        else:
+            for i in range(FAN_FILES):  # rows carry connections 1..20 of their own
+                self.file(f"{folder}/part_{i:02d}.csv", per, offset=i * per, connection=None)
+            source = a.data / "jobs" / folder / "*.csv"
         table = f"{SCHEMA}.jobs_fanout_c{concurrency}"
         self.fresh(table)
         self.start_worker(concurrency)
         assert self.worker is not None
         probe = Sampler(self.worker.proc.pid).start()
-        [job] = self.wait([self.submit(a.data / "jobs" / folder / "*.csv", table, None)])
+        [job] = self.wait([self.submit(source, table, None, options)])
         usage = probe.stop()
         self.stop_worker()
         self.check(table, per * FAN_FILES)
@@ -292,7 +299,8 @@ def print_tables(doc: dict[str, Any]) -> None:
               f"/ {lat['p99']:.2f} | {rss} | {f['cpu_main_s']:.1f} + {f['cpu_children_s']:.1f} | "
               f"{f['pg_cpu_ours_s']:.1f} / {f['pg_cpu_all_s']:.1f} | {f['redis_cpu_s']:.2f} | "
               f"{f['machine_busy_s']:.1f} |")
-    print(f"\nfan-out: {a['fanout_rows']:,} rows in {FAN_FILES} files, one job")
+    shape = f"one file, split_mb={a['fanout_split']:g}" if a.get("fanout_split") else f"{FAN_FILES} files"
+    print(f"\nfan-out: {a['fanout_rows']:,} rows in {shape}, one job")
     print("| worker processes | wall s | rows/s | peak RSS MB main / children | CPU s main + children | "
           "PostgreSQL CPU s worker's / all | Redis CPU s | machine busy s |")
     print("|---:|---:|---:|---|---|---|---:|---:|")
@@ -351,6 +359,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=1, help="runs of the many-imports lines (median)")
     p.add_argument("--fanout-rows", type=int, default=10_000_000,
                    help=f"rows of the fanned-out import, in {FAN_FILES} files (0: skip this part)")
+    p.add_argument("--fanout-split", type=float, default=0.0, metavar="MB",
+                   help="fan out ONE file of --fanout-rows rows cut into byte ranges of MB MiB (split_mb) "
+                        "instead of 10 files")
     p.add_argument("--fanout-runs", type=int, default=1, help="runs per concurrency, interleaved (median)")
     p.add_argument("--archive", action=argparse.BooleanOptionalAction, default=True,
                    help="engine loads write their archive copy (the engine's default) to bench/data/archive")

@@ -22,8 +22,8 @@ __all__ = ["beat", "jobs", "submit", "worker"]
               help="Grow towards MAX processes while more than BICONIC_AUTOSCALE_GROW_ABOVE tasks are queued, "
                    "shrink towards MIN while fewer than BICONIC_AUTOSCALE_SHRINK_BELOW (e.g. 16,2).")
 @click.option("--queues", default=None, metavar="NAME,...",
-              help="Queues to take tasks from [default: biconic]; biconic.control (the jobs' short steps) is "
-                   "always added.")
+              help="Queues to take tasks from [default: biconic]; biconic.control (the jobs' finishing steps) "
+                   "is always added.")
 @click.option("--loglevel", default="INFO", show_default=True, help="Celery's log level.")
 def worker(concurrency: int | None, autoscale: str | None, queues: str | None, loglevel: str) -> None:
     """Start a worker: a Celery prefork pool of spawn-started processes that run the queued imports.

@@ -291,12 +291,12 @@ def test_a_job_finishes_when_its_rows_are_in_not_when_the_whole_backlog_is(
     assert before <= 2, f"{before} of job B's 6 partitions ran before job A (queued first) was finished"
 
 
-def test_the_jobs_short_steps_go_to_the_control_queue_that_every_worker_takes_from() -> None:
+def test_the_jobs_finishing_steps_go_to_the_control_queue_that_every_worker_takes_from() -> None:
     from engine.jobs.app import CONTROL_QUEUE, QUEUE, app, consumed_queues
 
     route = app.amqp.router.route
     assert route({}, "biconic.stage_done")["queue"].name == CONTROL_QUEUE
-    assert route({}, "biconic.plan")["queue"].name == CONTROL_QUEUE
+    assert route({}, "biconic.plan")["queue"].name == QUEUE  # a burst's plans must not queue before it
     assert route({}, "biconic.partition")["queue"].name == QUEUE
     assert consumed_queues(None) == f"{QUEUE},{CONTROL_QUEUE}"
     assert consumed_queues("big, small") == f"big,small,{CONTROL_QUEUE}"
