@@ -15,7 +15,7 @@ from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
 from engine.sources.base import Partition, reader_from_frame
-from engine.sources.chunks import ChunkFactory, open_binary, record_chunks, record_end, split_records
+from engine.sources.chunks import ChunkFactory, bare_cr_to_lf, open_binary, record_chunks, record_end, split_records
 from engine.sources.files.local import file_partitions, transcode_to_utf8
 from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
 from engine.types import ISO_FORMS, parse_type
@@ -44,6 +44,7 @@ def _iso_temporal(sample: pl.DataFrame) -> dict[str, pl.DataType]:
     return found
 
 
+_HEAD = 1 << 20  # bytes looked at for bare CR line ends
 _UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf8-sig", "utf_8", "utf_8_sig"}
 
 
@@ -120,9 +121,15 @@ class CsvSource:
         return split_partitions(parts, split=split, quote=quote, body=body, comment=comment)
 
     def _open(self, partition: Partition) -> str | IO[bytes]:
-        if self.encoding.lower() in _UTF8:
+        """The file as Polars can read it: itself, or a UTF-8 copy with LF line ends when it is in another
+        encoding or its first MiB has bare CR line ends (later ones are mended chunk by chunk)."""
+        utf8 = self.encoding.lower() in _UTF8
+        with open(partition.file, "rb") as f:
+            head = f.read(_HEAD)
+        newlines = bare_cr_to_lf(head.removesuffix(b"\r"), self._quote())[0] != head.removesuffix(b"\r")
+        if utf8 and not newlines:
             return str(partition.file)
-        return transcode_to_utf8(partition.file, self.encoding)
+        return transcode_to_utf8(partition.file, self.encoding, quote=self._quote(), newlines=newlines or not utf8)
 
     def _common(self, partition: Partition) -> dict[str, Any]:
         return {
@@ -286,6 +293,7 @@ class _CsvChunk:
         schema = {n: pl.String() for n in self.names}
         if not data or data.isspace():  # a header-only file: no rows, but the columns
             return pl.LazyFrame(schema={ROW_COLUMN: pl.UInt32(), **schema})
+        data = bare_cr_to_lf(data, self.source._quote())[0]  # a late bare CR line end (the chunk starts a record)
         return pl.scan_csv(data, has_header=False, schema=schema, row_index_name=ROW_COLUMN,
                            row_index_offset=row_offset, **common)
 

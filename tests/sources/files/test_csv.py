@@ -381,3 +381,25 @@ def test_hidden_and_lock_files_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "~$orders.csv").write_bytes(b"\x05owner lock")
     assert [p.label for p in open_source(tmp_path).partitions()] == ["orders.csv"]
     assert [p.label for p in open_source(str(tmp_path / "*orders.csv")).partitions()] == ["orders.csv"]
+
+
+@pytest.mark.parametrize("content", [
+    b'id,v\r\n1,a\n2,b\r3,"c\rd"\r\n4,e\r5,f',  # CRLF, LF and bare CR mixed, no final newline
+    b"id,v\r1,a\r2,b\r3,c\r",  # old Mac: bare CR only
+    b"id,v\n1,a\n2,b\n3,c\n4,d\r5,e\r\n",  # a late bare CR (past the head looked at), mended in its chunk
+])
+def test_mixed_line_endings_load_as_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes) -> None:
+    """Polars ends records only at LF, so a bare CR used to merge rows ("found more fields than defined");
+    a CR inside quotes stays in the value. Chunked (cut every ~16 bytes) and whole reads agree."""
+    monkeypatch.setenv("BICONIC_CHUNK_MB", str(16 / (1 << 20)))
+    path = tmp_path / "endings.csv"
+    path.write_bytes(content)
+    scanned = _visible(_one(path))
+    monkeypatch.setattr("engine.sources.files.csv._HEAD", 8)  # chunks mend CRs the head did not show
+    chunked = _visible(_chunked(path))
+    assert chunked.rows() == scanned.rows()
+    assert scanned.columns == ["id", "v"]
+    assert scanned["id"].to_list() == list(range(1, scanned.height + 1))
+    assert scanned.height >= 3
+    if b'"c\rd"' in content:
+        assert scanned["v"].to_list() == ["a", "b", "c\rd", "e", "f"]
