@@ -131,6 +131,7 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
             state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=spec_hash(spec),
                               progress=progress, store=store, full_refresh=full_refresh)
             failures = _load(state, only)
+            report.notes = list(getattr(state.source, "notes", list)())  # what the source guessed
         if report.rows_loaded or report.mode == "replace":
             refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
         _finished(report, started)

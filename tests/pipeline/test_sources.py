@@ -66,6 +66,17 @@ def test_latin1_file_with_the_encoding_option(tmp_path: Path, pg_dsn: str, table
     assert sql(f'SELECT día, ciudad, importe FROM "{table}"') == [(dt.date(2024, 1, 1), "Peñíscola", "€5")]
 
 
+def test_a_semicolon_file_loads_in_columns_and_the_report_names_the_delimiter(tmp_path: Path, pg_dsn: str,
+                                                                              table: str, sql: Sql) -> None:
+    """Read with ``,`` it used to load as one column ``id_created_at_name`` with exit 0."""
+    path = tmp_path / "semi.csv"
+    path.write_text("id;created_at;name\n1;2024-01-01;a\n2;2024-01-02;b\n", encoding="utf-8")
+    report = engine.load(path, into=table, dsn=pg_dsn)
+    assert sql(f'SELECT id, name FROM "{table}" ORDER BY id') == [(1, "a"), (2, "b")]
+    assert report.notes == ["semi.csv: delimiter ';' (sniffed; set --option delimiter=... to override)"]
+    assert "read: semi.csv: delimiter ';'" in report.summary()
+
+
 # --- a broken source --------------------------------------------------------------------------------------------------
 def test_corrupt_parquet_is_a_source_error(tmp_path: Path, pg_dsn: str, table: str) -> None:
     path = tmp_path / "broken.parquet"

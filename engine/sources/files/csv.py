@@ -18,6 +18,7 @@ from engine.sources.base import Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory, bare_cr_to_lf, open_binary, record_chunks, record_end, split_records
 from engine.sources.files.local import file_partitions, transcode_to_utf8
 from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
+from engine.sources.files.sniff import sniff_delimiter
 from engine.types import ISO_FORMS, parse_type
 
 __all__ = ["CsvSource"]
@@ -45,6 +46,7 @@ def _iso_temporal(sample: pl.DataFrame) -> dict[str, pl.DataType]:
 
 
 _HEAD = 1 << 20  # bytes looked at for bare CR line ends
+_SNIFF = 1 << 16  # bytes looked at for the delimiter
 _UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf8-sig", "utf_8", "utf_8_sig"}
 
 
@@ -61,7 +63,7 @@ class CsvSource:
     """
 
     paths: tuple[Path, ...]
-    delimiter: str = ","
+    delimiter: str | None = None
     quote_char: str | None = '"'
     has_header: bool = True
     encoding: str = "utf-8"
@@ -91,7 +93,7 @@ class CsvSource:
         for name, ok, expected in checks:
             if not ok:
                 raise SpecError(f"source.{name}", f"expected {expected}, got {getattr(self, name)!r}")
-        if not isinstance(self.delimiter, str) or len(self.delimiter.encode()) != 1:
+        if self.delimiter is not None and (not isinstance(self.delimiter, str) or len(self.delimiter.encode()) != 1):
             raise SpecError("source.delimiter", f"expected one single-byte character, got {self.delimiter!r}")
         if self.quote_char is not None and (not isinstance(self.quote_char, str)
                                             or len(self.quote_char.encode()) != 1):
@@ -133,7 +135,7 @@ class CsvSource:
 
     def _common(self, partition: Partition) -> dict[str, Any]:
         return {
-            "separator": self.delimiter,
+            "separator": self._delimiter(partition),
             "quote_char": self.quote_char,
             "skip_rows": self.skip_rows,
             "comment_prefix": self.comment_prefix,
@@ -142,6 +144,29 @@ class CsvSource:
             or None,
             "encoding": "utf8-lossy" if partition.options.get("utf8_lossy") else "utf8",
         }
+
+    def _delimiter(self, partition: Partition) -> str:
+        """The ``delimiter`` option, or when not given the one sniffed from the file's first lines."""
+        if self.delimiter is not None:
+            return self.delimiter
+        found: dict[str, str] = self.__dict__.setdefault("_delimiters", {})  # not a field: fields are options
+        name = str(partition.file)
+        if name not in found:
+            with open(partition.file, "rb") as f:
+                head = f.read(_SNIFF)
+            try:
+                text = head.decode(self.encoding, errors="replace")
+            except LookupError:  # an unknown encoding is reported when the file is opened
+                text = head.decode("utf-8", errors="replace")
+            found[name] = sniff_delimiter(text.removeprefix("\ufeff"),
+                                          quote=self.quote_char, skip_rows=self.skip_rows,
+                                          comment=self.comment_prefix, complete=len(head) < _SNIFF)
+        return found[name]
+
+    def notes(self) -> list[str]:
+        """What was guessed about the files read so far (for the load report)."""
+        return [f"{Path(name).name}: delimiter {d!r} (sniffed; set --option delimiter=... to override)"
+                for name, d in self.__dict__.get("_delimiters", {}).items()]
 
     def _sniff(self, partition: Partition) -> dict[str, Any]:
         # Header and type sample are read lossily: invalid UTF-8 must surface while streaming, where the

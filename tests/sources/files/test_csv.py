@@ -403,3 +403,25 @@ def test_mixed_line_endings_load_as_rows(tmp_path: Path, monkeypatch: pytest.Mon
     assert scanned.height >= 3
     if b'"c\rd"' in content:
         assert scanned["v"].to_list() == ["a", "b", "c\rd", "e", "f"]
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|", ","])
+def test_delimiter_is_sniffed_when_not_given(tmp_path: Path, delimiter: str) -> None:
+    """A ``;`` file read with ``,`` used to load as one column named ``id;created_at;name``; a decimal comma
+    in a ``;`` file and a delimiter inside quotes must not mislead the guess. The report says what was used."""
+    path = tmp_path / "guess.csv"
+    d = delimiter
+    path.write_text(f'id{d}amount{d}name\n1{d}"1,5"{d}"a;b|c"\n2{d}"2,0"{d}x\n', encoding="utf-8")
+    source = open_source(path)
+    df = _visible(source.scan(source.partitions()[0]).collect())
+    assert df.columns == ["id", "amount", "name"]
+    assert df.rows() == [(1, "1,5", "a;b|c"), (2, "2,0", "x")]
+    assert source.notes() == [f"guess.csv: delimiter {d!r} (sniffed; set --option delimiter=... to override)"]  # type: ignore[attr-defined]
+
+
+def test_explicit_delimiter_is_respected(tmp_path: Path) -> None:
+    path = tmp_path / "semi.csv"
+    path.write_text("id;name\n1;a\n", encoding="utf-8")
+    source = open_source(path, options={"delimiter": ","})
+    assert _visible(source.scan(source.partitions()[0]).collect()).columns == ["id;name"]
+    assert source.notes() == []  # type: ignore[attr-defined]
