@@ -77,6 +77,17 @@ def test_a_semicolon_file_loads_in_columns_and_the_report_names_the_delimiter(tm
     assert "read: semi.csv: delimiter ';'" in report.summary()
 
 
+def test_a_cp1252_file_without_the_encoding_option_is_detected(tmp_path: Path, pg_dsn: str, table: str,
+                                                                sql: Sql) -> None:
+    """It used to end with every accented row quarantined; now it loads and the report says cp1252."""
+    path = tmp_path / "latin.csv"
+    path.write_bytes("".join(["día;ciudad\n"] + [f"{i};Peñíscola {i}\n" for i in range(10)]).encode("cp1252"))
+    report = engine.load(path, into=table, dsn=pg_dsn)
+    assert (report.rows_loaded, report.rows_quarantined) == (10, 0)
+    assert sql(f'SELECT ciudad FROM "{table}" ORDER BY día LIMIT 1') == [("Peñíscola 0",)]
+    assert report.notes[0].startswith("latin.csv: encoding cp1252 (detected")
+
+
 # --- a broken source --------------------------------------------------------------------------------------------------
 def test_corrupt_parquet_is_a_source_error(tmp_path: Path, pg_dsn: str, table: str) -> None:
     path = tmp_path / "broken.parquet"

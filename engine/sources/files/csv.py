@@ -18,7 +18,7 @@ from engine.sources.base import Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory, bare_cr_to_lf, open_binary, record_chunks, record_end, split_records
 from engine.sources.files.local import file_partitions, transcode_to_utf8
 from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
-from engine.sources.files.sniff import sniff_delimiter
+from engine.sources.files.sniff import WESTERN, legacy_encoding, sniff_delimiter
 from engine.types import ISO_FORMS, parse_type
 
 __all__ = ["CsvSource"]
@@ -47,6 +47,7 @@ def _iso_temporal(sample: pl.DataFrame) -> dict[str, pl.DataType]:
 
 _HEAD = 1 << 20  # bytes looked at for bare CR line ends
 _SNIFF = 1 << 16  # bytes looked at for the delimiter
+_DETECT = 4 << 20  # bytes looked at for the encoding when none is given
 _UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf8-sig", "utf_8", "utf_8_sig"}
 
 
@@ -66,7 +67,7 @@ class CsvSource:
     delimiter: str | None = None
     quote_char: str | None = '"'
     has_header: bool = True
-    encoding: str = "utf-8"
+    encoding: str | None = None
     null_values: tuple[str, ...] = ()
     skip_rows: int = 0
     comment_prefix: str | None = None
@@ -81,7 +82,8 @@ class CsvSource:
              and self.skip_rows >= 0, "a whole number >= 0"),
             ("infer_rows", isinstance(self.infer_rows, int) and not isinstance(self.infer_rows, bool)
              and self.infer_rows >= 1, "a whole number >= 1"),
-            ("encoding", isinstance(self.encoding, str) and bool(self.encoding), "an encoding name"),
+            ("encoding", self.encoding is None or (isinstance(self.encoding, str) and bool(self.encoding)),
+             "an encoding name"),
             ("comment_prefix", self.comment_prefix is None or (isinstance(self.comment_prefix, str)
                                                                and 1 <= len(self.comment_prefix) <= 5),
              "1 to 5 characters, or null"),
@@ -104,7 +106,7 @@ class CsvSource:
                 parse_type(str(type_name))
             except ValueError as exc:
                 raise SpecError(f"source.dtypes.{name}", str(exc)) from exc
-        if split_bytes(self.split_mb) and self.encoding.lower() not in _UTF8:
+        if split_bytes(self.split_mb) and self.encoding is not None and self.encoding.lower() not in _UTF8:
             raise SpecError("source.split_mb", f"splits only UTF-8 files, this one is {self.encoding}; "
                                                "convert it to UTF-8 first, or load it whole")
 
@@ -125,13 +127,14 @@ class CsvSource:
     def _open(self, partition: Partition) -> str | IO[bytes]:
         """The file as Polars can read it: itself, or a UTF-8 copy with LF line ends when it is in another
         encoding or its first MiB has bare CR line ends (later ones are mended chunk by chunk)."""
-        utf8 = self.encoding.lower() in _UTF8
+        encoding = self._encoding(partition)
+        utf8 = encoding.lower() in _UTF8
         with open(partition.file, "rb") as f:
             head = f.read(_HEAD)
         newlines = bare_cr_to_lf(head.removesuffix(b"\r"), self._quote())[0] != head.removesuffix(b"\r")
         if utf8 and not newlines:
             return str(partition.file)
-        return transcode_to_utf8(partition.file, self.encoding, quote=self._quote(), newlines=newlines or not utf8)
+        return transcode_to_utf8(partition.file, encoding, quote=self._quote(), newlines=newlines or not utf8)
 
     def _common(self, partition: Partition) -> dict[str, Any]:
         return {
@@ -155,7 +158,7 @@ class CsvSource:
             with open(partition.file, "rb") as f:
                 head = f.read(_SNIFF)
             try:
-                text = head.decode(self.encoding, errors="replace")
+                text = head.decode(self._encoding(partition), errors="replace")
             except LookupError:  # an unknown encoding is reported when the file is opened
                 text = head.decode("utf-8", errors="replace")
             found[name] = sniff_delimiter(text.removeprefix("\ufeff"),
@@ -163,10 +166,32 @@ class CsvSource:
                                           comment=self.comment_prefix, complete=len(head) < _SNIFF)
         return found[name]
 
+    def _encoding(self, partition: Partition) -> str:
+        """The ``encoding`` option, or when not given UTF-8 unless the file's first MiBs are clearly in another
+        (:func:`legacy_encoding`): cp1252 is read as such, any other guess is a one-line hint to say it."""
+        if self.encoding is not None:
+            return self.encoding
+        found: dict[str, str] = self.__dict__.setdefault("_encodings", {})
+        name = str(partition.file)
+        if name not in found:
+            with open(partition.file, "rb") as f:
+                head = f.read(_DETECT)
+            guess = legacy_encoding(head, complete=len(head) < _DETECT)
+            if guess is not None and guess != WESTERN:
+                raise SourceError(partition.label, f"not UTF-8, it looks like {guess}: "
+                                                   f"try --option encoding={guess}")
+            if guess is not None and split_bytes(self.split_mb):
+                raise SourceError(partition.label, f"not UTF-8 (it looks like {guess}) and split_mb splits only "
+                                                   "UTF-8 files; convert it to UTF-8 first, or load it whole")
+            found[name] = guess or "utf-8"
+        return found[name]
+
     def notes(self) -> list[str]:
         """What was guessed about the files read so far (for the load report)."""
-        return [f"{Path(name).name}: delimiter {d!r} (sniffed; set --option delimiter=... to override)"
-                for name, d in self.__dict__.get("_delimiters", {}).items()]
+        return [*(f"{Path(name).name}: encoding {e} (detected, not UTF-8; set --option encoding=... to override)"
+                  for name, e in self.__dict__.get("_encodings", {}).items() if e != "utf-8"),
+                *(f"{Path(name).name}: delimiter {d!r} (sniffed; set --option delimiter=... to override)"
+                  for name, d in self.__dict__.get("_delimiters", {}).items())]
 
     def _sniff(self, partition: Partition) -> dict[str, Any]:
         # Header and type sample are read lossily: invalid UTF-8 must surface while streaming, where the

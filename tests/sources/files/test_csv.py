@@ -425,3 +425,37 @@ def test_explicit_delimiter_is_respected(tmp_path: Path) -> None:
     source = open_source(path, options={"delimiter": ","})
     assert _visible(source.scan(source.partitions()[0]).collect()).columns == ["id;name"]
     assert source.notes() == []  # type: ignore[attr-defined]
+
+
+def test_a_whole_cp1252_file_is_detected_and_read_as_such(tmp_path: Path) -> None:
+    """Read as UTF-8 every accented row used to be quarantined (0 rows loaded); the report says what was used."""
+    path = tmp_path / "clientes.csv"
+    lines = ["id,nombre"] + [f"{i},Peña Muñoz €{i}" if i % 3 else f"{i},Smith" for i in range(30)]
+    path.write_bytes("\n".join(lines).encode("cp1252"))
+    source = open_source(path)
+    df = _visible(source.scan(source.partitions()[0]).collect())
+    assert df["nombre"].to_list()[:3] == ["Smith", "Peña Muñoz €1", "Peña Muñoz €2"]
+    assert source.notes()[0].startswith("clientes.csv: encoding cp1252 (detected")  # type: ignore[attr-defined]
+    told = open_source(path, options={"encoding": "utf-8"})
+    assert told._encoding(told.partitions()[0]) == "utf-8"  # type: ignore[attr-defined]  # told: no detection
+    assert _visible(_chunked(path)).rows() == df.rows()
+
+
+def test_another_legacy_encoding_is_a_one_line_hint(tmp_path: Path) -> None:
+    path = tmp_path / "ru.csv"
+    path.write_bytes(("id,name\n" + "".join(f"{i},Москва Санкт-Петербург {i}\n" for i in range(20))).encode("cp1251"))
+    with pytest.raises(SourceError, match=r"not UTF-8, it looks like cp1251: try --option encoding=cp1251") as info:
+        _one(path)
+    assert info.value.source == "ru.csv" and "\n" not in str(info.value)
+    assert _visible(_one(path, encoding="cp1251"))["name"][0] == "Москва Санкт-Петербург 0"
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    (b"id,name\n1,ok\n2,bad\xff\n3,fine\n", None),  # one bad line: its row is quarantined
+    ("id,n\n1,é\n2,ü\n".encode() + b"3,caf\xe9\n" * 5, None),  # valid UTF-8 accents: a few bad bytes
+    (b"id,n\n" + b"1,caf\xe9\n" * 5, "cp1252"),
+])
+def test_legacy_encoding_guess(head: bytes, expected: str | None) -> None:
+    from engine.sources.files.sniff import legacy_encoding
+
+    assert legacy_encoding(head, complete=True) == expected
