@@ -41,6 +41,7 @@ __all__ = [
     "BeatRunningError",
     "BiconicError",
     "BrokerUnavailableError",
+    "EmptySourceError",
     "HostileInputError",
     "IntegrityError",
     "PartialLoadError",
@@ -112,6 +113,15 @@ class SourceError(BiconicError):
         if column is not None:
             where += f", column {column!r}"
         super().__init__(f"{where}: {message}")
+
+
+class EmptySourceError(SourceError):
+    """A file with no rows (0 bytes, a header only, or only blank lines): an error unless the load allows it,
+    so a failed export is not a silent 0-row success."""
+
+    def __init__(self, source: str, what: str) -> None:
+        super().__init__(source, f"{what}; nothing to load (pass --allow-empty, or allow_empty=True, to accept "
+                                 "an empty file)")
 
 
 class HostileInputError(SourceError):

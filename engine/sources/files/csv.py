@@ -10,7 +10,7 @@ from typing import IO, Any
 import polars as pl
 import pyarrow as pa
 
-from engine.errors import SourceError, SpecError, first_line
+from engine.errors import EmptySourceError, SourceError, SpecError, first_line
 from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
@@ -64,10 +64,10 @@ class CsvSource:
     """
 
     paths: tuple[Path, ...]
-    delimiter: str | None = None
+    delimiter: str | None = field(default=None, metadata={"default": "sniffed from the first lines (, ; tab |)"})
     quote_char: str | None = '"'
     has_header: bool = True
-    encoding: str | None = None
+    encoding: str | None = field(default=None, metadata={"default": "utf-8, or detected when not UTF-8"})
     null_values: tuple[str, ...] = ()
     skip_rows: int = 0
     comment_prefix: str | None = None
@@ -230,7 +230,7 @@ class CsvSource:
             if not isinstance(src, str):
                 src.seek(0)
         except pl.exceptions.NoDataError:
-            raise SourceError(partition.label, "the file is empty (no header row)") from None
+            raise EmptySourceError(partition.label, "the file is empty (no header row)") from None
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise SourceError(partition.label, f"not a readable CSV file: {first_line(exc)}") from exc
         for name, type_name in self.dtypes.items():
@@ -311,14 +311,24 @@ class CsvSource:
             body, lines = self._body_start(f, quote)
             start, stop = range_bytes(partition, body)
             first_row = 1 + lines + partition.rows_before
-            produced = False
+            produced = records = False
             for data in record_chunks(f, start, settings().chunk_bytes, quote, stop):
                 produced = True
+                records = records or not data.isspace()
                 yield _CsvChunk(self, partition, names, inferred, data, first_row=first_row)
             if not produced:
                 yield _CsvChunk(self, partition, names, inferred, b"", first_row=first_row)
+            if not records:  # a header only, or blank lines: told to the pipeline by empty()
+                self.__dict__.setdefault("_empty", set()).add(partition.key)
         finally:
             f.close()
+
+    def empty(self, partition: Partition) -> str | None:
+        """Why the partition had no rows, once :meth:`chunks` has read it to the end (None: it had some).
+        A range of a split file is not a file: only a whole file can be empty."""
+        if partition.span is not None or partition.key not in self.__dict__.get("_empty", set()):
+            return None
+        return "no rows: the file has a header only, or only blank lines"
 
     def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:
         return reader_from_frame(self.scan(partition), columns=columns)
