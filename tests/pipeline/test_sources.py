@@ -88,6 +88,25 @@ def test_a_cp1252_file_without_the_encoding_option_is_detected(tmp_path: Path, p
     assert report.notes[0].startswith("latin.csv: encoding cp1252 (detected")
 
 
+def _wide(path: Path, names: list[str]) -> Path:
+    path.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n")
+    return path
+
+
+def test_more_columns_than_postgresql_allows_names_the_file(tmp_path: Path, pg_dsn: str, table: str,
+                                                            sql: Sql) -> None:
+    """It used to be PostgreSQL's raw CREATE/ALTER error, which names no file; nothing is created."""
+    with pytest.raises(SourceError) as info:
+        engine.load(_wide(tmp_path / "wide.csv", [f"c{i}" for i in range(1700)]), into=table, dsn=pg_dsn)
+    message = str(info.value)
+    assert message.startswith("wide.csv: the table would need 1702 columns, more than the 1600")
+    assert "--layout document" in message and "\n" not in message
+    assert sql("SELECT to_regclass($1) IS NULL", [f'"{table}"']) == [(True,)]
+    engine.load(_wide(tmp_path / "half.csv", [f"a{i}" for i in range(900)]), into=table, dsn=pg_dsn)
+    with pytest.raises(SourceError, match=r"^more.csv: the table would need 1802 columns \(it has 902\)"):
+        engine.load(_wide(tmp_path / "more.csv", [f"b{i}" for i in range(900)]), into=table, dsn=pg_dsn)
+
+
 # --- a broken source --------------------------------------------------------------------------------------------------
 def test_corrupt_parquet_is_a_source_error(tmp_path: Path, pg_dsn: str, table: str) -> None:
     path = tmp_path / "broken.parquet"
