@@ -459,3 +459,13 @@ def test_legacy_encoding_guess(head: bytes, expected: str | None) -> None:
     from engine.sources.files.sniff import legacy_encoding
 
     assert legacy_encoding(head, complete=True) == expected
+
+
+def test_bare_cr_copy_is_exact_across_its_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LF copy is made in blocks: a CR at a block's end waits for the next byte (CRLF stays one line end),
+    and the quote parity carries over, so a quoted CR split from its quotes stays in its value."""
+    monkeypatch.setattr("engine.sources.files.local._CHUNK", 3)
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b'id,v\r1,"a\rb"\r2,c\r\n3,"d\r\ne"\r4,f')
+    df = _visible(_one(path))
+    assert df.rows() == [(1, "a\rb"), (2, "c"), (3, "d\r\ne"), (4, "f")]
