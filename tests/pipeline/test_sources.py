@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.errors import SourceError
+from engine.errors import EmptySourceError, SourceError
 from tests.support import Sql, accounted, child_bounds, orders_frame, row_count
 
 
@@ -105,6 +105,22 @@ def test_more_columns_than_postgresql_allows_names_the_file(tmp_path: Path, pg_d
     engine.load(_wide(tmp_path / "half.csv", [f"a{i}" for i in range(900)]), into=table, dsn=pg_dsn)
     with pytest.raises(SourceError, match=r"^more.csv: the table would need 1802 columns \(it has 902\)"):
         engine.load(_wide(tmp_path / "more.csv", [f"b{i}" for i in range(900)]), into=table, dsn=pg_dsn)
+
+
+@pytest.mark.parametrize("content", [b"", b"id,day\n"])
+def test_replace_with_an_empty_file_only_when_allowed(tmp_path: Path, pg_dsn: str, table: str, sql: Sql,
+                                                    content: bytes) -> None:
+    """Refused, an empty export keeps the table's rows; allowed, it replaces them with nothing."""
+    (tmp_path / "full.csv").write_text("id,day\n1,2024-01-01\n")
+    engine.load(tmp_path / "full.csv", into=table, dsn=pg_dsn)
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(content)
+    with pytest.raises(EmptySourceError, match="^empty.csv: .*--allow-empty"):
+        engine.load(empty, into=table, mode="replace", dsn=pg_dsn)
+    assert row_count(sql, table) == 1
+    report = engine.load(empty, into=table, mode="replace", allow_empty=True, dsn=pg_dsn)
+    assert (report.rows_in, report.rows_loaded) == (0, 0)
+    assert row_count(sql, table) == 0
 
 
 # --- a broken source --------------------------------------------------------------------------------------------------
