@@ -85,7 +85,8 @@ def load_arguments(params: dict[str, Any]) -> dict[str, Any]:
         "sheet": None if not sheets else sheets[0] if len(sheets) == 1 else list(sheets), "format": params["fmt"],
         "options": parse_options(params["options"]), "contract": params["contract"], "dsn": params["dsn"],
         "archive": False if params["no_archive"] else params["archive"], "layout": params["layout"],
-        "max_rejected": params["max_rejected"], "full_refresh": params["full_refresh"],
+        "max_rejected": params["max_rejected"], "allow_empty": params["allow_empty"],
+        "full_refresh": params["full_refresh"],
     }
 
 
@@ -137,5 +138,7 @@ _LOAD_OPTIONS: list[Callable[[Any], Any]] = [
     click.option("--max-rejected", default=None, metavar="SHARE|N%|ROWS|off",
                  help="A file (or sheet) with more rejected rows than this, or with every row rejected, fails and "
                       "commits nothing: 0.5, 50%, 1000 rows, or off [default: 50%]."),
+    click.option("--allow-empty", is_flag=True, default=False,
+                 help="A file with no rows (empty, a header only, blank lines) loads as 0 rows instead of failing."),
     full_refresh_option,
 ]

@@ -6,6 +6,7 @@
     ├── SpecError                exit 2   the pipeline spec or an argument is wrong (carries a dotted ``path``)
     ├── QueryError               exit 2   DuckDB refused or failed an ad-hoc query (syntax, unknown table)
     ├── SourceError              exit 3   a source cannot be read: missing, corrupt, truncated, wrong format
+    │   ├── EmptySourceError     exit 3   a file with no rows (0 bytes, a header only, blank lines), unless allowed
     │   ├── HostileInputError    exit 3   a parser crashed or blew its memory/time limit in its sandbox
     │   ├── RejectedError        exit 3   too many of a file's rows were rejected (or all): nothing of it committed
     │   └── SourceUnavailableError exit 3 a database or API kept failing or is unreachable (also a TransientError)
@@ -41,6 +42,7 @@ __all__ = [
     "BeatRunningError",
     "BiconicError",
     "BrokerUnavailableError",
+    "EmptySourceError",
     "HostileInputError",
     "IntegrityError",
     "PartialLoadError",
@@ -112,6 +114,15 @@ class SourceError(BiconicError):
         if column is not None:
             where += f", column {column!r}"
         super().__init__(f"{where}: {message}")
+
+
+class EmptySourceError(SourceError):
+    """A file with no rows (0 bytes, a header only, or only blank lines): an error unless the load allows it,
+    so a failed export is not a silent 0-row success."""
+
+    def __init__(self, source: str, what: str) -> None:
+        super().__init__(source, f"{what}; nothing to load (pass --allow-empty, or allow_empty=True, to accept "
+                                 "an empty file)")
 
 
 class HostileInputError(SourceError):

@@ -52,6 +52,8 @@ class LoadReport:
     columns_added: list[str] = field(default_factory=list)
     columns_widened: list[str] = field(default_factory=list)
     time_column: str | None = None
+    #: what the source guessed rather than was told (a CSV's sniffed delimiter, its detected encoding)
+    notes: list[str] = field(default_factory=list)
     #: which PostgreSQL received the rows (password masked, or "embedded PostgreSQL in <folder>")
     database: str = ""
     source_bytes: int = 0
@@ -100,6 +102,7 @@ class LoadReport:
             rules = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.quarantine_by_rule.items()))
             lines.append(f"  quarantined by rule: {rules}  "
                          f"(see: biconic quarantine {self.table} --load {self.load_id})")
+        lines.extend(f"  read: {note}" for note in self.notes)
         if self.columns_added or self.columns_widened:
             lines.append(f"  schema: added {self.columns_added or '-'}, widened {self.columns_widened or '-'}")
         return "\n".join(lines)

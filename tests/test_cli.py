@@ -101,7 +101,8 @@ def test_sources_lists_every_kind_with_options() -> None:
     kinds = {entry["kind"]: entry for entry in json.loads(result.output)}
     assert {"csv", "tsv", "parquet", "json", "ndjson", "excel", "postgresql", "mysql", "mongodb", "rest",
             "graphql", "adbc"} <= set(kinds)
-    assert kinds["csv"]["options"]["delimiter"] == "default ','"
+    assert kinds["csv"]["options"]["delimiter"] == "default: sniffed from the first lines (, ; tab |)"
+    assert kinds["tsv"]["options"]["delimiter"] == "default '\\t'"
     assert "sheets" in kinds["excel"]["options"]
     for kind in ("postgresql", "mysql", "mongodb", "rest", "graphql", "adbc"):  # importable here, options listed
         assert not kinds[kind]["summary"].startswith("unavailable"), kinds[kind]
@@ -190,6 +191,24 @@ def test_load_with_every_row_rejected_exits_3_with_the_reasons(tmp_path: Path, p
     opted_out = CliRunner().invoke(cli, [*args, "--max-rejected", "off", "--json"])
     assert opted_out.exit_code == 0, opted_out.output
     assert json.loads(opted_out.stdout)["rows_quarantined"] == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("content", [b"day,qty\n", b"day,qty\n\n\r\n  \n", b""])
+def test_an_empty_csv_fails_in_one_line_unless_allowed(tmp_path: Path, pg_dsn: str, table: str, sql: Sql,
+                                                      content: bytes) -> None:
+    """A header only, blank lines or 0 bytes used to be a silent 0-row success; --allow-empty accepts it."""
+    (tmp_path / "export.csv").write_bytes(content)
+    args = ["load", str(tmp_path / "export.csv"), "--into", table, "--dsn", pg_dsn]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 3, result.output
+    assert result.stderr.startswith("error: export.csv: ") and "--allow-empty" in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+    allowed = CliRunner().invoke(cli, [*args, "--allow-empty", "--json"])
+    assert allowed.exit_code == 0, allowed.output
+    report = json.loads(allowed.stdout)
+    assert (report["rows_in"], report["rows_loaded"]) == (0, 0)
+    assert report["source_details"][0]["source"] == "export.csv"
 
 
 @pytest.mark.postgres

@@ -58,6 +58,7 @@ def load(
     layout: str = "table",
     source_name: str | None = None,
     max_rejected: float | int | str | None = None,
+    allow_empty: bool = False,
     full_refresh: bool = False,
     progress: Progress | None = None,
 ) -> LoadReport:
@@ -81,6 +82,8 @@ def load(
     ``(_import_id, connection_id, data jsonb, created_at)`` (for schemaless sources: MongoDB, REST).
     ``max_rejected``: a file or sheet with more rejected rows than this (``0.5``, ``"50%"``, ``1000`` rows,
     ``"off"``; see :mod:`engine.spec.limits`), or with every row rejected, fails and commits nothing.
+    ``allow_empty=True``: a file with no rows (0 bytes, a header only, blank lines) is a 0-row success, not
+    an error (:class:`~engine.errors.EmptySourceError`).
     ``full_refresh=True`` loads every partition again on purpose (append adds the rows a second time; see
     :mod:`engine.pipeline.reload`).
     """
@@ -91,7 +94,7 @@ def load(
         connection_override=connection_override, partition_by=partition_by, hash_partitions=hash_partitions,
         mode=mode, key=key, spec=spec, sheet=sheet, format="python" if in_memory is not None else format,
         options=options, contract=contract, dsn=dsn, archive=archive, layout=layout, source_name=source_name,
-        max_rejected=max_rejected)
+        max_rejected=max_rejected, allow_empty=allow_empty)
     return run_load(spec_obj, progress=progress, source=in_memory, full_refresh=full_refresh)
 
 
@@ -115,6 +118,7 @@ def load_spec(
     layout: str = "table",
     source_name: str | None = None,
     max_rejected: float | int | str | None = None,
+    allow_empty: bool = False,
 ) -> LoadSpec:
     """The :class:`LoadSpec` that :func:`load` runs for these arguments (a job builds it again in a worker);
     bad arguments fail here, before anything runs."""
@@ -126,6 +130,7 @@ def load_spec(
         "hash_partitions": hash_partitions, "mode": mode,
         "key": [key] if isinstance(key, str) else list(key or []), "contract": contract, "dsn": dsn,
         "archive": archive, "layout": layout, "max_rejected": max_rejected,
+        "allow_empty": allow_empty,
     })
     return LoadSpec(source=SourceSpec(path=str(source), format=format, options=opts), target=target,
                     pipeline=pipeline)

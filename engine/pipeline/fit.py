@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.errors import SchemaDriftError, SpecError
+from engine.errors import SchemaDriftError, SourceError, SpecError
 from engine.ids import UUID_TEXT, kind_mismatch, kind_of
 from engine.pipeline.context import LoadState
 from engine.pipeline.document import DOC_DATA, DOC_TIME
@@ -31,6 +31,9 @@ from engine.postgres.schema import pg_to_polars, reconcile
 from engine.sources.base import Partition
 from engine.sources.chunks import ChunkFactory
 from engine.types import pg_type, to_loadable
+
+#: columns a PostgreSQL table may have (MaxHeapAttributeNumber)
+PG_MAX_COLUMNS = 1600
 
 __all__ = ["Prepared", "build", "prepare"]
 
@@ -75,6 +78,7 @@ def prepare(state: LoadState, partition: Partition, first_chunk: ChunkFactory, *
     time_column, add_loaded_at = _time_column(state, plan, info)
     if add_loaded_at:
         add_loaded_at_column(plan, state.loaded_at)
+    _check_width(partition, plan, info)
     text_casts: dict[str, pl.DataType] = {}
     casts: dict[str, pl.DataType] = {}
     if info is None:
@@ -92,6 +96,17 @@ def prepare(state: LoadState, partition: Partition, first_chunk: ChunkFactory, *
                         known_names=known_names)
     prepared.columns = list(build(state, first, prepared).columns)
     return prepared
+
+
+def _check_width(partition: Partition, plan: Plan, info: TableInfo | None) -> None:
+    """More columns than a PostgreSQL table can have, said before any CREATE or ALTER (whose raw error does
+    not name the file)."""
+    total = len(set(plan.columns) | set(info.columns if info is not None else ()))
+    if total > PG_MAX_COLUMNS:
+        had = f" (it has {len(info.columns)})" if info is not None else ""
+        raise SourceError(partition.label, f"the table would need {total} columns{had}, more than the "
+                                           f"{PG_MAX_COLUMNS} PostgreSQL allows; load it with --layout document "
+                                           "(each row one jsonb document), or select fewer columns")
 
 
 def _connection_type(state: LoadState, info: TableInfo | None, first: pl.LazyFrame,

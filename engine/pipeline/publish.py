@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.archive.writer import ArchiveWriter
-from engine.errors import SpecError
+from engine.errors import EmptySourceError, SpecError
 from engine.ids import ConnectionId, equals_sql, kind_mismatch
 from engine.names import qualified, quote_ident
 from engine.pipeline.context import LoadState
@@ -222,7 +222,12 @@ def replace_all(state: LoadState, partitions: list[Partition], keys: list[str]) 
         elif existed:
             session.run(f"DELETE FROM {qualified(target.table)}")
         for partition, key in zip(partitions, keys, strict=True):
-            counted.append(_replace_one(state, partition, key, fresh_table=not existed))
+            try:
+                counted.append(_replace_one(state, partition, key, fresh_table=not existed))
+            except EmptySourceError:  # a 0-byte file, failed before any SQL of its own
+                if not target.allow_empty:
+                    raise
+                counted.append(Counts())
         info = ddl.describe(session, target.table, conn=session.data)
         if not existed and info is not None and info.time_column:
             ddl.create_indexes(session, target.table, info.time_column, conn=session.data)  # after the rows: faster

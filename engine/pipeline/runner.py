@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from engine.archive.store import Store
 from engine.errors import (
     BiconicError,
+    EmptySourceError,
     PartialLoadError,
     RejectedError,
     SourceError,
@@ -131,6 +132,7 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
             state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=spec_hash(spec),
                               progress=progress, store=store, full_refresh=full_refresh)
             failures = _load(state, only)
+            report.notes = list(getattr(state.source, "notes", list)())  # what the source guessed
         if report.rows_loaded or report.mode == "replace":
             refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
         _finished(report, started)
@@ -222,6 +224,10 @@ def _commit_partitions(state: LoadState, partitions: list[Partition],
         try:
             load_partition(state, partition, chosen)
         except BiconicError as exc:
+            if isinstance(exc, EmptySourceError) and state.target.allow_empty:  # a 0-byte file: no columns
+                state.session.rollback(state.session.ddl)
+                state.report.note(partition.label, "loaded")
+                continue
             if isinstance(exc, RejectedError):
                 keep_sample(state)
             if len(partitions) == 1 or isinstance(exc, StorageError):  # the next would fail too

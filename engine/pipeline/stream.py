@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from engine.archive.writer import ArchiveWriter
-from engine.errors import SpecError
+from engine.errors import EmptySourceError, SpecError
 from engine.handoff import Prefetch
 from engine.pipeline.batches import batches, quarantine_rows
 from engine.pipeline.context import LoadState
@@ -49,12 +49,23 @@ def stream(state: LoadState, partition: Partition, chunks: Iterator[ChunkFactory
     except pl.exceptions.PolarsError as exc:
         raise source_error(partition, exc) from exc
     counts.check(partition.label)
+    _refuse_empty(state, partition)
     if written is not None:
         counts.filtered += counts.loaded - written
         counts.loaded = written
     for rule, n in counts.by_rule.items():
         state.report.quarantine_by_rule[rule] = state.report.quarantine_by_rule.get(rule, 0) + n
     return counts
+
+
+def _refuse_empty(state: LoadState, partition: Partition) -> None:
+    """A file with no rows fails (rolled back) unless the load allows it: a failed export must not pass as a
+    0-row success. Sources that can tell (CSV) say so with ``empty``; for others 0 rows may be normal (an
+    incremental query with nothing new)."""
+    empty = getattr(state.source, "empty", None)
+    why = empty(partition) if empty is not None and not state.target.allow_empty else None
+    if why is not None:
+        raise EmptySourceError(partition.label, why)
 
 
 def _refuse_given_twice(state: LoadState, partition: Partition, bad: pl.DataFrame) -> None:

@@ -8,6 +8,7 @@ whole records, columnar and in-memory frames into row slices, and each chunk is 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterator
 from typing import IO
 
@@ -15,7 +16,7 @@ import polars as pl
 
 from engine.settings import settings
 
-__all__ = ["ChunkFactory", "open_binary", "record_chunks", "record_end",
+__all__ = ["ChunkFactory", "bare_cr_to_lf", "open_binary", "record_chunks", "record_end",
            "row_slices", "scan_records", "sliced_chunks", "split_records"]
 
 #: A chunk: given how many rows came before it in the partition, its lazy frame.
@@ -23,6 +24,24 @@ ChunkFactory = Callable[[int], pl.LazyFrame]
 
 
 _BLOCK = 1 << 16
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def bare_cr_to_lf(data: bytes, quote: bytes | None, parity: int = 0) -> tuple[bytes, int]:
+    """``data`` with each CR that is not followed by LF, outside quotes, made an LF (old Mac line ends, or
+    mixed in with CRLF and LF: Polars ends records only at LF), and the quote parity at its end.
+
+    One byte for one, so offsets and record cuts stay valid; a CR inside a quoted value is kept. ``parity`` is
+    1 when ``data`` starts inside quotes; a caller reading in blocks keeps a block's final CR for the next.
+    """
+    if b"\r" not in data or not _BARE_CR.search(data):
+        return data, (parity + data.count(quote)) % 2 if quote else 0
+    if not quote:
+        return _BARE_CR.sub(b"\n", data), 0
+    parts = data.split(quote)
+    for i in range(parity, len(parts), 2):  # segments outside quotes; a doubled quote toggles twice
+        parts[i] = _BARE_CR.sub(b"\n", parts[i])
+    return quote.join(parts), (parity + len(parts) - 1) % 2
 
 
 def open_binary(src: str | IO[bytes]) -> IO[bytes]:

@@ -340,6 +340,8 @@ class TargetSpec(_Spec):
     layout: Layout = Field(default="table", validate_default=True)
     #: rejected rows a source partition may have before it fails: a share (0.5, "50%"), a count, or "off"
     max_rejected: Annotated[RejectLimit, BeforeValidator(_max_rejected)] = RejectLimit()
+    #: a file with no rows (0 bytes, a header only, blank lines) loads as a 0-row success instead of failing
+    allow_empty: bool = False
 
     @field_validator("key", mode="before")
     @classmethod

@@ -131,6 +131,8 @@ def describe_files() -> list[dict[str, Any]]:
 
 
 def _default(field: dataclasses.Field[Any]) -> str:
+    if "default" in field.metadata:  # a default worked out per file (a sniffed delimiter)
+        return f"default: {field.metadata['default']}"
     if field.default is not dataclasses.MISSING:
         return f"default {field.default!r}"
     if field.default_factory is not dataclasses.MISSING:

@@ -10,14 +10,15 @@ from typing import IO, Any
 import polars as pl
 import pyarrow as pa
 
-from engine.errors import SourceError, SpecError, first_line
+from engine.errors import EmptySourceError, SourceError, SpecError, first_line
 from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
 from engine.sources.base import Partition, reader_from_frame
-from engine.sources.chunks import ChunkFactory, open_binary, record_chunks, record_end, split_records
+from engine.sources.chunks import ChunkFactory, bare_cr_to_lf, open_binary, record_chunks, record_end, split_records
 from engine.sources.files.local import file_partitions, transcode_to_utf8
 from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
+from engine.sources.files.sniff import WESTERN, legacy_encoding, sniff_delimiter
 from engine.types import ISO_FORMS, parse_type
 
 __all__ = ["CsvSource"]
@@ -44,6 +45,9 @@ def _iso_temporal(sample: pl.DataFrame) -> dict[str, pl.DataType]:
     return found
 
 
+_HEAD = 1 << 20  # bytes looked at for bare CR line ends
+_SNIFF = 1 << 16  # bytes looked at for the delimiter
+_DETECT = 4 << 20  # bytes looked at for the encoding when none is given
 _UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf8-sig", "utf_8", "utf_8_sig"}
 
 
@@ -60,10 +64,10 @@ class CsvSource:
     """
 
     paths: tuple[Path, ...]
-    delimiter: str = ","
+    delimiter: str | None = field(default=None, metadata={"default": "sniffed from the first lines (, ; tab |)"})
     quote_char: str | None = '"'
     has_header: bool = True
-    encoding: str = "utf-8"
+    encoding: str | None = field(default=None, metadata={"default": "utf-8, or detected when not UTF-8"})
     null_values: tuple[str, ...] = ()
     skip_rows: int = 0
     comment_prefix: str | None = None
@@ -78,7 +82,8 @@ class CsvSource:
              and self.skip_rows >= 0, "a whole number >= 0"),
             ("infer_rows", isinstance(self.infer_rows, int) and not isinstance(self.infer_rows, bool)
              and self.infer_rows >= 1, "a whole number >= 1"),
-            ("encoding", isinstance(self.encoding, str) and bool(self.encoding), "an encoding name"),
+            ("encoding", self.encoding is None or (isinstance(self.encoding, str) and bool(self.encoding)),
+             "an encoding name"),
             ("comment_prefix", self.comment_prefix is None or (isinstance(self.comment_prefix, str)
                                                                and 1 <= len(self.comment_prefix) <= 5),
              "1 to 5 characters, or null"),
@@ -90,7 +95,7 @@ class CsvSource:
         for name, ok, expected in checks:
             if not ok:
                 raise SpecError(f"source.{name}", f"expected {expected}, got {getattr(self, name)!r}")
-        if not isinstance(self.delimiter, str) or len(self.delimiter.encode()) != 1:
+        if self.delimiter is not None and (not isinstance(self.delimiter, str) or len(self.delimiter.encode()) != 1):
             raise SpecError("source.delimiter", f"expected one single-byte character, got {self.delimiter!r}")
         if self.quote_char is not None and (not isinstance(self.quote_char, str)
                                             or len(self.quote_char.encode()) != 1):
@@ -101,7 +106,7 @@ class CsvSource:
                 parse_type(str(type_name))
             except ValueError as exc:
                 raise SpecError(f"source.dtypes.{name}", str(exc)) from exc
-        if split_bytes(self.split_mb) and self.encoding.lower() not in _UTF8:
+        if split_bytes(self.split_mb) and self.encoding is not None and self.encoding.lower() not in _UTF8:
             raise SpecError("source.split_mb", f"splits only UTF-8 files, this one is {self.encoding}; "
                                                "convert it to UTF-8 first, or load it whole")
 
@@ -120,13 +125,20 @@ class CsvSource:
         return split_partitions(parts, split=split, quote=quote, body=body, comment=comment)
 
     def _open(self, partition: Partition) -> str | IO[bytes]:
-        if self.encoding.lower() in _UTF8:
+        """The file as Polars can read it: itself, or a UTF-8 copy with LF line ends when it is in another
+        encoding or its first MiB has bare CR line ends (later ones are mended chunk by chunk)."""
+        encoding = self._encoding(partition)
+        utf8 = encoding.lower() in _UTF8
+        with open(partition.file, "rb") as f:
+            head = f.read(_HEAD)
+        newlines = bare_cr_to_lf(head.removesuffix(b"\r"), self._quote())[0] != head.removesuffix(b"\r")
+        if utf8 and not newlines:
             return str(partition.file)
-        return transcode_to_utf8(partition.file, self.encoding)
+        return transcode_to_utf8(partition.file, encoding, quote=self._quote(), newlines=newlines or not utf8)
 
     def _common(self, partition: Partition) -> dict[str, Any]:
         return {
-            "separator": self.delimiter,
+            "separator": self._delimiter(partition),
             "quote_char": self.quote_char,
             "skip_rows": self.skip_rows,
             "comment_prefix": self.comment_prefix,
@@ -135,6 +147,51 @@ class CsvSource:
             or None,
             "encoding": "utf8-lossy" if partition.options.get("utf8_lossy") else "utf8",
         }
+
+    def _delimiter(self, partition: Partition) -> str:
+        """The ``delimiter`` option, or when not given the one sniffed from the file's first lines."""
+        if self.delimiter is not None:
+            return self.delimiter
+        found: dict[str, str] = self.__dict__.setdefault("_delimiters", {})  # not a field: fields are options
+        name = str(partition.file)
+        if name not in found:
+            with open(partition.file, "rb") as f:
+                head = f.read(_SNIFF)
+            try:
+                text = head.decode(self._encoding(partition), errors="replace")
+            except LookupError:  # an unknown encoding is reported when the file is opened
+                text = head.decode("utf-8", errors="replace")
+            found[name] = sniff_delimiter(text.removeprefix("\ufeff"),
+                                          quote=self.quote_char, skip_rows=self.skip_rows,
+                                          comment=self.comment_prefix, complete=len(head) < _SNIFF)
+        return found[name]
+
+    def _encoding(self, partition: Partition) -> str:
+        """The ``encoding`` option, or when not given UTF-8 unless the file's first MiBs are clearly in another
+        (:func:`legacy_encoding`): cp1252 is read as such, any other guess is a one-line hint to say it."""
+        if self.encoding is not None:
+            return self.encoding
+        found: dict[str, str] = self.__dict__.setdefault("_encodings", {})
+        name = str(partition.file)
+        if name not in found:
+            with open(partition.file, "rb") as f:
+                head = f.read(_DETECT)
+            guess = legacy_encoding(head, complete=len(head) < _DETECT)
+            if guess is not None and guess != WESTERN:
+                raise SourceError(partition.label, f"not UTF-8, it looks like {guess}: "
+                                                   f"try --option encoding={guess}")
+            if guess is not None and split_bytes(self.split_mb):
+                raise SourceError(partition.label, f"not UTF-8 (it looks like {guess}) and split_mb splits only "
+                                                   "UTF-8 files; convert it to UTF-8 first, or load it whole")
+            found[name] = guess or "utf-8"
+        return found[name]
+
+    def notes(self) -> list[str]:
+        """What was guessed about the files read so far (for the load report)."""
+        return [*(f"{Path(name).name}: encoding {e} (detected, not UTF-8; set --option encoding=... to override)"
+                  for name, e in self.__dict__.get("_encodings", {}).items() if e != "utf-8"),
+                *(f"{Path(name).name}: delimiter {d!r} (sniffed; set --option delimiter=... to override)"
+                  for name, d in self.__dict__.get("_delimiters", {}).items())]
 
     def _sniff(self, partition: Partition) -> dict[str, Any]:
         # Header and type sample are read lossily: invalid UTF-8 must surface while streaming, where the
@@ -173,7 +230,7 @@ class CsvSource:
             if not isinstance(src, str):
                 src.seek(0)
         except pl.exceptions.NoDataError:
-            raise SourceError(partition.label, "the file is empty (no header row)") from None
+            raise EmptySourceError(partition.label, "the file is empty (no header row)") from None
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise SourceError(partition.label, f"not a readable CSV file: {first_line(exc)}") from exc
         for name, type_name in self.dtypes.items():
@@ -254,14 +311,24 @@ class CsvSource:
             body, lines = self._body_start(f, quote)
             start, stop = range_bytes(partition, body)
             first_row = 1 + lines + partition.rows_before
-            produced = False
+            produced = records = False
             for data in record_chunks(f, start, settings().chunk_bytes, quote, stop):
                 produced = True
+                records = records or not data.isspace()
                 yield _CsvChunk(self, partition, names, inferred, data, first_row=first_row)
             if not produced:
                 yield _CsvChunk(self, partition, names, inferred, b"", first_row=first_row)
+            if not records:  # a header only, or blank lines: told to the pipeline by empty()
+                self.__dict__.setdefault("_empty", set()).add(partition.key)
         finally:
             f.close()
+
+    def empty(self, partition: Partition) -> str | None:
+        """Why the partition had no rows, once :meth:`chunks` has read it to the end (None: it had some).
+        A range of a split file is not a file: only a whole file can be empty."""
+        if partition.span is not None or partition.key not in self.__dict__.get("_empty", set()):
+            return None
+        return "no rows: the file has a header only, or only blank lines"
 
     def read(self, partition: Partition, *, columns: list[str] | None = None) -> pa.RecordBatchReader:
         return reader_from_frame(self.scan(partition), columns=columns)
@@ -286,6 +353,7 @@ class _CsvChunk:
         schema = {n: pl.String() for n in self.names}
         if not data or data.isspace():  # a header-only file: no rows, but the columns
             return pl.LazyFrame(schema={ROW_COLUMN: pl.UInt32(), **schema})
+        data = bare_cr_to_lf(data, self.source._quote())[0]  # a late bare CR line end (the chunk starts a record)
         return pl.scan_csv(data, has_header=False, schema=schema, row_index_name=ROW_COLUMN,
                            row_index_offset=row_offset, **common)
 

@@ -13,6 +13,7 @@ from typing import IO
 from engine.errors import SourceError
 from engine.settings import settings
 from engine.sources.base import Partition, file_fingerprint
+from engine.sources.chunks import bare_cr_to_lf
 from engine.sources.files.content import content_keys
 
 __all__ = ["check_file", "file_partitions", "transcode_to_utf8"]
@@ -20,11 +21,14 @@ __all__ = ["check_file", "file_partitions", "transcode_to_utf8"]
 _CHUNK = 1 << 20
 
 
-def transcode_to_utf8(path: Path, encoding: str) -> IO[bytes]:
-    """A UTF-8 copy of ``path`` as an unlinked temporary file (gone when closed), decoded in chunks.
+def transcode_to_utf8(path: Path, encoding: str, *, quote: bytes | None = None, newlines: bool = False) -> IO[bytes]:
+    """A UTF-8 copy of ``path`` as an unlinked temporary file (gone when closed), decoded in chunks; with
+    ``newlines``, bare CR line ends outside ``quote`` made LF (:func:`engine.sources.chunks.bare_cr_to_lf`).
 
-    Polars reads only UTF-8; streaming the conversion keeps memory flat for any file size.
+    Polars reads only UTF-8 and ends records only at LF; streaming the conversion keeps memory flat for any
+    file size.
     """
+    utf8 = encoding.lower().replace("_", "-") in {"utf-8", "utf8", "utf-8-sig", "utf8-sig"}
     try:
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     except LookupError:
@@ -33,18 +37,22 @@ def transcode_to_utf8(path: Path, encoding: str) -> IO[bytes]:
     folder = settings().data_path / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
     out = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - handed to the caller, closed by it
-    offset = 0
+    offset, parity, held = 0, 0, b""
     with open(path, "rb") as src:
         while True:
             chunk = src.read(_CHUNK)
             final = not chunk
             try:
-                text = decoder.decode(chunk, final=final)
+                data = chunk if utf8 else decoder.decode(chunk, final=final).encode("utf-8")
             except UnicodeDecodeError as exc:
                 out.close()
                 raise SourceError(str(path), f"byte {offset + exc.start} is not valid {encoding}: "
                                              f"{exc.reason}") from exc
-            out.write(text.encode("utf-8"))
+            if newlines:
+                data = held + data
+                data, held = (data[:-1], data[-1:]) if data.endswith(b"\r") and not final else (data, b"")
+                data, parity = bare_cr_to_lf(data, quote, parity)
+            out.write(data)
             offset += len(chunk)
             if final:
                 break

@@ -381,3 +381,91 @@ def test_hidden_and_lock_files_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "~$orders.csv").write_bytes(b"\x05owner lock")
     assert [p.label for p in open_source(tmp_path).partitions()] == ["orders.csv"]
     assert [p.label for p in open_source(str(tmp_path / "*orders.csv")).partitions()] == ["orders.csv"]
+
+
+@pytest.mark.parametrize("content", [
+    b'id,v\r\n1,a\n2,b\r3,"c\rd"\r\n4,e\r5,f',  # CRLF, LF and bare CR mixed, no final newline
+    b"id,v\r1,a\r2,b\r3,c\r",  # old Mac: bare CR only
+    b"id,v\n1,a\n2,b\n3,c\n4,d\r5,e\r\n",  # a late bare CR (past the head looked at), mended in its chunk
+])
+def test_mixed_line_endings_load_as_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes) -> None:
+    """Polars ends records only at LF, so a bare CR used to merge rows ("found more fields than defined");
+    a CR inside quotes stays in the value. Chunked (cut every ~16 bytes) and whole reads agree."""
+    monkeypatch.setenv("BICONIC_CHUNK_MB", str(16 / (1 << 20)))
+    path = tmp_path / "endings.csv"
+    path.write_bytes(content)
+    scanned = _visible(_one(path))
+    monkeypatch.setattr("engine.sources.files.csv._HEAD", 8)  # chunks mend CRs the head did not show
+    chunked = _visible(_chunked(path))
+    assert chunked.rows() == scanned.rows()
+    assert scanned.columns == ["id", "v"]
+    assert scanned["id"].to_list() == list(range(1, scanned.height + 1))
+    assert scanned.height >= 3
+    if b'"c\rd"' in content:
+        assert scanned["v"].to_list() == ["a", "b", "c\rd", "e", "f"]
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|", ","])
+def test_delimiter_is_sniffed_when_not_given(tmp_path: Path, delimiter: str) -> None:
+    """A ``;`` file read with ``,`` used to load as one column named ``id;created_at;name``; a decimal comma
+    in a ``;`` file and a delimiter inside quotes must not mislead the guess. The report says what was used."""
+    path = tmp_path / "guess.csv"
+    d = delimiter
+    path.write_text(f'id{d}amount{d}name\n1{d}"1,5"{d}"a;b|c"\n2{d}"2,0"{d}x\n', encoding="utf-8")
+    source = open_source(path)
+    df = _visible(source.scan(source.partitions()[0]).collect())
+    assert df.columns == ["id", "amount", "name"]
+    assert df.rows() == [(1, "1,5", "a;b|c"), (2, "2,0", "x")]
+    assert source.notes() == [f"guess.csv: delimiter {d!r} (sniffed; set --option delimiter=... to override)"]  # type: ignore[attr-defined]
+
+
+def test_explicit_delimiter_is_respected(tmp_path: Path) -> None:
+    path = tmp_path / "semi.csv"
+    path.write_text("id;name\n1;a\n", encoding="utf-8")
+    source = open_source(path, options={"delimiter": ","})
+    assert _visible(source.scan(source.partitions()[0]).collect()).columns == ["id;name"]
+    assert source.notes() == []  # type: ignore[attr-defined]
+
+
+def test_a_whole_cp1252_file_is_detected_and_read_as_such(tmp_path: Path) -> None:
+    """Read as UTF-8 every accented row used to be quarantined (0 rows loaded); the report says what was used."""
+    path = tmp_path / "clientes.csv"
+    lines = ["id,nombre"] + [f"{i},Peña Muñoz €{i}" if i % 3 else f"{i},Smith" for i in range(30)]
+    path.write_bytes("\n".join(lines).encode("cp1252"))
+    source = open_source(path)
+    df = _visible(source.scan(source.partitions()[0]).collect())
+    assert df["nombre"].to_list()[:3] == ["Smith", "Peña Muñoz €1", "Peña Muñoz €2"]
+    assert source.notes()[0].startswith("clientes.csv: encoding cp1252 (detected")  # type: ignore[attr-defined]
+    told = open_source(path, options={"encoding": "utf-8"})
+    assert told._encoding(told.partitions()[0]) == "utf-8"  # type: ignore[attr-defined]  # told: no detection
+    assert _visible(_chunked(path)).rows() == df.rows()
+
+
+def test_another_legacy_encoding_is_a_one_line_hint(tmp_path: Path) -> None:
+    path = tmp_path / "ru.csv"
+    path.write_bytes(("id,name\n" + "".join(f"{i},Москва Санкт-Петербург {i}\n" for i in range(20))).encode("cp1251"))
+    with pytest.raises(SourceError, match=r"not UTF-8, it looks like cp1251: try --option encoding=cp1251") as info:
+        _one(path)
+    assert info.value.source == "ru.csv" and "\n" not in str(info.value)
+    assert _visible(_one(path, encoding="cp1251"))["name"][0] == "Москва Санкт-Петербург 0"
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    (b"id,name\n1,ok\n2,bad\xff\n3,fine\n", None),  # one bad line: its row is quarantined
+    ("id,n\n1,é\n2,ü\n".encode() + b"3,caf\xe9\n" * 5, None),  # valid UTF-8 accents: a few bad bytes
+    (b"id,n\n" + b"1,caf\xe9\n" * 5, "cp1252"),
+])
+def test_legacy_encoding_guess(head: bytes, expected: str | None) -> None:
+    from engine.sources.files.sniff import legacy_encoding
+
+    assert legacy_encoding(head, complete=True) == expected
+
+
+def test_bare_cr_copy_is_exact_across_its_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LF copy is made in blocks: a CR at a block's end waits for the next byte (CRLF stays one line end),
+    and the quote parity carries over, so a quoted CR split from its quotes stays in its value."""
+    monkeypatch.setattr("engine.sources.files.local._CHUNK", 3)
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b'id,v\r1,"a\rb"\r2,c\r\n3,"d\r\ne"\r4,f')
+    df = _visible(_one(path))
+    assert df.rows() == [(1, "a\rb"), (2, "c"), (3, "d\r\ne"), (4, "f")]
