@@ -71,6 +71,17 @@ def _unique_names() -> Callable[[Sequence[str]], list[str]]:
     return unique
 
 
+def _integral_floats() -> Callable[..., pa.RecordBatch]:
+    """``engine.sources.files.integral.integral_floats``, loaded from its file like :func:`_unique_names`."""
+    here = Path(__file__).resolve()
+    spec = importlib.util.spec_from_file_location("_biconic_integral", here.with_name("integral.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    integral: Callable[..., pa.RecordBatch] = module.integral_floats
+    return integral
+
+
 def _peak_rss_kb() -> int | None:
     """This process's peak RSS (VmHWM; ``ru_maxrss`` would include the parent's, inherited at fork)."""
     try:
@@ -226,6 +237,7 @@ def _read_sheet(
     if any((c.name if c.name in wanted else None) != (n if n in wanted else None) for c, n in pairs):
         loaded = load({c.index: wanted[n] for c, n in pairs if n in wanted})
     batch = loaded.to_arrow()
+    batch = _integral_floats()(batch, keep={i for i, n in enumerate(names) if n in wanted})  # before any slice
     if schema_only:
         batch = batch.slice(0, 0)
     rows = batch.num_rows

@@ -82,8 +82,9 @@ def test_one_sheet_gives_columns_types_and_spreadsheet_rows(tmp_path: Path) -> N
     assert frame["customer"].to_list() == ["Ana", "Bruno", "Chloé", "Dmitri"]
     assert frame["amount"].to_list() == [10.5, 20.25, 0.0, 1234.5]
     assert frame["paid"].to_list() == [True, False, True, False]
-    # xlsx stores every number as a float and dates as formatted serials: fastexcel gives f64 and datetimes.
-    assert frame.schema["order_id"] == pl.Float64
+    # xlsx stores every number as a float and dates as formatted serials: whole-number columns become int64.
+    assert frame.schema["order_id"] == pl.Int64
+    assert frame.schema["amount"] == pl.Float64
     assert frame["ordered_on"].dt.date().to_list() == [row[3] for row in ORDERS[1:]]
 
 
@@ -201,6 +202,30 @@ def test_dtypes_are_checked(tmp_path: Path) -> None:
         ExcelSource(paths=(path,), dtypes={"amount": "integer"})
     with pytest.raises(SourceError, match=r"t.xlsx\[S\]: dtypes names column\(s\) 'amont' not in the sheet"):
         collect(ExcelSource(paths=(path,), dtypes={"amont": "int"}))
+
+
+def test_whole_number_columns_are_int64_in_every_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """xlsx stores numbers as floats: an id column must still load as bigint, decided over the whole sheet so
+    that a late 2.5 keeps the column a float in every chunk, and a type the user gave is kept."""
+    monkeypatch.setenv("BICONIC_CHUNK_ROWS", "2")
+    rows: Rows = [
+        ["id", "late_half", "asked_float", "huge", "blank"],
+        [1, 1, 1, None, None],
+        [2, None, 2, 1e19, None],
+        [-3, 4, 3, None, None],
+        [4, 2.5, 4, None, None],
+    ]
+    source = ExcelSource(paths=(write_xlsx(tmp_path / "n.xlsx", {"S": rows}),), dtypes={"asked_float": "float"})
+    part = source.partitions()[0]
+    chunks = [make(0).collect() for make in source.chunks(part)]
+    assert len(chunks) == 2
+    for chunk in chunks:
+        assert chunk.schema["id"] == pl.Int64
+        assert chunk.schema["late_half"] == pl.Float64
+        assert chunk.schema["asked_float"] == pl.Float64
+        assert chunk.schema["huge"] == pl.Float64  # whole, but past bigint's range
+    assert pl.concat(chunks)["id"].to_list() == [1, 2, -3, 4]
+    assert source.schema().field("id").type == pa.int64()  # the schema pass agrees with the load
 
 
 def test_inference_reads_every_row(tmp_path: Path) -> None:
