@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import polars as pl
 import pyarrow as pa
@@ -29,10 +29,11 @@ from engine.plan.columns import ROW_COLUMN
 from engine.sources.base import Partition, file_fingerprint, reader_from_frame
 from engine.sources.chunks import ChunkFactory, sliced_chunks
 from engine.sources.files.content import content_hash, content_keys
+from engine.sources.files.excel_types import check_dtypes, fastexcel_dtypes, typed
 
 __all__ = ["ExcelDType", "ExcelSource"]
 
-#: The column types fastexcel can be asked for in ``dtypes``.
+#: The kinds fastexcel reads; ``dtypes`` takes any engine type name, read as the nearest of these.
 ExcelDType = Literal["int", "float", "string", "boolean", "date", "datetime", "duration"]
 
 _log = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ class ExcelSource:
     ``sheets``: ``None`` is each workbook's first sheet, ``"*"`` all of them, else one name or several.
     ``header_row`` is the 0-based spreadsheet row holding the headers (rows above it are skipped, blank or
     not), so ``ROW_COLUMN`` is the true spreadsheet row: ``header_row + 2`` for the first data row.
-    ``dtypes`` maps column names, as ``scan`` gives them, to fastexcel types; unset columns are inferred
-    from every row. ``memory_limit_mb`` and ``timeout_s`` bound each parse (one child process each).
+    ``dtypes`` maps column names, as ``scan`` gives them, to engine type names (``engine.types``); unset
+    columns are inferred from every row. ``memory_limit_mb`` and ``timeout_s`` bound each parse (one child
+    process each).
     """
 
     paths: tuple[Path, ...]
@@ -88,12 +90,7 @@ class ExcelSource:
             )
         if not self.timeout_s > 0:
             raise SpecError("timeout_s", f"must be > 0, got {self.timeout_s}")
-        allowed = get_args(ExcelDType)
-        for column, dtype in (self.dtypes or {}).items():
-            if dtype not in allowed:
-                raise SpecError(
-                    f"dtypes.{column}", f"unknown type {dtype!r}; use one of {', '.join(allowed)}"
-                )
+        check_dtypes(self.dtypes)
 
     def partitions(self) -> list[Partition]:
         """One partition per (workbook, sheet), in path then workbook order; listing runs in the sandbox. A sheet
@@ -128,6 +125,7 @@ class ExcelSource:
             .with_row_index(ROW_COLUMN, offset=self.header_row + 2)
             .select(pl.exclude(ROW_COLUMN), pl.col(ROW_COLUMN).cast(pl.Int64))
         )
+        lazy = typed(lazy, self.dtypes)
         self._last.update(slot=slot, frame=lazy)
         return lazy
 
@@ -146,7 +144,7 @@ class ExcelSource:
         if not parts:
             raise SourceError(self.paths[0].name, "no sheet to read")
         frame = self._load(parts[0], schema_only=True)
-        return reader_from_frame(frame.lazy()).schema
+        return reader_from_frame(typed(frame.lazy(), self.dtypes)).schema
 
     # -- the sandbox -------------------------------------------------------------------------------------
 
@@ -181,7 +179,7 @@ class ExcelSource:
             "path": os.path.abspath(partition.file),
             "sheet": str(partition.options["sheet"]),
             "header_row": self.header_row,
-            "dtypes": dict(self.dtypes) if self.dtypes else None,
+            "dtypes": fastexcel_dtypes(self.dtypes),
             "schema_only": schema_only,
         }
         with tempfile.TemporaryDirectory(prefix="biconic-excel-") as tmp:

@@ -11,6 +11,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +20,7 @@ import pytest
 import xxhash
 
 from engine.errors import HostileInputError, SourceError, SpecError
-from engine.plan.columns import ROW_COLUMN
+from engine.plan.columns import REJECT_PREFIX, ROW_COLUMN
 from engine.sources.base import Source, file_fingerprint
 from engine.sources.files.excel import ExcelSource
 from tests.support import FIXTURES as SAMPLES
@@ -196,10 +197,34 @@ def test_explicit_dtypes_by_final_column_name(tmp_path: Path) -> None:
     ]
 
 
+def test_dtypes_take_the_engine_type_names(tmp_path: Path) -> None:
+    """The one type vocabulary (engine.types) works in Excel dtypes as in CSV dtypes and spec steps; a value
+    that does not fit the type asked for is rejected (quarantined), not turned into a silent null."""
+    rows: Rows = [
+        ["id", "amount", "small", "label", "ok", "at"],
+        [1, 10.25, 7, 5, 1, dt.date(2024, 5, 6)],
+        [2, 3.5, 70000, "x", 0, dt.date(2024, 5, 7)],
+    ]
+    path = write_xlsx(tmp_path / "t.xlsx", {"S": rows})
+    dtypes = {"id": "integer", "amount": "numeric(12,2)", "small": "smallint", "label": "text", "ok": "bool",
+              "at": "timestamp"}
+    source = ExcelSource(paths=(path,), dtypes=dtypes)
+    frame = collect(source)
+    wanted = {"id": pl.Int64(), "amount": pl.Decimal(12, 2), "small": pl.Int16(), "label": pl.String(),
+              "ok": pl.Boolean(), "at": pl.Datetime("us")}
+    assert {c: frame.schema[c] for c in wanted} == wanted
+    assert frame["amount"].to_list() == [Decimal("10.25"), Decimal("3.50")]
+    assert frame["small"].to_list() == [7, None]
+    reasons = frame.select(pl.col(f"^{REJECT_PREFIX}.*$")).rows()
+    assert [any(r) for r in reasons] == [False, True]
+    assert "70000" in str(reasons[1])
+    assert source.schema().field("amount").type == pa.decimal128(12, 2)
+
+
 def test_dtypes_are_checked(tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "t.xlsx", {"S": [["amount"], [1]]})
-    with pytest.raises(SpecError, match="dtypes.amount: unknown type 'integer'"):
-        ExcelSource(paths=(path,), dtypes={"amount": "integer"})
+    with pytest.raises(SpecError, match="dtypes.amount: unknown type 'intger'; known types: .*bigint"):
+        ExcelSource(paths=(path,), dtypes={"amount": "intger"})
     with pytest.raises(SourceError, match=r"t.xlsx\[S\]: dtypes names column\(s\) 'amont' not in the sheet"):
         collect(ExcelSource(paths=(path,), dtypes={"amont": "int"}))
 
