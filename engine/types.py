@@ -10,15 +10,29 @@ import re
 
 import polars as pl
 
-__all__ = ["ISO_FORMS", "TYPE_NAMES", "parse_type", "pg_type", "to_loadable"]
+__all__ = ["ISO_FORMS", "TYPE_NAMES", "VOCABULARY", "parse_type", "pg_type", "to_loadable"]
 
+#: The one type vocabulary, for spec steps and rules, CSV ``dtypes`` and Excel ``dtypes`` alike: each name with
+#: its aliases (older spellings, Polars' and PostgreSQL's) and its Polars dtype; the README's table lists it.
+#: ``int8`` is Polars' one-byte integer, not PostgreSQL's ``int8``; ``integer`` is ``bigint``, as it always was.
+VOCABULARY: tuple[tuple[str, tuple[str, ...], pl.DataType], ...] = (
+    ("bigint", ("int", "integer", "int64"), pl.Int64()),
+    ("int32", (), pl.Int32()),
+    ("smallint", ("int16",), pl.Int16()),
+    ("int8", (), pl.Int8()),
+    ("double", ("float", "float64", "double precision", "float8"), pl.Float64()),
+    ("real", ("float32", "float4"), pl.Float32()),
+    ("text", ("string", "str", "varchar"), pl.String()),
+    ("boolean", ("bool",), pl.Boolean()),
+    ("date", (), pl.Date()),
+    ("timestamp", ("datetime", "timestamp without time zone"), pl.Datetime("us")),
+    ("timestamptz", ("timestamp with time zone",), pl.Datetime("us", "UTC")),
+    ("time", (), pl.Time()),
+    ("interval", ("duration",), pl.Duration("us")),
+    ("binary", ("bytea",), pl.Binary()),
+)
 _SIMPLE: dict[str, pl.DataType] = {
-    "int8": pl.Int8(), "int16": pl.Int16(), "smallint": pl.Int16(), "int32": pl.Int32(), "integer": pl.Int64(),
-    "int": pl.Int64(), "int64": pl.Int64(), "bigint": pl.Int64(), "float32": pl.Float32(), "real": pl.Float32(),
-    "float": pl.Float64(), "float64": pl.Float64(), "double": pl.Float64(), "string": pl.String(),
-    "str": pl.String(), "text": pl.String(), "bool": pl.Boolean(), "boolean": pl.Boolean(), "date": pl.Date(),
-    "datetime": pl.Datetime("us"), "timestamp": pl.Datetime("us"), "timestamptz": pl.Datetime("us", "UTC"),
-    "time": pl.Time(), "duration": pl.Duration("us"), "interval": pl.Duration("us"), "binary": pl.Binary(),
+    name: dtype for canonical, aliases, dtype in VOCABULARY for name in (canonical, *aliases)
 }
 _DECIMAL = re.compile(r"^(?:decimal|numeric)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?$")
 
@@ -36,7 +50,7 @@ TYPE_NAMES = sorted([*_SIMPLE, "decimal(p,s)"])
 
 def parse_type(name: str) -> pl.DataType:
     """``parse_type('decimal(12,2)') == pl.Decimal(12, 2)``; raises ``ValueError`` naming the known types."""
-    key = name.strip().lower()
+    key = " ".join(name.split()).lower()
     if key in _SIMPLE:
         return _SIMPLE[key]
     m = _DECIMAL.match(key)

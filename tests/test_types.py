@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 
 from engine.types import TYPE_NAMES, parse_type, pg_type, to_loadable
+from tests.support import FIXTURES
 
 
 @pytest.mark.parametrize(("name", "dtype"), [
@@ -53,3 +56,38 @@ def test_to_loadable_and_pg_type(dtype: pl.DataType, loadable: pl.DataType, pg: 
 def test_pg_type_refuses_what_cannot_be_copied() -> None:
     with pytest.raises(ValueError):
         pg_type(pl.UInt64())
+
+
+def _readme_types() -> list[tuple[str, list[str], str]]:
+    """The README's type table: (name, aliases, PostgreSQL type) per row."""
+    readme = (FIXTURES.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| Type | Aliases | PostgreSQL |", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in table.strip().splitlines()[1:]:
+        name, aliases, pg = (cell.strip() for cell in line.strip().strip("|").split("|"))
+        rows.append((name.strip("`"), re.findall(r"`([^`]+)`", aliases),
+                     pg.strip("`")))
+    return rows
+
+
+def test_the_readme_lists_the_one_vocabulary() -> None:
+    """Spec steps, rules, CSV and Excel dtypes all take these names: the README's table is the whole list,
+    and says the PostgreSQL column each one loads as."""
+    rows = _readme_types()
+    listed = {n for name, aliases, _ in rows for n in (name, *aliases)}
+    assert listed == {*TYPE_NAMES, "decimal", "numeric", "numeric(p,s)"}
+    for name, aliases, pg in rows:
+        for spelling in (name, *aliases):
+            given = spelling.replace("(p,s)", "(12,2)")
+            # a bare decimal/numeric is numeric(38,0), as the note under the table says
+            expected = pg.replace("(p,s)", "(12,2)" if "(p,s)" in spelling else "(38,0)")
+            assert pg_type(to_loadable(parse_type(given))) == expected, spelling
+
+
+@pytest.mark.parametrize(("name", "dtype"), [
+    ("double precision", pl.Float64()), ("Double  Precision", pl.Float64()), ("float8", pl.Float64()),
+    ("float4", pl.Float32()), ("varchar", pl.String()), ("bytea", pl.Binary()),
+    ("timestamp with time zone", pl.Datetime("us", "UTC")), ("timestamp without time zone", pl.Datetime("us")),
+])
+def test_postgresql_spellings_are_aliases(name: str, dtype: pl.DataType) -> None:
+    assert parse_type(name) == dtype
