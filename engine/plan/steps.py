@@ -143,10 +143,22 @@ def _parse_number(plan: Plan, step: ParseNumber, path: str) -> None:
         text = text.str.replace_all(step.thousands, "", literal=True)
     if step.decimal != ".":
         text = text.str.replace_all(step.decimal, ".", literal=True)
-    parsed = text.cast(parse_type(step.type), strict=False)
+    target = parse_type(step.type)
+    parsed = text.cast(target, strict=False)
+    source = preview(pl.col(step.column))
     failed = parsed.is_null() & pl.col(step.column).is_not_null()
-    reason = pl.format("{} is not a number (decimal {}, thousands {})", preview(pl.col(step.column)),
+    reason = pl.format("{} is not a number (decimal {}, thousands {})", source,
                        pl.lit(repr(step.decimal)), pl.lit(repr(step.thousands)))
+    if isinstance(target, pl.Decimal):
+        # exact or quarantined: rounding (half to even here, half away from zero in PostgreSQL) would change
+        # the number silently; trailing zeros past the scale are exact, so they pass
+        scale = target.scale or 0
+        inexact = text.str.contains(rf"\.\d{{{scale}}}0*[1-9]").fill_null(False)
+        too_big = parsed.is_null() & text.cast(pl.Float64, strict=False).is_not_null()
+        reason = (pl.when(inexact).then(pl.format("{} has more decimals than {} keeps", source, pl.lit(step.type)))
+                  .when(too_big).then(pl.format("{} does not fit {}", source, pl.lit(step.type)))
+                  .otherwise(reason))
+        failed = failed | inexact
     plan.reject("parse_number", step.column, failed, reason)
     plan.frame = plan.frame.with_columns(parsed.alias(step.into or step.column))
 

@@ -183,6 +183,16 @@ class ParseNumber(_Spec):
     into: Text | None = None
     type: TypeName = "float64"
 
+    @field_validator("type")
+    @classmethod
+    def _a_number(cls, value: str) -> str:
+        dtype = parse_type(value)
+        if not dtype.is_numeric():
+            fail(f"parse_number makes numbers: use an integer, float or decimal(p,s) type, got {value!r}")
+        if dtype.is_decimal() and "(" not in value:  # decimal(38,0): every fraction would be dropped
+            fail(f"give the digits kept, e.g. decimal(12,2): a bare {value!r} keeps no decimals")
+        return value
+
     @field_validator("thousands")
     @classmethod
     def _differs(cls, value: str | None, info: ValidationInfo) -> str | None:

@@ -203,6 +203,20 @@ def test_parse_number_decimal_type() -> None:
     assert df["n"].to_list() == [Decimal("1234.56")]
 
 
+def test_parse_number_into_numeric_quarantines_what_it_cannot_keep_exactly() -> None:
+    """numeric(p,s) is exact: a value with more decimals than s is quarantined, not rounded (Polars rounds
+    half to even, PostgreSQL half away from zero: either would change the number silently), and one too
+    big for p says so."""
+    df = _run({"n": ["1.234,56", "0,125", "1,500", "123.456.789.012,00", "-7", "x"]},
+              [{"parse_number": {"column": "n", "decimal": ",", "thousands": ".", "type": "numeric(12,2)"}}])
+    assert df.schema["n"] == pl.Decimal(12, 2)
+    assert _status(df) == [LOAD, QUARANTINE, LOAD, QUARANTINE, LOAD, QUARANTINE]
+    assert df["n"].to_list()[:3:2] == [Decimal("1234.56"), Decimal("1.50")]
+    assert df[REASON].to_list()[1] == "0,125 has more decimals than numeric(12,2) keeps"
+    assert df[REASON].to_list()[3] == "123.456.789.012,00 does not fit numeric(12,2)"
+    assert df[REASON].to_list()[5] == "x is not a number (decimal ',', thousands '.')"
+
+
 def test_dedupe_first_and_last() -> None:
     data = {"k": [1, 2, 1, 2, 3], "v": ["a", "b", "c", "d", "e"]}
     first = _run(data, [{"dedupe": "k"}])

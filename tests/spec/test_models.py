@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import SpecError
-from engine.spec.models import Pipeline, Select, TargetSpec
+from engine.spec.models import ParseNumber, Pipeline, Select, TargetSpec
 from engine.spec.parse import load_pipeline_file, parse_load, parse_pipeline
 
 #: every step and rule kind with non-default options (the same pipeline the previous release hashed)
@@ -70,3 +70,23 @@ def test_bad_target_keys_in_a_file_name_their_path(target: dict[str, object], pa
     with pytest.raises(SpecError) as info:
         parse_load({"source": "a.csv", "target": target})
     assert info.value.path == path
+
+
+@pytest.mark.parametrize(("spec_type", "hint"), [
+    ("date", "parse_number makes numbers: use an integer, float or decimal(p,s) type, got 'date'"),
+    ("text", "parse_number makes numbers"),
+    ("decimal", "give the digits kept, e.g. decimal(12,2)"),
+    ("numeric", "give the digits kept"),
+])
+def test_parse_number_type_must_be_a_number_with_its_digits(spec_type: str, hint: str) -> None:
+    """A bare decimal would silently drop every fraction (decimal(38,0)); a date type is not a number."""
+    with pytest.raises(SpecError) as info:
+        parse_pipeline({"steps": [{"parse_number": {"column": "x", "decimal": ",", "type": spec_type}}]})
+    assert info.value.path == "steps[0].parse_number.type"
+    assert hint in str(info.value)
+
+
+def test_parse_number_takes_numeric_with_digits() -> None:
+    pipeline = parse_pipeline({"steps": [{"parse_number": {"column": "x", "decimal": ",", "type": "numeric(12,2)"}}]})
+    step = pipeline.steps[0]
+    assert isinstance(step, ParseNumber) and step.type == "numeric(12,2)"
