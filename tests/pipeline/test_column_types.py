@@ -65,3 +65,24 @@ def test_csv_20_to_23_digit_integers_load_as_numeric(tmp_path: Path, pg_dsn: str
     assert (report.rows_loaded, report.rows_quarantined) == (5, 0)
     assert column_types(sql, table)["big"] == "numeric(38,0)"
     assert [r[0] for r in sql(f'SELECT big::text FROM "{table}" ORDER BY day')] == values
+
+
+def test_excel_whole_numbers_and_parsed_decimals_get_their_types(tmp_path: Path, pg_dsn: str, table: str,
+                                                                 sql: Sql) -> None:
+    """An xlsx id column (stored as floats) becomes a bigint merge key, and a Spanish amount parsed into
+    decimal(12,2) becomes numeric(12,2), values exact."""
+    import xlsxwriter
+
+    path = tmp_path / "pedidos.xlsx"
+    with xlsxwriter.Workbook(str(path)) as book:
+        sheet = book.add_worksheet("S")
+        for r, row in enumerate([["id", "importe", "peso"], [1, "1.234,56", 2.5], [2, "-0,10", 3]]):
+            for c, value in enumerate(row):
+                sheet.write(r, c, value)
+    spec = {"steps": [{"parse_number": {"column": "importe", "decimal": ",", "thousands": ".",
+                                        "type": "decimal(12,2)"}}]}
+    report = engine.load(path, into=table, mode="merge", key="id", spec=spec, dsn=pg_dsn)
+    assert report.rows_loaded == 2
+    types = column_types(sql, table)
+    assert (types["id"], types["importe"], types["peso"]) == ("bigint", "numeric(12,2)", "double precision")
+    assert sql(f'SELECT id, importe::text FROM "{table}" ORDER BY id') == [(1, "1234.56"), (2, "-0.10")]
