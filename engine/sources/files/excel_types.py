@@ -38,11 +38,11 @@ def _kind(dtype: pl.DataType) -> str:
         return "boolean"
     if dtype == pl.Date:
         return "date"
-    if isinstance(dtype, pl.Datetime):
+    if isinstance(dtype, pl.Datetime) or dtype == pl.Time:  # a time cell is a datetime on 1899-12-31
         return "datetime"
     if isinstance(dtype, pl.Duration):
         return "duration"
-    return "string"  # text, decimal (read from the cell's text, not through a float), time, binary
+    return "string"  # text, decimal (read from the cell's text, not through a float), binary
 
 
 def fastexcel_dtypes(dtypes: Mapping[str, str] | None) -> dict[str, str] | None:

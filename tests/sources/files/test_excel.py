@@ -221,6 +221,19 @@ def test_dtypes_take_the_engine_type_names(tmp_path: Path) -> None:
     assert source.schema().field("amount").type == pa.decimal128(12, 2)
 
 
+def test_time_and_binary_dtypes(tmp_path: Path) -> None:
+    """A time cell is a datetime on 1899-12-31 to fastexcel: ``time`` keeps the time of day, not a reject."""
+    path = tmp_path / "t.xlsx"
+    with xlsxwriter.Workbook(str(path)) as book:
+        sheet = book.add_worksheet("S")
+        sheet.write_row(0, 0, ["t", "raw"])
+        sheet.write_datetime(1, 0, dt.time(13, 14, 15), book.add_format({"num_format": "hh:mm:ss"}))
+        sheet.write(1, 1, "ab")
+    frame = collect(ExcelSource(paths=(path,), dtypes={"t": "time", "raw": "bytea"}))
+    assert frame.select("t", "raw").row(0) == (dt.time(13, 14, 15), b"ab")
+    assert not any(frame.select(pl.col(f"^{REJECT_PREFIX}.*$")).row(0))
+
+
 def test_dtypes_are_checked(tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "t.xlsx", {"S": [["amount"], [1]]})
     with pytest.raises(SpecError, match="dtypes.amount: unknown type 'intger'; known types: .*bigint"):
