@@ -159,16 +159,17 @@ def list_jobs(*, dsn: str, state: str | None = None, connection_id: str | None =
 
 
 def cancel(job_id: str, *, dsn: str) -> bool:
-    """Cancel a queued or running job: its queued tasks are revoked and skipped, a running partition sees the
-    cancel within a second of its next batch and rolls back (nothing half-loaded). False if already finished."""
+    """Cancel a queued or running job: its queued tasks are marked cancelled (each is skipped when a worker
+    takes it), a running partition sees the cancel within a second of its next batch and rolls back (nothing
+    half-loaded). False if already finished.
+
+    The queued tasks are not revoked through Celery: a revoke reaches only the workers running now (one
+    started later would run the task), and a revoked member fails its chord, whose finishing step then never
+    runs (the worker logged a ChordError traceback on every cancel). A skip costs a worker a few milliseconds."""
     full = resolve(dsn, job_id)
     moved = store.set_state(dsn, full, "cancelled", error="cancelled by request", error_type="Cancelled")
     if moved:
-        from engine.jobs.app import app
-
-        pending = store.cancel_queued(dsn, full)
-        if pending:
-            app.control.revoke(pending)
+        store.cancel_queued(dsn, full)
     return moved
 
 

@@ -245,7 +245,8 @@ def set_state(dsn: str, job_id: str, state: State, *, unless: Sequence[str] = FI
 
 
 def cancel_queued(dsn: str, job_id: str) -> list[str]:
-    """Mark a cancelled job's not-yet-started tasks cancelled; their Celery task ids (to revoke)."""
+    """Mark a cancelled job's not-yet-started tasks cancelled (a worker that takes one skips it); their Celery
+    task ids."""
     with jobs_db(dsn) as conn:
         rows = execute(conn, "UPDATE biconic.job_tasks SET state = 'cancelled', finished_at = now() "
                              "WHERE job_id = $1::uuid AND state = 'queued' RETURNING task_id", [job_id], dsn)
