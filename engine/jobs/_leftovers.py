@@ -24,8 +24,8 @@ UPLOADS_DIR = "_uploads"
 #: the archive writer's file names (a load key, a part number) and its temporary keys (``.{name}.tmp-{8 hex}``)
 _FINAL = re.compile(r"^[^./][^/]*\.parquet$")
 _TEMP = re.compile(r"^\.[^/]+\.parquet\.tmp-[0-9a-f]{8}$")
-#: a cache key that carries a dataset version (:mod:`engine.reads.catalog`): ``hot:{dataset}:{id}:v{n}``,
-#: ``meta:{dataset}:{id or *}:v{n}``
+#: a cache key that carries a dataset version (:mod:`engine.reads.catalog`), its database tag taken off:
+#: ``hot:{dataset}:{id}:v{n}``, ``meta:{dataset}:{id or *}:v{n}``
 _VERSIONED = re.compile(r"^(hot|meta):(.+):v(\d+)$", re.DOTALL)
 
 

@@ -44,6 +44,7 @@ from engine.postgres import ddl, meta, stage_area
 from engine.postgres.connection import Session, connect, execute
 from engine.postgres.pool import meta_db
 from engine.postgres.server import resolve_dsn
+from engine.reads.catalog import database_tag
 from engine.redact import redact, safe_url, scrub, url_secrets
 from engine.settings import settings
 
@@ -298,14 +299,15 @@ def _sweep_cache(dsn: str | None, redis_url: str | None, prefix: str, dry_run: b
     if url is None:
         outcome.note = "no Redis: each process's in-memory cache is bounded and expires on its own"
         return outcome
-    with meta_db(resolve_dsn(dsn)) as db:
+    resolved = resolve_dsn(dsn)
+    with meta_db(resolved) as db:
         versions = {name: (version, exists) for name, version, exists in meta.versions(db)}
     import redis
 
     timeout = settings().cache_timeout
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=max(timeout, 5.0))
     try:
-        _sweep_keys(client, prefix, versions, outcome)
+        _sweep_keys(client, prefix, database_tag(resolved), versions, outcome)
     except redis.RedisError as exc:
         outcome.error = f"Redis at {safe_url(url)}: {scrub(first_line(exc), url_secrets(url))}"
     finally:
@@ -313,12 +315,15 @@ def _sweep_cache(dsn: str | None, redis_url: str | None, prefix: str, dry_run: b
     return outcome
 
 
-def _sweep_keys(client: Any, prefix: str, versions: dict[str, tuple[int, bool]], outcome: Outcome) -> None:
+def _sweep_keys(client: Any, prefix: str, tag: str, versions: dict[str, tuple[int, bool]],
+                outcome: Outcome) -> None:
+    """This database's versioned keys only (their tag): another warehouse sharing the Redis has other datasets."""
     stale: list[bytes] = []
     for kind in ("hot", "meta"):
-        for raw in client.scan_iter(match=_leftovers.glob_escape(prefix) + kind + ":*", count=_BATCH):
+        mine = f"{kind}:{tag}:"
+        for raw in client.scan_iter(match=_leftovers.glob_escape(prefix + mine) + "*", count=_BATCH):
             key = raw.decode("utf-8", "replace")[len(prefix):]
-            if _leftovers.stale_cache_key(key, versions):
+            if _leftovers.stale_cache_key(f"{kind}:{key[len(mine):]}", versions):
                 stale.append(raw)
                 outcome.did(key)
             if len(stale) >= _BATCH:

@@ -4,12 +4,15 @@ metadata (schema, row counts, last load, partitions).
 Every cache key carries the dataset's version (bumped in each load's own transaction), so an entry can only
 ever be read for the data it was made from: a load makes the old entries unreachable, and a cache that lost
 a delete during a Redis outage still cannot serve stale rows. One cheap indexed read of that version is the
-price of each call; the rows and counts themselves come from the cache.
+price of each call; the rows and counts themselves come from the cache. Keys also carry a tag of the database
+(:func:`database_tag`): two warehouses (staging, prod) sharing one Redis both hold "orders" at version 3, and
+one's rows must never answer the other's reads.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -25,8 +28,9 @@ from engine.postgres.ddl import CONNECTION_COLUMN
 from engine.postgres.pool import MetaDb, meta_db
 from engine.postgres.server import resolve_dsn
 from engine.reads.cache import get_cache
+from engine.redact import redact
 
-__all__ = ["HOT_ROWS", "hot_rows", "metadata", "refresh_hot_rows"]
+__all__ = ["HOT_ROWS", "database_tag", "hot_rows", "metadata", "refresh_hot_rows"]
 
 log = logging.getLogger("biconic.catalog")
 
@@ -47,8 +51,14 @@ def _dataset(db: MetaDb, name: str) -> tuple[str, str, int]:
     return table, found[0], found[1]
 
 
-def _hot_key(dataset: str, connection_id: ConnectionId, version: int) -> str:
-    return f"hot:{dataset}:{connection_id}:v{version}"
+def database_tag(dsn: str) -> str:
+    """12 hex digits naming the warehouse in cache keys: a hash of its DSN without the password (so no secret
+    is in a key, and a new password keeps the cache)."""
+    return hashlib.sha256(redact(dsn).encode()).hexdigest()[:12]
+
+
+def _hot_key(tag: str, dataset: str, connection_id: ConnectionId, version: int) -> str:
+    return f"hot:{tag}:{dataset}:{connection_id}:v{version}"
 
 
 def _connection_filter(db: MetaDb, dataset: str, connection_id: ConnectionId) -> str:
@@ -71,10 +81,11 @@ def _latest(db: MetaDb, dataset: str, time_column: str, connection_id: Connectio
 
 def hot_rows(dataset: str, connection_id: ConnectionId, *, dsn: str | None = None, cache: bool = True) -> pl.DataFrame:
     """The connection's latest ``HOT_ROWS`` rows (newest first) still in PostgreSQL."""
-    with meta_db(resolve_dsn(dsn)) as db:
+    resolved = resolve_dsn(dsn)
+    with meta_db(resolved) as db:
         table, time_column, version = _dataset(db, dataset)
         store = get_cache() if cache else None
-        key = _hot_key(table, connection_id, version)
+        key = _hot_key(database_tag(resolved), table, connection_id, version)
         if store is not None:
             hit = store.get_frame(key)
             if hit is not None:
@@ -96,10 +107,13 @@ def refresh_hot_rows(dataset: str, connection_ids: Iterable[ConnectionId], *, ds
         return 0
     done = 0
     try:
-        with meta_db(resolve_dsn(dsn)) as db:
+        resolved = resolve_dsn(dsn)
+        with meta_db(resolved) as db:
             table, time_column, version = _dataset(db, dataset)
+            tag = database_tag(resolved)
             for cid in sorted(set(connection_ids), key=str)[:EAGER_CONNECTIONS]:
-                store.set_frame(_hot_key(table, cid, version), _latest(db, table, time_column, cid), ttl=HOT_TTL)
+                store.set_frame(_hot_key(tag, table, cid, version), _latest(db, table, time_column, cid),
+                                ttl=HOT_TTL)
                 done += 1
     except Exception as exc:  # the load already committed; a cold cache only costs a read later
         log.warning("could not refresh cached rows of %s: %s", dataset, str(exc).splitlines()[0] if str(exc) else exc)
@@ -110,10 +124,11 @@ def metadata(dataset: str, connection_id: ConnectionId | None = None, *, dsn: st
              cache: bool = True) -> dict[str, Any]:
     """Schema, row counts (per connection), last load and partitions (hot in PostgreSQL, cold in the archive)
     of a dataset, or of one connection's share of it."""
-    with meta_db(resolve_dsn(dsn)) as db:
+    resolved = resolve_dsn(dsn)
+    with meta_db(resolved) as db:
         table, time_column, version = _dataset(db, dataset)
         store = get_cache() if cache else None
-        key = f"meta:{table}:{'*' if connection_id is None else connection_id}:v{version}"
+        key = f"meta:{database_tag(resolved)}:{table}:{'*' if connection_id is None else connection_id}:v{version}"
         if store is not None:
             hit = store.get_json(key)
             if hit is not None:

@@ -22,6 +22,7 @@ from engine.jobs import _leftovers, sweeps
 from engine.names import quote_ident
 from engine.postgres import ddl, stage_area
 from engine.postgres.connection import connect, execute
+from engine.reads.catalog import database_tag
 from tests.support import Sql, orders_frame
 
 NOW = dt.datetime.now(dt.UTC)
@@ -201,9 +202,11 @@ def test_sweep_cache_deletes_entries_no_one_can_read(pg_dsn: str, sql: Sql, tabl
     gone = f"gone_{uuid.uuid4().hex[:8]}"  # a dataset whose table was dropped
     sql("INSERT INTO biconic.datasets (dataset, time_column, granularity) VALUES ($1, 'created_at', 'month')", [gone])
     prefix = f"biconic-test-{uuid.uuid4().hex[:8]}:"
-    stale = [f"hot:{table}:1:v{version - 1}", f"meta:{table}:*:v{version - 1}", f"hot:{gone}:1:v0",
-             f"hot:nobody_{uuid.uuid4().hex[:8]}:1:v1"]
-    live = [f"hot:{table}:1:v{version}", f"meta:{table}:*:v{version}", "q:0123abcd", "hot:unversioned"]
+    tag, other = database_tag(pg_dsn), database_tag(pg_dsn + "_other")
+    stale = [f"hot:{tag}:{table}:1:v{version - 1}", f"meta:{tag}:{table}:*:v{version - 1}", f"hot:{tag}:{gone}:1:v0",
+             f"hot:{tag}:nobody_{uuid.uuid4().hex[:8]}:1:v1"]
+    live = [f"hot:{tag}:{table}:1:v{version}", f"meta:{tag}:{table}:*:v{version}", "q:0123abcd", "hot:unversioned",
+            f"hot:{other}:nobody_{uuid.uuid4().hex[:8]}:1:v1"]  # another warehouse's dataset: not this sweep's
     client = redis.Redis.from_url(redis_url)
     try:
         for key in stale + live:

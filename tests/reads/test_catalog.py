@@ -171,3 +171,25 @@ def test_latest_with_text_connections(tmp_path: Path, pg_dsn: str, table: str) -
                 partition_by="created_at:month", dsn=pg_dsn)
     assert hot_rows(table, "shop-eu", dsn=pg_dsn).height == 5
     assert hot_rows(table, "other", dsn=pg_dsn).height == 0
+
+
+def test_two_warehouses_sharing_a_cache_never_answer_each_others_reads(tmp_path: Path, pg_dsn: str,
+                                                                        server_dsn: str, table: str) -> None:
+    """Staging and prod on one Redis both hold the dataset at version 1: the keys carry the database."""
+    import uuid
+
+    import adbc_driver_postgresql.dbapi as pgdbapi
+
+    name = f"biconic_test_other_{uuid.uuid4().hex[:8]}"
+    with pgdbapi.connect(server_dsn, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    other = pg_dsn.rpartition("/")[0] + f"/{name}"
+    try:
+        engine.load(_orders(tmp_path / "a.csv", 10), into=table, dsn=pg_dsn)
+        engine.load(_orders(tmp_path / "b.csv", 10, first_id=500), into=table, dsn=other)
+        assert hot_rows(table, 1, dsn=pg_dsn)["id"].max() == 8
+        assert hot_rows(table, 1, dsn=other)["id"].max() == 508  # not the first warehouse's cached rows
+        assert metadata(table, dsn=pg_dsn)["last_load"] != metadata(table, dsn=other)["last_load"]
+    finally:
+        with pgdbapi.connect(server_dsn, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
