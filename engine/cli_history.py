@@ -22,7 +22,7 @@ __all__ = ["list_loads", "show_quarantine"]
 @json_option("the loads (an array of objects, newest first)")
 def list_loads(dataset: str | None, since: str | None, limit: int, dsn: str | None, as_json: bool) -> None:
     """List past load runs, newest first: counts, partitions, duration and outcome (succeeded, failed with
-    its error, nothing to do, running).
+    its error, nothing to do, running, killed).
 
     \b
     Example:

@@ -166,6 +166,10 @@ _DDL = [
         partitions_skipped integer NOT NULL DEFAULT 0,
         error_class text,
         error text)""",
+    # the backend of the run's ddl connection, open for the whole run: a run whose backend is gone without an
+    # outcome was killed (see meta_reads.runs)
+    f"ALTER TABLE {RUNS} ADD COLUMN IF NOT EXISTS backend_pid integer, "
+    "ADD COLUMN IF NOT EXISTS backend_start timestamptz",
     f"CREATE INDEX IF NOT EXISTS runs_started_idx ON {RUNS} (started_at DESC)",
     f"CREATE INDEX IF NOT EXISTS runs_dataset_idx ON {RUNS} (dataset, started_at DESC)",
 ]
@@ -189,7 +193,9 @@ def _meta_current(db: Runs, conn: Any) -> bool:
                        "AND attname = 'version' AND to_regclass($1) IS NOT NULL "
                        f"AND to_regclass('{WATERMARKS}') IS NOT NULL AND to_regclass('{RUNS}') IS NOT NULL "
                        f"AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{QUARANTINE}') "
-                       "AND attname = 'superseded_at' AND NOT attisdropped) AND (SELECT atttypid FROM pg_attribute "
+                       "AND attname = 'superseded_at' AND NOT attisdropped) "
+                       f"AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{RUNS}') "
+                       "AND attname = 'backend_start' AND NOT attisdropped) AND (SELECT atttypid FROM pg_attribute "
                        f"WHERE attrelid = to_regclass('{MANIFEST}') AND attname = 'connection_id') = "
                        "'text'::regtype", [MANIFEST], conn=conn))
 
@@ -350,8 +356,10 @@ def supersede_quarantine(db: Runs, dataset: str, connection_id: ConnectionId | N
 # --- the run log ----------------------------------------------------------------------------------------------
 def start_run(db: Runs, load_id: str, *, dataset: str, source: str, mode: str, connection_id: ConnectionId | None,
               conn: Any) -> None:
-    """A run's first row, before any data moves (committed by the caller, apart from the data)."""
-    db.run(f"INSERT INTO {RUNS} (load_id, dataset, source, mode, connection_id) VALUES ($1, $2, $3, $4, $5)",
+    """A run's first row, before any data moves (committed by the caller, apart from the data), with the backend
+    of ``conn``, which stays open for the whole run."""
+    db.run(f"INSERT INTO {RUNS} (load_id, dataset, source, mode, connection_id, backend_pid, backend_start) "
+           "SELECT $1, $2, $3, $4, $5, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()",
            [load_id, dataset, source, mode, None if connection_id is None else str(connection_id)], conn=conn)
 
 

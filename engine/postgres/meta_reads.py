@@ -22,6 +22,13 @@ __all__ = ["QUARANTINE_COLUMNS", "RUN_COLUMNS", "dataset_known", "latest_quarant
 RUN_COLUMNS = ["load_id", "dataset", "source", "mode", "connection_id", "started_at", "finished_at", "seconds",
                "outcome", "rows_in", "rows_loaded", "rows_quarantined", "rows_filtered", "partitions_done",
                "partitions_skipped", "error_class", "error"]
+#: a run still ``running`` whose backend is gone (its process was killed: its transactions rolled back, and no
+#: outcome was written); another role's backend shows no ``backend_start``, so its pid alone keeps it running
+_GONE = ("(r.finished_at IS NULL AND r.backend_pid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a "
+         "WHERE a.pid = r.backend_pid AND (a.backend_start IS NULL OR a.backend_start = r.backend_start)))")
+_KILLED_OUTCOME = f"CASE WHEN {_GONE} THEN 'killed' ELSE outcome END"
+_KILLED_ERROR = (f"CASE WHEN {_GONE} THEN 'the load ended without recording an outcome (its process was killed or "
+                 "its connection lost); what it committed stays, the rest rolled back: run it again' ELSE error END")
 QUARANTINE_COLUMNS = ["load_id", "dataset", "connection_id", "source", "row_number", "rule", "column_name",
                       "reason", "raw", "quarantined_at", "superseded_by"]
 
@@ -42,7 +49,8 @@ def runs(db: Runs, *, dataset: str | None = None, since: dt.datetime | None = No
     if limit is not None:
         params.append(limit)
         tail = f" LIMIT ${len(params)}"
-    rows = db.run(f"SELECT {', '.join(RUN_COLUMNS)} FROM {RUNS} WHERE {' AND '.join(where)} "
+    shown = [_KILLED_OUTCOME if c == "outcome" else _KILLED_ERROR if c == "error" else c for c in RUN_COLUMNS]
+    rows = db.run(f"SELECT {', '.join(shown)} FROM {RUNS} r WHERE {' AND '.join(where)} "
                   f"ORDER BY started_at DESC, load_id{tail}", params)
     return [dict(zip(RUN_COLUMNS, r, strict=True)) for r in rows]
 

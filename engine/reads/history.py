@@ -61,8 +61,8 @@ def _limit(limit: int | None) -> int | None:
 def loads(dataset: str | None = None, *, since: str | dt.datetime | None = None, limit: int | None = None,
           dsn: str | None = None) -> list[dict[str, Any]]:
     """Past load runs, newest first: dataset, source, mode, connection, started/finished, seconds, outcome
-    (``succeeded``, ``failed``, ``nothing to do``, ``running``), row counts, partitions done and skipped, and
-    for a failure the error's class and one-line message."""
+    (``succeeded``, ``failed``, ``nothing to do``, ``running``, ``killed``: its process died without an
+    outcome), row counts, partitions done and skipped, and for a failure the error's class and one-line message."""
     start = parse_since(since)
     with meta_db(resolve_dsn(dsn)) as db:
         return meta_reads.runs(db, dataset=canonical_table(dataset) if dataset else None, since=start,

@@ -10,9 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
+
+import engine
 
 FILES, ROWS = 4, 150_000
 
@@ -49,6 +52,17 @@ def _visible(sql, table: str) -> int:  # type: ignore[no-untyped-def]
     return int(sql(f'SELECT count(*) FROM "{table}"')[0][0])
 
 
+def _killed_run(dsn: str, table: str) -> dict[str, Any]:
+    """The killed load's run, once PostgreSQL has seen its connection go (it shows ``running`` until then)."""
+    deadline = time.monotonic() + 30
+    while True:
+        [run] = engine.loads(table, dsn=dsn)
+        if run["outcome"] != "running" or time.monotonic() > deadline:
+            assert run["outcome"] == "killed", run
+            return run
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("after_partitions", [0, 1, 2])
 def test_kill_9_mid_load_then_rerun(tmp_path: Path, pg_dsn: str, table: str, sql, after_partitions: int) -> None:  # type: ignore[no-untyped-def]
@@ -73,10 +87,14 @@ def test_kill_9_mid_load_then_rerun(tmp_path: Path, pg_dsn: str, table: str, sql
     visible = _visible(sql, table)
     assert committed < FILES
     assert visible == committed * ROWS, "rows of an uncommitted partition are visible"
+    killed = _killed_run(pg_dsn, table)
+    assert "its process was killed" in killed["error"]
 
     rerun = _start(folder, table, pg_dsn)
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err.decode()
+    outcomes = {r["load_id"]: r["outcome"] for r in engine.loads(table, dsn=pg_dsn)}
+    assert outcomes == {killed["load_id"]: "killed", json.loads(out)["load_id"]: "succeeded"}
     report = json.loads(out)
     assert report["skipped_partitions"] == committed
     assert report["rows_loaded"] == (FILES - committed) * ROWS
@@ -86,8 +104,11 @@ def test_kill_9_mid_load_then_rerun(tmp_path: Path, pg_dsn: str, table: str, sql
 
 
 def _visible_or_streaming(sql) -> bool:  # type: ignore[no-untyped-def]
-    """True once some backend is running a COPY (the load is mid-partition)."""
-    rows = sql("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'COPY %' AND state = 'active'")
+    """True once a backend of the test database is running a COPY (the load is mid-partition). Not this query's
+    own backend: ADBC runs a SELECT as ``COPY (SELECT ...) TO STDOUT``, so it matched itself at once, and the
+    load was killed before it began; nor other sessions' loads on the server."""
+    rows = sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+               "AND query ILIKE 'COPY %' AND state = 'active'")
     return int(rows[0][0]) > 0
 
 
