@@ -30,10 +30,13 @@ from engine.sources.base import Partition, file_fingerprint, reader_from_frame
 from engine.sources.chunks import ChunkFactory, sliced_chunks
 from engine.sources.files.content import content_hash, content_keys
 
-__all__ = ["ExcelDType", "ExcelSource"]
+__all__ = ["CellErrors", "ExcelDType", "ExcelSource"]
 
 #: The column types fastexcel can be asked for in ``dtypes``.
 ExcelDType = Literal["int", "float", "string", "boolean", "date", "datetime", "duration"]
+#: What a cell holding a formula error (``#DIV/0!``, ``#N/A``...) does: null it and quarantine its row, or
+#: only null it.
+CellErrors = Literal["quarantine", "null"]
 
 _log = logging.getLogger(__name__)
 #: Run by file, not ``-m``: the child must not import the engine (see the worker's docstring).
@@ -55,13 +58,18 @@ class ExcelSource:
     ``header_row`` is the 0-based spreadsheet row holding the headers (rows above it are skipped, blank or
     not), so ``ROW_COLUMN`` is the true spreadsheet row: ``header_row + 2`` for the first data row.
     ``dtypes`` maps column names, as ``scan`` gives them, to fastexcel types; unset columns are inferred
-    from every row. ``memory_limit_mb`` and ``timeout_s`` bound each parse (one child process each).
+    from every row; a column fastexcel cannot give one type (dates and text, dates and durations) is text.
+    ``cell_errors``: a cell holding a formula error (``#DIV/0!``, ``#N/A``...) is null, and its row is
+    quarantined (``"quarantine"``, rule ``cell_error``) or kept (``"null"``). Blank rows, formatted-but-empty
+    ones included, are filtered: counted, never loaded. ``memory_limit_mb`` and ``timeout_s`` bound each parse
+    (one child process each).
     """
 
     paths: tuple[Path, ...]
     sheets: str | tuple[str, ...] | None = None
     header_row: int = 0
     dtypes: Mapping[str, str] | None = None
+    cell_errors: CellErrors = "quarantine"
     memory_limit_mb: int = 4096
     timeout_s: float = 600.0
     #: the last sheet parsed (one slot): a partition-wide pass and the load then share one parse
@@ -86,6 +94,8 @@ class ExcelSource:
                 f"must be >= {_MIN_MEMORY_MB} (Python, fastexcel and pyarrow take ~270 MB of address space "
                 f"before any data), got {self.memory_limit_mb}",
             )
+        if self.cell_errors not in get_args(CellErrors):
+            raise SpecError("cell_errors", f"use one of {', '.join(get_args(CellErrors))}, got {self.cell_errors!r}")
         if not self.timeout_s > 0:
             raise SpecError("timeout_s", f"must be > 0, got {self.timeout_s}")
         allowed = get_args(ExcelDType)
@@ -122,12 +132,13 @@ class ExcelSource:
         if self._last.get("slot") == slot:
             return self._last["frame"]  # type: ignore[no-any-return]
         self._last.clear()  # let the previous sheet's mapping go before parsing the next
-        frame = self._load(partition, schema_only=False)
+        frame, facts = self._load(partition, schema_only=False)
         lazy = (
             frame.lazy()
             .with_row_index(ROW_COLUMN, offset=self.header_row + 2)
             .select(pl.exclude(ROW_COLUMN), pl.col(ROW_COLUMN).cast(pl.Int64))
         )
+        lazy = self._checked(frame, lazy, facts)
         self._last.update(slot=slot, frame=lazy)
         return lazy
 
@@ -145,8 +156,37 @@ class ExcelSource:
         parts = self.partitions()
         if not parts:
             raise SourceError(self.paths[0].name, "no sheet to read")
-        frame = self._load(parts[0], schema_only=True)
+        frame, _ = self._load(parts[0], schema_only=True)
         return reader_from_frame(frame.lazy()).schema
+
+    def _checked(self, frame: pl.DataFrame, lazy: pl.LazyFrame, facts: Mapping[str, Any]) -> pl.LazyFrame:
+        """Blank rows marked filtered, and rows with a formula error (``#DIV/0!``) quarantined, naming it.
+
+        Both are found on the parsed frame first, so a clean sheet's frame carries no extra columns.
+        """
+        from engine.plan.frame import Plan
+
+        first = self.header_row + 2
+        by_column: dict[str, dict[int, str]] = {}
+        for row, column, text in facts.get("cell_errors", ()):
+            by_column.setdefault(str(column), {})[first + int(row)] = f"cell error {text} in column {column}"
+        erred = sorted({r for reasons in by_column.values() for r in reasons})
+        blank = pl.all_horizontal([pl.col(c).is_null() for c in frame.columns]) if frame.width else None
+        if blank is not None and erred:
+            blank = blank & ~pl.col(ROW_COLUMN).is_in(erred)
+        has_blank = blank is not None and bool(frame.lazy().with_row_index(ROW_COLUMN, offset=first)
+                                               .select(blank.any()).collect().item())
+        if not has_blank and (not by_column or self.cell_errors == "null"):
+            return lazy
+        plan = Plan.start(lazy)
+        if has_blank and blank is not None:
+            plan.drop_where(blank)  # not a record: counted as filtered, like a blank CSV line
+        for column, reasons in by_column.items() if self.cell_errors == "quarantine" else ():
+            reason = pl.col(ROW_COLUMN).replace_strict(
+                list(reasons), list(reasons.values()), default=None, return_dtype=pl.String
+            )
+            plan.reject("cell_error", column, reason.is_not_null(), reason)
+        return plan.frame
 
     # -- the sandbox -------------------------------------------------------------------------------------
 
@@ -170,7 +210,7 @@ class ExcelSource:
             raise SourceError(path.name, f"sheet {_listing(missing)} not found; {_has_sheets(available)}")
         return list(dict.fromkeys(wanted))
 
-    def _load(self, partition: Partition, *, schema_only: bool) -> pl.DataFrame:
+    def _load(self, partition: Partition, *, schema_only: bool) -> tuple[pl.DataFrame, dict[str, Any]]:
         _file_size(partition.file)  # a vanished file says so
         if content_hash(partition.file)[0] != partition.fingerprint:
             raise SourceError(
@@ -187,7 +227,7 @@ class ExcelSource:
         with tempfile.TemporaryDirectory(prefix="biconic-excel-") as tmp:
             result = self._run_worker(request, Path(tmp), label=partition.label)
             # Leaving the block unlinks the file; the mapping (and so the frame) stays valid until dropped.
-            return _map_ipc(Path(tmp) / str(result["file"]))
+            return _map_ipc(Path(tmp) / str(result["file"])), result
 
     def _run_worker(self, request: dict[str, Any], work_dir: Path, *, label: str) -> dict[str, Any]:
         """Run one job in a child process; its result, or the error that explains its failure or death."""

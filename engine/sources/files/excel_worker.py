@@ -13,7 +13,8 @@ The child caps its own address space (``RLIMIT_AS``) before importing anything h
 reports through files in ``request["out_dir"]``: ``result.json`` always (unless it dies), plus ``sheet.arrow``
 (uncompressed Arrow IPC, strings as ``string_view``) so the parent can memory-map the sheet without copying.
 Jobs: ``{"op": "sheets"}`` lists the sheet names; ``{"op": "read", "sheet", "header_row", "dtypes",
-"schema_only"}`` writes one sheet.
+"schema_only"}`` writes one sheet, and reports the columns read as text for mixed types (``mixed``) and the
+formula error cells (``cell_errors``: data row, column, ``"#DIV/0!"``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ IPC_FILE = "sheet.arrow"
 #: Rows per IPC record batch; small enough that compacting one batch's strings costs little memory.
 _BATCH_ROWS = 65_536
 _ALIAS = re.compile(r"^(.*)_([1-9][0-9]*)$", re.DOTALL)
+_UNTYPED = re.compile(r"could not determine dtype for column (.*)$", re.MULTILINE)
+_ERROR_CELL = re.compile(r"got 'Error\((\w+)\)'")
+#: calamine's CellErrorType names, as Excel shows them
+_ERROR_TEXT = {
+    "Div0": "#DIV/0!", "NA": "#N/A", "Name": "#NAME?", "Null": "#NULL!", "Num": "#NUM!", "Ref": "#REF!",
+    "Value": "#VALUE!", "GettingData": "#GETTING_DATA",
+}
 
 
 class _Failure(Exception):
@@ -200,11 +208,12 @@ def _read_sheet(
             header_row=header_row,
             skip_rows=0,
             schema_sample_rows=None,
-            dtypes=cast("fastexcel.DTypeMap", dict(types)) if types else None,
+            dtypes=cast("fastexcel.DTypeMap", {**mixed, **types}) if types or mixed else None,
         )
 
+    mixed: dict[str, str] = {}
     try:
-        loaded = load(dict(wanted))  # fastexcel matches by its own names, equal to ours nearly always
+        loaded = _load_mixed(load, dict(wanted), mixed)  # fastexcel's names equal ours nearly always
     except fastexcel.SheetNotFoundError:
         raise _Failure(
             "missing_sheet", f"sheet {sheet!r} not found", sheets=list(reader.sheet_names)
@@ -225,12 +234,46 @@ def _read_sheet(
     pairs = list(zip(columns, names, strict=True))
     if any((c.name if c.name in wanted else None) != (n if n in wanted else None) for c, n in pairs):
         loaded = load({c.index: wanted[n] for c, n in pairs if n in wanted})
-    batch = loaded.to_arrow()
+    batch, errors = loaded.to_arrow_with_errors()
     if schema_only:
         batch = batch.slice(0, 0)
     rows = batch.num_rows
     _write_ipc(batch, names, out / IPC_FILE)
-    return {"ok": True, "rows": rows, "columns": names, "file": IPC_FILE}
+    return {
+        "ok": True, "rows": rows, "columns": names, "file": IPC_FILE,
+        "mixed": [n for c, n in pairs if c.name in mixed and n not in wanted],
+        "cell_errors": [] if schema_only else _cell_errors(errors, names),
+    }
+
+
+def _load_mixed(
+    load: Callable[[Mapping[str, str]], fastexcel.ExcelSheet], wanted: dict[str, str], mixed: dict[str, str]
+) -> fastexcel.ExcelSheet:
+    """The sheet, with each column fastexcel cannot type (dates and text, only error cells...) read as text.
+
+    fastexcel names one such column per failure, so each one costs a parse; ``mixed`` collects them.
+    """
+    import fastexcel
+
+    while True:
+        try:
+            return load(wanted)
+        except (fastexcel.UnsupportedColumnTypeCombinationError, fastexcel.CalamineCellError) as exc:
+            found = _UNTYPED.search(str(exc))
+            if found is None or found.group(1) in mixed or found.group(1) in wanted:
+                raise
+            mixed[found.group(1)] = "string"
+
+
+def _cell_errors(errors: fastexcel.CellErrors | None, names: Sequence[str]) -> list[list[Any]]:
+    """``[data row, column, "#DIV/0!"]`` for each cell holding a formula error (or a value of another type)."""
+    out: list[list[Any]] = []
+    for error in errors.errors if errors is not None else ():
+        row, col = error.offset_position
+        found = _ERROR_CELL.search(error.detail)
+        text = _ERROR_TEXT.get(found.group(1), f"#{found.group(1).upper()}") if found else error.detail
+        out.append([row, names[col], text])
+    return out
 
 
 def _handle(request: Mapping[str, Any], out: Path) -> dict[str, Any]:

@@ -1,0 +1,149 @@
+"""ExcelSource on workbooks as businesses make them: one odd cell or row never refuses the whole workbook.
+
+Formula errors quarantine their row, mixed-type columns read as text, blank and formatted-but-empty rows
+are filtered (counted, not loaded). Workbooks are written here: xlsxwriter caches formula error values,
+openpyxl writes error cells and styled empty rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from engine.errors import SpecError
+from engine.plan.columns import DROP_COLUMN, REJECT_PREFIX, ROW_COLUMN
+from engine.sources.files.excel import ExcelSource
+
+xlsxwriter = pytest.importorskip("xlsxwriter")
+openpyxl = pytest.importorskip("openpyxl")
+
+
+def collect(source: ExcelSource, index: int = 0) -> pl.DataFrame:
+    return source.scan(source.partitions()[index]).collect()
+
+
+def reasons(frame: pl.DataFrame) -> dict[int, list[str]]:
+    """Spreadsheet row -> the reject reasons the source gave it."""
+    rejects = [c for c in frame.columns if c.startswith(REJECT_PREFIX)]
+    out: dict[int, list[str]] = {}
+    for row in frame.select(ROW_COLUMN, *rejects).iter_rows():
+        found = [r for r in row[1:] if r is not None]
+        if found:
+            out[row[0]] = found
+    return out
+
+
+def kept(frame: pl.DataFrame) -> list[int]:
+    """Spreadsheet rows not filtered by the source."""
+    if DROP_COLUMN not in frame.columns:
+        return frame[ROW_COLUMN].to_list()
+    return frame.filter(~pl.col(DROP_COLUMN))[ROW_COLUMN].to_list()
+
+
+def cached_errors_xlsx(path: Path) -> Path:
+    """Formulas whose cached values are errors, as Excel saves them."""
+    book = xlsxwriter.Workbook(str(path))
+    sheet = book.add_worksheet("s")
+    sheet.write_row(0, 0, ["id", "ratio", "name"])
+    sheet.write_row(1, 0, [1, 0.5, "a"])
+    sheet.write(2, 0, 2)
+    sheet.write_formula(2, 1, "=1/0", None, "#DIV/0!")
+    sheet.write(2, 2, "b")
+    sheet.write(3, 0, 3)
+    sheet.write(3, 1, 1.5)
+    sheet.write_formula(3, 2, "=VLOOKUP(9,A1:A2,1,FALSE)", None, "#N/A")
+    sheet.write_row(4, 0, [4, 2.5, "d"])
+    book.close()
+    return path
+
+
+def test_formula_errors_quarantine_their_row_not_the_workbook(tmp_path: Path) -> None:
+    frame = collect(ExcelSource(paths=(cached_errors_xlsx(tmp_path / "errors.xlsx"),)))
+    assert frame.select("id", "ratio", "name").rows() == [
+        (1.0, 0.5, "a"), (2.0, None, "b"), (3.0, 1.5, None), (4.0, 2.5, "d")
+    ]
+    assert reasons(frame) == {3: ["cell error #DIV/0! in column ratio"], 4: ["cell error #N/A in column name"]}
+
+
+def test_error_cells_of_every_kind_even_a_column_of_only_errors(tmp_path: Path) -> None:
+    """openpyxl error cells; a column holding nothing but errors once refused the workbook."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "s"
+    for row in (["id", "v", "only_errors"], [1, "#REF!", "#NAME?"], [2, "#VALUE!", "#NULL!"], [3, 7, "#NUM!"]):
+        sheet.append(row)
+    for cell in ("B2", "C2", "B3", "C3", "C4"):
+        sheet[cell].data_type = "e"
+    path = tmp_path / "kinds.xlsx"
+    book.save(path)
+    frame = collect(ExcelSource(paths=(path,)))
+    assert frame["only_errors"].to_list() == [None, None, None]
+    assert reasons(frame) == {
+        2: ["cell error #REF! in column v", "cell error #NAME? in column only_errors"],
+        3: ["cell error #VALUE! in column v", "cell error #NULL! in column only_errors"],
+        4: ["cell error #NUM! in column only_errors"],
+    }
+
+
+def test_cell_errors_null_keeps_the_row(tmp_path: Path) -> None:
+    source = ExcelSource(paths=(cached_errors_xlsx(tmp_path / "errors.xlsx"),), cell_errors="null")
+    frame = collect(source)
+    assert reasons(frame) == {}
+    assert frame["ratio"].to_list() == [0.5, None, 1.5, 2.5]
+    with pytest.raises(SpecError, match="cell_errors"):
+        ExcelSource(paths=(Path("x.xlsx"),), cell_errors="drop")  # type: ignore[arg-type]
+
+
+def test_mixed_type_columns_read_as_text(tmp_path: Path) -> None:
+    """Dates with text, or dates with durations, in one column once refused the whole workbook."""
+    book = xlsxwriter.Workbook(str(tmp_path / "mixed.xlsx"))
+    sheet = book.add_worksheet("s")
+    day = book.add_format({"num_format": "yyyy-mm-dd"})
+    sheet.write_row(0, 0, ["id", "due", "spent", "n"])
+    sheet.write_row(1, 0, [1])
+    sheet.write_datetime(1, 1, dt.datetime(2024, 1, 2), day)
+    sheet.write_datetime(1, 2, dt.datetime(2024, 1, 3), day)
+    sheet.write(1, 3, 5)
+    sheet.write_row(2, 0, [2, "next week"])
+    sheet.write_datetime(2, 2, dt.timedelta(hours=5), book.add_format({"num_format": "[h]:mm"}))
+    sheet.write(2, 3, "five")
+    book.close()
+    frame = collect(ExcelSource(paths=(tmp_path / "mixed.xlsx",)))
+    assert frame.schema["due"] == pl.String and frame.schema["spent"] == pl.String
+    assert frame["due"].to_list() == ["2024-01-02 00:00:00", "next week"]
+    assert frame["n"].to_list() == ["5", "five"]
+    assert frame["id"].to_list() == [1.0, 2.0]
+
+
+def test_blank_and_formatted_empty_rows_are_filtered_not_loaded(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "s"
+    for row in (["id", "name"], [1, "a"], [None, None], [2, "b"]):
+        sheet.append(row)
+    bold = openpyxl.styles.Font(bold=True)
+    for r in range(5, 40):  # formatted but empty: Excel saves these when a whole range was styled
+        for c in (1, 2):
+            sheet.cell(row=r, column=c).font = bold
+    path = tmp_path / "styled.xlsx"
+    book.save(path)
+    frame = collect(ExcelSource(paths=(path,)))
+    assert kept(frame) == [2, 4]
+    assert frame.filter(~pl.col(DROP_COLUMN)).select("id", "name").rows() == [(1.0, "a"), (2.0, "b")]
+
+
+def test_a_row_of_only_error_cells_is_quarantined_not_filtered(tmp_path: Path) -> None:
+    book = xlsxwriter.Workbook(str(tmp_path / "e.xlsx"))
+    sheet = book.add_worksheet("s")
+    sheet.write_row(0, 0, ["a", "b"])
+    sheet.write_row(1, 0, [1, 2])
+    sheet.write_formula(2, 0, "=1/0", None, "#DIV/0!")
+    sheet.write_formula(2, 1, "=1/0", None, "#DIV/0!")
+    sheet.write_row(4, 0, [3, 4])
+    book.close()
+    frame = collect(ExcelSource(paths=(tmp_path / "e.xlsx",)))
+    assert kept(frame) == [2, 3, 5]
+    assert list(reasons(frame)) == [3]
