@@ -70,10 +70,13 @@ class ExcelSource:
     header_row: int = 0
     dtypes: Mapping[str, str] | None = None
     cell_errors: CellErrors = "quarantine"
+    skip_hidden: bool = False
     memory_limit_mb: int = 4096
     timeout_s: float = 600.0
     #: the last sheet parsed (one slot): a partition-wide pass and the load then share one parse
     _last: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: what the report should hear: sheets skipped, columns read as text ("book.xlsx[Chart1]" -> note)
+    _notes: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Frozen, but normalise what callers naturally pass (a list, str paths) so equality stays meaningful.
@@ -126,6 +129,10 @@ class ExcelSource:
                 )
         return out
 
+    def notes(self) -> list[str]:
+        """What the report should say: non-worksheets (and hidden sheets, if asked) skipped, mixed columns."""
+        return [f"{where}: {note}" for where, note in self._notes.items()]
+
     def scan(self, partition: Partition) -> pl.LazyFrame:
         """The sheet, parsed now in the sandbox, as a lazy frame over its memory-mapped Arrow data."""
         slot = (partition.key, partition.fingerprint)
@@ -139,6 +146,10 @@ class ExcelSource:
             .select(pl.exclude(ROW_COLUMN), pl.col(ROW_COLUMN).cast(pl.Int64))
         )
         lazy = self._checked(frame, lazy, facts)
+        if facts.get("mixed"):
+            self._notes[partition.label] = (
+                f"column(s) {_listing(facts['mixed'])} read as text (mixed types: dates, durations, numbers, text)"
+            )
         self._last.update(slot=slot, frame=lazy)
         return lazy
 
@@ -190,16 +201,22 @@ class ExcelSource:
 
     # -- the sandbox -------------------------------------------------------------------------------------
 
-    def _sheet_names(self, path: Path) -> list[str]:
+    def _sheet_names(self, path: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="biconic-excel-") as tmp:
-            result = self._run_worker(
+            return self._run_worker(
                 {"op": "sheets", "path": os.path.abspath(path)}, Path(tmp), label=path.name
             )
-        return [str(name) for name in result["sheets"]]
 
-    def _chosen_sheets(self, path: Path, available: list[str]) -> list[str]:
+    def _chosen_sheets(self, path: Path, listing: Mapping[str, Any]) -> list[str]:
+        available = [str(name) for name in listing["sheets"]]
+        kinds: dict[str, str] = dict(listing.get("kinds") or {})
+        hidden = set(listing.get("hidden") or ()) if self.skip_hidden else set()
         if self.sheets == "*":
-            return available
+            for name in available:
+                if name in kinds or name in hidden:
+                    why = kinds.get(name, "hidden, and skip_hidden is set")
+                    self._notes[f"{path.name}[{name}]"] = f"sheet skipped ({why})"
+            return [n for n in available if n not in kinds and n not in hidden]
         if self.sheets is None:
             if not available:
                 raise SourceError(path.name, "the workbook has no sheets")
@@ -208,6 +225,9 @@ class ExcelSource:
         missing = [name for name in wanted if name not in available]
         if missing:
             raise SourceError(path.name, f"sheet {_listing(missing)} not found; {_has_sheets(available)}")
+        for name in wanted:
+            if name in kinds:
+                raise SourceError(path.name, f"sheet {name!r} is a {kinds[name]}, not a worksheet: no rows to read")
         return list(dict.fromkeys(wanted))
 
     def _load(self, partition: Partition, *, schema_only: bool) -> tuple[pl.DataFrame, dict[str, Any]]:

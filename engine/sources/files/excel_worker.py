@@ -20,6 +20,7 @@ formula error cells (``cell_errors``: data row, column, ``"#DIV/0!"``).
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import re
 import resource
@@ -38,9 +39,15 @@ RESULT_FILE = "result.json"
 IPC_FILE = "sheet.arrow"
 #: Rows per IPC record batch; small enough that compacting one batch's strings costs little memory.
 _BATCH_ROWS = 65_536
+_DEVNULL = io.StringIO()
 _ALIAS = re.compile(r"^(.*)_([1-9][0-9]*)$", re.DOTALL)
 _UNTYPED = re.compile(r"could not determine dtype for column (.*)$", re.MULTILINE)
 _ERROR_CELL = re.compile(r"got 'Error\((\w+)\)'")
+#: relationship types of workbook parts that are sheets but not worksheets
+_SHEET_KINDS = {
+    "chartsheet": "chart sheet", "dialogsheet": "dialog sheet", "xlMacrosheet": "macro sheet",
+    "xlIntlMacrosheet": "macro sheet",
+}
 #: calamine's CellErrorType names, as Excel shows them
 _ERROR_TEXT = {
     "Div0": "#DIV/0!", "NA": "#N/A", "Name": "#NAME?", "Null": "#NULL!", "Num": "#NUM!", "Ref": "#REF!",
@@ -97,9 +104,56 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _list_sheets(path: str) -> dict[str, Any]:
+    """The sheet names, which of them are not worksheets (``{"Chart1": "chart sheet"}``), which are hidden."""
     import fastexcel
 
-    return {"ok": True, "sheets": list(fastexcel.read_excel(path).sheet_names)}
+    names = list(fastexcel.read_excel(path).sheet_names)
+    kinds, hidden = _xlsx_sheet_facts(path) or _xls_sheet_facts(path, names)
+    return {"ok": True, "sheets": names, "kinds": kinds, "hidden": hidden}
+
+
+def _xlsx_sheet_facts(path: str) -> tuple[dict[str, str], list[str]] | None:
+    """Sheet kinds and states from an .xlsx/.xlsm's workbook part (fastexcel lists a chart sheet as an empty
+    worksheet); None for other formats."""
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    main = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+    rel = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            book = ET.fromstring(archive.read("xl/workbook.xml"))
+            rels = ET.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    except (zipfile.BadZipFile, KeyError, ET.ParseError):
+        return None
+    types = {r.get("Id"): str(r.get("Type", "")).rsplit("/", 1)[-1] for r in rels}
+    kinds: dict[str, str] = {}
+    hidden: list[str] = []
+    for sheet in book.iter(f"{main}sheet"):
+        name, kind = str(sheet.get("name")), types.get(sheet.get(rel), "worksheet")
+        if kind != "worksheet":
+            kinds[name] = _SHEET_KINDS.get(kind, f"{kind} sheet")
+        if sheet.get("state", "visible") != "visible":
+            hidden.append(name)
+    return kinds, hidden
+
+
+def _xls_sheet_facts(path: str, names: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """For a BIFF .xls, xlrd (when installed) lists worksheets only: the others are chart or macro sheets."""
+    try:
+        import xlrd
+    except ImportError:
+        return {}, []
+    try:
+        book = xlrd.open_workbook(path, on_demand=True, logfile=_DEVNULL)
+    except Exception:  # not a BIFF file, or one xlrd cannot read: fastexcel's listing stands
+        return {}, []
+    try:
+        worksheets = book.sheet_names()
+        hidden = [n for n, v in zip(worksheets, book._sheet_visibility, strict=False) if v]
+    finally:
+        book.release_resources()
+    return {n: "chart or macro sheet" for n in names if n not in worksheets}, hidden
 
 
 def _raw_names(

@@ -13,12 +13,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.errors import SpecError
+from engine.errors import SourceError, SpecError
 from engine.plan.columns import DROP_COLUMN, REJECT_PREFIX, ROW_COLUMN
 from engine.sources.files.excel import ExcelSource
 
 xlsxwriter = pytest.importorskip("xlsxwriter")
 openpyxl = pytest.importorskip("openpyxl")
+pytest.importorskip("openpyxl.chart")
 
 
 def collect(source: ExcelSource, index: int = 0) -> pl.DataFrame:
@@ -147,3 +148,44 @@ def test_a_row_of_only_error_cells_is_quarantined_not_filtered(tmp_path: Path) -
     frame = collect(ExcelSource(paths=(tmp_path / "e.xlsx",)))
     assert kept(frame) == [2, 3, 5]
     assert list(reasons(frame)) == [3]
+
+
+def test_star_skips_chart_sheets_and_says_so(tmp_path: Path) -> None:
+    """A chart sheet once failed a ``--sheet '*'`` load; hidden sheets load unless ``skip_hidden``."""
+    book = openpyxl.Workbook()
+    data = book.active
+    data.title = "data"
+    for row in (["k", "v"], ["a", 1], ["b", 2]):
+        data.append(row)
+    secret = book.create_sheet("secret")
+    secret.append(["k"])
+    secret.append(["x"])
+    secret.sheet_state = "hidden"
+    chart = openpyxl.chart.BarChart()
+    chart.add_data(openpyxl.chart.Reference(data, min_col=2, min_row=1, max_row=3))
+    book.create_chartsheet("Chart1").add_chart(chart)
+    path = tmp_path / "charts.xlsx"
+    book.save(path)
+
+    source = ExcelSource(paths=(path,), sheets="*")
+    assert [p.label for p in source.partitions()] == ["charts.xlsx[data]", "charts.xlsx[secret]"]
+    assert source.notes() == ["charts.xlsx[Chart1]: sheet skipped (chart sheet)"]
+    hiding = ExcelSource(paths=(path,), sheets="*", skip_hidden=True)
+    assert [p.label for p in hiding.partitions()] == ["charts.xlsx[data]"]
+    assert "charts.xlsx[secret]: sheet skipped (hidden, and skip_hidden is set)" in hiding.notes()
+    with pytest.raises(SourceError, match="'Chart1' is a chart sheet, not a worksheet"):
+        ExcelSource(paths=(path,), sheets="Chart1").partitions()
+
+
+def test_a_column_of_dates_and_durations_is_named_in_the_notes(tmp_path: Path) -> None:
+    book = xlsxwriter.Workbook(str(tmp_path / "m.xlsx"))
+    sheet = book.add_worksheet("s")
+    sheet.write_row(0, 0, ["due"])
+    sheet.write_datetime(1, 0, dt.datetime(2024, 1, 2), book.add_format({"num_format": "yyyy-mm-dd"}))
+    sheet.write_datetime(2, 0, dt.timedelta(hours=5), book.add_format({"num_format": "[h]:mm"}))
+    book.close()
+    source = ExcelSource(paths=(tmp_path / "m.xlsx",))
+    collect(source)
+    assert source.notes() == [
+        "m.xlsx[s]: column(s) 'due' read as text (mixed types: dates, durations, numbers, text)"
+    ]
