@@ -35,3 +35,24 @@ def test_cell_errors_blank_rows_and_mixed_columns_load(tmp_path: Path, pg_dsn: s
     assert sql(f'SELECT id, ratio, due FROM "{table}" ORDER BY id') == [
         (1, 0.5, "2024-01-02 00:00:00"), (3, 1.5, "soon")
     ]
+
+
+def test_a_titled_report_loads_with_header_row_auto_and_charts_are_noted(tmp_path: Path, pg_dsn: str, table: str,
+                                                                         sql: Sql) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "report"
+    for row in (["Sales by region"], [], ["id", "region", "amount"], ["", "", "EUR"], [1, "North", 2.5],
+                [2, "South", 4]):
+        sheet.append(row)
+    chart = openpyxl.chart.BarChart()
+    chart.add_data(openpyxl.chart.Reference(sheet, min_col=3, min_row=5, max_row=6))
+    book.create_chartsheet("Chart").add_chart(chart)
+    path = tmp_path / "report.xlsx"
+    book.save(path)
+    report = engine.load(path, into=table, dsn=pg_dsn, sheet="*", options={"header_row": "auto", "skip_rows": 1})
+    accounted(report)
+    assert (report.rows_loaded, report.source_partitions) == (2, 1)
+    assert report.notes == ["report.xlsx[Chart]: sheet skipped (chart sheet)"]
+    assert sql(f'SELECT id, region, amount FROM "{table}" ORDER BY id') == [(1, "North", 2.5), (2, "South", 4.0)]

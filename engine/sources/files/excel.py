@@ -35,8 +35,8 @@ __all__ = ["CellErrors", "ExcelDType", "ExcelSource"]
 #: The column types fastexcel can be asked for in ``dtypes``.
 ExcelDType = Literal["int", "float", "string", "boolean", "date", "datetime", "duration"]
 #: What a cell holding a formula error (``#DIV/0!``, ``#N/A``...) does: null it and quarantine its row, or
-#: only null it.
-CellErrors = Literal["quarantine", "null"]
+#: keep the row with the cell null ("null" would read as YAML null in --option).
+CellErrors = Literal["quarantine", "keep"]
 
 _log = logging.getLogger(__name__)
 #: Run by file, not ``-m``: the child must not import the engine (see the worker's docstring).
@@ -57,17 +57,20 @@ class ExcelSource:
     ``sheets``: ``None`` is each workbook's first sheet, ``"*"`` all of them, else one name or several.
     ``header_row`` is the 0-based spreadsheet row holding the headers (rows above it are skipped, blank or
     not), so ``ROW_COLUMN`` is the true spreadsheet row: ``header_row + 2`` for the first data row.
+    ``header_row="auto"`` finds it: of the first 50 rows, the first with the most filled cells, none of them a
+    number. ``skip_rows`` skips that many rows under the header (a units row, a separator).
     ``dtypes`` maps column names, as ``scan`` gives them, to fastexcel types; unset columns are inferred
     from every row; a column fastexcel cannot give one type (dates and text, dates and durations) is text.
     ``cell_errors``: a cell holding a formula error (``#DIV/0!``, ``#N/A``...) is null, and its row is
-    quarantined (``"quarantine"``, rule ``cell_error``) or kept (``"null"``). Blank rows, formatted-but-empty
+    quarantined (``"quarantine"``, rule ``cell_error``) or kept (``"keep"``). Blank rows, formatted-but-empty
     ones included, are filtered: counted, never loaded. ``memory_limit_mb`` and ``timeout_s`` bound each parse
     (one child process each).
     """
 
     paths: tuple[Path, ...]
     sheets: str | tuple[str, ...] | None = None
-    header_row: int = 0
+    header_row: int | Literal["auto"] = 0
+    skip_rows: int = 0
     dtypes: Mapping[str, str] | None = None
     cell_errors: CellErrors = "quarantine"
     skip_hidden: bool = False
@@ -89,8 +92,10 @@ class ExcelSource:
             raise SpecError("paths", "no workbook given")
         if isinstance(self.sheets, tuple) and not self.sheets:
             raise SpecError("sheets", "empty list of sheets; use None for the first sheet or '*' for all")
-        if self.header_row < 0:
-            raise SpecError("header_row", f"must be >= 0 (a 0-based row), got {self.header_row}")
+        if self.header_row != "auto" and not (isinstance(self.header_row, int) and self.header_row >= 0):
+            raise SpecError("header_row", f"must be 'auto' or >= 0 (a 0-based row), got {self.header_row!r}")
+        if not (isinstance(self.skip_rows, int) and self.skip_rows >= 0):
+            raise SpecError("skip_rows", f"must be >= 0 (rows under the header), got {self.skip_rows!r}")
         if self.memory_limit_mb < _MIN_MEMORY_MB:
             raise SpecError(
                 "memory_limit_mb",
@@ -142,7 +147,7 @@ class ExcelSource:
         frame, facts = self._load(partition, schema_only=False)
         lazy = (
             frame.lazy()
-            .with_row_index(ROW_COLUMN, offset=self.header_row + 2)
+            .with_row_index(ROW_COLUMN, offset=self._first_row(facts))
             .select(pl.exclude(ROW_COLUMN), pl.col(ROW_COLUMN).cast(pl.Int64))
         )
         lazy = self._checked(frame, lazy, facts)
@@ -170,6 +175,10 @@ class ExcelSource:
         frame, _ = self._load(parts[0], schema_only=True)
         return reader_from_frame(frame.lazy()).schema
 
+    def _first_row(self, facts: Mapping[str, Any]) -> int:
+        """The spreadsheet row (1-based) of the first data row: below the header and the skipped rows."""
+        return int(facts.get("header_row") or 0) + 2 + self.skip_rows
+
     def _checked(self, frame: pl.DataFrame, lazy: pl.LazyFrame, facts: Mapping[str, Any]) -> pl.LazyFrame:
         """Blank rows marked filtered, and rows with a formula error (``#DIV/0!``) quarantined, naming it.
 
@@ -177,7 +186,7 @@ class ExcelSource:
         """
         from engine.plan.frame import Plan
 
-        first = self.header_row + 2
+        first = self._first_row(facts)
         by_column: dict[str, dict[int, str]] = {}
         for row, column, text in facts.get("cell_errors", ()):
             by_column.setdefault(str(column), {})[first + int(row)] = f"cell error {text} in column {column}"
@@ -187,7 +196,7 @@ class ExcelSource:
             blank = blank & ~pl.col(ROW_COLUMN).is_in(erred)
         has_blank = blank is not None and bool(frame.lazy().with_row_index(ROW_COLUMN, offset=first)
                                                .select(blank.any()).collect().item())
-        if not has_blank and (not by_column or self.cell_errors == "null"):
+        if not has_blank and (not by_column or self.cell_errors == "keep"):
             return lazy
         plan = Plan.start(lazy)
         if has_blank and blank is not None:
@@ -241,6 +250,7 @@ class ExcelSource:
             "path": os.path.abspath(partition.file),
             "sheet": str(partition.options["sheet"]),
             "header_row": self.header_row,
+            "skip_rows": self.skip_rows,
             "dtypes": dict(self.dtypes) if self.dtypes else None,
             "schema_only": schema_only,
         }

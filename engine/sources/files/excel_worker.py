@@ -12,9 +12,9 @@ path, where ``json.py`` and ``csv.py`` would shadow the standard library).
 The child caps its own address space (``RLIMIT_AS``) before importing anything heavy, does one job, and
 reports through files in ``request["out_dir"]``: ``result.json`` always (unless it dies), plus ``sheet.arrow``
 (uncompressed Arrow IPC, strings as ``string_view``) so the parent can memory-map the sheet without copying.
-Jobs: ``{"op": "sheets"}`` lists the sheet names; ``{"op": "read", "sheet", "header_row", "dtypes",
-"schema_only"}`` writes one sheet, and reports the columns read as text for mixed types (``mixed``) and the
-formula error cells (``cell_errors``: data row, column, ``"#DIV/0!"``).
+Jobs: ``{"op": "sheets"}`` lists the sheet names; ``{"op": "read", "sheet", "header_row" (or ``"auto"``),
+"skip_rows", "dtypes", "schema_only"}`` writes one sheet, and reports the header row used, the columns read
+as text for mixed types (``mixed``) and the formula error cells (``cell_errors``: data row, column, ``"#N/A"``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ RESULT_FILE = "result.json"
 IPC_FILE = "sheet.arrow"
 #: Rows per IPC record batch; small enough that compacting one batch's strings costs little memory.
 _BATCH_ROWS = 65_536
+#: rows looked at to find the header row (``header_row="auto"``)
+_DETECT_ROWS = 50
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _DEVNULL = io.StringIO()
 _ALIAS = re.compile(r"^(.*)_([1-9][0-9]*)$", re.DOTALL)
 _UNTYPED = re.compile(r"could not determine dtype for column (.*)$", re.MULTILINE)
@@ -243,47 +246,47 @@ def _read_sheet(
     path: str,
     sheet: str,
     *,
-    header_row: int,
+    header_row: int | None,
+    skip_rows: int,
     dtypes: Mapping[str, str] | None,
     schema_only: bool,
     out: Path,
 ) -> dict[str, Any]:
+    """Write the sheet; ``header_row=None`` finds the header first (:func:`_detect_header`)."""
     import fastexcel
 
     reader = fastexcel.read_excel(path)
     wanted: dict[str, str] = dict(dtypes or {})
 
     def load(types: Mapping[str, str] | Mapping[int, str]) -> fastexcel.ExcelSheet:
-        # skip_rows=0 pins the header to the absolute row ``header_row`` (fastexcel otherwise starts at the
-        # first non-empty row, and the spreadsheet row numbers would be unknowable); schema_sample_rows=None
-        # infers types from every row, since a late text cell in a column sampled as numbers becomes null.
+        # skip_rows (0 by default) pins the header to the absolute row ``header_row`` (fastexcel otherwise
+        # starts at the first non-empty row, and the spreadsheet row numbers would be unknowable);
+        # schema_sample_rows=None infers types from every row: a late text cell in a number column is no null.
         return reader.load_sheet(
             sheet,
             header_row=header_row,
-            skip_rows=0,
+            skip_rows=skip_rows,
             schema_sample_rows=None,
             dtypes=cast("fastexcel.DTypeMap", {**mixed, **types}) if types or mixed else None,
         )
 
     mixed: dict[str, str] = {}
     try:
+        if header_row is None:
+            header_row = _detect_header(reader, sheet)
         loaded = _load_mixed(load, dict(wanted), mixed)  # fastexcel's names equal ours nearly always
     except fastexcel.SheetNotFoundError:
         raise _Failure(
             "missing_sheet", f"sheet {sheet!r} not found", sheets=list(reader.sheet_names)
         ) from None
     except BaseException as exc:
-        if not _header_past_the_end(exc, path, sheet, header_row):
+        if header_row is None or not _header_past_the_end(exc, path, sheet, header_row):
             raise
         _write_ipc(None, [], out / IPC_FILE)
-        return {"ok": True, "rows": 0, "columns": [], "file": IPC_FILE}
+        return {"ok": True, "rows": 0, "columns": [], "file": IPC_FILE, "header_row": header_row}
     columns = loaded.selected_columns
     names = _unique_names()(_raw_names(reader, sheet, header_row, columns))
-    unknown = [k for k in wanted if k not in names]
-    if unknown and names:  # a sheet with no columns at all is empty, not mistyped
-        listed = ", ".join(repr(n) for n in names) or "none"
-        missing = ", ".join(map(repr, unknown))
-        raise _Failure("bad_dtypes", f"dtypes names column(s) {missing} not in the sheet; columns: {listed}")
+    _check_dtypes(wanted, names)
     # Our names differ from fastexcel's for blank and repeated headers: then reload, typing by position.
     pairs = list(zip(columns, names, strict=True))
     if any((c.name if c.name in wanted else None) != (n if n in wanted else None) for c, n in pairs):
@@ -294,10 +297,32 @@ def _read_sheet(
     rows = batch.num_rows
     _write_ipc(batch, names, out / IPC_FILE)
     return {
-        "ok": True, "rows": rows, "columns": names, "file": IPC_FILE,
+        "ok": True, "rows": rows, "columns": names, "file": IPC_FILE, "header_row": header_row,
         "mixed": [n for c, n in pairs if c.name in mixed and n not in wanted],
         "cell_errors": [] if schema_only else _cell_errors(errors, names),
     }
+
+
+def _check_dtypes(wanted: Mapping[str, str], names: Sequence[str]) -> None:
+    unknown = [k for k in wanted if k not in names]
+    if unknown and names:  # a sheet with no columns at all is empty, not mistyped
+        listed = ", ".join(repr(n) for n in names) or "none"
+        missing = ", ".join(map(repr, unknown))
+        raise _Failure("bad_dtypes", f"dtypes names column(s) {missing} not in the sheet; columns: {listed}")
+
+
+def _detect_header(reader: fastexcel.ExcelReader, sheet: str) -> int:
+    """The header's 0-based row: of the sheet's first 50 rows, the first with the most filled cells, none of
+    them a number (a title row above a table has fewer cells; data rows hold numbers); row 0 if none."""
+    top = reader.load_sheet(
+        sheet, header_row=None, skip_rows=0, n_rows=_DETECT_ROWS, dtypes="string", schema_sample_rows=1
+    ).to_arrow()
+    best, widest = 0, 0
+    for i, row in enumerate(top.to_pylist()):
+        filled = [str(v) for v in row.values() if v is not None and str(v).strip()]
+        if len(filled) > widest and not any(_NUMBER.fullmatch(v.strip()) for v in filled):
+            best, widest = i, len(filled)
+    return best
 
 
 def _load_mixed(
@@ -337,7 +362,8 @@ def _handle(request: Mapping[str, Any], out: Path) -> dict[str, Any]:
     return _read_sheet(
         path,
         str(request["sheet"]),
-        header_row=int(request["header_row"]),
+        header_row=None if request["header_row"] == "auto" else int(request["header_row"]),
+        skip_rows=int(request.get("skip_rows", 0)),
         dtypes=request.get("dtypes"),
         schema_only=bool(request.get("schema_only", False)),
         out=out,

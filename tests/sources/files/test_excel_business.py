@@ -89,8 +89,8 @@ def test_error_cells_of_every_kind_even_a_column_of_only_errors(tmp_path: Path) 
     }
 
 
-def test_cell_errors_null_keeps_the_row(tmp_path: Path) -> None:
-    source = ExcelSource(paths=(cached_errors_xlsx(tmp_path / "errors.xlsx"),), cell_errors="null")
+def test_cell_errors_keep_keeps_the_row_with_the_cell_null(tmp_path: Path) -> None:
+    source = ExcelSource(paths=(cached_errors_xlsx(tmp_path / "errors.xlsx"),), cell_errors="keep")
     frame = collect(source)
     assert reasons(frame) == {}
     assert frame["ratio"].to_list() == [0.5, None, 1.5, 2.5]
@@ -189,3 +189,41 @@ def test_a_column_of_dates_and_durations_is_named_in_the_notes(tmp_path: Path) -
     assert source.notes() == [
         "m.xlsx[s]: column(s) 'due' read as text (mixed types: dates, durations, numbers, text)"
     ]
+
+
+def titled_report(path: Path) -> Path:
+    book = xlsxwriter.Workbook(str(path))
+    sheet = book.add_worksheet("S")
+    rows: list[list[object]] = [
+        ["Monthly report"],  # row 1: a title
+        [],  # row 2
+        ["Region: North", None, "printed 2024-05-01"],  # row 3: fewer cells than the header
+        ["id", "name", "amount"],  # row 4: the header
+        ["", "", "EUR"],  # row 5: units
+        [1, "a", 2.5],  # row 6
+        [2, "b", 3],  # row 7
+    ]
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            if value is not None:
+                sheet.write(r, c, value)
+    book.close()
+    return path
+
+
+def test_a_table_below_title_rows_with_header_row_and_skip_rows(tmp_path: Path) -> None:
+    path = titled_report(tmp_path / "report.xlsx")
+    frame = collect(ExcelSource(paths=(path,), header_row=3, skip_rows=1))
+    assert frame.select("id", "name", "amount", ROW_COLUMN).rows() == [(1.0, "a", 2.5, 6), (2.0, "b", 3.0, 7)]
+    with pytest.raises(SpecError, match="skip_rows"):
+        ExcelSource(paths=(path,), skip_rows=-1)
+    with pytest.raises(SpecError, match="header_row"):
+        ExcelSource(paths=(path,), header_row="first")  # type: ignore[arg-type]
+
+
+def test_header_row_auto_finds_the_header_under_the_titles(tmp_path: Path) -> None:
+    path = titled_report(tmp_path / "report.xlsx")
+    frame = collect(ExcelSource(paths=(path,), header_row="auto", skip_rows=1))
+    assert frame.select("id", "name", "amount", ROW_COLUMN).rows() == [(1.0, "a", 2.5, 6), (2.0, "b", 3.0, 7)]
+    plain = collect(ExcelSource(paths=(cached_errors_xlsx(tmp_path / "plain.xlsx"),), header_row="auto"))
+    assert plain.columns[:3] == ["id", "ratio", "name"] and plain[ROW_COLUMN].to_list()[0] == 2
