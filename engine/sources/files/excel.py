@@ -319,6 +319,10 @@ class ExcelSource:
             return HostileInputError(
                 label, f"the Excel parser crashed: {message} (hostile or corrupt workbook?)"
             )
+        if kind == "corrupt" and "password protected" in message.lower():
+            return SourceError(
+                label, "the workbook is password protected: save a copy without the password and load that"
+            )
         if kind == "corrupt":
             hint = "truncated, corrupt, or not this format?"
             return SourceError(label, f"cannot read the workbook: {message} ({hint})")

@@ -227,3 +227,15 @@ def test_header_row_auto_finds_the_header_under_the_titles(tmp_path: Path) -> No
     assert frame.select("id", "name", "amount", ROW_COLUMN).rows() == [(1.0, "a", 2.5, 6), (2.0, "b", 3.0, 7)]
     plain = collect(ExcelSource(paths=(cached_errors_xlsx(tmp_path / "plain.xlsx"),), header_row="auto"))
     assert plain.columns[:3] == ["id", "ratio", "name"] and plain[ROW_COLUMN].to_list()[0] == 2
+
+
+def test_a_password_protected_workbook_says_so(tmp_path: Path) -> None:
+    """Not "truncated, corrupt, or not this format?": the file is fine, it is encrypted."""
+    ooxml = pytest.importorskip("msoffcrypto.format.ooxml")
+    plain = cached_errors_xlsx(tmp_path / "plain.xlsx")
+    locked = tmp_path / "locked.xlsx"
+    with open(plain, "rb") as src, open(locked, "wb") as out:
+        ooxml.OOXMLFile(src).encrypt("secret", out)
+    with pytest.raises(SourceError, match="password protected") as caught:
+        ExcelSource(paths=(locked,)).partitions()
+    assert "corrupt" not in str(caught.value)
