@@ -219,6 +219,8 @@ class ExcelSource:
     def _chosen_sheets(self, path: Path, listing: Mapping[str, Any]) -> list[str]:
         available = [str(name) for name in listing["sheets"]]
         kinds: dict[str, str] = dict(listing.get("kinds") or {})
+        if listing.get("reader"):
+            self._notes[path.name] = f"read by the fallback reader ({listing['reader']}): the main one could not"
         hidden = set(listing.get("hidden") or ()) if self.skip_hidden else set()
         if self.sheets == "*":
             for name in available:

@@ -20,7 +20,6 @@ as text for mixed types (``mixed``) and the formula error cells (``cell_errors``
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import re
 import resource
@@ -42,7 +41,6 @@ _BATCH_ROWS = 65_536
 #: rows looked at to find the header row (``header_row="auto"``)
 _DETECT_ROWS = 50
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-_DEVNULL = io.StringIO()
 _ALIAS = re.compile(r"^(.*)_([1-9][0-9]*)$", re.DOTALL)
 _UNTYPED = re.compile(r"could not determine dtype for column (.*)$", re.MULTILINE)
 _ERROR_CELL = re.compile(r"got 'Error\((\w+)\)'")
@@ -143,19 +141,12 @@ def _xlsx_sheet_facts(path: str) -> tuple[dict[str, str], list[str]] | None:
 
 def _xls_sheet_facts(path: str, names: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     """For a BIFF .xls, xlrd (when installed) lists worksheets only: the others are chart or macro sheets."""
-    try:
-        import xlrd
-    except ImportError:
+    if importlib.util.find_spec("xlrd") is None:
         return {}, []
     try:
-        book = xlrd.open_workbook(path, on_demand=True, logfile=_DEVNULL)
+        worksheets, hidden = _fallback().sheet_names(path)
     except Exception:  # not a BIFF file, or one xlrd cannot read: fastexcel's listing stands
         return {}, []
-    try:
-        worksheets = book.sheet_names()
-        hidden = [n for n, v in zip(worksheets, book._sheet_visibility, strict=False) if v]
-    finally:
-        book.release_resources()
     return {n: "chart or macro sheet" for n in names if n not in worksheets}, hidden
 
 
@@ -357,17 +348,78 @@ def _cell_errors(errors: fastexcel.CellErrors | None, names: Sequence[str]) -> l
 
 def _handle(request: Mapping[str, Any], out: Path) -> dict[str, Any]:
     path = str(request["path"])
-    if request["op"] == "sheets":
-        return _list_sheets(path)
-    return _read_sheet(
-        path,
-        str(request["sheet"]),
-        header_row=None if request["header_row"] == "auto" else int(request["header_row"]),
-        skip_rows=int(request.get("skip_rows", 0)),
-        dtypes=request.get("dtypes"),
-        schema_only=bool(request.get("schema_only", False)),
-        out=out,
-    )
+    header_row = None if request.get("header_row") == "auto" else int(request.get("header_row", 0))
+    skip_rows = int(request.get("skip_rows", 0))
+    try:
+        if request["op"] == "sheets":
+            return _list_sheets(path)
+        return _read_sheet(
+            path,
+            str(request["sheet"]),
+            header_row=header_row,
+            skip_rows=skip_rows,
+            dtypes=request.get("dtypes"),
+            schema_only=bool(request.get("schema_only", False)),
+            out=out,
+        )
+    except (_Failure, MemoryError, OSError, SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # calamine's errors and panics: a legacy .xls gets a second reader
+        version = _biff(path, exc)
+        if version is None:
+            raise
+        return _read_legacy(request, out, version=version, header_row=header_row, skip_rows=skip_rows, cause=exc)
+
+
+def _biff(path: str, exc: BaseException) -> str | None:
+    """The BIFF version of a legacy .xls that calamine failed on (not for want of a sheet or a password)."""
+    import fastexcel
+
+    if isinstance(exc, fastexcel.SheetNotFoundError) or "password protected" in str(exc).lower():
+        return None
+    return _fallback().biff_version(path)  # type: ignore[no-any-return]
+
+
+def _read_legacy(
+    request: Mapping[str, Any], out: Path, *, version: str, header_row: int | None, skip_rows: int,
+    cause: BaseException,
+) -> dict[str, Any]:
+    """The job done by xlrd instead; without it, or when it fails too, an error naming the BIFF version."""
+    fallback = _fallback()
+    path, why = str(request["path"]), _first_line(cause)
+    if importlib.util.find_spec("xlrd") is None:
+        raise _Failure("legacy", f"a {version} workbook the Excel reader cannot read ({why}); install xlrd "
+                                 "(pip install xlrd) to read it with the fallback reader, or save it as .xlsx")
+    try:
+        if request["op"] == "sheets":
+            names, hidden = fallback.sheet_names(path)
+            return {"ok": True, "sheets": names, "kinds": {}, "hidden": hidden, "reader": f"xlrd, {version}"}
+        sheet = str(request["sheet"])
+        header, batch, errors, used = fallback.read_sheet(path, sheet, header_row=header_row, skip_rows=skip_rows)
+    except LookupError:
+        raise _Failure("missing_sheet", f"sheet {request['sheet']!r} not found",
+                       sheets=fallback.sheet_names(path)[0]) from None
+    except Exception as exc:
+        raise _Failure("legacy", f"cannot read this {version} workbook: {why}; xlrd: {_first_line(exc)}") from exc
+    names = _unique_names()(header)
+    if request.get("schema_only"):
+        batch = batch.slice(0, 0)
+    _write_ipc(batch if batch.num_columns else None, names, out / IPC_FILE)
+    return {
+        "ok": True, "rows": batch.num_rows, "columns": names, "file": IPC_FILE, "header_row": used,
+        "mixed": [], "reader": f"xlrd, {version}",
+        "cell_errors": [] if request.get("schema_only") else [[r, names[c], t] for r, c, t in errors],
+    }
+
+
+def _fallback() -> Any:
+    """``_xls_fallback``, loaded from its file (the engine package is not imported here)."""
+    where = Path(__file__).resolve().with_name("_xls_fallback.py")
+    spec = importlib.util.spec_from_file_location("_biconic_xls", where)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _run(request: Mapping[str, Any], out: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ openpyxl writes error cells and styled empty rows.
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from pathlib import Path
 
 import polars as pl
@@ -239,3 +240,48 @@ def test_a_password_protected_workbook_says_so(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="password protected") as caught:
         ExcelSource(paths=(locked,)).partitions()
     assert "corrupt" not in str(caught.value)
+
+
+def _record(opcode: int, data: bytes) -> bytes:
+    return struct.pack("<HH", opcode, len(data)) + data
+
+
+def biff2(rows: list[list[object]]) -> bytes:
+    """A raw BIFF2 (Excel 2.x) worksheet stream, written by hand: no writer for it exists any more.
+
+    Records: BOF, DIMENSIONS, NUMBER / LABEL / BOOLERR (an error cell is ``("error", code)``), EOF."""
+    out = _record(0x0009, struct.pack("<HH", 0x0002, 0x0010))
+    out += _record(0x0000, struct.pack("<HHHH", 0, len(rows), 0, max(len(r) for r in rows)))
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            head = struct.pack("<HH", r, c) + b"\0\0\0"
+            if isinstance(value, tuple):
+                out += _record(0x0005, head + bytes([value[1], 1]))
+            elif isinstance(value, str):
+                out += _record(0x0004, head + bytes([len(value)]) + value.encode("latin-1"))
+            elif isinstance(value, float | int):
+                out += _record(0x0003, head + struct.pack("<d", value))
+    return out + _record(0x000A, b"")
+
+
+def test_a_biff2_xls_is_read_by_the_fallback_reader(tmp_path: Path) -> None:
+    """calamine reads BIFF5/8 only ("Invalid OLE ... not an office document?"); xlrd reads Excel 2.x files."""
+    pytest.importorskip("xlrd")
+    path = tmp_path / "legacy.xls"
+    path.write_bytes(biff2([["id", "name", "ratio"], [1, "a", 0.5], [2, "b", ("error", 0x07)], [], [3, "c", 1.5]]))
+    source = ExcelSource(paths=(path,))
+    frame = collect(source)
+    assert frame.filter(~pl.col(DROP_COLUMN)).select("id", "name", "ratio", ROW_COLUMN).rows() == [
+        (1.0, "a", 0.5, 2), (2.0, "b", None, 3), (3.0, "c", 1.5, 5)
+    ]
+    assert reasons(frame) == {3: ["cell error #DIV/0! in column ratio"]}
+    assert source.notes() == [
+        "legacy.xls: read by the fallback reader (xlrd, BIFF2 (Excel 2.x)): the main one could not"
+    ]
+
+
+def test_an_xls_neither_reader_can_read_names_its_format_version(tmp_path: Path) -> None:
+    path = tmp_path / "broken.xls"
+    path.write_bytes(_record(0x0009, struct.pack("<HH", 0x0002, 0x0010)) + b"\x03\x00\xff\xff" + b"x" * 10)
+    with pytest.raises(SourceError, match=r"cannot read this BIFF2 \(Excel 2\.x\) workbook"):
+        ExcelSource(paths=(path,)).partitions()
