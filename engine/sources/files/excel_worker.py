@@ -283,14 +283,14 @@ def _read_sheet(
     if any((c.name if c.name in wanted else None) != (n if n in wanted else None) for c, n in pairs):
         loaded = load({c.index: wanted[n] for c, n in pairs if n in wanted})
     batch, errors = loaded.to_arrow_with_errors()
+    batch, ods = _with_ods_errors(path, sheet, batch, loaded.selected_columns, header_row + 1 + skip_rows)
     if schema_only:
         batch = batch.slice(0, 0)
-    rows = batch.num_rows
     _write_ipc(batch, names, out / IPC_FILE)
     return {
-        "ok": True, "rows": rows, "columns": names, "file": IPC_FILE, "header_row": header_row,
+        "ok": True, "rows": batch.num_rows, "columns": names, "file": IPC_FILE, "header_row": header_row,
         "mixed": [n for c, n in pairs if c.name in mixed and n not in wanted],
-        "cell_errors": [] if schema_only else _cell_errors(errors, names),
+        "cell_errors": [] if schema_only else _cell_errors(errors, names) + [[r, names[c], t] for r, c, t in ods],
     }
 
 
@@ -414,12 +414,35 @@ def _read_legacy(
 
 def _fallback() -> Any:
     """``_xls_fallback``, loaded from its file (the engine package is not imported here)."""
-    where = Path(__file__).resolve().with_name("_xls_fallback.py")
-    spec = importlib.util.spec_from_file_location("_biconic_xls", where)
+    return _sibling("_xls_fallback")
+
+
+def _sibling(name: str) -> Any:
+    where = Path(__file__).resolve().with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_biconic{name}", where)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _with_ods_errors(
+    path: str, sheet: str, batch: pa.RecordBatch, columns: Sequence[fastexcel.ColumnInfo], first: int
+) -> tuple[pa.RecordBatch, list[tuple[int, int, str]]]:
+    """An .ods sheet's error cells, which calamine reads as 0, nulled; with their (data row, column index)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = _sibling("_ods_errors").error_cells(path, sheet) if path.lower().endswith(".ods") else []
+    where = {c.absolute_index: i for i, c in enumerate(columns)}
+    cells = [(r - first, where[c], t) for r, c, t in found if c in where and 0 <= r - first < batch.num_rows]
+    arrays = list(batch.columns)
+    for i in {c for _, c, _ in cells}:
+        mask = [False] * batch.num_rows
+        for r, c, _ in cells:
+            mask[r] = mask[r] or c == i
+        arrays[i] = pc.if_else(pa.array(mask), pa.nulls(batch.num_rows, arrays[i].type), arrays[i])
+    return pa.record_batch(arrays, schema=batch.schema), cells
 
 
 def _run(request: Mapping[str, Any], out: Path) -> dict[str, Any]:

@@ -285,3 +285,51 @@ def test_an_xls_neither_reader_can_read_names_its_format_version(tmp_path: Path)
     path.write_bytes(_record(0x0009, struct.pack("<HH", 0x0002, 0x0010)) + b"\x03\x00\xff\xff" + b"x" * 10)
     with pytest.raises(SourceError, match=r"cannot read this BIFF2 \(Excel 2\.x\) workbook"):
         ExcelSource(paths=(path,)).partitions()
+
+
+def write_ods(path: Path, rows: list[list[object]]) -> Path:
+    """An .ods sheet "S" written by odfpy; an error cell (``("error", "#DIV/0!")``) is written as LibreOffice
+    saves one: a float 0 marked ``calcext:value-type="error"`` with the error as its text."""
+    opendocument = pytest.importorskip("odf.opendocument")
+    from odf.table import Table, TableCell, TableRow
+    from odf.text import P
+
+    doc = opendocument.OpenDocumentSpreadsheet()
+    table = Table(name="S")
+    for row in rows:
+        line = TableRow()
+        for value in row:
+            if value is None:
+                cell = TableCell()
+            elif isinstance(value, tuple):
+                cell = TableCell(formula="of:=1/0", valuetype="float", value=0)
+                cell.setAttrNS(_CALCEXT, "value-type", "error")
+                cell.addElement(P(text=str(value[1])))
+            elif isinstance(value, str):
+                cell = TableCell(valuetype="string")
+                cell.addElement(P(text=value))
+            else:
+                cell = TableCell(valuetype="float", value=value)
+                cell.addElement(P(text=str(value)))
+            line.addElement(cell)
+        table.addElement(line)
+    doc.spreadsheet.addElement(table)
+    doc.save(str(path))
+    return path
+
+
+_CALCEXT = "urn:org:documentfoundation:names:experimental:calc:xmlns:calcext:1.0"
+
+
+def test_ods_error_cells_blank_rows_and_title_rows(tmp_path: Path) -> None:
+    """calamine reads an .ods error cell as 0: a silent wrong value, now a null and a quarantined row."""
+    path = write_ods(tmp_path / "report.ods", [
+        ["Report"], [], ["id", "note", "ratio"], [1, "x", 0.5], [None, None, None], [2, 3.5, ("error", "#DIV/0!")],
+        [3, "y", 2],
+    ])
+    frame = collect(ExcelSource(paths=(path,), header_row="auto"))
+    assert kept(frame) == [4, 6, 7]
+    assert frame.filter(~pl.col(DROP_COLUMN)).select("id", "note", "ratio").rows() == [
+        (1.0, "x", 0.5), (2.0, "3.5", None), (3.0, "y", 2.0)
+    ]
+    assert reasons(frame) == {6: ["cell error #DIV/0! in column ratio"]}
