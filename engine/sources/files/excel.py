@@ -35,8 +35,9 @@ __all__ = ["CellErrors", "ExcelDType", "ExcelSource"]
 #: The column types fastexcel can be asked for in ``dtypes``.
 ExcelDType = Literal["int", "float", "string", "boolean", "date", "datetime", "duration"]
 #: What a cell holding a formula error (``#DIV/0!``, ``#N/A``...) does: null it and quarantine its row, or
-#: keep the row with the cell null ("null" would read as YAML null in --option).
-CellErrors = Literal["quarantine", "keep"]
+#: keep the row with the cell null ("null" would read as YAML null in --option), or keep the row with the
+#: error text as the cell's value (the column becomes text).
+CellErrors = Literal["quarantine", "keep", "text"]
 
 _log = logging.getLogger(__name__)
 #: Run by file, not ``-m``: the child must not import the engine (see the worker's docstring).
@@ -62,9 +63,10 @@ class ExcelSource:
     ``dtypes`` maps column names, as ``scan`` gives them, to fastexcel types; unset columns are inferred
     from every row; a column fastexcel cannot give one type (dates and text, dates and durations) is text.
     ``cell_errors``: a cell holding a formula error (``#DIV/0!``, ``#N/A``...) is null, and its row is
-    quarantined (``"quarantine"``, rule ``cell_error``) or kept (``"keep"``). Blank rows, formatted-but-empty
-    ones included, are filtered: counted, never loaded. ``memory_limit_mb`` and ``timeout_s`` bound each parse
-    (one child process each).
+    quarantined (``"quarantine"``, rule ``cell_error``) or kept (``"keep"``); or ``"text"``: the row is kept
+    and the cell holds the error text (its column becomes text). Blank rows, formatted-but-empty ones included,
+    are filtered: counted, never loaded. ``skip_hidden`` leaves hidden sheets out of ``sheets="*"``.
+    ``memory_limit_mb`` and ``timeout_s`` bound each parse (one child process each).
     """
 
     paths: tuple[Path, ...]
@@ -187,25 +189,29 @@ class ExcelSource:
         from engine.plan.frame import Plan
 
         first = self._first_row(facts)
-        by_column: dict[str, dict[int, str]] = {}
+        by_column: dict[str, dict[int, str]] = {}  # column -> spreadsheet row -> "#DIV/0!"
         for row, column, text in facts.get("cell_errors", ()):
-            by_column.setdefault(str(column), {})[first + int(row)] = f"cell error {text} in column {column}"
-        erred = sorted({r for reasons in by_column.values() for r in reasons})
+            by_column.setdefault(str(column), {})[first + int(row)] = str(text)
+        erred = sorted({r for texts in by_column.values() for r in texts})
         blank = pl.all_horizontal([pl.col(c).is_null() for c in frame.columns]) if frame.width else None
         if blank is not None and erred:
             blank = blank & ~pl.col(ROW_COLUMN).is_in(erred)
         has_blank = blank is not None and bool(frame.lazy().with_row_index(ROW_COLUMN, offset=first)
                                                .select(blank.any()).collect().item())
-        if not has_blank and (not by_column or self.cell_errors == "keep"):
+        if self.cell_errors == "text" and by_column:  # the column becomes text, the error its value
+            lazy = lazy.with_columns(
+                _error_text(texts).fill_null(pl.col(column).cast(pl.String)).alias(column)
+                for column, texts in by_column.items()
+            )
+        if not has_blank and (not by_column or self.cell_errors != "quarantine"):
             return lazy
         plan = Plan.start(lazy)
         if has_blank and blank is not None:
             plan.drop_where(blank)  # not a record: counted as filtered, like a blank CSV line
-        for column, reasons in by_column.items() if self.cell_errors == "quarantine" else ():
-            reason = pl.col(ROW_COLUMN).replace_strict(
-                list(reasons), list(reasons.values()), default=None, return_dtype=pl.String
-            )
-            plan.reject("cell_error", column, reason.is_not_null(), reason)
+        for column, texts in by_column.items() if self.cell_errors == "quarantine" else ():
+            text = _error_text(texts)
+            plan.reject("cell_error", column, text.is_not_null(),
+                        pl.concat_str(pl.lit("cell error "), text, pl.lit(f" in column {column}")))
         return plan.frame
 
     # -- the sandbox -------------------------------------------------------------------------------------
@@ -344,6 +350,12 @@ class ExcelSource:
         else:
             why = "(hostile or corrupt workbook?)"
         return HostileInputError(label, f"the Excel parser {how} {why}{said}")
+
+
+def _error_text(texts: Mapping[int, str]) -> pl.Expr:
+    """The error text of each row with one (``"#N/A"``), by spreadsheet row; null elsewhere."""
+    return pl.col(ROW_COLUMN).replace_strict(list(texts), list(texts.values()), default=None,
+                                             return_dtype=pl.String)
 
 
 def _file_size(path: Path) -> int:

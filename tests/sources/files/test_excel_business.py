@@ -333,3 +333,9 @@ def test_ods_error_cells_blank_rows_and_title_rows(tmp_path: Path) -> None:
         (1.0, "x", 0.5), (2.0, "3.5", None), (3.0, "y", 2.0)
     ]
     assert reasons(frame) == {6: ["cell error #DIV/0! in column ratio"]}
+
+
+def test_cell_errors_text_keeps_the_error_as_the_value(tmp_path: Path) -> None:
+    frame = collect(ExcelSource(paths=(cached_errors_xlsx(tmp_path / "errors.xlsx"),), cell_errors="text"))
+    assert reasons(frame) == {}
+    assert frame.select("ratio", "name").rows() == [("0.5", "a"), ("#DIV/0!", "b"), ("1.5", "#N/A"), ("2.5", "d")]
