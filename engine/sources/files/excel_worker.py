@@ -49,6 +49,10 @@ _SHEET_KINDS = {
     "chartsheet": "chart sheet", "dialogsheet": "dialog sheet", "xlMacrosheet": "macro sheet",
     "xlIntlMacrosheet": "macro sheet",
 }
+_MACRO_SHEET = "Unrecognized sheet:type"
+_MACRO_TYPE = b"http://schemas.microsoft.com/office/2006/relationships/xlMacrosheet"
+_INTL_MACRO_TYPE = b"http://schemas.microsoft.com/office/2006/relationships/xlIntlMacrosheet"
+_WORKSHEET_TYPE = b"http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet"
 #: calamine's CellErrorType names, as Excel shows them
 _ERROR_TEXT = {
     "Div0": "#DIV/0!", "NA": "#N/A", "Name": "#NAME?", "Null": "#NULL!", "Num": "#NUM!", "Ref": "#REF!",
@@ -104,12 +108,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _list_sheets(path: str) -> dict[str, Any]:
-    """The sheet names, which of them are not worksheets (``{"Chart1": "chart sheet"}``), which are hidden."""
+def _list_sheets(path: str, original: str) -> dict[str, Any]:
+    """The sheet names, which of them are not worksheets (``{"Chart1": "chart sheet"}``), which are hidden;
+    those facts from the ``original`` workbook when ``path`` is its relabelled copy."""
     import fastexcel
 
     names = list(fastexcel.read_excel(path).sheet_names)
-    kinds, hidden = _xlsx_sheet_facts(path) or _xls_sheet_facts(path, names)
+    kinds, hidden = _xlsx_sheet_facts(original) or _xls_sheet_facts(original, names)
     return {"ok": True, "sheets": names, "kinds": kinds, "hidden": hidden}
 
 
@@ -352,7 +357,7 @@ def _handle(request: Mapping[str, Any], out: Path) -> dict[str, Any]:
     skip_rows = int(request.get("skip_rows", 0))
     try:
         if request["op"] == "sheets":
-            return _list_sheets(path)
+            return _list_sheets(path, str(request.get("original", path)))
         return _read_sheet(
             path,
             str(request["sheet"]),
@@ -365,10 +370,31 @@ def _handle(request: Mapping[str, Any], out: Path) -> dict[str, Any]:
     except (_Failure, MemoryError, OSError, SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:  # calamine's errors and panics: a legacy .xls gets a second reader
+        if _MACRO_SHEET in str(exc) and not request.get("relabelled"):
+            relabelled = _macro_sheets_relabelled(path, out)
+            return _handle({**request, "path": relabelled, "relabelled": True, "original": path}, out)
         version = _biff(path, exc)
         if version is None:
             raise
         return _read_legacy(request, out, version=version, header_row=header_row, skip_rows=skip_rows, cause=exc)
+
+
+def _macro_sheets_relabelled(path: str, out: Path) -> str:
+    """A copy of the workbook whose Excel 4.0 macro sheets are labelled worksheets: calamine refuses to open a
+    workbook that has one ("Unrecognized sheet:type"); the listing, from the original, still skips them."""
+    import shutil
+    import zipfile
+
+    copy = out / "relabelled.xlsx"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(copy, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            if item.filename == "xl/_rels/workbook.xml.rels":
+                rels = src.read(item).replace(_MACRO_TYPE, _WORKSHEET_TYPE).replace(_INTL_MACRO_TYPE, _WORKSHEET_TYPE)
+                dst.writestr(item.filename, rels)
+                continue
+            with src.open(item) as reader, dst.open(item.filename, "w") as writer:
+                shutil.copyfileobj(reader, writer)
+    return str(copy)
 
 
 def _biff(path: str, exc: BaseException) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import zipfile
 from pathlib import Path
 
 import polars as pl
@@ -339,3 +340,28 @@ def test_cell_errors_text_keeps_the_error_as_the_value(tmp_path: Path) -> None:
     frame = collect(ExcelSource(paths=(cached_errors_xlsx(tmp_path / "errors.xlsx"),), cell_errors="text"))
     assert reasons(frame) == {}
     assert frame.select("ratio", "name").rows() == [("0.5", "a"), ("#DIV/0!", "b"), ("1.5", "#N/A"), ("2.5", "d")]
+
+
+def test_star_skips_macro_and_dialog_sheets_by_their_part_type(tmp_path: Path) -> None:
+    """The workbook part's relationship type tells a sheet's kind (the chart workbook relabelled). calamine
+    refuses to open a workbook with an Excel 4.0 macro sheet at all: it reads a relabelled copy instead."""
+    charts = tmp_path / "charts.xlsx"
+    test_star_skips_chart_sheets_and_says_so(tmp_path)  # writes charts.xlsx
+    for kind, folder, content, said in (
+        ("http://schemas.microsoft.com/office/2006/relationships/xlMacrosheet", "macrosheets",
+         "application/vnd.ms-excel.macrosheet+xml", "macro sheet"),
+        ("http://schemas.openxmlformats.org/officeDocument/2006/relationships/dialogsheet", "dialogsheets",
+         "application/vnd.openxmlformats-officedocument.spreadsheetml.dialogsheet+xml", "dialog sheet"),
+    ):
+        relabelled = tmp_path / f"{folder}.xlsx"
+        with zipfile.ZipFile(charts) as src, zipfile.ZipFile(relabelled, "w") as out:
+            for item in src.infolist():
+                data = src.read(item.filename).replace(
+                    b"http://schemas.openxmlformats.org/officeDocument/2006/relationships/chartsheet", kind.encode())
+                data = data.replace(b"/chartsheets/", f"/{folder}/".encode()).replace(
+                    b"application/vnd.openxmlformats-officedocument.spreadsheetml.chartsheet+xml", content.encode())
+                out.writestr(item.filename.replace("chartsheets/", f"{folder}/"), data)
+        source = ExcelSource(paths=(relabelled,), sheets="*")
+        assert [p.label for p in source.partitions()] == [f"{folder}.xlsx[data]", f"{folder}.xlsx[secret]"]
+        assert source.notes() == [f"{folder}.xlsx[Chart1]: sheet skipped ({said})"]
+        assert collect(source).select("k", "v").rows() == [("a", 1.0), ("b", 2.0)]
