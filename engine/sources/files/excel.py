@@ -174,7 +174,9 @@ class ExcelSource:
         parts = self.partitions()
         if not parts:
             raise SourceError(self.paths[0].name, "no sheet to read")
-        frame, _ = self._load(parts[0], schema_only=True)
+        frame, facts = self._load(parts[0], schema_only=True)
+        if self.cell_errors == "text":  # as scan gives them: a column holding an error text is text
+            frame = frame.with_columns(pl.col(c).cast(pl.String) for c in facts.get("error_columns", ()))
         return reader_from_frame(frame.lazy()).schema
 
     def _first_row(self, facts: Mapping[str, Any]) -> int:

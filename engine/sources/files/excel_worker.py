@@ -295,8 +295,13 @@ def _read_sheet(
     return {
         "ok": True, "rows": batch.num_rows, "columns": names, "file": IPC_FILE, "header_row": header_row,
         "mixed": [n for c, n in pairs if c.name in mixed and n not in wanted],
-        "cell_errors": [] if schema_only else _cell_errors(errors, names) + [[r, names[c], t] for r, c, t in ods],
+        **_error_facts(_cell_errors(errors, names) + [[r, names[c], t] for r, c, t in ods], schema_only),
     }
+
+
+def _error_facts(cells: list[list[Any]], schema_only: bool) -> dict[str, Any]:
+    """The error cells, or for a schema only the columns that hold one (they may become text)."""
+    return {"cell_errors": [] if schema_only else cells, "error_columns": sorted({str(c[1]) for c in cells})}
 
 
 def _check_dtypes(wanted: Mapping[str, str], names: Sequence[str]) -> None:
@@ -434,7 +439,7 @@ def _read_legacy(
     return {
         "ok": True, "rows": batch.num_rows, "columns": names, "file": IPC_FILE, "header_row": used,
         "mixed": [], "reader": f"xlrd, {version}",
-        "cell_errors": [] if request.get("schema_only") else [[r, names[c], t] for r, c, t in errors],
+        **_error_facts([[r, names[c], t] for r, c, t in errors], bool(request.get("schema_only"))),
     }
 
 
