@@ -180,14 +180,11 @@ class ExcelSource:
         return reader_from_frame(frame.lazy()).schema
 
     def _first_row(self, facts: Mapping[str, Any]) -> int:
-        """The spreadsheet row (1-based) of the first data row: below the header and the skipped rows."""
-        return int(facts.get("header_row") or 0) + 2 + self.skip_rows
+        return int(facts.get("header_row") or 0) + 2 + self.skip_rows  # 1-based, under header and skipped rows
 
     def _checked(self, frame: pl.DataFrame, lazy: pl.LazyFrame, facts: Mapping[str, Any]) -> pl.LazyFrame:
-        """Blank rows marked filtered, and rows with a formula error (``#DIV/0!``) quarantined, naming it.
-
-        Both are found on the parsed frame first, so a clean sheet's frame carries no extra columns.
-        """
+        """Blank rows filtered, rows with a formula error (``#DIV/0!``) quarantined; a clean sheet's frame
+        carries no extra column (both are looked for on the parsed frame first)."""
         from engine.plan.frame import Plan
 
         first = self._first_row(facts)

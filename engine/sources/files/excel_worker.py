@@ -44,15 +44,7 @@ _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _ALIAS = re.compile(r"^(.*)_([1-9][0-9]*)$", re.DOTALL)
 _UNTYPED = re.compile(r"could not determine dtype for column (.*)$", re.MULTILINE)
 _ERROR_CELL = re.compile(r"got 'Error\((\w+)\)'")
-#: relationship types of workbook parts that are sheets but not worksheets
-_SHEET_KINDS = {
-    "chartsheet": "chart sheet", "dialogsheet": "dialog sheet", "xlMacrosheet": "macro sheet",
-    "xlIntlMacrosheet": "macro sheet",
-}
 _MACRO_SHEET = "Unrecognized sheet:type"
-_MACRO_TYPE = b"http://schemas.microsoft.com/office/2006/relationships/xlMacrosheet"
-_INTL_MACRO_TYPE = b"http://schemas.microsoft.com/office/2006/relationships/xlIntlMacrosheet"
-_WORKSHEET_TYPE = b"http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet"
 #: calamine's CellErrorType names, as Excel shows them
 _ERROR_TEXT = {
     "Div0": "#DIV/0!", "NA": "#N/A", "Name": "#NAME?", "Null": "#NULL!", "Num": "#NUM!", "Ref": "#REF!",
@@ -114,34 +106,8 @@ def _list_sheets(path: str, original: str) -> dict[str, Any]:
     import fastexcel
 
     names = list(fastexcel.read_excel(path).sheet_names)
-    kinds, hidden = _xlsx_sheet_facts(original) or _xls_sheet_facts(original, names)
+    kinds, hidden = _sibling("_xlsx_parts").sheet_facts(original) or _xls_sheet_facts(original, names)
     return {"ok": True, "sheets": names, "kinds": kinds, "hidden": hidden}
-
-
-def _xlsx_sheet_facts(path: str) -> tuple[dict[str, str], list[str]] | None:
-    """Sheet kinds and states from an .xlsx/.xlsm's workbook part (fastexcel lists a chart sheet as an empty
-    worksheet); None for other formats."""
-    import xml.etree.ElementTree as ET
-    import zipfile
-
-    main = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
-    rel = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            book = ET.fromstring(archive.read("xl/workbook.xml"))
-            rels = ET.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
-    except (zipfile.BadZipFile, KeyError, ET.ParseError):
-        return None
-    types = {r.get("Id"): str(r.get("Type", "")).rsplit("/", 1)[-1] for r in rels}
-    kinds: dict[str, str] = {}
-    hidden: list[str] = []
-    for sheet in book.iter(f"{main}sheet"):
-        name, kind = str(sheet.get("name")), types.get(sheet.get(rel), "worksheet")
-        if kind != "worksheet":
-            kinds[name] = _SHEET_KINDS.get(kind, f"{kind} sheet")
-        if sheet.get("state", "visible") != "visible":
-            hidden.append(name)
-    return kinds, hidden
 
 
 def _xls_sheet_facts(path: str, names: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -376,30 +342,12 @@ def _handle(request: Mapping[str, Any], out: Path) -> dict[str, Any]:
         raise
     except BaseException as exc:  # calamine's errors and panics: a legacy .xls gets a second reader
         if _MACRO_SHEET in str(exc) and not request.get("relabelled"):
-            relabelled = _macro_sheets_relabelled(path, out)
+            relabelled = _sibling("_xlsx_parts").macro_sheets_relabelled(path, out)
             return _handle({**request, "path": relabelled, "relabelled": True, "original": path}, out)
         version = _biff(path, exc)
         if version is None:
             raise
         return _read_legacy(request, out, version=version, header_row=header_row, skip_rows=skip_rows, cause=exc)
-
-
-def _macro_sheets_relabelled(path: str, out: Path) -> str:
-    """A copy of the workbook whose Excel 4.0 macro sheets are labelled worksheets: calamine refuses to open a
-    workbook that has one ("Unrecognized sheet:type"); the listing, from the original, still skips them."""
-    import shutil
-    import zipfile
-
-    copy = out / "relabelled.xlsx"
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(copy, "w", zipfile.ZIP_DEFLATED) as dst:
-        for item in src.infolist():
-            if item.filename == "xl/_rels/workbook.xml.rels":
-                rels = src.read(item).replace(_MACRO_TYPE, _WORKSHEET_TYPE).replace(_INTL_MACRO_TYPE, _WORKSHEET_TYPE)
-                dst.writestr(item.filename, rels)
-                continue
-            with src.open(item) as reader, dst.open(item.filename, "w") as writer:
-                shutil.copyfileobj(reader, writer)
-    return str(copy)
 
 
 def _biff(path: str, exc: BaseException) -> str | None:
