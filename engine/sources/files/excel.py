@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import polars as pl
 import pyarrow as pa
@@ -31,10 +31,14 @@ from engine.sources.chunks import ChunkFactory, sliced_chunks
 from engine.sources.files.content import content_hash, content_keys
 from engine.sources.files.excel_types import check_dtypes, fastexcel_dtypes, typed
 
-__all__ = ["ExcelDType", "ExcelSource"]
+__all__ = ["CellErrors", "ExcelDType", "ExcelSource"]
 
 #: The kinds fastexcel reads; ``dtypes`` takes any engine type name, read as the nearest of these.
 ExcelDType = Literal["int", "float", "string", "boolean", "date", "datetime", "duration"]
+#: What a cell holding a formula error (``#DIV/0!``, ``#N/A``...) does: null it and quarantine its row, or
+#: keep the row with the cell null ("null" would read as YAML null in --option), or keep the row with the
+#: error text as the cell's value (the column becomes text).
+CellErrors = Literal["quarantine", "keep", "text"]
 
 _log = logging.getLogger(__name__)
 #: Run by file, not ``-m``: the child must not import the engine (see the worker's docstring).
@@ -55,19 +59,31 @@ class ExcelSource:
     ``sheets``: ``None`` is each workbook's first sheet, ``"*"`` all of them, else one name or several.
     ``header_row`` is the 0-based spreadsheet row holding the headers (rows above it are skipped, blank or
     not), so ``ROW_COLUMN`` is the true spreadsheet row: ``header_row + 2`` for the first data row.
+    ``header_row="auto"`` finds it: of the first 50 rows, the first with the most filled cells, none of them a
+    number. ``skip_rows`` skips that many rows under the header (a units row, a separator).
     ``dtypes`` maps column names, as ``scan`` gives them, to engine type names (``engine.types``); unset
-    columns are inferred from every row. ``memory_limit_mb`` and ``timeout_s`` bound each parse (one child
-    process each).
+    columns are inferred from every row; a column fastexcel cannot give one type (dates and text, dates and
+    durations) is text.
+    ``cell_errors``: a cell holding a formula error (``#DIV/0!``, ``#N/A``...) is null, and its row is
+    quarantined (``"quarantine"``, rule ``cell_error``) or kept (``"keep"``); or ``"text"``: the row is kept
+    and the cell holds the error text (its column becomes text). Blank rows, formatted-but-empty ones included,
+    are filtered: counted, never loaded. ``skip_hidden`` leaves hidden sheets out of ``sheets="*"``.
+    ``memory_limit_mb`` and ``timeout_s`` bound each parse (one child process each).
     """
 
     paths: tuple[Path, ...]
     sheets: str | tuple[str, ...] | None = None
-    header_row: int = 0
+    header_row: int | Literal["auto"] = 0
+    skip_rows: int = 0
     dtypes: Mapping[str, str] | None = None
+    cell_errors: CellErrors = "quarantine"
+    skip_hidden: bool = False
     memory_limit_mb: int = 4096
     timeout_s: float = 600.0
     #: the last sheet parsed (one slot): a partition-wide pass and the load then share one parse
     _last: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: what the report should hear: sheets skipped, columns read as text ("book.xlsx[Chart1]" -> note)
+    _notes: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Frozen, but normalise what callers naturally pass (a list, str paths) so equality stays meaningful.
@@ -80,14 +96,18 @@ class ExcelSource:
             raise SpecError("paths", "no workbook given")
         if isinstance(self.sheets, tuple) and not self.sheets:
             raise SpecError("sheets", "empty list of sheets; use None for the first sheet or '*' for all")
-        if self.header_row < 0:
-            raise SpecError("header_row", f"must be >= 0 (a 0-based row), got {self.header_row}")
+        if self.header_row != "auto" and not (isinstance(self.header_row, int) and self.header_row >= 0):
+            raise SpecError("header_row", f"must be 'auto' or >= 0 (a 0-based row), got {self.header_row!r}")
+        if not (isinstance(self.skip_rows, int) and self.skip_rows >= 0):
+            raise SpecError("skip_rows", f"must be >= 0 (rows under the header), got {self.skip_rows!r}")
         if self.memory_limit_mb < _MIN_MEMORY_MB:
             raise SpecError(
                 "memory_limit_mb",
                 f"must be >= {_MIN_MEMORY_MB} (Python, fastexcel and pyarrow take ~270 MB of address space "
                 f"before any data), got {self.memory_limit_mb}",
             )
+        if self.cell_errors not in get_args(CellErrors):
+            raise SpecError("cell_errors", f"use one of {', '.join(get_args(CellErrors))}, got {self.cell_errors!r}")
         if not self.timeout_s > 0:
             raise SpecError("timeout_s", f"must be > 0, got {self.timeout_s}")
         check_dtypes(self.dtypes)
@@ -113,19 +133,27 @@ class ExcelSource:
                 )
         return out
 
+    def notes(self) -> list[str]:
+        """What the report should say: non-worksheets (and hidden sheets, if asked) skipped, mixed columns."""
+        return [f"{where}: {note}" for where, note in self._notes.items()]
+
     def scan(self, partition: Partition) -> pl.LazyFrame:
         """The sheet, parsed now in the sandbox, as a lazy frame over its memory-mapped Arrow data."""
         slot = (partition.key, partition.fingerprint)
         if self._last.get("slot") == slot:
             return self._last["frame"]  # type: ignore[no-any-return]
         self._last.clear()  # let the previous sheet's mapping go before parsing the next
-        frame = self._load(partition, schema_only=False)
+        frame, facts = self._load(partition, schema_only=False)
         lazy = (
             frame.lazy()
-            .with_row_index(ROW_COLUMN, offset=self.header_row + 2)
+            .with_row_index(ROW_COLUMN, offset=self._first_row(facts))
             .select(pl.exclude(ROW_COLUMN), pl.col(ROW_COLUMN).cast(pl.Int64))
         )
-        lazy = typed(lazy, self.dtypes)
+        lazy = typed(self._checked(frame, lazy, facts), self.dtypes)
+        if facts.get("mixed"):
+            self._notes[partition.label] = (
+                f"column(s) {_listing(facts['mixed'])} read as text (mixed types: dates, durations, numbers, text)"
+            )
         self._last.update(slot=slot, frame=lazy)
         return lazy
 
@@ -143,21 +171,65 @@ class ExcelSource:
         parts = self.partitions()
         if not parts:
             raise SourceError(self.paths[0].name, "no sheet to read")
-        frame = self._load(parts[0], schema_only=True)
+        frame, facts = self._load(parts[0], schema_only=True)
+        if self.cell_errors == "text":  # as scan gives them: a column holding an error text is text
+            frame = frame.with_columns(pl.col(c).cast(pl.String) for c in facts.get("error_columns", ()))
         return reader_from_frame(typed(frame.lazy(), self.dtypes)).schema
+
+    def _first_row(self, facts: Mapping[str, Any]) -> int:
+        return int(facts.get("header_row") or 0) + 2 + self.skip_rows  # 1-based, under header and skipped rows
+
+    def _checked(self, frame: pl.DataFrame, lazy: pl.LazyFrame, facts: Mapping[str, Any]) -> pl.LazyFrame:
+        """Blank rows filtered, rows with a formula error (``#DIV/0!``) quarantined; a clean sheet's frame
+        carries no extra column (both are looked for on the parsed frame first)."""
+        from engine.plan.frame import Plan
+
+        first = self._first_row(facts)
+        by_column: dict[str, dict[int, str]] = {}  # column -> spreadsheet row -> "#DIV/0!"
+        for row, column, text in facts.get("cell_errors", ()):
+            by_column.setdefault(str(column), {})[first + int(row)] = str(text)
+        erred = sorted({r for texts in by_column.values() for r in texts})
+        blank = pl.all_horizontal([pl.col(c).is_null() for c in frame.columns]) if frame.width else None
+        if blank is not None and erred:
+            blank = blank & ~pl.col(ROW_COLUMN).is_in(erred)
+        has_blank = blank is not None and bool(frame.lazy().with_row_index(ROW_COLUMN, offset=first)
+                                               .select(blank.any()).collect().item())
+        if self.cell_errors == "text" and by_column:  # the column becomes text, the error its value
+            lazy = lazy.with_columns(
+                _error_text(texts).fill_null(pl.col(column).cast(pl.String)).alias(column)
+                for column, texts in by_column.items()
+            )
+        if not has_blank and (not by_column or self.cell_errors != "quarantine"):
+            return lazy
+        plan = Plan.start(lazy)
+        if has_blank and blank is not None:
+            plan.drop_where(blank)  # not a record: counted as filtered, like a blank CSV line
+        for column, texts in by_column.items() if self.cell_errors == "quarantine" else ():
+            text = _error_text(texts)
+            plan.reject("cell_error", column, text.is_not_null(),
+                        pl.concat_str(pl.lit("cell error "), text, pl.lit(f" in column {column}")))
+        return plan.frame
 
     # -- the sandbox -------------------------------------------------------------------------------------
 
-    def _sheet_names(self, path: Path) -> list[str]:
+    def _sheet_names(self, path: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="biconic-excel-") as tmp:
-            result = self._run_worker(
+            return self._run_worker(
                 {"op": "sheets", "path": os.path.abspath(path)}, Path(tmp), label=path.name
             )
-        return [str(name) for name in result["sheets"]]
 
-    def _chosen_sheets(self, path: Path, available: list[str]) -> list[str]:
+    def _chosen_sheets(self, path: Path, listing: Mapping[str, Any]) -> list[str]:
+        available = [str(name) for name in listing["sheets"]]
+        kinds: dict[str, str] = dict(listing.get("kinds") or {})
+        if listing.get("reader"):
+            self._notes[path.name] = f"read by the fallback reader ({listing['reader']}): the main one could not"
+        hidden = set(listing.get("hidden") or ()) if self.skip_hidden else set()
         if self.sheets == "*":
-            return available
+            for name in available:
+                if name in kinds or name in hidden:
+                    why = kinds.get(name, "hidden, and skip_hidden is set")
+                    self._notes[f"{path.name}[{name}]"] = f"sheet skipped ({why})"
+            return [n for n in available if n not in kinds and n not in hidden]
         if self.sheets is None:
             if not available:
                 raise SourceError(path.name, "the workbook has no sheets")
@@ -166,9 +238,12 @@ class ExcelSource:
         missing = [name for name in wanted if name not in available]
         if missing:
             raise SourceError(path.name, f"sheet {_listing(missing)} not found; {_has_sheets(available)}")
+        for name in wanted:
+            if name in kinds:
+                raise SourceError(path.name, f"sheet {name!r} is a {kinds[name]}, not a worksheet: no rows to read")
         return list(dict.fromkeys(wanted))
 
-    def _load(self, partition: Partition, *, schema_only: bool) -> pl.DataFrame:
+    def _load(self, partition: Partition, *, schema_only: bool) -> tuple[pl.DataFrame, dict[str, Any]]:
         _file_size(partition.file)  # a vanished file says so
         if content_hash(partition.file)[0] != partition.fingerprint:
             raise SourceError(
@@ -179,13 +254,14 @@ class ExcelSource:
             "path": os.path.abspath(partition.file),
             "sheet": str(partition.options["sheet"]),
             "header_row": self.header_row,
+            "skip_rows": self.skip_rows,
             "dtypes": fastexcel_dtypes(self.dtypes),
             "schema_only": schema_only,
         }
         with tempfile.TemporaryDirectory(prefix="biconic-excel-") as tmp:
             result = self._run_worker(request, Path(tmp), label=partition.label)
             # Leaving the block unlinks the file; the mapping (and so the frame) stays valid until dropped.
-            return _map_ipc(Path(tmp) / str(result["file"]))
+            return _map_ipc(Path(tmp) / str(result["file"])), result
 
     def _run_worker(self, request: dict[str, Any], work_dir: Path, *, label: str) -> dict[str, Any]:
         """Run one job in a child process; its result, or the error that explains its failure or death."""
@@ -247,6 +323,10 @@ class ExcelSource:
             return HostileInputError(
                 label, f"the Excel parser crashed: {message} (hostile or corrupt workbook?)"
             )
+        if kind == "corrupt" and "password protected" in message.lower():
+            return SourceError(
+                label, "the workbook is password protected: save a copy without the password and load that"
+            )
         if kind == "corrupt":
             hint = "truncated, corrupt, or not this format?"
             return SourceError(label, f"cannot read the workbook: {message} ({hint})")
@@ -266,6 +346,12 @@ class ExcelSource:
         else:
             why = "(hostile or corrupt workbook?)"
         return HostileInputError(label, f"the Excel parser {how} {why}{said}")
+
+
+def _error_text(texts: Mapping[int, str]) -> pl.Expr:
+    """The error text of each row with one (``"#N/A"``), by spreadsheet row; null elsewhere."""
+    return pl.col(ROW_COLUMN).replace_strict(list(texts), list(texts.values()), default=None,
+                                             return_dtype=pl.String)
 
 
 def _file_size(path: Path) -> int:

@@ -12,8 +12,9 @@ path, where ``json.py`` and ``csv.py`` would shadow the standard library).
 The child caps its own address space (``RLIMIT_AS``) before importing anything heavy, does one job, and
 reports through files in ``request["out_dir"]``: ``result.json`` always (unless it dies), plus ``sheet.arrow``
 (uncompressed Arrow IPC, strings as ``string_view``) so the parent can memory-map the sheet without copying.
-Jobs: ``{"op": "sheets"}`` lists the sheet names; ``{"op": "read", "sheet", "header_row", "dtypes",
-"schema_only"}`` writes one sheet.
+Jobs: ``{"op": "sheets"}`` lists the sheet names; ``{"op": "read", "sheet", "header_row" (or ``"auto"``),
+"skip_rows", "dtypes", "schema_only"}`` writes one sheet, and reports the header row used, the columns read
+as text for mixed types (``mixed``) and the formula error cells (``cell_errors``: data row, column, ``"#N/A"``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,18 @@ RESULT_FILE = "result.json"
 IPC_FILE = "sheet.arrow"
 #: Rows per IPC record batch; small enough that compacting one batch's strings costs little memory.
 _BATCH_ROWS = 65_536
+#: rows looked at to find the header row (``header_row="auto"``)
+_DETECT_ROWS = 50
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _ALIAS = re.compile(r"^(.*)_([1-9][0-9]*)$", re.DOTALL)
+_UNTYPED = re.compile(r"could not determine dtype for column (.*)$", re.MULTILINE)
+_ERROR_CELL = re.compile(r"got 'Error\((\w+)\)'")
+_MACRO_SHEET = "Unrecognized sheet:type"
+#: calamine's CellErrorType names, as Excel shows them
+_ERROR_TEXT = {
+    "Div0": "#DIV/0!", "NA": "#N/A", "Name": "#NAME?", "Null": "#NULL!", "Num": "#NUM!", "Ref": "#REF!",
+    "Value": "#VALUE!", "GettingData": "#GETTING_DATA",
+}
 
 
 class _Failure(Exception):
@@ -99,10 +111,25 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _list_sheets(path: str) -> dict[str, Any]:
+def _list_sheets(path: str, original: str) -> dict[str, Any]:
+    """The sheet names, which of them are not worksheets (``{"Chart1": "chart sheet"}``), which are hidden;
+    those facts from the ``original`` workbook when ``path`` is its relabelled copy."""
     import fastexcel
 
-    return {"ok": True, "sheets": list(fastexcel.read_excel(path).sheet_names)}
+    names = list(fastexcel.read_excel(path).sheet_names)
+    kinds, hidden = _sibling("_xlsx_parts").sheet_facts(original) or _xls_sheet_facts(original, names)
+    return {"ok": True, "sheets": names, "kinds": kinds, "hidden": hidden}
+
+
+def _xls_sheet_facts(path: str, names: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """For a BIFF .xls, xlrd (when installed) lists worksheets only: the others are chart or macro sheets."""
+    if importlib.util.find_spec("xlrd") is None:
+        return {}, []
+    try:
+        worksheets, hidden = _fallback().sheet_names(path)
+    except Exception:  # not a BIFF file, or one xlrd cannot read: fastexcel's listing stands
+        return {}, []
+    return {n: "chart or macro sheet" for n in names if n not in worksheets}, hidden
 
 
 def _raw_names(
@@ -192,71 +219,221 @@ def _read_sheet(
     path: str,
     sheet: str,
     *,
-    header_row: int,
+    header_row: int | None,
+    skip_rows: int,
     dtypes: Mapping[str, str] | None,
     schema_only: bool,
     out: Path,
 ) -> dict[str, Any]:
+    """Write the sheet; ``header_row=None`` finds the header first (:func:`_detect_header`)."""
     import fastexcel
 
     reader = fastexcel.read_excel(path)
     wanted: dict[str, str] = dict(dtypes or {})
 
     def load(types: Mapping[str, str] | Mapping[int, str]) -> fastexcel.ExcelSheet:
-        # skip_rows=0 pins the header to the absolute row ``header_row`` (fastexcel otherwise starts at the
-        # first non-empty row, and the spreadsheet row numbers would be unknowable); schema_sample_rows=None
-        # infers types from every row, since a late text cell in a column sampled as numbers becomes null.
+        # skip_rows (0 by default) pins the header to the absolute row ``header_row`` (fastexcel otherwise
+        # starts at the first non-empty row, and the spreadsheet row numbers would be unknowable);
+        # schema_sample_rows=None infers types from every row: a late text cell in a number column is no null.
         return reader.load_sheet(
             sheet,
             header_row=header_row,
-            skip_rows=0,
+            skip_rows=skip_rows,
             schema_sample_rows=None,
-            dtypes=cast("fastexcel.DTypeMap", dict(types)) if types else None,
+            dtypes=cast("fastexcel.DTypeMap", {**mixed, **types}) if types or mixed else None,
         )
 
+    mixed: dict[str, str] = {}
     try:
-        loaded = load(dict(wanted))  # fastexcel matches by its own names, equal to ours nearly always
+        if header_row is None:
+            header_row = _detect_header(reader, sheet)
+        loaded = _load_mixed(load, dict(wanted), mixed)  # fastexcel's names equal ours nearly always
     except fastexcel.SheetNotFoundError:
         raise _Failure(
             "missing_sheet", f"sheet {sheet!r} not found", sheets=list(reader.sheet_names)
         ) from None
     except BaseException as exc:
-        if not _header_past_the_end(exc, path, sheet, header_row):
+        if header_row is None or not _header_past_the_end(exc, path, sheet, header_row):
             raise
         _write_ipc(None, [], out / IPC_FILE)
-        return {"ok": True, "rows": 0, "columns": [], "file": IPC_FILE}
+        return {"ok": True, "rows": 0, "columns": [], "file": IPC_FILE, "header_row": header_row}
     columns = loaded.selected_columns
     names = _unique_names()(_raw_names(reader, sheet, header_row, columns))
+    _check_dtypes(wanted, names)
+    # Our names differ from fastexcel's for blank and repeated headers: then reload, typing by position.
+    pairs = list(zip(columns, names, strict=True))
+    if any((c.name if c.name in wanted else None) != (n if n in wanted else None) for c, n in pairs):
+        loaded = load({c.index: wanted[n] for c, n in pairs if n in wanted})
+    batch, errors = loaded.to_arrow_with_errors()
+    batch, ods = _with_ods_errors(path, sheet, batch, loaded.selected_columns, header_row + 1 + skip_rows)
+    batch = _integral_floats()(batch, keep={i for i, n in enumerate(names) if n in wanted})  # before any slice
+    if schema_only:
+        batch = batch.slice(0, 0)
+    _write_ipc(batch, names, out / IPC_FILE)
+    return {
+        "ok": True, "rows": batch.num_rows, "columns": names, "file": IPC_FILE, "header_row": header_row,
+        "mixed": [n for c, n in pairs if c.name in mixed and n not in wanted],
+        **_error_facts(_cell_errors(errors, names) + [[r, names[c], t] for r, c, t in ods], schema_only),
+    }
+
+
+def _error_facts(cells: list[list[Any]], schema_only: bool) -> dict[str, Any]:
+    """The error cells, or for a schema only the columns that hold one (they may become text)."""
+    return {"cell_errors": [] if schema_only else cells, "error_columns": sorted({str(c[1]) for c in cells})}
+
+
+def _check_dtypes(wanted: Mapping[str, str], names: Sequence[str]) -> None:
     unknown = [k for k in wanted if k not in names]
     if unknown and names:  # a sheet with no columns at all is empty, not mistyped
         listed = ", ".join(repr(n) for n in names) or "none"
         missing = ", ".join(map(repr, unknown))
         raise _Failure("bad_dtypes", f"dtypes names column(s) {missing} not in the sheet; columns: {listed}")
-    # Our names differ from fastexcel's for blank and repeated headers: then reload, typing by position.
-    pairs = list(zip(columns, names, strict=True))
-    if any((c.name if c.name in wanted else None) != (n if n in wanted else None) for c, n in pairs):
-        loaded = load({c.index: wanted[n] for c, n in pairs if n in wanted})
-    batch = loaded.to_arrow()
-    batch = _integral_floats()(batch, keep={i for i, n in enumerate(names) if n in wanted})  # before any slice
-    if schema_only:
-        batch = batch.slice(0, 0)
-    rows = batch.num_rows
-    _write_ipc(batch, names, out / IPC_FILE)
-    return {"ok": True, "rows": rows, "columns": names, "file": IPC_FILE}
+
+
+def _detect_header(reader: fastexcel.ExcelReader, sheet: str) -> int:
+    """The header's 0-based row: of the sheet's first 50 rows, the first with the most filled cells, none of
+    them a number (a title row above a table has fewer cells; data rows hold numbers); row 0 if none."""
+    top = reader.load_sheet(
+        sheet, header_row=None, skip_rows=0, n_rows=_DETECT_ROWS, dtypes="string", schema_sample_rows=1
+    ).to_arrow()
+    best, widest = 0, 0
+    for i, row in enumerate(top.to_pylist()):
+        filled = [str(v) for v in row.values() if v is not None and str(v).strip()]
+        if len(filled) > widest and not any(_NUMBER.fullmatch(v.strip()) for v in filled):
+            best, widest = i, len(filled)
+    return best
+
+
+def _load_mixed(
+    load: Callable[[Mapping[str, str]], fastexcel.ExcelSheet], wanted: dict[str, str], mixed: dict[str, str]
+) -> fastexcel.ExcelSheet:
+    """The sheet, with each column fastexcel cannot type (dates and text, only error cells...) read as text.
+
+    fastexcel names one such column per failure, so each one costs a parse; ``mixed`` collects them.
+    """
+    import fastexcel
+
+    while True:
+        try:
+            return load(wanted)
+        except (fastexcel.UnsupportedColumnTypeCombinationError, fastexcel.CalamineCellError) as exc:
+            found = _UNTYPED.search(str(exc))
+            if found is None or found.group(1) in mixed or found.group(1) in wanted:
+                raise
+            mixed[found.group(1)] = "string"
+
+
+def _cell_errors(errors: fastexcel.CellErrors | None, names: Sequence[str]) -> list[list[Any]]:
+    """``[data row, column, "#DIV/0!"]`` for each cell holding a formula error (or a value of another type)."""
+    out: list[list[Any]] = []
+    for error in errors.errors if errors is not None else ():
+        row, col = error.offset_position
+        found = _ERROR_CELL.search(error.detail)
+        text = _ERROR_TEXT.get(found.group(1), f"#{found.group(1).upper()}") if found else error.detail
+        out.append([row, names[col], text])
+    return out
 
 
 def _handle(request: Mapping[str, Any], out: Path) -> dict[str, Any]:
     path = str(request["path"])
-    if request["op"] == "sheets":
-        return _list_sheets(path)
-    return _read_sheet(
-        path,
-        str(request["sheet"]),
-        header_row=int(request["header_row"]),
-        dtypes=request.get("dtypes"),
-        schema_only=bool(request.get("schema_only", False)),
-        out=out,
-    )
+    header_row = None if request.get("header_row") == "auto" else int(request.get("header_row", 0))
+    skip_rows = int(request.get("skip_rows", 0))
+    try:
+        if request["op"] == "sheets":
+            return _list_sheets(path, str(request.get("original", path)))
+        return _read_sheet(
+            path,
+            str(request["sheet"]),
+            header_row=header_row,
+            skip_rows=skip_rows,
+            dtypes=request.get("dtypes"),
+            schema_only=bool(request.get("schema_only", False)),
+            out=out,
+        )
+    except (_Failure, MemoryError, OSError, SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # calamine's errors and panics: a legacy .xls gets a second reader
+        if _MACRO_SHEET in str(exc) and not request.get("relabelled"):
+            relabelled = _sibling("_xlsx_parts").macro_sheets_relabelled(path, out)
+            return _handle({**request, "path": relabelled, "relabelled": True, "original": path}, out)
+        version = _biff(path, exc)
+        if version is None:
+            raise
+        return _read_legacy(request, out, version=version, header_row=header_row, skip_rows=skip_rows, cause=exc)
+
+
+def _biff(path: str, exc: BaseException) -> str | None:
+    """The BIFF version of a legacy .xls that calamine failed on (not for want of a sheet or a password)."""
+    import fastexcel
+
+    if isinstance(exc, fastexcel.SheetNotFoundError) or "password protected" in str(exc).lower():
+        return None
+    return _fallback().biff_version(path)  # type: ignore[no-any-return]
+
+
+def _read_legacy(
+    request: Mapping[str, Any], out: Path, *, version: str, header_row: int | None, skip_rows: int,
+    cause: BaseException,
+) -> dict[str, Any]:
+    """The job done by xlrd instead; without it, or when it fails too, an error naming the BIFF version."""
+    fallback = _fallback()
+    path, why = str(request["path"]), _first_line(cause)
+    if importlib.util.find_spec("xlrd") is None:
+        raise _Failure("legacy", f"a {version} workbook the Excel reader cannot read ({why}); install xlrd "
+                                 "(pip install xlrd) to read it with the fallback reader, or save it as .xlsx")
+    try:
+        if request["op"] == "sheets":
+            names, hidden = fallback.sheet_names(path)
+            return {"ok": True, "sheets": names, "kinds": {}, "hidden": hidden, "reader": f"xlrd, {version}"}
+        sheet = str(request["sheet"])
+        header, batch, errors, used = fallback.read_sheet(path, sheet, header_row=header_row, skip_rows=skip_rows)
+    except LookupError:
+        raise _Failure("missing_sheet", f"sheet {request['sheet']!r} not found",
+                       sheets=fallback.sheet_names(path)[0]) from None
+    except Exception as exc:
+        raise _Failure("legacy", f"cannot read this {version} workbook: {why}; xlrd: {_first_line(exc)}") from exc
+    names = _unique_names()(header)
+    if request.get("schema_only"):
+        batch = batch.slice(0, 0)
+    _write_ipc(batch if batch.num_columns else None, names, out / IPC_FILE)
+    return {
+        "ok": True, "rows": batch.num_rows, "columns": names, "file": IPC_FILE, "header_row": used,
+        "mixed": [], "reader": f"xlrd, {version}",
+        **_error_facts([[r, names[c], t] for r, c, t in errors], bool(request.get("schema_only"))),
+    }
+
+
+def _fallback() -> Any:
+    """``_xls_fallback``, loaded from its file (the engine package is not imported here)."""
+    return _sibling("_xls_fallback")
+
+
+def _sibling(name: str) -> Any:
+    where = Path(__file__).resolve().with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_biconic{name}", where)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _with_ods_errors(
+    path: str, sheet: str, batch: pa.RecordBatch, columns: Sequence[fastexcel.ColumnInfo], first: int
+) -> tuple[pa.RecordBatch, list[tuple[int, int, str]]]:
+    """An .ods sheet's error cells, which calamine reads as 0, nulled; with their (data row, column index)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = _sibling("_ods_errors").error_cells(path, sheet) if path.lower().endswith(".ods") else []
+    where = {c.absolute_index: i for i, c in enumerate(columns)}
+    cells = [(r - first, where[c], t) for r, c, t in found if c in where and 0 <= r - first < batch.num_rows]
+    arrays = list(batch.columns)
+    for i in {c for _, c, _ in cells}:
+        mask = [False] * batch.num_rows
+        for r, c, _ in cells:
+            mask[r] = mask[r] or c == i
+        arrays[i] = pc.if_else(pa.array(mask), pa.nulls(batch.num_rows, arrays[i].type), arrays[i])
+    return pa.record_batch(arrays, schema=batch.schema), cells
 
 
 def _run(request: Mapping[str, Any], out: Path) -> dict[str, Any]:

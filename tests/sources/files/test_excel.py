@@ -19,7 +19,7 @@ import pytest
 import xxhash
 
 from engine.errors import HostileInputError, SourceError, SpecError
-from engine.plan.columns import ROW_COLUMN
+from engine.plan.columns import DROP_COLUMN, ROW_COLUMN
 from engine.sources.base import Source, file_fingerprint
 from engine.sources.files.excel import ExcelSource
 from tests.support import FIXTURES as SAMPLES
@@ -136,13 +136,13 @@ def test_header_row_is_the_absolute_row_and_row_numbers_follow_it(tmp_path: Path
         ["id", "name"],  # row 3: header_row=2
         [1, "a"],  # row 4
         [2, "b"],  # row 5
-        [],  # row 6, blank: kept, so row numbers stay true
+        [],  # row 6, blank: filtered (not a record), yet row numbers stay true
         [3, "c"],  # row 7
     ]
     path = write_xlsx(tmp_path / "report.xlsx", {"S": rows})
     frame = collect(ExcelSource(paths=(path,), header_row=2))
-    assert frame.columns == ["id", "name", ROW_COLUMN]
-    assert frame.rows() == [(1.0, "a", 4), (2.0, "b", 5), (None, None, 6), (3.0, "c", 7)]
+    assert frame.columns == ["id", "name", ROW_COLUMN, DROP_COLUMN]
+    assert frame.rows() == [(1.0, "a", 4, False), (2.0, "b", 5, False), (None, None, 6, True), (3.0, "c", 7, False)]
 
     # header_row=0 means row 1 even when the data starts lower (fastexcel alone would skip blank rows).
     padded = write_xlsx(tmp_path / "padded.xlsx", {"S": [[], ["id"], [1]]})
