@@ -19,18 +19,11 @@ from tests.support import Sql, orders_frame, row_count
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
-BROKER_DB = 14
-
-
 @pytest.fixture
-def jobs_env(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The real Redis (a spare db, emptied) as broker and result store, the test database as warehouse."""
-    import redis
-
-    url = f"redis://127.0.0.1:6379/{BROKER_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    monkeypatch.setenv("BICONIC_BROKER_URL", url)
+def jobs_env(pg_dsn: str, broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The real Redis (a spare db this session claimed, emptied) as broker and result store, the test database
+    as warehouse. Not a fixed db: two test sessions on one machine would take each other's tasks."""
+    monkeypatch.setenv("BICONIC_BROKER_URL", broker_url)
     monkeypatch.setenv("BICONIC_PG_DSN", pg_dsn)
     monkeypatch.setenv("BICONIC_ARCHIVE_URL", "off")
     monkeypatch.setenv("BICONIC_JOB_BACKOFF", "0.2")
@@ -38,8 +31,6 @@ def jobs_env(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
     configure()
     yield pg_dsn
-    client.flushdb()
-    client.close()
 
 
 @pytest.fixture
