@@ -215,7 +215,17 @@ class CsvSource:
         if key not in cache:
             cache[key] = self._infer_layout(src, partition)
         names, inferred = cache[key]
-        return list(names), dict(inferred)
+        return list(names), {**inferred, **partition.options.get("widen", {})}
+
+    def inferred(self, partition: Partition) -> dict[str, pl.DataType]:
+        """The columns whose types were inferred from the first rows (not given in ``dtypes``), as read now:
+        a later value that does not fit one is schema drift (:mod:`engine.pipeline.drift`), not a bad row."""
+        cache = self.__dict__.get("_layouts", {})
+        found = cache.get((str(partition.file), partition.fingerprint))
+        if found is None:
+            return {}
+        types = {**found[1], **partition.options.get("widen", {})}
+        return {n: t for n, t in types.items() if t != pl.String and n not in self.dtypes}
 
     def _infer_layout(self, src: str | IO[bytes], partition: Partition) -> tuple[list[str], dict[str, pl.DataType]]:
         try:
