@@ -18,25 +18,20 @@ from engine.errors import SchemaDriftError
 from engine.pipeline.context import LoadState
 from engine.pipeline.fit import Prepared
 from engine.plan.columns import COLUMN, ROW_COLUMN, RULE, SOURCE_PREFIX
-from engine.sources.base import Partition
+from engine.sources.base import WIDEN, LateDrift, Partition
 from engine.types import pg_type, to_loadable
 
 __all__ = ["LateDrift", "check_drift", "widened"]
 
-#: the partition option a source reads its widened column types from
-WIDEN = "widen"
 
-
-class LateDrift(Exception):  # noqa: N818 - a signal to read again, like InvalidUtf8, not an error
-    """Columns whose late values need a wider type: the partition is read again with them widened."""
-
-    def __init__(self, widen: dict[str, pl.DataType]) -> None:
-        self.widen = widen
-        super().__init__(", ".join(f"{c} -> {t}" for c, t in widen.items()))
-
-
-def widened(partition: Partition, drift: LateDrift) -> Partition:
-    """The partition read with ``drift``'s columns widened (on top of earlier widenings)."""
+def widened(state: LoadState, partition: Partition, drift: LateDrift) -> Partition:
+    """The partition read with ``drift``'s columns widened (on top of earlier widenings); under ``freeze``
+    a :class:`SchemaDriftError` instead (for drift a source found while reading)."""
+    if state.target.contract == "freeze":
+        column, dtype = next(iter(drift.widen.items()))
+        raise SchemaDriftError(state.target.table, column, None, pg_type(to_loadable(dtype)),
+                               f"{drift.where}; the schema contract is 'freeze': use contract 'evolve' to "
+                               "read the column as text")
     before = partition.options.get(WIDEN, {})
     return dataclasses.replace(partition, options={**partition.options, WIDEN: {**before, **drift.widen}})
 

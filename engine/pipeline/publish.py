@@ -157,7 +157,7 @@ def load_partition(state: LoadState, partition: Partition, key: str) -> None:
             state.attached_to.clear()
             if isinstance(exc, LateDrift):
                 drop_if_unused(state)  # a table this load created takes the widened types
-            partition = _lossy(partition) if isinstance(exc, InvalidUtf8) else widened(partition, exc)
+            partition = _lossy(partition) if isinstance(exc, InvalidUtf8) else widened(state, partition, exc)
     if counts is None:
         state.report.skipped_partitions += 1
         state.report.note(partition.label, "skipped")
@@ -266,4 +266,4 @@ def _replace_one(state: LoadState, partition: Partition, key: str, *, fresh_tabl
         except (InvalidUtf8, LateDrift) as exc:
             state.session.run("ROLLBACK TO SAVEPOINT biconic_partition")
             state.fresh = dict(fresh_before)
-            partition = _lossy(partition) if isinstance(exc, InvalidUtf8) else widened(partition, exc)
+            partition = _lossy(partition) if isinstance(exc, InvalidUtf8) else widened(state, partition, exc)

@@ -30,6 +30,14 @@ def test_evolve_widens_an_integer_column_to_text(tmp_path: Path, pg_dsn: str, ta
     assert quarantine_rows(sql, table) == []
 
 
+def test_evolve_widens_in_a_replace_too(tmp_path: Path, pg_dsn: str, table: str, sql: Sql) -> None:
+    """A replace reads each partition under a savepoint: the drift rolls back to it and reads again."""
+    path = _ints_then(tmp_path, "n/a")
+    report = engine.load(path, into=table, dsn=pg_dsn, mode="replace", options={"infer_rows": 10})
+    assert (report.rows_loaded, report.rows_quarantined) == (51, 0)
+    assert data_types(sql, table)["n"] == "text"
+
+
 def test_evolve_widens_integers_to_double_for_a_late_decimal(tmp_path: Path, pg_dsn: str, table: str,
                                                             sql: Sql) -> None:
     path = _ints_then(tmp_path, "2.5")
@@ -81,3 +89,45 @@ def test_a_value_given_a_type_in_dtypes_is_quarantined_not_widened(tmp_path: Pat
     report = engine.load(path, into=table, dsn=pg_dsn, options={"infer_rows": 10, "dtypes": {"n": "bigint"}})
     assert (report.rows_loaded, report.rows_quarantined) == (50, 1)
     assert data_types(sql, table)["n"] == "bigint"
+
+
+def _ndjson(tmp_path: Path, late: str, rows: int = 3000) -> Path:
+    path = tmp_path / "late.ndjson"
+    body = "".join(f'{{"day": "2024-01-01", "n": {i}}}\n' for i in range(rows))
+    path.write_text(f'{body}{{"day": "2024-01-02", "n": {late}, "late_key": "new"}}\n')
+    return path
+
+
+@pytest.mark.parametrize("chunk_mb", ["0.01", "16"])  # the late line in a chunk of its own, or with the others
+@pytest.mark.parametrize("late, stored", [('{"a": 1}', '{"a": 1}'), ("[1, 2]", "[1, 2]")])
+def test_ndjson_a_number_that_becomes_an_object_late_is_read_as_text(tmp_path: Path, pg_dsn: str, table: str,
+                                                                      sql: Sql, monkeypatch: pytest.MonkeyPatch,
+                                                                      late: str, stored: str, chunk_mb: str) -> None:
+    monkeypatch.setenv("BICONIC_CHUNK_MB", chunk_mb)
+    report = engine.load(_ndjson(tmp_path, late), into=table, dsn=pg_dsn)
+    assert (report.rows_loaded, report.rows_quarantined) == (3001, 0)
+    types = data_types(sql, table)
+    assert (types["n"], types["late_key"]) == ("text", "text")
+    assert sql(f"SELECT n, late_key FROM \"{table}\" WHERE day = '2024-01-02'") == [(stored, "new")]
+    assert sql(f"SELECT n FROM \"{table}\" WHERE day = '2024-01-01' ORDER BY n::int LIMIT 1") == [("0",)]
+
+
+def test_ndjson_a_late_string_past_infer_rows_widens_under_evolve(tmp_path: Path, pg_dsn: str, table: str,
+                                                                 sql: Sql) -> None:
+    report = engine.load(_ndjson(tmp_path, '"many"'), into=table, dsn=pg_dsn, options={"infer_rows": 100})
+    assert (report.rows_loaded, report.rows_quarantined) == (3001, 0)
+    assert data_types(sql, table)["n"] == "text"
+    with pytest.raises(SchemaDriftError, match=r"late\.ndjson row 3001 holds 'many'"):
+        engine.load(_ndjson(tmp_path, '"many"'), into=f"{table}_f", dsn=pg_dsn, options={"infer_rows": 100},
+                    contract="freeze")
+
+
+def test_json_array_a_number_that_becomes_an_object_late_is_read_as_text(tmp_path: Path, pg_dsn: str,
+                                                                         table: str, sql: Sql) -> None:
+    path = tmp_path / "late.json"
+    items = [f'{{"day": "2024-01-01", "n": {i}}}' for i in range(3000)]
+    path.write_text("[" + ",\n".join([*items, '{"day": "2024-01-02", "n": {"a": 1}}']) + "]")
+    report = engine.load(path, into=table, dsn=pg_dsn)
+    assert (report.rows_loaded, report.rows_quarantined) == (3001, 0)
+    assert data_types(sql, table)["n"] == "text"
+    assert sql(f"SELECT n FROM \"{table}\" WHERE day = '2024-01-02'") == [('{"a": 1}',)]

@@ -14,7 +14,7 @@ from engine.errors import EmptySourceError, SourceError, SpecError, first_line
 from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
-from engine.sources.base import Partition, reader_from_frame
+from engine.sources.base import WIDEN, Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory, bare_cr_to_lf, open_binary, record_chunks, record_end, split_records
 from engine.sources.files.local import file_partitions, transcode_to_utf8
 from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
@@ -215,7 +215,7 @@ class CsvSource:
         if key not in cache:
             cache[key] = self._infer_layout(src, partition)
         names, inferred = cache[key]
-        return list(names), {**inferred, **partition.options.get("widen", {})}
+        return list(names), {**inferred, **partition.options.get(WIDEN, {})}
 
     def inferred(self, partition: Partition) -> dict[str, pl.DataType]:
         """The columns whose types were inferred from the first rows (not given in ``dtypes``), as read now:
@@ -224,7 +224,7 @@ class CsvSource:
         found = cache.get((str(partition.file), partition.fingerprint))
         if found is None:
             return {}
-        types = {**found[1], **partition.options.get("widen", {})}
+        types = {**found[1], **partition.options.get(WIDEN, {})}
         return {n: t for n, t in types.items() if t != pl.String and n not in self.dtypes}
 
     def _infer_layout(self, src: str | IO[bytes], partition: Partition) -> tuple[list[str], dict[str, pl.DataType]]:
