@@ -15,7 +15,15 @@ from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
 from engine.sources.base import WIDEN, Partition, reader_from_frame
-from engine.sources.chunks import ChunkFactory, bare_cr_to_lf, open_binary, record_chunks, record_end, split_records
+from engine.sources.chunks import (
+    ChunkFactory,
+    RecordTooLarge,
+    bare_cr_to_lf,
+    open_binary,
+    record_chunks,
+    record_end,
+    split_records,
+)
 from engine.sources.files.local import file_partitions, transcode_to_utf8
 from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
 from engine.sources.files.sniff import WESTERN, legacy_encoding, sniff_delimiter
@@ -322,10 +330,14 @@ class CsvSource:
             start, stop = range_bytes(partition, body)
             first_row = 1 + lines + partition.rows_before
             produced = records = False
-            for data in record_chunks(f, start, settings().chunk_bytes, quote, stop):
-                produced = True
-                records = records or not data.isspace()
-                yield _CsvChunk(self, partition, names, inferred, data, first_row=first_row)
+            try:
+                for data in record_chunks(f, start, settings().chunk_bytes, quote, stop,
+                                          limit=settings().max_record_bytes):
+                    produced = True
+                    records = records or not data.isspace()
+                    yield _CsvChunk(self, partition, names, inferred, data, first_row=first_row)
+            except RecordTooLarge as exc:
+                raise SourceError(partition.label, exc.message(f, "BICONIC_MAX_RECORD_MB")) from None
             if not produced:
                 yield _CsvChunk(self, partition, names, inferred, b"", first_row=first_row)
             if not records:  # a header only, or blank lines: told to the pipeline by empty()

@@ -15,7 +15,7 @@ from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
 from engine.sources.base import WIDEN, LateDrift, Partition, reader_from_frame
-from engine.sources.chunks import ChunkFactory, record_chunks, sliced_chunks
+from engine.sources.chunks import ChunkFactory, RecordTooLarge, record_chunks, sliced_chunks
 from engine.sources.files._json_schema import chunk_schema, merge, unreadable
 from engine.sources.files.local import file_partitions
 from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
@@ -98,9 +98,12 @@ class JsonSource:
             return dict(pl.scan_ndjson(partition.file, infer_schema_length=self.infer_rows).collect_schema())
         schemas: list[dict[str, pl.DataType]] = []
         with open(partition.file, "rb") as f:
-            for data in record_chunks(f, 0, settings().chunk_bytes, None):
-                if data.strip():
-                    schemas.append(chunk_schema(data))
+            try:
+                for data in record_chunks(f, 0, settings().chunk_bytes, None, limit=settings().max_record_bytes):
+                    if data.strip():
+                        schemas.append(chunk_schema(data))
+            except RecordTooLarge as exc:
+                raise SourceError(partition.label, exc.message(f, "BICONIC_MAX_RECORD_MB")) from None
         if not schemas:
             raise SourceError(partition.label, "the file is empty (no JSON lines)")
         return merge(schemas)
@@ -185,9 +188,12 @@ class JsonSource:
         size = (stop - start) if whole and stop is not None else settings().chunk_bytes
         with open(partition.file, "rb") as f:
             produced = False
-            for data in record_chunks(f, start, max(size, 1), None, stop):
-                produced = True
-                yield functools.partial(chunk, data)
+            try:
+                for data in record_chunks(f, start, max(size, 1), None, stop, limit=settings().max_record_bytes):
+                    produced = True
+                    yield functools.partial(chunk, data)
+            except RecordTooLarge as exc:
+                raise SourceError(partition.label, exc.message(f, "BICONIC_MAX_RECORD_MB")) from None
             if not produced:
                 yield functools.partial(chunk, b"")
 
