@@ -29,6 +29,7 @@ from engine.plan.columns import ROW_COLUMN
 from engine.sources.base import Partition, file_fingerprint, reader_from_frame
 from engine.sources.chunks import ChunkFactory, sliced_chunks
 from engine.sources.files.content import content_hash, content_keys
+from engine.sources.files.workbook_checks import check_workbook
 
 __all__ = ["ExcelDType", "ExcelSource"]
 
@@ -176,6 +177,7 @@ class ExcelSource:
             raise SourceError(
                 partition.label, "the workbook changed since its partitions were listed; list them again"
             )
+        check_workbook(partition.file, partition.label)  # a bomb is refused before the parser inflates it
         request = {
             "op": "read",
             "path": os.path.abspath(partition.file),
