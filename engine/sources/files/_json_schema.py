@@ -9,9 +9,13 @@ a key that also holds numbers) are found when a chunk fails to read, and the key
 
 from __future__ import annotations
 
+import decimal
+import math
+import re
+
 import polars as pl
 
-__all__ = ["chunk_schema", "merge", "unreadable"]
+__all__ = ["chunk_schema", "exact_numbers", "merge", "unreadable"]
 
 
 def _kind(dtype: pl.DataType) -> str:
@@ -65,3 +69,33 @@ def unreadable(data: bytes, schema: dict[str, pl.DataType]) -> dict[str, pl.Data
             except pl.exceptions.PolarsError:
                 found[name] = pl.String()
     return found
+
+
+#: a number that may not survive Polars' float64 parse: 16+ digits in a row, or a 3-digit exponent
+_MAYBE = re.compile(rb"[0-9]{16}|[0-9][eE][+-]?[0-9]{3}")
+#: a JSON number where a value starts (after ``:``, ``[`` or ``,``), not inside a string
+_NUMBER = re.compile(rb"(?<=[:\[,])(\s*)(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(?=\s*[,\]}])")
+#: integers Polars reads exactly (as Int64, else Int128: numeric(38,0))
+_SAFE_INT = (1 << 127) - 1
+
+
+def _exact(number: bytes) -> bool:
+    """Whether Polars reads the number back to the same value: float64 holds it, as its shortest text."""
+    text = number.decode()
+    if not any(c in text for c in ".eE"):
+        return abs(int(text)) <= _SAFE_INT
+    value = float(text)
+    return math.isfinite(value) and decimal.Decimal(repr(value)) == decimal.Decimal(text)
+
+
+def exact_numbers(data: bytes) -> bytes:
+    """``data`` with the numbers Polars would round or overflow (1e400, 0.1000000000000000055511, integers
+    past 128 bits) as JSON strings of their own digits: their column is read as text, digit
+    for digit, rather than rounded, turned into Infinity, or refused. A cheap scan skips clean chunks."""
+    if _MAYBE.search(data) is None:
+        return data
+
+    def quote(m: re.Match[bytes]) -> bytes:
+        return m.group(0) if _exact(m.group(2)) else m.group(1) + b'"' + m.group(2) + b'"'
+
+    return _NUMBER.sub(quote, data)

@@ -16,7 +16,7 @@ from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
 from engine.sources.base import WIDEN, LateDrift, Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory, RecordTooLarge, record_chunks, sliced_chunks
-from engine.sources.files._json_schema import chunk_schema, merge, unreadable
+from engine.sources.files._json_schema import chunk_schema, exact_numbers, merge, unreadable
 from engine.sources.files.local import file_partitions
 from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
 
@@ -38,22 +38,25 @@ def _read_lines(data: bytes, schema: dict[str, pl.DataType], partition: Partitio
 
 
 def _read_array(path: Path) -> pl.LazyFrame:
-    """A JSON array, parsed by Polars; one it cannot type (a key holding a number in one object and an object
-    in a later one) is read again through Python's parser, one line per object, with such keys as text."""
+    """A JSON array, parsed by Polars (numbers it would round or overflow as their text, see
+    :func:`exact_numbers`); one it cannot type (a key holding a number in one object and an object in a later
+    one) is read again through Python's parser, one line per object, with such keys as text."""
+    with open(path, "rb") as f:
+        data = exact_numbers(f.read())
     try:
-        return pl.read_json(path, infer_schema_length=None).lazy()
+        return pl.read_json(data, infer_schema_length=None).lazy()
     except pl.exceptions.ComputeError as exc:
         import json
 
-        with open(path, "rb") as f:
-            items = json.load(f)
+        items = json.loads(data)
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise exc from None
-        data = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items).encode()
+        del data
+        lines = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items).encode()
         del items
-        schema = chunk_schema(data)
-        schema.update(unreadable(data, schema))
-        return pl.read_ndjson(data, schema=schema).lazy()
+        schema = chunk_schema(lines)
+        schema.update(unreadable(lines, schema))
+        return pl.read_ndjson(lines, schema=schema).lazy()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,7 +104,7 @@ class JsonSource:
             try:
                 for data in record_chunks(f, 0, settings().chunk_bytes, None, limit=settings().max_record_bytes):
                     if data.strip():
-                        schemas.append(chunk_schema(data))
+                        schemas.append(chunk_schema(exact_numbers(data)))
             except RecordTooLarge as exc:
                 raise SourceError(partition.label, exc.message(f, "BICONIC_MAX_RECORD_MB")) from None
         if not schemas:
@@ -181,7 +184,7 @@ class JsonSource:
         def chunk(data: bytes, rows_before: int) -> pl.LazyFrame:
             if not data.strip():
                 return self._finish(pl.LazyFrame(schema=schema), scalars, first + rows_before)
-            return self._finish(_read_lines(data, schema, partition, first + rows_before), scalars,
+            return self._finish(_read_lines(exact_numbers(data), schema, partition, first + rows_before), scalars,
                                 first + rows_before)
 
         start, stop = range_bytes(partition)
