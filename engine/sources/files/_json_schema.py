@@ -15,7 +15,7 @@ import re
 
 import polars as pl
 
-__all__ = ["chunk_schema", "exact_numbers", "merge", "unreadable"]
+__all__ = ["chunk_schema", "exact_numbers", "inexact", "merge", "unreadable"]
 
 
 def _kind(dtype: pl.DataType) -> str:
@@ -71,8 +71,10 @@ def unreadable(data: bytes, schema: dict[str, pl.DataType]) -> dict[str, pl.Data
     return found
 
 
-#: a number that may not survive Polars' float64 parse: 16+ digits in a row, or a 3-digit exponent
-_MAYBE = re.compile(rb"[0-9]{16}|[0-9][eE][+-]?[0-9]{3}")
+#: digits as 0 and E as e (signs deleted), so that two substring searches find 16 digits in a row or a
+#: 3-digit exponent (a regex search takes 4 s per 230 MB, this 0.4 s)
+_FOLD = bytes.maketrans(b"123456789E", b"000000000e")
+_MAYBE = (b"0" * 16, b"0e000")
 #: a JSON number where a value starts (after ``:``, ``[`` or ``,``), not inside a string
 _NUMBER = re.compile(rb"(?<=[:\[,])(\s*)(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(?=\s*[,\]}])")
 #: integers Polars reads exactly (as Int64, else Int128: numeric(38,0))
@@ -88,12 +90,16 @@ def _exact(number: bytes) -> bool:
     return math.isfinite(value) and decimal.Decimal(repr(value)) == decimal.Decimal(text)
 
 
+def inexact(data: bytes) -> bool:
+    """Whether ``data`` may hold a number Polars would round or overflow (false alarms cost a slower read)."""
+    folded = data.translate(_FOLD, b"+-")
+    return any(m in folded for m in _MAYBE)
+
+
 def exact_numbers(data: bytes) -> bytes:
     """``data`` with the numbers Polars would round or overflow (1e400, 0.1000000000000000055511, integers
-    past 128 bits) as JSON strings of their own digits: their column is read as text, digit
-    for digit, rather than rounded, turned into Infinity, or refused. A cheap scan skips clean chunks."""
-    if _MAYBE.search(data) is None:
-        return data
+    past 128 bits) as JSON strings of their own digits: their column is read as text, digit for digit,
+    rather than rounded, turned into Infinity, or refused."""
 
     def quote(m: re.Match[bytes]) -> bytes:
         return m.group(0) if _exact(m.group(2)) else m.group(1) + b'"' + m.group(2) + b'"'

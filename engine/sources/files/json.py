@@ -16,7 +16,7 @@ from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
 from engine.sources.base import WIDEN, LateDrift, Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory, RecordTooLarge, record_chunks, sliced_chunks
-from engine.sources.files._json_schema import chunk_schema, exact_numbers, merge, unreadable
+from engine.sources.files._json_schema import chunk_schema, exact_numbers, inexact, merge, unreadable
 from engine.sources.files.local import file_partitions
 from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
 
@@ -42,7 +42,9 @@ def _read_array(path: Path) -> pl.LazyFrame:
     :func:`exact_numbers`); one it cannot type (a key holding a number in one object and an object in a later
     one) is read again through Python's parser, one line per object, with such keys as text."""
     with open(path, "rb") as f:
-        data = exact_numbers(f.read())
+        data = f.read()
+    if inexact(data):
+        data = exact_numbers(data)
     try:
         return pl.read_json(data, infer_schema_length=None).lazy()
     except pl.exceptions.ComputeError as exc:
@@ -104,7 +106,10 @@ class JsonSource:
             try:
                 for data in record_chunks(f, 0, settings().chunk_bytes, None, limit=settings().max_record_bytes):
                     if data.strip():
-                        schemas.append(chunk_schema(exact_numbers(data)))
+                        if inexact(data):  # remembered: only then are the chunks read with exact numbers
+                            self.__dict__.setdefault("_inexact", set()).add(str(partition.file))
+                            data = exact_numbers(data)
+                        schemas.append(chunk_schema(data))
             except RecordTooLarge as exc:
                 raise SourceError(partition.label, exc.message(f, "BICONIC_MAX_RECORD_MB")) from None
         if not schemas:
@@ -184,7 +189,9 @@ class JsonSource:
         def chunk(data: bytes, rows_before: int) -> pl.LazyFrame:
             if not data.strip():
                 return self._finish(pl.LazyFrame(schema=schema), scalars, first + rows_before)
-            return self._finish(_read_lines(exact_numbers(data), schema, partition, first + rows_before), scalars,
+            if str(partition.file) in self.__dict__.get("_inexact", ()):
+                data = exact_numbers(data)
+            return self._finish(_read_lines(data, schema, partition, first + rows_before), scalars,
                                 first + rows_before)
 
         start, stop = range_bytes(partition)
