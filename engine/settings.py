@@ -50,6 +50,10 @@ class Settings(BaseSettings):
                        description="data folder: embedded PostgreSQL, archive, uploads, temp files")
     batch_rows: int = Field(default=100_000, ge=1, description="rows per batch handed to COPY")
     chunk_mb: float = Field(default=16.0, gt=0, description="MB per text chunk (CSV, NDJSON)")
+    max_record_mb: float = Field(default=50.0, gt=0, description="MB one CSV record / NDJSON line may take")
+    excel_max_unzipped_mb: int = Field(default=1024, ge=1, description="MB one workbook part may inflate to")
+    excel_max_ratio: int = Field(default=100, ge=0, description="times a workbook part may inflate (0: no limit)")
+    excel_max_shared_strings: int = Field(default=10_000_000, ge=0, description="shared strings a workbook may hold")
     chunk_rows: int = Field(default=500_000, ge=1, description="rows per chunk (Parquet, sheets, databases)")
     copy_streams: int = Field(default=2, ge=0, le=64, description="helper connections for new partitions")
     archive_url: str | None = Field(default=None, description="archive folder or s3://bucket/prefix; off = none")
@@ -102,6 +106,11 @@ class Settings(BaseSettings):
     def chunk_bytes(self) -> int:
         """Target bytes per text chunk."""
         return int(self.chunk_mb * (1 << 20))
+
+    @property
+    def max_record_bytes(self) -> int:
+        """Bytes one text record may take (a 50 MB cell costs about 700 MB while it is parsed)."""
+        return int(self.max_record_mb * (1 << 20))
 
     @property
     def uploads_path(self) -> Path:

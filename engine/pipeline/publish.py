@@ -10,7 +10,8 @@ rows earlier loads of the same partition left, record its counts.
   that: a reader whose snapshot predates the swap would find the new table empty).
 
 A CSV holding invalid UTF-8 rolls its partition back and is read again in lossy mode, where the rows that held
-the bad bytes are quarantined.
+the bad bytes are quarantined; a file whose late values do not fit the types inferred from its first rows is
+read again with those columns widened (:mod:`engine.pipeline.drift`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from engine.ids import ConnectionId, equals_sql, kind_mismatch
 from engine.names import qualified, quote_ident
 from engine.pipeline.context import LoadState
 from engine.pipeline.counts import Counts
+from engine.pipeline.drift import LateDrift, widened
 from engine.pipeline.fit import Prepared, prepare
-from engine.pipeline.leftovers import drop_unlisted
+from engine.pipeline.leftovers import drop_if_unused, drop_unlisted
 from engine.pipeline.planner import InvalidUtf8
 from engine.pipeline.rejects import judge
 from engine.pipeline.stream import stream
@@ -146,13 +148,16 @@ def _row_target(state: LoadState) -> Callable[[Prepared], RowTarget]:
 
 def load_partition(state: LoadState, partition: Partition, key: str) -> None:
     """append / merge: one transaction holding the ledger row, the rows and their quarantine."""
-    try:
-        counts = _load_committed(state, partition, key)
-    except InvalidUtf8:
-        state.session.rollback()
-        state.fresh.clear()
-        state.attached_to.clear()
-        counts = _load_committed(state, _lossy(partition), key)
+    while True:
+        try:
+            counts = _load_committed(state, partition, key)
+            break
+        except (InvalidUtf8, LateDrift) as exc:  # rolled back by _load_committed: read it again
+            state.fresh.clear()
+            state.attached_to.clear()
+            if isinstance(exc, LateDrift):
+                drop_if_unused(state)  # a table this load created takes the widened types
+            partition = _lossy(partition) if isinstance(exc, InvalidUtf8) else widened(state, partition, exc)
     if counts is None:
         state.report.skipped_partitions += 1
         state.report.note(partition.label, "skipped")
@@ -255,9 +260,10 @@ def _replace_one(state: LoadState, partition: Partition, key: str, *, fresh_tabl
 
     state.session.run("SAVEPOINT biconic_partition")
     fresh_before = dict(state.fresh)
-    try:
-        return load(partition)
-    except InvalidUtf8:
-        state.session.run("ROLLBACK TO SAVEPOINT biconic_partition")
-        state.fresh = fresh_before
-        return load(_lossy(partition))
+    while True:
+        try:
+            return load(partition)
+        except (InvalidUtf8, LateDrift) as exc:
+            state.session.run("ROLLBACK TO SAVEPOINT biconic_partition")
+            state.fresh = dict(fresh_before)
+            partition = _lossy(partition) if isinstance(exc, InvalidUtf8) else widened(state, partition, exc)

@@ -17,6 +17,7 @@ from engine.handoff import Prefetch
 from engine.pipeline.batches import batches, quarantine_rows
 from engine.pipeline.context import LoadState
 from engine.pipeline.counts import Counts, Rejects
+from engine.pipeline.drift import check_drift
 from engine.pipeline.fit import Prepared
 from engine.pipeline.planner import GIVEN_TWICE, source_error
 from engine.pipeline.targets import RowTarget
@@ -92,6 +93,7 @@ def _one_batch(state: LoadState, partition: Partition, df: pl.DataFrame, prepare
     bad = df.filter(status == 1)
     if bad.height:
         _refuse_given_twice(state, partition, bad)
+        check_drift(state, partition, bad, prepared)
         counts.by_rule.update(bad[RULE].to_list())
         rows = quarantine_rows(state, bad, prepared, partition)
         copy.copy(state.session, meta.QUARANTINE, rows.to_arrow())

@@ -12,8 +12,21 @@ from typing import Any, Protocol, runtime_checkable
 import polars as pl
 import pyarrow as pa
 
-__all__ = ["IncrementalSource", "Partition", "Source", "file_fingerprint", "reader_from_frame"]
+__all__ = ["IncrementalSource", "LateDrift", "Partition", "Source", "file_fingerprint", "reader_from_frame"]
 
+#: the partition option a source reads its widened column types from (see :class:`LateDrift`)
+WIDEN = "widen"
+
+
+class LateDrift(Exception):  # noqa: N818 - a signal to read again, like InvalidUtf8, not an error
+    """Columns whose late values need a wider type than the one inferred from the first rows: the pipeline
+    reads the partition again with them widened (partition option ``widen``), or refuses under ``freeze``.
+    ``where`` says what was found (file, row, value) for the refusal."""
+
+    def __init__(self, widen: dict[str, pl.DataType], where: str = "") -> None:
+        self.widen = widen
+        self.where = where
+        super().__init__(", ".join(f"{c} -> {t}" for c, t in widen.items()))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,7 @@ import polars as pl
 
 from engine.settings import settings
 
-__all__ = ["ChunkFactory", "bare_cr_to_lf", "open_binary", "record_chunks", "record_end",
+__all__ = ["ChunkFactory", "RecordTooLarge", "bare_cr_to_lf", "open_binary", "record_chunks", "record_end",
            "row_slices", "scan_records", "sliced_chunks", "split_records"]
 
 #: A chunk: given how many rows came before it in the partition, its lazy frame.
@@ -97,14 +97,51 @@ def split_records(data: bytes, quote: bytes | None) -> tuple[bytes, bytes] | Non
     return data[:end], data[end:]
 
 
+class RecordTooLarge(Exception):  # noqa: N818 - told to the reader, which names its file
+    """One record longer than ``limit`` bytes; ``start`` is the byte offset where it begins."""
+
+    def __init__(self, start: int, limit: int) -> None:
+        self.start = start
+        self.limit = limit
+        super().__init__(f"a record at byte {start} is over {limit} bytes")
+
+    def message(self, f: IO[bytes], setting: str) -> str:
+        """The refusal, naming the line where the record begins (counted now: only on this error path)."""
+        f.seek(0)
+        lines, left = 1, self.start
+        while left > 0:
+            block = f.read(min(_BLOCK, left))
+            if not block:
+                break
+            lines += block.count(b"\n")
+            left -= len(block)
+        mib = self.limit / (1 << 20)
+        return (f"line {lines}: a record (one row, or a cell) over {mib:g} MiB; the limit keeps a load's memory "
+                f"bounded (a record costs about 13 times its size while parsed): raise it with {setting}=..., "
+                "or fix the file (an unclosed quote makes the rest of the file one cell)")
+
+
+def _last_record(head: bytes, quote: bytes | None) -> int:
+    """Where the last record that begins in ``head`` (which begins with a record) begins."""
+    at = 0
+    while True:
+        end, _ = scan_records(head, at, 0, quote)
+        if end == -1:
+            return at
+        if end >= len(head):
+            return end
+        at = end
+
+
 def record_chunks(f: IO[bytes], start: int, target: int, quote: bytes | None,
-                  stop: int | None = None) -> Iterator[bytes]:
+                  stop: int | None = None, *, limit: int | None = None) -> Iterator[bytes]:
     """Whole records from ``start`` to ``stop`` (a record boundary, else the end), about ``target`` bytes at a
     time, read sequentially.
 
     A cut is made only at a newline where the count of quote characters since the chunk began is even, so
     every chunk starts outside quotes (RFC 4180's doubled quotes keep the count even). Reading with
-    ``read`` rather than a memory map keeps file pages out of the process's resident set.
+    ``read`` rather than a memory map keeps file pages out of the process's resident set. A record that
+    runs on past ``limit`` bytes raises :class:`RecordTooLarge` before more of it is read.
     """
     f.seek(start)
     left = -1 if stop is None else max(stop - start, 0)  # -1: no bound
@@ -118,12 +155,15 @@ def record_chunks(f: IO[bytes], start: int, target: int, quote: bytes | None,
         return data
 
     carry = b""
+    offset = start  # of head
     while True:
         head = carry + read(max(target - len(carry), 0))
         if not head:
             return
         parts = [head]
         parity = head.count(quote) % 2 if quote else 0
+        begins = offset + head.rfind(b"\n") + 1  # where the record running past head begins, or later
+        spill = len(head)
         while True:
             more = read(_BLOCK)
             if not more:
@@ -132,9 +172,13 @@ def record_chunks(f: IO[bytes], start: int, target: int, quote: bytes | None,
             end, parity = scan_records(more, 0, parity, quote)
             if end == -1:
                 parts.append(more)
+                spill += len(more)
+                if limit is not None and offset + spill - begins > limit:
+                    raise RecordTooLarge(offset + _last_record(head, quote), limit)
                 continue
             parts.append(more[:end])
             carry = more[end:]
+            offset += spill + end
             break
         yield b"".join(parts)
 

@@ -75,7 +75,11 @@ def test_quarantine_raw_keeps_the_original_text(tmp_path: Path, pg_dsn: str, tab
 
 def test_quarantine_raw_keeps_source_names_and_text_after_inference(tmp_path: Path, pg_dsn: str, table: str,
                                                                     sql: Sql) -> None:
-    """A value past the type sample fails its inferred type; raw shows the file's own header and text."""
+    """A value past the type sample fails the table's type (evolve keeps an existing table's types, see
+    test_late_drift); raw shows the file's own header and text."""
+    first = tmp_path / "first.csv"
+    first.write_text("Fecha Pedido,Cantidad\n2023-12-31,0\n")
+    engine.load(first, into=table, dsn=pg_dsn)
     path = tmp_path / "t.csv"
     lines = [f"2024-01-01,{i}" for i in range(30)] + ["2024-01-02,12abc"]
     path.write_text("Fecha Pedido,Cantidad\n" + "\n".join(lines) + "\n")

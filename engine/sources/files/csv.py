@@ -14,8 +14,16 @@ from engine.errors import EmptySourceError, SourceError, SpecError, first_line
 from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
-from engine.sources.base import Partition, reader_from_frame
-from engine.sources.chunks import ChunkFactory, bare_cr_to_lf, open_binary, record_chunks, record_end, split_records
+from engine.sources.base import WIDEN, Partition, reader_from_frame
+from engine.sources.chunks import (
+    ChunkFactory,
+    RecordTooLarge,
+    bare_cr_to_lf,
+    open_binary,
+    record_chunks,
+    record_end,
+    split_records,
+)
 from engine.sources.files.local import file_partitions, transcode_to_utf8
 from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
 from engine.sources.files.sniff import WESTERN, legacy_encoding, sniff_delimiter
@@ -215,7 +223,17 @@ class CsvSource:
         if key not in cache:
             cache[key] = self._infer_layout(src, partition)
         names, inferred = cache[key]
-        return list(names), dict(inferred)
+        return list(names), {**inferred, **partition.options.get(WIDEN, {})}
+
+    def inferred(self, partition: Partition) -> dict[str, pl.DataType]:
+        """The columns whose types were inferred from the first rows (not given in ``dtypes``), as read now:
+        a later value that does not fit one is schema drift (:mod:`engine.pipeline.drift`), not a bad row."""
+        cache = self.__dict__.get("_layouts", {})
+        found = cache.get((str(partition.file), partition.fingerprint))
+        if found is None:
+            return {}
+        types = {**found[1], **partition.options.get(WIDEN, {})}
+        return {n: t for n, t in types.items() if t != pl.String and n not in self.dtypes}
 
     def _infer_layout(self, src: str | IO[bytes], partition: Partition) -> tuple[list[str], dict[str, pl.DataType]]:
         try:
@@ -312,10 +330,14 @@ class CsvSource:
             start, stop = range_bytes(partition, body)
             first_row = 1 + lines + partition.rows_before
             produced = records = False
-            for data in record_chunks(f, start, settings().chunk_bytes, quote, stop):
-                produced = True
-                records = records or not data.isspace()
-                yield _CsvChunk(self, partition, names, inferred, data, first_row=first_row)
+            try:
+                for data in record_chunks(f, start, settings().chunk_bytes, quote, stop,
+                                          limit=settings().max_record_bytes):
+                    produced = True
+                    records = records or not data.isspace()
+                    yield _CsvChunk(self, partition, names, inferred, data, first_row=first_row)
+            except RecordTooLarge as exc:
+                raise SourceError(partition.label, exc.message(f, "BICONIC_MAX_RECORD_MB")) from None
             if not produced:
                 yield _CsvChunk(self, partition, names, inferred, b"", first_row=first_row)
             if not records:  # a header only, or blank lines: told to the pipeline by empty()

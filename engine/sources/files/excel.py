@@ -30,6 +30,7 @@ from engine.sources.base import Partition, file_fingerprint, reader_from_frame
 from engine.sources.chunks import ChunkFactory, sliced_chunks
 from engine.sources.files.content import content_hash, content_keys
 from engine.sources.files.excel_types import check_dtypes, fastexcel_dtypes, typed
+from engine.sources.files.workbook_checks import check_workbook
 
 __all__ = ["CellErrors", "ExcelDType", "ExcelSource"]
 
@@ -249,6 +250,7 @@ class ExcelSource:
             raise SourceError(
                 partition.label, "the workbook changed since its partitions were listed; list them again"
             )
+        check_workbook(partition.file, partition.label)  # a bomb is refused before the parser inflates it
         request = {
             "op": "read",
             "path": os.path.abspath(partition.file),

@@ -14,12 +14,51 @@ from engine.errors import SourceError, SpecError, first_line
 from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
-from engine.sources.base import Partition, reader_from_frame
-from engine.sources.chunks import ChunkFactory, record_chunks, sliced_chunks
+from engine.sources.base import WIDEN, LateDrift, Partition, reader_from_frame
+from engine.sources.chunks import ChunkFactory, RecordTooLarge, record_chunks, sliced_chunks
+from engine.sources.files._json_schema import chunk_schema, exact_numbers, inexact, merge, unreadable
 from engine.sources.files.local import file_partitions
 from engine.sources.files.ranges import range_bytes, split_bytes, split_partitions
 
 __all__ = ["JsonSource"]
+
+
+def _read_lines(data: bytes, schema: dict[str, pl.DataType], partition: Partition, first: int) -> pl.LazyFrame:
+    """One chunk's lines, parsed now: a key Polars inferred as an object or a list that holds a number (or
+    another shape) in this chunk is late drift, read again as text (:class:`LateDrift`), not a failed load."""
+    try:
+        return pl.read_ndjson(data, schema=schema).lazy()
+    except pl.exceptions.PolarsError:
+        widen = unreadable(data, schema)
+        if not widen:
+            raise
+        where = (f"{partition.label}, in the records from {first}: {', '.join(widen)} changes shape (an object "
+                 "or a list, and another kind)")
+        raise LateDrift(widen, where) from None
+
+
+def _read_array(path: Path) -> pl.LazyFrame:
+    """A JSON array, parsed by Polars (numbers it would round or overflow as their text, see
+    :func:`exact_numbers`); one it cannot type (a key holding a number in one object and an object in a later
+    one) is read again through Python's parser, one line per object, with such keys as text."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if inexact(data):
+        data = exact_numbers(data)
+    try:
+        return pl.read_json(data, infer_schema_length=None).lazy()
+    except pl.exceptions.ComputeError as exc:
+        import json
+
+        items = json.loads(data)
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise exc from None
+        del data
+        lines = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items).encode()
+        del items
+        schema = chunk_schema(lines)
+        schema.update(unreadable(lines, schema))
+        return pl.read_ndjson(lines, schema=schema).lazy()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,15 +101,20 @@ class JsonSource:
     def _infer_file(self, partition: Partition) -> dict[str, pl.DataType]:
         if self.infer_rows is not None:
             return dict(pl.scan_ndjson(partition.file, infer_schema_length=self.infer_rows).collect_schema())
-        frames: list[pl.DataFrame] = []
+        schemas: list[dict[str, pl.DataType]] = []
         with open(partition.file, "rb") as f:
-            for data in record_chunks(f, 0, settings().chunk_bytes, None):
-                if data.strip():
-                    schema = pl.scan_ndjson(data, infer_schema_length=None).collect_schema()
-                    frames.append(pl.DataFrame(schema=schema))
-        if not frames:
+            try:
+                for data in record_chunks(f, 0, settings().chunk_bytes, None, limit=settings().max_record_bytes):
+                    if data.strip():
+                        if inexact(data):  # remembered: only then are the chunks read with exact numbers
+                            self.__dict__.setdefault("_inexact", set()).add(str(partition.file))
+                            data = exact_numbers(data)
+                        schemas.append(chunk_schema(data))
+            except RecordTooLarge as exc:
+                raise SourceError(partition.label, exc.message(f, "BICONIC_MAX_RECORD_MB")) from None
+        if not schemas:
             raise SourceError(partition.label, "the file is empty (no JSON lines)")
-        return dict(pl.concat(frames, how="diagonal_relaxed").schema)
+        return merge(schemas)
 
     def _read_schema(self, partition: Partition) -> tuple[dict[str, pl.DataType], dict[str, pl.DataType]]:
         """NDJSON: the schema to read with (scalars as text) and the scalar types to convert them to.
@@ -78,10 +122,17 @@ class JsonSource:
         Scalars are read as text and converted (as in CSV): a value past the sample that does not fit the
         sampled type quarantines its row instead of failing the whole file.
         """
-        inferred = self._infer(partition)
+        inferred = {**self._infer(partition), **partition.options.get(WIDEN, {})}
         scalars = {n: t for n, t in inferred.items() if t.is_numeric() or t == pl.Boolean}
         texts = {n: pl.String() for n, t in inferred.items() if n in scalars or t == pl.Null}
         return {**inferred, **texts}, scalars
+
+    def inferred(self, partition: Partition) -> dict[str, pl.DataType]:
+        """NDJSON: the scalar types inferred (over the first ``infer_rows`` lines, or chunk by chunk): a later
+        value that does not fit one is schema drift (:mod:`engine.pipeline.drift`), not a bad row."""
+        if not self.lines or (str(partition.file), partition.fingerprint) not in self.__dict__.get("_schemas", {}):
+            return {}
+        return self._read_schema(partition)[1]
 
     def _finish(self, frame: pl.LazyFrame, scalars: dict[str, pl.DataType], row_offset: int) -> pl.LazyFrame:
         names = list(frame.collect_schema())
@@ -112,7 +163,7 @@ class JsonSource:
                         pieces.close()  # closes the file
                 frame = pl.scan_ndjson(partition.file, schema=schema)
             else:
-                frame = pl.read_json(partition.file, infer_schema_length=None).lazy()
+                frame = _read_array(partition.file)
             frame.collect_schema()
         except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
             raise SourceError(partition.label, f"not a readable {kind} file: {first_line(exc)}") from exc
@@ -138,15 +189,21 @@ class JsonSource:
         def chunk(data: bytes, rows_before: int) -> pl.LazyFrame:
             if not data.strip():
                 return self._finish(pl.LazyFrame(schema=schema), scalars, first + rows_before)
-            return self._finish(pl.scan_ndjson(data, schema=schema), scalars, first + rows_before)
+            if str(partition.file) in self.__dict__.get("_inexact", ()):
+                data = exact_numbers(data)
+            return self._finish(_read_lines(data, schema, partition, first + rows_before), scalars,
+                                first + rows_before)
 
         start, stop = range_bytes(partition)
         size = (stop - start) if whole and stop is not None else settings().chunk_bytes
         with open(partition.file, "rb") as f:
             produced = False
-            for data in record_chunks(f, start, max(size, 1), None, stop):
-                produced = True
-                yield functools.partial(chunk, data)
+            try:
+                for data in record_chunks(f, start, max(size, 1), None, stop, limit=settings().max_record_bytes):
+                    produced = True
+                    yield functools.partial(chunk, data)
+            except RecordTooLarge as exc:
+                raise SourceError(partition.label, exc.message(f, "BICONIC_MAX_RECORD_MB")) from None
             if not produced:
                 yield functools.partial(chunk, b"")
 

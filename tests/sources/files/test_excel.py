@@ -357,9 +357,11 @@ def good_and_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 
 
 def test_zip_bomb_hits_the_memory_limit_and_the_engine_lives_on(
-    tmp_path: Path, good_and_template: tuple[Path, Path]
+    tmp_path: Path, good_and_template: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     good, template = good_and_template
+    monkeypatch.setenv("BICONIC_EXCEL_MAX_RATIO", "0")  # the checks before parsing off (test_excel_bombs)
+    monkeypatch.setenv("BICONIC_EXCEL_MAX_UNZIPPED_MB", "4096")
     cells = b"<row>" + b"<c><v>1</v></c>" * 1000 + b"</row>"
     bomb = write_sheet_bomb(tmp_path / "bomb.xlsx", template, row=cells, sheet_bytes=2 << 30)
     assert bomb.stat().st_size < 6_000_000  # 2 GiB of sheet XML, ~4.5 MB on disk
@@ -373,8 +375,10 @@ def test_zip_bomb_hits_the_memory_limit_and_the_engine_lives_on(
     assert collect(ExcelSource(paths=(good,)))["customer"].to_list() == ["Ana", "Bruno", "Chloé", "Dmitri"]
 
 
-def test_a_parse_over_the_time_limit_is_killed(tmp_path: Path, good_and_template: tuple[Path, Path]) -> None:
+def test_a_parse_over_the_time_limit_is_killed(tmp_path: Path, good_and_template: tuple[Path, Path],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     good, template = good_and_template
+    monkeypatch.setenv("BICONIC_EXCEL_MAX_RATIO", "0")  # the checks before parsing off (test_excel_bombs)
     # 1 GiB of empty rows: no memory to speak of, but ~8 s of parsing.
     slow = write_sheet_bomb(tmp_path / "slow.xlsx", template, row=b"<row/>", sheet_bytes=1 << 30)
     source = ExcelSource(paths=(slow,), timeout_s=1.0)
