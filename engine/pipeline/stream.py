@@ -50,7 +50,7 @@ def stream(state: LoadState, partition: Partition, chunks: Iterator[ChunkFactory
     except pl.exceptions.PolarsError as exc:
         raise source_error(partition, exc) from exc
     counts.check(partition.label)
-    _refuse_empty(state, partition)
+    _refuse_empty(state, partition, counts)
     if written is not None:
         counts.filtered += counts.loaded - written
         counts.loaded = written
@@ -59,12 +59,20 @@ def stream(state: LoadState, partition: Partition, chunks: Iterator[ChunkFactory
     return counts
 
 
-def _refuse_empty(state: LoadState, partition: Partition) -> None:
+def _refuse_empty(state: LoadState, partition: Partition, counts: Counts) -> None:
     """A file with no rows fails (rolled back) unless the load allows it: a failed export must not pass as a
-    0-row success. Sources that can tell (CSV) say so with ``empty``; for others 0 rows may be normal (an
-    incremental query with nothing new)."""
+    0-row success. A source that can say more (a CSV of a header only, a sheet of blank rows, the sheets of
+    ``*``) says so with ``empty``; for any other file, no row read is empty. Databases and APIs are not asked:
+    there 0 rows may be normal (an incremental query with nothing new)."""
+    if state.target.allow_empty:
+        return
     empty = getattr(state.source, "empty", None)
-    why = empty(partition) if empty is not None and not state.target.allow_empty else None
+    if empty is not None:
+        why = empty(partition)
+    elif partition.path is not None and partition.span is None and counts.rows_in == 0:
+        why = "no rows: the file holds none"
+    else:
+        why = None
     if why is not None:
         raise EmptySourceError(partition.label, why)
 

@@ -85,6 +85,8 @@ class ExcelSource:
     _last: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     #: what the report should hear: sheets skipped, columns read as text ("book.xlsx[Chart1]" -> note)
     _notes: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: the partitions (keys) whose sheet holds no row with a value
+    _empty: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Frozen, but normalise what callers naturally pass (a list, str paths) so equality stays meaningful.
@@ -151,12 +153,25 @@ class ExcelSource:
             .select(pl.exclude(ROW_COLUMN), pl.col(ROW_COLUMN).cast(pl.Int64))
         )
         lazy = typed(self._checked(frame, lazy, facts), self.dtypes)
+        if not facts.get("cell_errors") and (frame.height == 0 or not frame.width or not frame.select(
+                pl.any_horizontal(pl.all().is_not_null()).any()).item()):
+            self._empty.add(partition.key)
         if facts.get("mixed"):
             self._notes[partition.label] = (
                 f"column(s) {_listing(facts['mixed'])} read as text (mixed types: dates, durations, numbers, text)"
             )
         self._last.update(slot=slot, frame=lazy)
         return lazy
+
+    def empty(self, partition: Partition) -> str | None:
+        """Why the sheet gave no rows, once scanned (None: it had some). Of ``sheets="*"`` an empty sheet (a
+        workbook's unused Sheet2) is only noted: the workbook's other sheets are the data."""
+        if partition.key not in self._empty:
+            return None
+        if self.sheets == "*":
+            self._notes[partition.label] = "empty sheet: nothing loaded"
+            return None
+        return "no rows: the sheet is empty, or holds a header only or blank rows"
 
     def chunks(self, partition: Partition) -> Iterator[ChunkFactory]:
         """Row slices of about ``BICONIC_CHUNK_ROWS`` rows: bounded memory whatever the size."""

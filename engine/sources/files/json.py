@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from engine.errors import SourceError, SpecError, first_line
+from engine.errors import EmptySourceError, SourceError, SpecError, first_line
 from engine.names import unique_names
 from engine.plan.columns import ROW_COLUMN
 from engine.settings import settings
@@ -113,7 +113,7 @@ class JsonSource:
             except RecordTooLarge as exc:
                 raise SourceError(partition.label, exc.message(f, "BICONIC_MAX_RECORD_MB")) from None
         if not schemas:
-            raise SourceError(partition.label, "the file is empty (no JSON lines)")
+            raise EmptySourceError(partition.label, "no rows: the file holds no JSON lines")
         return merge(schemas)
 
     def _read_schema(self, partition: Partition) -> tuple[dict[str, pl.DataType], dict[str, pl.DataType]]:
