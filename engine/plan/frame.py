@@ -63,6 +63,11 @@ def convert(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> pl.Expr:
             return text.str.to_time(strict=False)  # a plain cast from text to time is not supported
         if isinstance(target, pl.Datetime):
             return text.str.to_datetime(time_unit="us", time_zone=target.time_zone, strict=False)
+        if target in (pl.Float64, pl.Float32):
+            # a number past the float's range (1e400) casts to infinity: null (flagged) unless written as one
+            value = text.cast(target, strict=False)
+            written = text.str.contains(r"(?i)^[+-]?inf")
+            return pl.when(value.is_infinite()).then(pl.when(written).then(value)).otherwise(value)
         return text.cast(target, strict=False)
     return expr.cast(target, strict=False)
 

@@ -338,3 +338,18 @@ def test_parse_number_french_with_non_breaking_spaces() -> None:
     assert df["n"].to_list() == [1234.5, 12345678.25, 1000.0]
     assert _status(df) == [LOAD, LOAD, LOAD]
 
+
+
+def test_a_number_past_the_float_range_is_rejected_not_turned_into_infinity() -> None:
+    """``1e400`` read into a double cast to Infinity and loaded so; a value written as infinity stays one."""
+    frame = pl.LazyFrame({"x": ["1.5", "1e400", "-1E+400", "inf", "-Infinity", " 2 "]})
+    plan = Plan.start(frame)
+    plan.convert_columns({"x": pl.Float64()}, rule="type")
+    finish(plan)
+    got = plan.frame.collect()
+    values = got["x"].to_list()
+    assert values[0] == 1.5 and values[5] == 2.0
+    assert values[3] == float("inf") and values[4] == float("-inf")
+    assert values[1] is None and values[2] is None
+    flagged = got.filter(pl.col(REASON) != "")
+    assert sorted(flagged[REASON].to_list()) == ["-1E+400 is not a valid float64", "1e400 is not a valid float64"]
