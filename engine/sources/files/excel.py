@@ -152,7 +152,8 @@ class ExcelSource:
             .with_row_index(ROW_COLUMN, offset=self._first_row(facts))
             .select(pl.exclude(ROW_COLUMN), pl.col(ROW_COLUMN).cast(pl.Int64))
         )
-        lazy = typed(self._checked(frame, lazy, facts), self.dtypes)
+        lazy = typed(_checked(frame, lazy, facts, first=self._first_row(facts), cell_errors=self.cell_errors),
+                     self.dtypes)
         if not facts.get("cell_errors") and (frame.height == 0 or not frame.width or not frame.select(
                 pl.any_horizontal(pl.all().is_not_null()).any()).item()):
             self._empty.add(partition.key)
@@ -194,37 +195,6 @@ class ExcelSource:
 
     def _first_row(self, facts: Mapping[str, Any]) -> int:
         return int(facts.get("header_row") or 0) + 2 + self.skip_rows  # 1-based, under header and skipped rows
-
-    def _checked(self, frame: pl.DataFrame, lazy: pl.LazyFrame, facts: Mapping[str, Any]) -> pl.LazyFrame:
-        """Blank rows filtered, rows with a formula error (``#DIV/0!``) quarantined; a clean sheet's frame
-        carries no extra column (both are looked for on the parsed frame first)."""
-        from engine.plan.frame import Plan
-
-        first = self._first_row(facts)
-        by_column: dict[str, dict[int, str]] = {}  # column -> spreadsheet row -> "#DIV/0!"
-        for row, column, text in facts.get("cell_errors", ()):
-            by_column.setdefault(str(column), {})[first + int(row)] = str(text)
-        erred = sorted({r for texts in by_column.values() for r in texts})
-        blank = pl.all_horizontal([pl.col(c).is_null() for c in frame.columns]) if frame.width else None
-        if blank is not None and erred:
-            blank = blank & ~pl.col(ROW_COLUMN).is_in(erred)
-        has_blank = blank is not None and bool(frame.lazy().with_row_index(ROW_COLUMN, offset=first)
-                                               .select(blank.any()).collect().item())
-        if self.cell_errors == "text" and by_column:  # the column becomes text, the error its value
-            lazy = lazy.with_columns(
-                _error_text(texts).fill_null(pl.col(column).cast(pl.String)).alias(column)
-                for column, texts in by_column.items()
-            )
-        if not has_blank and (not by_column or self.cell_errors != "quarantine"):
-            return lazy
-        plan = Plan.start(lazy)
-        if has_blank and blank is not None:
-            plan.drop_where(blank)  # not a record: counted as filtered, like a blank CSV line
-        for column, texts in by_column.items() if self.cell_errors == "quarantine" else ():
-            text = _error_text(texts)
-            plan.reject("cell_error", column, text.is_not_null(),
-                        pl.concat_str(pl.lit("cell error "), text, pl.lit(f" in column {column}")))
-        return plan.frame
 
     # -- the sandbox -------------------------------------------------------------------------------------
 
@@ -363,6 +333,38 @@ class ExcelSource:
         else:
             why = "(hostile or corrupt workbook?)"
         return HostileInputError(label, f"the Excel parser {how} {why}{said}")
+
+
+def _checked(frame: pl.DataFrame, lazy: pl.LazyFrame, facts: Mapping[str, Any], *, first: int,
+             cell_errors: CellErrors) -> pl.LazyFrame:
+    """Blank rows filtered, rows with a formula error (``#DIV/0!``) quarantined; a clean sheet's frame
+    carries no extra column (both are looked for on the parsed frame first)."""
+    from engine.plan.frame import Plan
+
+    by_column: dict[str, dict[int, str]] = {}  # column -> spreadsheet row -> "#DIV/0!"
+    for row, column, text in facts.get("cell_errors", ()):
+        by_column.setdefault(str(column), {})[first + int(row)] = str(text)
+    erred = sorted({r for texts in by_column.values() for r in texts})
+    blank = pl.all_horizontal([pl.col(c).is_null() for c in frame.columns]) if frame.width else None
+    if blank is not None and erred:
+        blank = blank & ~pl.col(ROW_COLUMN).is_in(erred)
+    has_blank = blank is not None and bool(frame.lazy().with_row_index(ROW_COLUMN, offset=first)
+                                           .select(blank.any()).collect().item())
+    if cell_errors == "text" and by_column:  # the column becomes text, the error its value
+        lazy = lazy.with_columns(
+            _error_text(texts).fill_null(pl.col(column).cast(pl.String)).alias(column)
+            for column, texts in by_column.items()
+        )
+    if not has_blank and (not by_column or cell_errors != "quarantine"):
+        return lazy
+    plan = Plan.start(lazy)
+    if has_blank and blank is not None:
+        plan.drop_where(blank)  # not a record: counted as filtered, like a blank CSV line
+    for column, texts in by_column.items() if cell_errors == "quarantine" else ():
+        text = _error_text(texts)
+        plan.reject("cell_error", column, text.is_not_null(),
+                    pl.concat_str(pl.lit("cell error "), text, pl.lit(f" in column {column}")))
+    return plan.frame
 
 
 def _error_text(texts: Mapping[int, str]) -> pl.Expr:
