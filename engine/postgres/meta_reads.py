@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from engine.postgres.meta import DATASETS, QUARANTINE, RUNS, Runs, table_exists
 
-__all__ = ["QUARANTINE_COLUMNS", "RUN_COLUMNS", "dataset_known", "latest_quarantined_load", "quarantine_reader",
-           "quarantine_rows", "run_dataset", "runs"]
+__all__ = ["QUARANTINE_COLUMNS", "RUN_COLUMNS", "dataset_known", "latest_quarantined_load", "quarantine_page",
+           "quarantine_reader", "quarantine_rows", "run_dataset", "runs"]
 
 RUN_COLUMNS = ["load_id", "dataset", "source", "mode", "connection_id", "started_at", "finished_at", "seconds",
                "outcome", "rows_in", "rows_loaded", "rows_quarantined", "rows_filtered", "partitions_done",
@@ -84,17 +84,37 @@ def latest_quarantined_load(db: Runs, dataset: str, *, superseded: bool) -> str 
     return str(rows[0][0]) if rows else None
 
 
-def _select(dataset: str, load_id: str | None, superseded: bool, limit: int | None) -> tuple[str, list[Any]]:
+def quarantine_page(db: Runs, dataset: str, load_ids: Sequence[str], *, offset: int,
+                    limit: int) -> list[dict[str, Any]]:
+    """One page of the rows ``load_ids`` rejected (superseded ones included: they are still what those loads
+    rejected), in a stable order, so ``offset`` pages through them."""
+    if not load_ids:
+        return []
+    sql, params = _select(dataset, list(load_ids), True, limit, offset)
+    return [dict(zip(QUARANTINE_COLUMNS, r, strict=True)) for r in db.run(sql, params)]
+
+
+def _select(dataset: str, load_id: str | Sequence[str] | None, superseded: bool, limit: int | None,
+            offset: int = 0) -> tuple[str, list[Any]]:
     where, params = ["dataset = $1"], list[Any]([dataset])
-    if load_id is not None:
+    if isinstance(load_id, str):
         params.append(load_id)
         where.append(f"load_id = ${len(params)}")
+    elif load_id is not None:
+        marks = []
+        for one in load_id:
+            params.append(one)
+            marks.append(f"${len(params)}")
+        where.append(f"load_id IN ({', '.join(marks) or 'NULL'})")
     if not superseded:
         where.append("superseded_by IS NULL")
     tail = ""
     if limit is not None:
         params.append(limit)
         tail = f" LIMIT ${len(params)}"
+    if offset:
+        params.append(offset)
+        tail += f" OFFSET ${len(params)}"
     return (f"SELECT {', '.join(QUARANTINE_COLUMNS)} FROM {QUARANTINE} WHERE {' AND '.join(where)} "
             f"ORDER BY quarantined_at, load_id, source, row_number{tail}", params)
 
@@ -107,7 +127,7 @@ def quarantine_rows(db: Runs, dataset: str, *, load_id: str | None, superseded: 
 
 
 @contextlib.contextmanager
-def quarantine_reader(conn: Any, dataset: str, *, load_id: str | None,
+def quarantine_reader(conn: Any, dataset: str, *, load_id: str | Sequence[str] | None,
                       superseded: bool) -> Iterator[pa.RecordBatchReader]:
     """The same rows as :func:`quarantine_rows`, all of them, streamed from the server as Arrow batches for the
     length of the block (the ADBC driver reads a COPY stream: memory stays bounded). ``conn`` is an ADBC

@@ -1,0 +1,50 @@
+"""The FastAPI application of ``biconic serve``.
+
+>>> app = create_app()  # doctest: +SKIP
+
+Made by a factory, so each uvicorn worker process builds its own (``uvicorn --factory``). JSON bodies are capped
+at ``BICONIC_API_MAX_BODY_KB``; the upload route takes chunks up to its own limit. Behind a reverse proxy that
+serves the API under a path (``/biconic``), pass that path as ``root_path``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from engine.postgres.server import resolve_dsn
+from engine.service.problems import install_handlers
+from engine.settings import settings
+
+__all__ = ["create_app"]
+
+_DESCRIPTION = """Uploads (tus 1.0), imports (jobs), and reads of the datasets they fill.
+
+Every call takes `Authorization: Bearer <token>` (made by `biconic tokens create`). A read or write token
+belongs to one connection: it sees and touches only that connection's uploads, imports, quarantined rows and
+rows. Errors are RFC 9457 `application/problem+json`."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("biconic-engine")
+    except PackageNotFoundError:
+        return "0"
+
+
+def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastAPI:
+    """The service on the warehouse ``dsn`` (default: ``BICONIC_PG_DSN``, else the embedded server)."""
+    app = FastAPI(title="Biconic Engine", version=_version(), description=_DESCRIPTION,
+                  root_path=root_path if root_path is not None else settings().api_root_path,
+                  max_body_size=settings().api_max_body_kb * 1024)
+    app.state.dsn = resolve_dsn(dsn)
+    install_handlers(app)
+
+    @app.get("/healthz", tags=["service"], summary="Liveness: the service answers")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    return app
