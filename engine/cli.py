@@ -27,6 +27,7 @@ from engine.cli_options import (
     load_arguments,
     load_options,
 )
+from engine.cli_service import serve, tokens
 from engine.errors import BiconicError, SpecError, first_line
 from engine.ids import ConnectionId
 
@@ -333,7 +334,7 @@ def _reporter(as_json: bool) -> Callable[[Any], None]:
 
 cli.add_command(list_loads)
 cli.add_command(show_quarantine)
-for command in (worker, submit, jobs, beat):
+for command in (worker, submit, jobs, beat, serve, tokens):
     cli.add_command(command)
 
 

@@ -89,7 +89,7 @@ def create_token(dsn: str, *, connection_id: Any = None, scope: str = "write",
     token = _PREFIX + secrets.token_urlsafe(32)
     token_id = str(uuid.uuid4())
     _run(dsn, "INSERT INTO biconic.api_tokens (token_id, token_hash, connection_id, scope, note) "
-              "VALUES ($1, $2, $3, $4, $5)",
+              "VALUES ($1::uuid, $2, $3, $4, $5)",
          [token_id, _digest(token), None if connection is None else str(connection), scope, note])
     return {"token": token, "token_id": token_id, "connection_id": connection, "scope": scope}
 
@@ -100,14 +100,14 @@ def revoke_token(dsn: str, token_id: str) -> bool:
         found = _run(dsn, "SELECT token_id::text FROM biconic.api_tokens WHERE token_hash = $1", [_digest(token_id)])
     else:
         try:
-            found = _run(dsn, "SELECT token_id::text FROM biconic.api_tokens WHERE token_id = $1",
+            found = _run(dsn, "SELECT token_id::text FROM biconic.api_tokens WHERE token_id = $1::uuid",
                          [str(uuid.UUID(token_id))])
         except ValueError:
             found = []
     if not found:
         raise TokenNotFoundError(f"no token {token_id!r} (biconic tokens list shows their ids)")
-    done = _run(dsn, "UPDATE biconic.api_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL "
-                     "RETURNING 1", [found[0][0]])
+    done = _run(dsn, "UPDATE biconic.api_tokens SET revoked_at = now() "
+                     "WHERE token_id = $1::uuid AND revoked_at IS NULL RETURNING 1", [found[0][0]])
     return bool(done)
 
 
