@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from engine.postgres.server import resolve_dsn
+from engine.service import uploads
 from engine.service.problems import install_handlers
 from engine.settings import settings
 
@@ -42,6 +43,7 @@ def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastA
                   max_body_size=settings().api_max_body_kb * 1024)
     app.state.dsn = resolve_dsn(dsn)
     install_handlers(app)
+    app.include_router(uploads.router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness: the service answers")
     def healthz() -> dict[str, Any]:
