@@ -8,6 +8,7 @@ biconic.tier_uploads     day, 03:00 UTC          raw uploads compressed, then ar
 biconic.sweep_staged     hour                    staged children of killed loads
 biconic.sweep_archive    6 hours                 archive files a killed load uploaded but never listed
 biconic.sweep_cache      15 minutes              cached rows of superseded versions and gone datasets
+biconic.sweep_uploads    hour                    tus uploads left unfinished past their expiry
 =======================  ======================  ==========================================================
 
 The beat holds a PostgreSQL advisory lock for its whole life (:func:`engine.jobs.sweeps.one_beat`): a second
@@ -40,6 +41,7 @@ SCHEDULE: dict[str, Any] = {
     "biconic.sweep_staged": 3600.0,
     "biconic.sweep_archive": 6 * 3600.0,
     "biconic.sweep_cache": 900.0,
+    "biconic.sweep_uploads": 3600.0,
 }
 
 
@@ -56,6 +58,7 @@ JOBS: dict[str, Callable[[str | None], sweeps.Outcome]] = {
     "biconic.sweep_staged": sweeps.sweep_staged,
     "biconic.sweep_archive": sweeps.sweep_unlisted_archive,
     "biconic.sweep_cache": sweeps.sweep_cache,
+    "biconic.sweep_uploads": sweeps.sweep_uploads,
 }
 
 

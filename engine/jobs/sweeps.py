@@ -10,8 +10,9 @@ Each job takes explicit arguments, is idempotent, is safe beside running loads, 
 - :func:`sweep_unlisted_archive`: archive files a killed load placed but never listed in the manifest.
 - :func:`sweep_cache`: Redis entries nothing can read any more (Redis expires entries itself, but a load makes
   the older versions' entries unreachable hours before their TTL, and a dropped dataset's stay until theirs).
+- :func:`sweep_uploads`: tus uploads abandoned unfinished past their expiry, rows and files (on the beat).
 
-:func:`run_maintenance` runs them in that order; one failing does not stop the others. :func:`one_beat` holds a
+:func:`run_maintenance` runs the first five in order; one failing does not stop the others. :func:`one_beat` holds a
 PostgreSQL session advisory lock for as long as beat runs, so a second beat of the same database fails at once.
 
 How "a running load owns it" is told: a load holds a session advisory lock on its id while it may own staged
@@ -49,7 +50,7 @@ from engine.redact import redact, safe_url, scrub, url_secrets
 from engine.settings import settings
 
 __all__ = ["BeatLock", "Maintenance", "Outcome", "grace_seconds", "one_beat", "run_maintenance", "sweep_cache",
-           "sweep_staged", "sweep_unlisted_archive", "tier", "tier_uploads"]
+           "sweep_staged", "sweep_unlisted_archive", "sweep_uploads", "tier", "tier_uploads"]
 
 log = logging.getLogger("biconic.maintenance")
 
@@ -335,6 +336,19 @@ def _unlink(client: Any, keys: list[bytes], dry_run: bool) -> None:
     if keys and not dry_run:
         client.unlink(*keys)
     keys.clear()
+
+
+# --- abandoned tus uploads -------------------------------------------------------------------------------------------
+def sweep_uploads(dsn: str | None = None, *, now: dt.datetime | None = None) -> Outcome:
+    """Remove the tus uploads left unfinished past their expiry (``BICONIC_UPLOAD_EXPIRY_HOURS`` after their last
+    chunk): rows and files. The files are in ``BICONIC_UPLOADS_DIR``, local to the machine that runs it."""
+    return _alone(dsn, "sweep_uploads", False, lambda: _sweep_uploads(resolve_dsn(dsn), now))
+
+
+def _sweep_uploads(dsn: str, now: dt.datetime | None) -> Outcome:
+    from engine.service.upload_store import sweep_expired_uploads
+
+    return Outcome("sweep_uploads", removed=sweep_expired_uploads(dsn, now))
 
 
 # --- all of them ------------------------------------------------------------------------------------------------------
