@@ -348,3 +348,51 @@ def test_location_method_override_and_the_root_path(api: Api, connection: str, p
     with TestClient(create_app(pg_dsn, root_path="/biconic")) as local:
         behind = local.post("/v1/uploads", headers={**TUS, "Upload-Length": "4", "Authorization": f"Bearer {token}"})
     assert behind.status_code == 201 and behind.headers["location"].startswith("http://testserver/biconic/v1/uploads/")
+
+
+@pytest.mark.slow
+def test_a_1gb_upload_keeps_the_servers_memory_flat(api: Api, connection: str) -> None:
+    import threading
+
+    import psutil
+
+    server = psutil.Process(api.proc.pid)
+
+    def rss() -> int:
+        return sum(p.memory_info().rss for p in (server, *server.children(recursive=True)))
+
+    size, block = 1024 * MB, _bytes(MB, seed=9)
+    with api.client(api.token(connection)) as client:
+        warm = _create(client, MB)  # the first upload's imports and buffers are not what is measured
+        assert _patch(client, warm, block, 0).status_code == 204
+        url = _create(client, size, filename="big.bin")
+        samples: list[int] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                samples.append(rss())
+                stop.wait(0.2)
+
+        before = rss()
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        started = time.perf_counter()
+        try:
+            sent = client.patch(url, content=(block for _ in range(size // MB)), timeout=600,
+                                headers={**CHUNK, "Upload-Offset": "0", "Content-Length": str(size)})
+        finally:
+            seconds = time.perf_counter() - started
+            stop.set()
+            sampler.join()
+        state = client.get(url).json()
+        assert client.delete(url, headers=TUS).status_code == 204
+    expected = hashlib.sha256()
+    for _ in range(size // MB):
+        expected.update(block)
+    peak = max(samples)
+    print(f"\n1 GB upload in one PATCH: {size / MB / seconds:.0f} MB/s ({seconds:.1f} s, SHA-256 included); "
+          f"server RSS before {before / MB:.0f} MB, peak {peak / MB:.0f} MB (+{(peak - before) / MB:.1f} MB), "
+          f"{len(samples)} samples")
+    assert sent.status_code == 204 and state["complete"] and state["sha256"] == expected.hexdigest()
+    assert peak - before < 60 * MB
