@@ -12,7 +12,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,8 +21,9 @@ import pytest
 
 from engine.service import upload_store
 from engine.service.problems import ProblemError
-from engine.service.tokens import verify_token
+from engine.service.tokens import TokenInfo, verify_token
 from tests.service.conftest import Api
+from tests.support import Sql
 
 pytestmark = pytest.mark.postgres
 
@@ -40,8 +41,8 @@ def _b64(value: str | bytes) -> str:
 
 
 def _create(client: httpx.Client, length: int, filename: str | bytes = "orders.csv") -> str:
-    made = client.post("/v1/uploads", headers={**TUS, "Upload-Length": str(length),
-                                               "Upload-Metadata": f"filename {_b64(filename)},filetype {_b64('text/csv')}"})
+    metadata = f"filename {_b64(filename)},filetype {_b64('text/csv')}"
+    made = client.post("/v1/uploads", headers={**TUS, "Upload-Length": str(length), "Upload-Metadata": metadata})
     assert made.status_code == 201, made.text
     return urlsplit(made.headers["location"]).path
 
@@ -59,6 +60,19 @@ def _on_disk(api: Api, url: str) -> Path:
     files = list(folder.iterdir())
     assert len(files) == 1
     return files[0]
+
+
+def _caller(api: Api, token: str) -> TokenInfo:
+    info = verify_token(api.dsn, token)
+    assert info is not None
+    return info
+
+
+def _wait_for(client: httpx.Client, url: str, reached: Callable[[int], bool]) -> None:
+    deadline = time.monotonic() + 20
+    while not reached(_offset(client, url)):
+        assert time.monotonic() < deadline, "the upload's offset never got there"
+        time.sleep(0.05)
 
 
 def _settled(client: httpx.Client, url: str) -> int:
@@ -105,13 +119,14 @@ def test_tuspy_uploads_a_file_in_chunks(api: Api, connection: str, tmp_path: Pat
     uploader = tus.TusClient(f"{api.url}/v1/uploads", headers={"Authorization": f"Bearer {token}"}).uploader(
         str(source), chunk_size=chunk_mb * MB, metadata={"filename": "orders.csv"}, upload_checksum=checksum)
     uploader.upload()
-    upload_id = uploader.url.rsplit("/", 1)[-1]
+    location = str(uploader.url)
+    upload_id = location.rsplit("/", 1)[-1]
     with api.client(token) as client:
         state = client.get(f"/v1/uploads/{upload_id}").json()
     assert state["complete"] and state["offset"] == state["length"] == len(data)
     assert state["sha256"] == hashlib.sha256(data).hexdigest() and state["filename"] == "orders.csv"
     assert state["expires_at"] is None
-    assert _on_disk(api, uploader.url).read_bytes() == data
+    assert _on_disk(api, location).read_bytes() == data
 
 
 def test_a_cut_connection_keeps_what_arrived_and_the_upload_resumes(api: Api, connection: str) -> None:
@@ -120,9 +135,10 @@ def test_a_cut_connection_keeps_what_arrived_and_the_upload_resumes(api: Api, co
     with api.client(token) as client:
         url = _create(client, len(data))
         with _raw_patch(api, token, url, 0, len(data)) as sock:
-            sock.sendall(data[:3 * MB + 17])  # then the connection drops, mid-body
+            sock.sendall(data[:3 * MB + 17])
+            _wait_for(client, url, lambda offset: offset >= MB)  # the server is writing; then the connection drops
         offset = _settled(client, url)
-        assert 0 < offset <= 3 * MB + 17
+        assert MB <= offset <= 3 * MB + 17
         assert _on_disk(api, url).read_bytes() == data[:offset]  # the offset is what is really on disk
         assert client.get(url).json()["complete"] is False
         done = _patch(client, url, data[offset:], offset)
@@ -140,6 +156,7 @@ def test_a_cut_chunk_with_a_checksum_is_not_kept(api: Api, connection: str) -> N
         digest = _b64(hashlib.sha256(data[MB:]).digest())
         with _raw_patch(api, token, url, MB, len(data) - MB, **{"Upload-Checksum": f"sha256 {digest}"}) as sock:
             sock.sendall(data[MB:2 * MB + 5])
+            _wait_for(client, url, lambda offset: offset > MB)  # written as it arrives, until the cut
         assert _settled(client, url) == MB  # a partial chunk cannot be verified: none of it was kept
         assert _on_disk(api, url).stat().st_size == MB
 
@@ -153,7 +170,8 @@ def test_a_checksum_mismatch_is_460_and_nothing_is_appended(api: Api, connection
         assert wrong.status_code == 460 and wrong.headers["content-type"] == "application/problem+json"
         assert wrong.headers["tus-resumable"] == "1.0.0" and "discarded" in wrong.json()["detail"]
         assert _offset(client, url) == MB and _on_disk(api, url).stat().st_size == MB
-        right = _patch(client, url, data[MB:], MB, **{"Upload-Checksum": f"md5 {_b64(hashlib.md5(data[MB:]).digest())}"})
+        md5 = _b64(hashlib.md5(data[MB:]).digest())
+        right = _patch(client, url, data[MB:], MB, **{"Upload-Checksum": f"md5 {md5}"})
         assert right.status_code == 204
         assert client.get(url).json()["sha256"] == hashlib.sha256(data).hexdigest()
 
@@ -185,7 +203,7 @@ def test_bad_requests_are_problems_and_leave_the_upload_as_it_was(api: Api, conn
         assert _offset(client, url) == 10 and _on_disk(api, url).read_bytes() == b"a" * 10
 
 
-def test_an_oversized_upload_is_refused_and_nothing_is_stored(api: Api, connection: str, sql: object) -> None:
+def test_an_oversized_upload_is_refused_and_nothing_is_stored(api: Api, connection: str, sql: Sql) -> None:
     token = api.token(connection)
     with api.client(token) as client:
         big = client.post("/v1/uploads", headers={**TUS, "Upload-Length": str(20481 * MB)})
@@ -198,9 +216,8 @@ def test_an_oversized_upload_is_refused_and_nothing_is_stored(api: Api, connecti
     assert big.status_code == 413 and "20480 MB" in big.json()["detail"]
     assert streamed.status_code == 413 and "nothing was kept" in streamed.json()["detail"]
     assert _on_disk(api, url).stat().st_size == 0
-    info = verify_token(api.dsn, token)
-    assert info is not None
-    assert sql("SELECT count(*) FROM biconic.uploads WHERE token_id = $1", [info.token_id]) == [(1,)]  # type: ignore[operator]
+    info = _caller(api, token)
+    assert sql("SELECT count(*) FROM biconic.uploads WHERE token_id = $1", [info.token_id]) == [(1,)]
 
 
 def test_a_token_holds_a_limited_number_of_unfinished_uploads(api: Api, connection: str) -> None:
@@ -228,7 +245,7 @@ def test_termination_removes_the_upload_and_its_file(api: Api, connection: str) 
     assert not folder.exists()
 
 
-def test_an_expired_upload_is_refused_then_swept(api: Api, connection: str, sql: object,
+def test_an_expired_upload_is_refused_then_swept(api: Api, connection: str, sql: Sql,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import datetime as dt
 
@@ -243,7 +260,7 @@ def test_an_expired_upload_is_refused_then_swept(api: Api, connection: str, sql:
         files = {url: _on_disk(api, url) for url in (abandoned, busy, finished)}
         now = dt.datetime.now(dt.UTC)
         assert upload_store.sweep_expired_uploads(api.dsn, now=now + dt.timedelta(hours=23)) == 0
-        sql("UPDATE biconic.uploads SET expires_at = now() - interval '1 minute' "  # type: ignore[operator]
+        sql("UPDATE biconic.uploads SET expires_at = now() - interval '1 minute' "
             "WHERE upload_id = $1::uuid", [abandoned.rsplit("/", 1)[-1]])
         assert client.head(abandoned, headers=TUS).status_code == 404  # expired: gone for the client at once
         assert files[abandoned].exists()
@@ -276,13 +293,13 @@ def test_another_connections_token_sees_nothing_and_changes_nothing(api: Api, co
         assert admin.get(url).json()["offset"] == 5
         assert _offset(mine, url) == 5 and _on_disk(api, url).read_bytes() == b"12345"
         upload_id = url.rsplit("/", 1)[-1]
-        callers = {name: verify_token(api.dsn, t) for name, t in (("owner", owner), ("stranger", stranger))}
+        callers = {"owner": _caller(api, owner), "stranger": _caller(api, stranger)}
         for name, status in (("stranger", 404), ("owner", 409)):
             with pytest.raises(ProblemError) as refused:
-                upload_store.finished_upload(api.dsn, upload_id, callers[name])  # type: ignore[arg-type]
+                upload_store.finished_upload(api.dsn, upload_id, callers[name])
             assert refused.value.status == status
         assert _patch(mine, url, b"67890", 5).status_code == 204
-        path, filename = upload_store.finished_upload(api.dsn, upload_id, callers["owner"])  # type: ignore[arg-type]
+        path, filename = upload_store.finished_upload(api.dsn, upload_id, callers["owner"])
     assert path.read_bytes() == b"1234567890" and filename == "secret-plan.csv"
 
 
@@ -317,10 +334,7 @@ def test_two_patches_of_one_upload_never_interleave(api: Api, connection: str) -
         url = _create(client, len(data))
         with _raw_patch(api, token, url, 0, len(data)) as sock:
             sock.sendall(data[:2 * MB])
-            deadline = time.monotonic() + 20
-            while _offset(client, url) == 0:  # the first PATCH is writing
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            _wait_for(client, url, lambda offset: offset > 0)  # the first PATCH is writing
             second = _patch(client, url, data, 0)
             sock.sendall(data[2 * MB:])
             reply = sock.recv(4096).decode()
