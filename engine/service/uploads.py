@@ -20,6 +20,7 @@ import datetime as dt
 import email.utils
 import hashlib
 import os
+import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -45,6 +46,7 @@ _CHUNK_TYPE = "application/offset+octet-stream"
 #: bytes of a chunk held in memory before they are written
 _FLUSH = 1 << 20
 _MAX_BYTES = settings().upload_max_mb * (1 << 20)
+_DIGITS = re.compile(r"[0-9]{1,19}")
 _BINARY_BODY = {"requestBody": {"required": True, "content": {_CHUNK_TYPE: {"schema": {
     "type": "string", "format": "binary"}}}}}
 
@@ -97,7 +99,7 @@ def _http_date(when: dt.datetime) -> str:
 
 def _count(raw: str | None, header: str) -> int:
     """A header holding a non-negative integer; 400 otherwise."""
-    if raw is None or not raw.strip().isdigit() or len(raw.strip()) > 19:
+    if raw is None or not _DIGITS.fullmatch(raw.strip()):
         raise ProblemError(400, f"{header} must be a non-negative integer (got {str(raw)[:30]!r})")
     return int(raw)
 
@@ -149,7 +151,7 @@ def _checksum(raw: str | None) -> tuple[str, bytes] | None:
 def discover() -> Response:
     return Response(status_code=204, headers={
         "Tus-Resumable": TUS_VERSION, "Tus-Version": TUS_VERSION, "Tus-Extension": _EXTENSIONS,
-        "Tus-Max-Size": str(_MAX_BYTES), "Tus-Checksum-Algorithm": ",".join(CHECKSUMS)})
+        "Tus-Max-Size": str(settings().upload_max_mb * (1 << 20)), "Tus-Checksum-Algorithm": ",".join(CHECKSUMS)})
 
 
 @router.post("", status_code=201, dependencies=_TUS, summary="Create an upload (tus creation)",
@@ -240,7 +242,7 @@ async def _append(request: Request, upload_id: str, caller: TokenInfo) -> Respon
     dsn = dsn_of(request)
     upload = await anyio.to_thread.run_sync(store.find_upload, dsn, upload_id, caller)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and offset + int(declared) > upload.length:
+    if declared is not None and _DIGITS.fullmatch(declared) and offset + int(declared) > upload.length:
         raise ProblemError(413, f"the chunk would end at byte {offset + int(declared)}, past Upload-Length "
                                 f"{upload.length}; nothing was kept")
     with store.locked(upload) as fd:  # non-blocking: open and flock return at once

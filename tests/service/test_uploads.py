@@ -192,10 +192,11 @@ def test_bad_requests_are_problems_and_leave_the_upload_as_it_was(api: Api, conn
             "metadata": client.post("/v1/uploads", headers={**TUS, "Upload-Length": "5",
                                                             "Upload-Metadata": "filename not*base64"}),
             "no length": client.post("/v1/uploads", headers=TUS),
+            "not a number": client.post("/v1/uploads", headers={**TUS, "Upload-Length": b"\xb2"}),
         }
         assert {k: a.status_code for k, a in answers.items()} == {
             "offset": 409, "type": 415, "version": 412, "algorithm": 400, "no offset": 400, "past the end": 413,
-            "metadata": 400, "no length": 400}
+            "metadata": 400, "no length": 400, "not a number": 400}
         for answer in answers.values():
             assert answer.headers["content-type"] == "application/problem+json"
             assert answer.headers["tus-resumable"] == "1.0.0" and "\n" not in answer.json()["detail"]
@@ -355,6 +356,10 @@ def test_location_method_override_and_the_root_path(api: Api, connection: str, p
     with api.client(token) as client:
         made = client.post("/v1/uploads", headers={**TUS, "Upload-Length": "4"})
         assert made.headers["location"].startswith(f"{api.url}/v1/uploads/")
+        proxied = client.post("/v1/uploads", headers={**TUS, "Upload-Length": "0", "X-Forwarded-Proto": "https",
+                                                      "Host": "files.example.com"})
+        assert proxied.headers["location"].startswith("https://files.example.com/v1/uploads/")
+        assert client.get(urlsplit(proxied.headers["location"]).path).json()["sha256"] == hashlib.sha256(b"").hexdigest()
         url = urlsplit(made.headers["location"]).path
         via_post = client.post(url, content=b"abcd", headers={**CHUNK, "Upload-Offset": "0",
                                                                "X-HTTP-Method-Override": "PATCH"})
