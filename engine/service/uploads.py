@@ -266,7 +266,8 @@ async def _append(request: Request, upload_id: str, caller: TokenInfo) -> Respon
 
 async def _receive(request: Request, fd: int, offset: int, room: int, checksum: tuple[str, bytes] | None) -> int:
     """Stream the body to ``fd`` from ``offset``; the bytes kept. What a cut connection delivered is kept (unless
-    a checksum was given: it cannot be verified); a chunk past ``room`` or failing its checksum is discarded."""
+    a checksum was given: it cannot be verified); a chunk past ``room`` or failing its checksum is discarded.
+    (Truncating is a metadata change: done inline, also while the task is being cancelled.)"""
     hasher = hashlib.new(checksum[0]) if checksum else None
     buffer = bytearray()
     written = 0
@@ -286,11 +287,15 @@ async def _receive(request: Request, fd: int, offset: int, room: int, checksum: 
                 return 0
         if buffer:
             written += await anyio.to_thread.run_sync(_write, fd, buffer, offset + written, hasher)
+    except ProblemError:
+        os.ftruncate(fd, offset)
+        raise
     except OSError as exc:
-        await anyio.to_thread.run_sync(os.ftruncate, fd, offset)
+        os.ftruncate(fd, offset)
         raise store.storage_problem(exc) from exc
-    except BaseException:
-        await anyio.to_thread.run_sync(os.ftruncate, fd, offset)
+    except BaseException:  # cancelled (the server stops): what was written stays, as after a cut
+        if hasher is not None:
+            os.ftruncate(fd, offset)
         raise
     if checksum is not None and hasher is not None and hasher.digest() != checksum[1]:
         await anyio.to_thread.run_sync(os.ftruncate, fd, offset)
