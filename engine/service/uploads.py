@@ -47,6 +47,7 @@ _CHUNK_TYPE = "application/offset+octet-stream"
 _FLUSH = 1 << 20
 _MAX_BYTES = settings().upload_max_mb * (1 << 20)
 _DIGITS = re.compile(r"[0-9]{1,19}")
+_METADATA_MAX = 8192
 _BINARY_BODY = {"requestBody": {"required": True, "content": {_CHUNK_TYPE: {"schema": {
     "type": "string", "format": "binary"}}}}}
 
@@ -110,6 +111,8 @@ def parse_metadata(raw: str | None) -> dict[str, str]:
     >>> parse_metadata("filename b3JkZXJzLmNzdg==,private")
     {'filename': 'orders.csv', 'private': ''}
     """
+    if raw is not None and len(raw) > _METADATA_MAX:
+        raise ProblemError(400, f"Upload-Metadata is longer than {_METADATA_MAX} characters")
     found: dict[str, str] = {}
     for pair in (raw or "").split(","):
         parts = pair.strip().split(" ")

@@ -198,11 +198,13 @@ def test_bad_requests_are_problems_and_leave_the_upload_as_it_was(api: Api, conn
             "metadata": client.post("/v1/uploads", headers={**TUS, "Upload-Length": "5",
                                                             "Upload-Metadata": "filename not*base64"}),
             "no length": client.post("/v1/uploads", headers=TUS),
+            "long metadata": client.post("/v1/uploads", headers={**TUS, "Upload-Length": "5",
+                                                                 "Upload-Metadata": "k " + "QUFB" * 2100}),
             "not a number": client.post("/v1/uploads", headers={**TUS, "Upload-Length": b"\xb2"}),
         }
         assert {k: a.status_code for k, a in answers.items()} == {
             "offset": 409, "type": 415, "version": 412, "algorithm": 400, "no offset": 400, "past the end": 413,
-            "metadata": 400, "no length": 400, "not a number": 400}
+            "metadata": 400, "no length": 400, "not a number": 400, "long metadata": 400}
         for answer in answers.values():
             assert answer.headers["content-type"] == "application/problem+json"
             assert answer.headers["tus-resumable"] == "1.0.0" and "\n" not in answer.json()["detail"]
@@ -422,3 +424,20 @@ def test_a_1gb_upload_keeps_the_servers_memory_flat(api: Api, connection: str) -
           f"{len(samples)} samples")
     assert sent.status_code == 204 and state["complete"] and state["sha256"] == expected.hexdigest()
     assert peak - before < 60 * MB
+
+
+def test_an_upload_larger_than_the_free_space_is_refused(pg_dsn: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from engine.service.tokens import create_token
+
+    monkeypatch.setenv("BICONIC_HOME", str(tmp_path))
+    caller = verify_token(pg_dsn, create_token(pg_dsn, connection_id=str(uuid.uuid4()))["token"])
+    assert caller is not None
+    free = shutil.disk_usage(tmp_path).free
+    monkeypatch.setenv("BICONIC_UPLOAD_MAX_MB", str(free // MB + 10))
+    with pytest.raises(ProblemError) as refused:
+        upload_store.create_upload(pg_dsn, caller, length=free + MB, metadata={})
+    assert refused.value.status == 507 and "MB free" in refused.value.detail
+    assert list((tmp_path / "uploads" / "tus").iterdir()) == []
