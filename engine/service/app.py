@@ -37,11 +37,15 @@ def _version() -> str:
 
 def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastAPI:
     """The service on the warehouse ``dsn`` (default: ``BICONIC_PG_DSN``, else the embedded server)."""
+    from engine.service import datasets, imports
+
     app = FastAPI(title="Biconic Engine", version=_version(), description=_DESCRIPTION,
                   root_path=root_path if root_path is not None else settings().api_root_path,
                   max_body_size=settings().api_max_body_kb * 1024)
     app.state.dsn = resolve_dsn(dsn)
     install_handlers(app)
+    app.include_router(imports.router)
+    app.include_router(datasets.router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness: the service answers")
     def healthz() -> dict[str, Any]:
