@@ -107,8 +107,8 @@ def _load_options(request: ImportRequest, caller: TokenInfo) -> dict[str, Any]:
 @router.post("", status_code=202, summary="Queue an import of an upload")
 def create_import(body: ImportRequest, caller: Writer, request: Request) -> JobAccepted:
     dsn = dsn_of(request)
-    path, name = _source(body, caller, dsn)
     options = _load_options(body, caller)
+    path, name = _source(body, caller, dsn)
     if name is not None:
         options["source_name"] = name
     job = jobs.submit(path, body.into, full_refresh=body.full_refresh, dsn=dsn, **options)
