@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field
 from engine.errors import SpecError
 from engine.ids import ConnectionId
 from engine.service.auth import Admin, Caller, dsn_of, scoped_connection
-from engine.service.problems import ProblemError, problem_responses
+from engine.service.problems import COMMON_PROBLEMS, ProblemError
 from engine.service.tokens import TokenInfo
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["datasets"], responses=problem_responses(400, 401, 403, 404))
+router = APIRouter(tags=["datasets"], responses=COMMON_PROBLEMS)
 
 _NAME = Annotated[str, Field(min_length=1, max_length=200)]
 

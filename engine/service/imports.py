@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -24,13 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.jobs import client as jobs
 from engine.postgres import meta_jobs
 from engine.service.auth import Caller, Writer, dsn_of, scoped_connection
-from engine.service.problems import ProblemError, problem_responses
+from engine.service.problems import COMMON_PROBLEMS, ProblemError
 from engine.service.tokens import TokenInfo
 from engine.settings import settings
 
 __all__ = ["ImportRequest", "router"]
 
-router = APIRouter(prefix="/v1/imports", tags=["imports"], responses=problem_responses(400, 401, 403, 404, 422))
+router = APIRouter(prefix="/v1/imports", tags=["imports"], responses=COMMON_PROBLEMS)
 
 #: seconds between two looks at a job while its events are streamed
 EVENT_POLL = 0.5
@@ -41,12 +41,9 @@ _OPTION_VALUE = str | int | float | bool
 _FORBIDDEN_OPTION_PARTS = ("password", "secret", "dsn", "env", "url", "token", "key_file")
 
 
-class ImportRequest(BaseModel):
-    """What to load and how (the options of ``biconic load``)."""
+class _Import(BaseModel):
+    """How to load (the options of ``biconic load``)."""
     model_config = ConfigDict(extra="forbid")
-    upload_id: str | None = Field(None, max_length=64, description="a finished upload of this connection")
-    source: str | None = Field(None, max_length=2000, description="admin tokens only: a path or URL the workers "
-                               "can read, instead of an upload")
     into: str = Field(min_length=1, max_length=200, description="the dataset (table) to load into")
     connection_id: str | None = Field(None, max_length=64, description="admin tokens only: the connection "
                                       "stored in every row (a connection's token always loads its own)")
@@ -70,16 +67,28 @@ class ImportRequest(BaseModel):
     full_refresh: bool = False
 
 
+class UploadImport(_Import):
+    """An import of a finished upload."""
+    upload_id: str = Field(max_length=64, description="a finished upload of this connection (its tus id)")
+
+
+class SourceImport(_Import):
+    """An import of a path or URL the workers can read (admin tokens only)."""
+    source: str = Field(min_length=1, max_length=2000, description="a path or URL the workers can read")
+
+
+#: an upload's import, or (admin) a source's
+ImportRequest = Annotated[UploadImport | SourceImport, Body()]
+
+
 class JobAccepted(BaseModel):
     job_id: str
     state: str
 
 
-def _source(request: ImportRequest, caller: TokenInfo, dsn: str) -> tuple[str, str | None]:
+def _source(request: UploadImport | SourceImport, caller: TokenInfo, dsn: str) -> tuple[str, str | None]:
     """The path the workers read, and the name the load reports it under."""
-    if (request.upload_id is None) == (request.source is None):
-        raise ProblemError(400, "give exactly one of upload_id and source")
-    if request.source is not None:
+    if isinstance(request, SourceImport):
         if not caller.is_admin:
             raise ProblemError(403, "only an admin token may import from a source; upload the file instead")
         return request.source, None
@@ -89,7 +98,7 @@ def _source(request: ImportRequest, caller: TokenInfo, dsn: str) -> tuple[str, s
     return str(path), filename
 
 
-def _load_options(request: ImportRequest, caller: TokenInfo) -> dict[str, Any]:
+def _load_options(request: UploadImport | SourceImport, caller: TokenInfo) -> dict[str, Any]:
     for name in request.options or {}:
         if any(part in name.lower() for part in _FORBIDDEN_OPTION_PARTS):
             raise ProblemError(400, f"options.{name}: not an option an import may set")

@@ -17,12 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.errors import BiconicError, QueryError, SourceError, SpecError, StorageError, TransientError
 from engine.redact import redact
 
-__all__ = ["PROBLEM_JSON", "Problem", "ProblemError", "install_handlers", "problem", "problem_responses"]
+__all__ = ["COMMON_PROBLEMS", "PROBLEM_JSON", "Problem", "ProblemError", "install_handlers", "problem",
+           "problem_responses"]
 
 log = logging.getLogger("biconic.service")
 
@@ -64,6 +66,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
                 "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}} for s in statuses}
 
 
+#: the problems any endpoint may answer (documented on every route, so clients and fuzzers expect them)
+COMMON_PROBLEMS = problem_responses(400, 401, 403, 404, 413, 422, 500, 503)
+
+
 def _status_of(exc: BiconicError) -> int:
     from engine.jobs.client import JobNotFoundError
 
@@ -102,7 +108,10 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
-        return problem(exc.status_code, detail, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(request)
+        return problem(exc.status_code, detail, headers)
 
     app.add_middleware(_LastResort)
 
@@ -156,3 +165,13 @@ def _validation_line(exc: RequestValidationError) -> str:
 def _one_line(text: str) -> str:
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[0][:2000] if lines else ""
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route of the app takes at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "\x00"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
