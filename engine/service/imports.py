@@ -27,6 +27,7 @@ from engine.service.auth import Caller, Writer, dsn_of, scoped_connection
 from engine.service.problems import COMMON_PROBLEMS, ProblemError
 from engine.service.tokens import TokenInfo
 from engine.settings import settings
+from engine.spec.models import Contract, Mode
 
 __all__ = ["ImportRequest", "router"]
 
@@ -51,7 +52,7 @@ class _Import(BaseModel):
                                       "values (else differing ones are an error)")
     partition_by: str | None = Field(None, max_length=200, description="COLUMN[:day|week|month|year]")
     hash_partitions: int | None = Field(None, ge=1, le=1024)
-    mode: Literal["append", "replace", "merge"] = "append"
+    mode: Mode = "append"
     key: list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=32,
                                                                     description="merge keys")
     spec: dict[str, Any] | None = Field(None, description="transformations and rules, as a pipeline file's "
@@ -61,7 +62,7 @@ class _Import(BaseModel):
                                "(default: from the file name)")
     options: dict[Annotated[str, Field(max_length=64)], _OPTION_VALUE] | None = Field(
         None, max_length=32, description="reader options, e.g. {\"delimiter\": \";\", \"encoding\": \"latin-1\"}")
-    contract: Literal["evolve", "freeze", "discard_columns", "discard_rows"] | None = None
+    contract: Contract | None = None
     max_rejected: float | None = Field(None, ge=0, le=1, description="share of rows that may be rejected")
     allow_empty: bool = False
     full_refresh: bool = False
