@@ -3,8 +3,8 @@
 >>> app = create_app()  # doctest: +SKIP
 
 Made by a factory, so each uvicorn worker process builds its own (``uvicorn --factory``). JSON bodies are capped
-at ``BICONIC_API_MAX_BODY_KB``; the upload route takes chunks up to its own limit. Behind a reverse proxy that
-serves the API under a path (``/biconic``), pass that path as ``root_path``.
+at ``BICONIC_API_MAX_BODY_KB`` (:mod:`engine.service.limits`); upload chunks are checked by the tus router.
+Behind a reverse proxy that serves the API under a path (``/biconic``), pass that path as ``root_path``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from engine.postgres.server import resolve_dsn
+from engine.service.limits import BodyLimit
 from engine.service.problems import install_handlers
 from engine.settings import settings
 
@@ -40,10 +41,10 @@ def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastA
     from engine.service import datasets, imports
 
     app = FastAPI(title="Biconic Engine", version=_version(), description=_DESCRIPTION,
-                  root_path=root_path if root_path is not None else settings().api_root_path,
-                  max_body_size=settings().api_max_body_kb * 1024)
+                  root_path=root_path if root_path is not None else settings().api_root_path)
     app.state.dsn = resolve_dsn(dsn)
     install_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings().api_max_body_kb * 1024)
     app.include_router(imports.router)
     app.include_router(datasets.router)
 
