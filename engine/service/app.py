@@ -9,10 +9,14 @@ Behind a reverse proxy that serves the API under a path (``/biconic``), pass tha
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 
+from engine.postgres.pool import keep_idle
 from engine.postgres.server import resolve_dsn
 from engine.service.limits import BodyLimit
 from engine.service.problems import install_handlers
@@ -36,11 +40,22 @@ def _version() -> str:
         return "0"
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Bound the threads that answer blocking requests, and keep as many pooled connections: each thread
+    holds at most one job connection and one pooled one, so a server process uses at most twice
+    ``BICONIC_API_THREADS`` PostgreSQL connections however many clients call at once."""
+    threads = settings().api_threads
+    anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+    keep_idle(threads)
+    yield
+
+
 def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastAPI:
     """The service on the warehouse ``dsn`` (default: ``BICONIC_PG_DSN``, else the embedded server)."""
     from engine.service import datasets, imports
 
-    app = FastAPI(title="Biconic Engine", version=_version(), description=_DESCRIPTION,
+    app = FastAPI(title="Biconic Engine", version=_version(), description=_DESCRIPTION, lifespan=_lifespan,
                   root_path=root_path if root_path is not None else settings().api_root_path)
     app.state.dsn = resolve_dsn(dsn)
     install_handlers(app)
