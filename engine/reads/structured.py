@@ -289,7 +289,7 @@ def _as_kind(value: Any, kind: str) -> Any:
     if not isinstance(value, str):
         raise TypeError(kind)
     if kind == "date":
-        return dt.date.fromisoformat(value)
+        return _utc(dt.datetime.fromisoformat(value)).date()  # "2024-01-01" or a time on that day (UTC)
     if kind in ("timestamp", "timestamptz"):
         moment = _utc(dt.datetime.fromisoformat(value))
         return moment if kind == "timestamptz" else moment.replace(tzinfo=None)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -337,3 +339,40 @@ def test_the_result_says_where_it_came_from(data: dict[str, str], pg_dsn: str) -
     result = ask(data, pg_dsn, {"columns": ["id"], "limit": 1, "order_by": [{"column": "id"}]})
     assert result.frame.rows() == [(1,)] and result.seconds >= 0
     assert "sql" not in repr(result)  # logged on purpose only, never shown by accident
+
+
+@pytest.mark.parametrize("keys", [(1, 2), (UUID_A, UUID_B), ("tenant-a", "tenant-b")], ids=["bigint", "uuid", "text"])
+def test_cold_archive_rows_are_filtered_by_connection_too(pg_dsn: str, sql: Sql, table: str, tmp_path: Path,
+                                                          keys: tuple[Any, Any]) -> None:
+    """Rows tiered out of PostgreSQL into the archive are read through the same view, under the same filter."""
+    from engine.archive.tiering import TierPolicy, tier
+
+    archive = str(tmp_path / "archive")
+    days = [dt.datetime(2024, 1, 1) + dt.timedelta(days=9 * i) for i in range(20)]
+    source = pl.DataFrame({"connection_id": [keys[1] if i % 3 == 0 else keys[0] for i in range(20)], "n": range(20),
+                           "at": days})
+    source.write_csv(tmp_path / "s.csv")
+    engine.load(tmp_path / "s.csv", into=table, partition_by="at:month", dsn=pg_dsn, archive=archive)
+    tier(dsn=pg_dsn, archive=archive, now=dt.datetime(2024, 7, 1, tzinfo=dt.UTC), datasets=[table], uploads=False,
+         policy=TierPolicy(archive_days=60))
+    assert 0 < sql(f'SELECT count(*) FROM "{table}"')[0][0] < 20  # some rows hot, the others only archived
+    body = StructuredQuery.model_validate({"aggregates": [{"fn": "count", "as": "rows"}, {"fn": "sum", "column": "n"}]})
+    for key in keys:
+        got = run_structured(table, body, connection_id=key, dsn=pg_dsn, archive=archive).frame
+        mine = source.filter(pl.col("connection_id") == key)
+        assert got.rows() == [(mine.height, mine["n"].sum())]
+    assert run_structured(table, body, connection_id=None, dsn=pg_dsn, archive=archive).frame.rows() == [(20, 190)]
+
+
+def test_the_compiled_sql_quotes_names_and_binds_every_value() -> None:
+    columns = {"connection_id": "text", "day": "date", "we\"ird": "numeric(12,2)", "ok": "boolean"}
+    query = StructuredQuery.model_validate({
+        "columns": ['we"ird'], "filters": [{"column": 'we"ird', "op": "between", "values": ["1.10", 2]},
+                                           {"column": "ok", "op": "!=", "value": False}],
+        "time_range": {"from": "2024-01-01T23:30:00-02:00", "to": "2024-02-01"},
+        "order_by": [{"column": "day", "desc": True}], "limit": 5, "offset": 10})
+    text, params = compile_query("sales.orders", query, columns, "day", "tenant-a")
+    assert text == ('SELECT "we""ird" FROM "sales"."orders" WHERE "connection_id" = $1 AND "day" >= $2 AND "day" < $3 '
+                    'AND "we""ird" BETWEEN $4 AND $5 AND "ok" <> $6 ORDER BY "day" DESC LIMIT $7 OFFSET $8')
+    assert params == ["tenant-a", dt.date(2024, 1, 2), dt.date(2024, 2, 1), Decimal("1.10"), Decimal("2"), False,
+                      5, 10]
