@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from engine.errors import SpecError
 from engine.ids import ConnectionId
+from engine.reads.structured import StructuredQuery
 from engine.service.auth import Admin, Caller, dsn_of, scoped_connection
 from engine.service.problems import COMMON_PROBLEMS, ProblemError
 from engine.service.tokens import TokenInfo
@@ -114,3 +115,20 @@ def raw_sql(body: SqlRequest, caller: Admin, request: Request) -> Response:
     return Response(f'{{"rows": {shown.write_json() if shown.height else "[]"}, "row_count": {frame.height}, '
                     f'"truncated": {str(frame.height > body.limit).lower()}, "cached": '
                     f'{str(result.cached).lower()}, "seconds": {result.seconds:.4f}}}', media_type="application/json")
+
+
+@router.post("/v1/datasets/{name}/query", summary="A structured query of the connection's rows (cached)")
+def structured_query(name: str, body: StructuredQuery, caller: Caller, request: Request,
+                     connection_id: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+    """Columns, filters, group by, aggregates, a time range and a limit, compiled with bound parameters; the
+    connection filter is the server's. Answered from the cache when the same query ran since the last load."""
+    from engine.reads.structured import run_structured
+
+    dsn = dsn_of(request)
+    connection = scoped_connection(caller, connection_id)
+    _info(dsn, name, connection)
+    result = run_structured(name, body, connection_id=connection, dsn=dsn)
+    frame = result.frame
+    return Response(f'{{"rows": {frame.write_json() if frame.height else "[]"}, "row_count": {frame.height}, '
+                    f'"cached": {str(result.cached).lower()}, "seconds": {result.seconds:.4f}}}',
+                    media_type="application/json")

@@ -90,3 +90,48 @@ def test_raw_sql_is_for_admin_tokens_only(api: Api, shared: tuple[str, str, str]
         broken = client.post("/v1/sql", json={"sql": "SELEC nonsense"})
     assert answer["row_count"] == 2 and answer["truncated"] and answer["rows"] == [{"connection_id": a, "n": 10}]
     assert broken.status_code == 400 and broken.headers["content-type"] == "application/problem+json"
+
+
+def test_a_structured_query_counts_only_the_tokens_rows_and_is_cached_the_second_time(
+        api: Api, shared: tuple[str, str, str]) -> None:
+    table, a, b = shared
+    body = {"group_by": ["status"], "aggregates": [{"fn": "count", "as": "n"}, {"fn": "sum", "column": "amount"}],
+            "order_by": [{"column": "status"}]}
+    with api.client(api.token(a, "read")) as client:
+        first = client.post(f"/v1/datasets/{table}/query", json=body).json()
+        second = client.post(f"/v1/datasets/{table}/query", json=body).json()
+        sneaky = client.post(f"/v1/datasets/{table}/query", json={
+            **body, "filters": [{"column": "connection_id", "op": "=", "value": b}]}).json()
+    assert first["rows"] == [{"status": "open", "n": 4, "sum_amount": 18.0},
+                             {"status": "paid", "n": 6, "sum_amount": 27.0}]
+    assert (first["cached"], second["cached"], second["rows"]) == (False, True, first["rows"])
+    assert sneaky["rows"] == []  # a filter in the body only narrows the server's own
+    with api.client(api.token(b, "read")) as client:
+        theirs = client.post(f"/v1/datasets/{table}/query", json=body).json()
+    assert sum(r["n"] for r in theirs["rows"]) == 4 and theirs["cached"] is False
+    with api.client(api.token(scope="admin")) as client:
+        everyone = client.post(f"/v1/datasets/{table}/query", json=body).json()
+    assert sum(r["n"] for r in everyone["rows"]) == 14
+
+
+@pytest.mark.parametrize("hostile", [
+    {"columns": ['id"; DROP TABLE x; --']},
+    {"filters": [{"column": "status", "op": "=", "value": "' OR 1=1 --"}]},
+    {"filters": [{"column": "status", "op": "OR 1=1", "value": "x"}]},
+    {"group_by": ["status"], "aggregates": [{"fn": "count", "as": "n; DROP TABLE x"}]},
+    {"order_by": [{"column": "1; DELETE FROM t"}]},
+    {"time_range": {"from": "2026-05-01'; --"}},
+    {"limit": "10; DROP TABLE x"},
+])
+def test_injection_in_any_query_field_is_refused_or_answered_harmlessly(api: Api, shared: tuple[str, str, str],
+                                                                       hostile: dict[str, object]) -> None:
+    table, a, _ = shared
+    with api.client(api.token(a, "read")) as client:
+        answer = client.post(f"/v1/datasets/{table}/query", json=hostile)
+        count = client.post(f"/v1/datasets/{table}/query", json={"aggregates": [{"fn": "count", "as": "n"}]})
+    assert answer.status_code in (200, 400, 422), answer.text
+    if answer.status_code == 200:
+        assert answer.json()["rows"] == []  # the quote is a value, and no status holds it
+    else:
+        assert answer.headers["content-type"] == "application/problem+json"
+    assert count.json()["rows"] == [{"n": 10}]

@@ -3,6 +3,7 @@ content type, headers, body), for every endpoint, with a connection's token, an 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +27,20 @@ def fuzz(api: Api, tmp_path: Path, *extra: str, token: str | None = None) -> sub
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
 
+#: a structured query's body has rules across its fields (``between`` takes two values, ``limit`` at most
+#: BICONIC_API_PAGE_MAX) that OpenAPI cannot state: a schema-valid body may rightly get 422 there
+QUERY = "/query$"
+
+
 @pytest.mark.parametrize("who", ["connection", "nobody"])
 def test_the_api_answers_every_generated_request_within_its_schema(api: Api, tmp_path: Path, who: str) -> None:
     token = api.token("fuzz-tenant") if who == "connection" else None
-    run = fuzz(api, tmp_path, token=token)
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    assert "No issues found" in run.stdout or " passed" in run.stdout, run.stdout[-3000:]
+    for scope in (["--exclude-path-regex", QUERY],
+                  ["--include-path-regex", QUERY, "--exclude-checks", "positive_data_acceptance"]):
+        run = fuzz(api, tmp_path, *scope, token=token)
+        assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+        generated = re.search(r"(\d+) generated", run.stdout)
+        assert generated and int(generated.group(1)) > 50, run.stdout[-3000:]  # it did test something
 
 
 def test_an_admin_token_gets_no_server_error_nor_undocumented_answer(api: Api, tmp_path: Path) -> None:
