@@ -10,6 +10,14 @@ default:
 demo:
     biconic demo
 
+# the HTTP API on the embedded default (or BICONIC_PG_DSN): http://127.0.0.1:8000/docs; imports run on `just worker`
+serve *ARGS:
+    biconic serve {{ARGS}}
+
+# a worker taking the queued imports (embedded Redis unless BICONIC_BROKER_URL is set)
+worker *ARGS:
+    biconic worker {{ARGS}}
+
 # the whole test suite (needs PostgreSQL on 127.0.0.1:5432, else an embedded one is started)
 test *ARGS:
     python -m pytest -q {{ARGS}}
@@ -37,6 +45,10 @@ bench-micro *ARGS:
 # beside `biconic load` one by one and `psql \copy`, then 10M rows in 10 files over 1 vs 2 worker processes
 bench-jobs *ARGS:
     python bench/jobs.py {{ARGS}}
+
+# the HTTP API under 50 concurrent clients (GET an import, a cached and a computed query) and a 1 GB tus upload
+bench-api *ARGS:
+    python bench/api.py {{ARGS}}
 
 # ruff + mypy + the house rules (folder layers, module/class/function sizes)
 lint:

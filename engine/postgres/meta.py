@@ -310,8 +310,9 @@ def forget_loads(db: Runs, dataset: str, connection_id: ConnectionId | None) -> 
 
 
 def last_load(db: Runs, dataset: str, connection_id: ConnectionId | None) -> tuple[Any, ...] | None:
-    """(load_id, source, mode, rows_loaded, finished_at) of the dataset's newest committed load."""
-    scope = "AND (connection_id = $2 OR connection_id IS NULL)" if connection_id is not None else ""
+    """(load_id, source, mode, rows_loaded, finished_at) of the dataset's newest committed load (of the
+    connection, when one is given: a load of several connections' rows is not one connection's to see)."""
+    scope = "AND connection_id = $2" if connection_id is not None else ""
     rows = db.run(f"SELECT load_id, source, mode, rows_loaded, finished_at FROM {LOADS} "
                   f"WHERE dataset = $1 {scope} AND state = 'committed' "
                   "ORDER BY finished_at DESC NULLS LAST LIMIT 1",

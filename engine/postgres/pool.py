@@ -17,13 +17,21 @@ import polars as pl
 
 from engine.postgres.connection import connect, wrap_error
 
-__all__ = ["MetaDb", "close_idle", "meta_db"]
+__all__ = ["MetaDb", "close_idle", "keep_idle", "meta_db"]
 
-#: idle connections kept per DSN
+#: idle connections kept per DSN (a server answering many requests at once keeps more: :func:`keep_idle`)
 IDLE = 4
+_keep = IDLE
 
 _idle: dict[str, list[Any]] = {}
 _lock = threading.Lock()
+
+
+def keep_idle(count: int) -> None:
+    """Keep up to ``count`` idle connections per DSN (a process with that many threads reading at once would
+    otherwise open and close a connection, ~60 ms, for most of its reads)."""
+    global _keep
+    _keep = max(1, count)
 
 
 def close_idle() -> None:
@@ -108,7 +116,7 @@ def meta_db(dsn: str) -> Iterator[MetaDb]:
         raise
     with _lock:
         pool = _idle.setdefault(dsn, [])
-        if len(pool) < IDLE:
+        if len(pool) < _keep:
             pool.append(conn)
             return
     with contextlib.suppress(Exception):

@@ -149,9 +149,14 @@ def _metadata(db: MetaDb, table: str, time_column: str, version: int,
     counts = db.rows(f"SELECT {quote_ident(CONNECTION_COLUMN)}, count(*) FROM {qualified(table)} {conn_filter} "
                      "GROUP BY 1 ORDER BY 1", params)
     last = meta.last_load(db, table, connection_id)
-    partitions = db.rows("SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
-                         "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass($1) ORDER BY 1",
-                         [qualified(table)])
+    if connection_id is None:
+        partitions = db.rows("SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                             "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass($1) ORDER BY 1",
+                             [qualified(table)])
+    else:  # only the partitions holding the connection's rows: the others are other connections' business
+        partitions = db.rows(f"SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM {qualified(table)} t "
+                             f"JOIN pg_class c ON c.oid = t.tableoid WHERE {conn_filter.removeprefix('WHERE ')} "
+                             "GROUP BY 1, 2 ORDER BY 1", params)
     cold = meta.cold_summary(db, table, connection_id)
     return {
         "dataset": table,

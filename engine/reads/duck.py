@@ -74,8 +74,13 @@ def query(sql: str, *, dsn: str | None = None, archive: str | None = None, cache
     return run_query(sql, dsn=dsn, archive=archive, cache=cache).frame
 
 
-def run_query(sql: str, *, dsn: str | None = None, archive: str | None = None, cache: bool = True) -> QueryResult:
-    """:func:`query` with the details: whether the cache answered, how long it took, which datasets."""
+def run_query(sql: str, *, dsn: str | None = None, archive: str | None = None, cache: bool = True,
+              params: Sequence[Any] | None = None) -> QueryResult:
+    """:func:`query` with the details: whether the cache answered, how long it took, which datasets.
+
+    ``params`` are bound to the SQL's ``$1``, ``$2``... (never formatted into it) and are part of the cache
+    key: one SQL text asked with another connection's id is another entry.
+    """
     if not sql or not sql.strip():
         raise SpecError("sql", "empty query")
     started = time.perf_counter()
@@ -85,7 +90,7 @@ def run_query(sql: str, *, dsn: str | None = None, archive: str | None = None, c
     with meta_db(dsn) as db:
         datasets = [_Dataset(name, version, exists) for name, version, exists in meta.versions(db)]
         named = [d for d in datasets if _mentions(sql, d.name)]
-        key = _cache_key(sql, named, url, dsn)
+        key = _cache_key(sql, named, url, dsn, params)
         # the run log and the quarantine change without a dataset version: never cached
         store_cache = get_cache() if cache and not _reads_meta(sql) else None
         if store_cache is not None:
@@ -94,7 +99,7 @@ def run_query(sql: str, *, dsn: str | None = None, archive: str | None = None, c
                 return QueryResult(hit, True, time.perf_counter() - started, [d.name for d in named])
         for attempt in range(1, _ATTEMPTS + 1):
             cold = meta.cold_files(db, [d.name for d in named])
-            frame = _run_duckdb(sql, dsn, store, datasets, cold, db)
+            frame = _run_duckdb(sql, dsn, store, datasets, cold, db, params)
             if meta.cold_files(db, [d.name for d in named]) == cold:
                 break
             log.info("tiering changed the archive while the query ran; running it again (%d)", attempt)
@@ -112,9 +117,13 @@ def _mentions(sql: str, dataset: str) -> bool:
                for b in spellings)
 
 
-def _cache_key(sql: str, datasets: Sequence[_Dataset], url: str | None, dsn: str) -> str:
+def _cache_key(sql: str, datasets: Sequence[_Dataset], url: str | None, dsn: str,
+               params: Sequence[Any] | None = None) -> str:
     # the database too: two databases (staging, prod) sharing one Redis hold "orders" at the same version
-    text = json.dumps([sql.strip(), url, dsn, sorted((d.name, d.version) for d in datasets)])
+    parts: list[Any] = [sql.strip(), url, dsn, sorted((d.name, d.version) for d in datasets)]
+    if params is not None:  # typed (1 is not "1"); repr for dates, decimals and UUIDs
+        parts.append([[type(p).__name__, p if isinstance(p, int | float | str | bool) else repr(p)] for p in params])
+    text = json.dumps(parts)
     return "q:" + hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -132,7 +141,7 @@ def _postgres_extension() -> str | None:
 
 
 def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dataset],
-                cold: dict[str, list[str]], db: MetaDb) -> pl.DataFrame:
+                cold: dict[str, list[str]], db: MetaDb, params: Sequence[Any] | None = None) -> pl.DataFrame:
     import duckdb
     import pyarrow as pa
 
@@ -177,7 +186,7 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS archive.{quote_ident(view_schema)}")
                 con.execute(f"CREATE VIEW archive.{quote_ident(view_schema)}.{quote_ident(table)} AS "
                             + _archive_scan(con, archived))
-        result = con.execute(sql).arrow()
+        result = (con.execute(sql) if params is None else con.execute(sql, list(params))).arrow()
         # DuckDB 1.4 hands back a reader: read it whole, or a query with no rows has no batch to take a schema from
         table = result.read_all() if isinstance(result, pa.RecordBatchReader) else result
         return pl.from_arrow(table)  # type: ignore[return-value]

@@ -3,18 +3,22 @@
 >>> app = create_app()  # doctest: +SKIP
 
 Made by a factory, so each uvicorn worker process builds its own (``uvicorn --factory``). JSON bodies are capped
-at ``BICONIC_API_MAX_BODY_KB``; the upload route takes chunks up to its own limit. Behind a reverse proxy that
-serves the API under a path (``/biconic``), pass that path as ``root_path``.
+at ``BICONIC_API_MAX_BODY_KB`` (:mod:`engine.service.limits`); upload chunks are checked by the tus router.
+Behind a reverse proxy that serves the API under a path (``/biconic``), pass that path as ``root_path``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 
+from engine.postgres.pool import keep_idle
 from engine.postgres.server import resolve_dsn
-from engine.service import uploads
+from engine.service.limits import BodyLimit
 from engine.service.problems import install_handlers
 from engine.settings import settings
 
@@ -36,13 +40,28 @@ def _version() -> str:
         return "0"
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Bound the threads that answer blocking requests, and keep as many pooled connections: each thread
+    holds at most one job connection and one pooled one, so a server process uses at most twice
+    ``BICONIC_API_THREADS`` PostgreSQL connections however many clients call at once."""
+    threads = settings().api_threads
+    anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+    keep_idle(threads)
+    yield
+
+
 def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastAPI:
     """The service on the warehouse ``dsn`` (default: ``BICONIC_PG_DSN``, else the embedded server)."""
-    app = FastAPI(title="Biconic Engine", version=_version(), description=_DESCRIPTION,
-                  root_path=root_path if root_path is not None else settings().api_root_path,
-                  max_body_size=settings().api_max_body_kb * 1024)
+    from engine.service import datasets, imports, uploads
+
+    app = FastAPI(title="Biconic Engine", version=_version(), description=_DESCRIPTION, lifespan=_lifespan,
+                  root_path=root_path if root_path is not None else settings().api_root_path)
     app.state.dsn = resolve_dsn(dsn)
     install_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings().api_max_body_kb * 1024)
+    app.include_router(imports.router)
+    app.include_router(datasets.router)
     app.include_router(uploads.router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness: the service answers")

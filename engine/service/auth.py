@@ -62,14 +62,14 @@ Admin = Annotated[TokenInfo, Depends(_admin)]
 def scoped_connection(caller: TokenInfo, asked: Any = None) -> ConnectionId | None:
     """The connection a call may touch: the token's own; for an admin token the one asked for, or ``None`` (all).
     A connection's token that asks for another connection is refused."""
-    wanted: ConnectionId | None = None
-    if asked is not None and asked != "":
-        try:
-            wanted = parse_connection_id(asked)
-        except ValueError as exc:
-            raise ProblemError(400, f"connection_id: {exc}") from exc
-    if caller.is_admin:
-        return wanted
-    if wanted is not None and str(wanted) != str(caller.connection_id):
+    if asked is None or asked == "":
+        return None if caller.is_admin else caller.connection_id
+    try:
+        wanted = parse_connection_id(asked)
+    except ValueError as exc:
+        if not caller.is_admin:  # not its own id, whatever else it is
+            raise ProblemError(403, "this token belongs to another connection") from exc
+        raise ProblemError(400, f"connection_id: {exc}") from exc
+    if not caller.is_admin and str(wanted) != str(caller.connection_id):
         raise ProblemError(403, "this token belongs to another connection")
-    return caller.connection_id
+    return wanted

@@ -3,7 +3,8 @@
 
 Every way a request can fail goes through :func:`problem`: the engine's own errors (by class), FastAPI's
 validation errors, Starlette's HTTP errors (404 of an unknown path, 405, 413 of an oversized body) and, last,
-anything unexpected, which is logged as one line (class and scrubbed message) and answered with a generic 500.
+anything unexpected (:class:`_LastResort`), which is logged as one line (class and scrubbed message) and
+answered with a generic 500.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.errors import BiconicError, QueryError, SourceError, SpecError, StorageError, TransientError
 from engine.redact import redact
 
-__all__ = ["PROBLEM_JSON", "Problem", "ProblemError", "install_handlers", "problem", "problem_responses"]
+__all__ = ["COMMON_PROBLEMS", "PROBLEM_JSON", "Problem", "ProblemError", "install_handlers", "problem",
+           "problem_responses"]
 
 log = logging.getLogger("biconic.service")
 
@@ -62,6 +66,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
                 "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}} for s in statuses}
 
 
+#: the problems any endpoint may answer (documented on every route, so clients and fuzzers expect them)
+COMMON_PROBLEMS = problem_responses(400, 401, 403, 404, 413, 422, 500, 503)
+
+
 def _status_of(exc: BiconicError) -> int:
     from engine.jobs.client import JobNotFoundError
 
@@ -100,13 +108,42 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
-        return problem(exc.status_code, detail, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(request)
+        return problem(exc.status_code, detail, headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("%s %s failed unexpectedly: %s: %s", request.method, request.url.path, type(exc).__name__,
-                  redact(_one_line(str(exc))))
-        return problem(500, "the server failed to answer this request; the failure is logged")
+    app.add_middleware(_LastResort)
+
+
+class _LastResort:
+    """Anything no handler answered: one log line (class and scrubbed message, no trace) and a 500 problem.
+
+    A middleware rather than an ``Exception`` handler: Starlette re-raises after such a handler answers, and
+    uvicorn then logs the whole traceback (and may cut the connection)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            log.error("%s %s failed unexpectedly: %s: %s", scope.get("method"), scope.get("path"),
+                      type(exc).__name__, redact(_one_line(str(exc))))
+            if not started:
+                await problem(500, "the server failed to answer this request; the failure is logged")(
+                    scope, receive, send)
 
 
 def _is_body_syntax(exc: RequestValidationError) -> bool:
@@ -128,3 +165,13 @@ def _validation_line(exc: RequestValidationError) -> str:
 def _one_line(text: str) -> str:
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[0][:2000] if lines else ""
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route of the app takes at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "\x00"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))

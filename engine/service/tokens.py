@@ -29,7 +29,8 @@ __all__ = ["SCOPES", "Scope", "TokenInfo", "TokenNotFoundError", "create_token",
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
 _PREFIX = "bic_"
-_PURPOSE = "tokens"
+#: the thread's connection of the job calls: a request checks its token and reads its job on one
+_PURPOSE = "jobs"
 _TABLE = """CREATE TABLE IF NOT EXISTS biconic.api_tokens (
     token_id uuid PRIMARY KEY, token_hash text NOT NULL UNIQUE, connection_id text, scope text NOT NULL,
     note text, created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)"""

@@ -40,7 +40,8 @@ __all__ = ["Upload", "create_upload", "extend_expiry", "find_upload", "finish", 
            "remove_upload", "safe_filename", "sha256_of", "storage_problem", "sweep_expired_uploads",
            "tus_folder"]
 
-_PURPOSE = "uploads"
+#: the thread's connection of the job calls (as the token check's): a server thread keeps one
+_PURPOSE = "jobs"
 _TABLE = """CREATE TABLE IF NOT EXISTS biconic.uploads (
     upload_id uuid PRIMARY KEY, token_id text NOT NULL, connection_id text, length bigint NOT NULL,
     filename text NOT NULL, metadata jsonb NOT NULL DEFAULT '{}', created_at timestamptz NOT NULL,
