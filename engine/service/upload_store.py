@@ -145,8 +145,8 @@ def _upload(row: tuple[Any, ...]) -> Upload:
 
 def create_upload(dsn: str, caller: TokenInfo, *, length: int, metadata: dict[str, str],
                   now: dt.datetime | None = None) -> Upload:
-    """Record a new upload of ``length`` bytes for ``caller``: 413 above ``BICONIC_UPLOAD_MAX_MB``, 507 above the
-    uploads folder's free space, 429 when the token already holds ``BICONIC_UPLOADS_PER_TOKEN`` unfinished ones.
+    """Record a new upload of ``length`` bytes for ``caller``: 413 above ``BICONIC_UPLOAD_MAX_MB`` or the uploads
+    folder's free space, 429 when the token already holds ``BICONIC_UPLOADS_PER_TOKEN`` unfinished ones.
     Its data file is made empty."""
     limit = settings().upload_max_mb
     if length > limit * (1 << 20):
@@ -154,7 +154,7 @@ def create_upload(dsn: str, caller: TokenInfo, *, length: int, metadata: dict[st
     tus_folder().mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(tus_folder()).free
     if length > free:
-        raise ProblemError(507, f"the uploads folder has {free >> 20} MB free; this upload needs {length >> 20} MB")
+        raise ProblemError(413, f"the uploads folder has {free >> 20} MB free; this upload needs {length >> 20} MB")
     made = _now(now)
     upload_id = str(uuid.uuid4())
     name = safe_filename(metadata.get("filename") or metadata.get("name"))

@@ -14,7 +14,6 @@ reached the disk and the client resumes from there. Who owns an upload is in :mo
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import datetime as dt
 import email.utils
@@ -48,8 +47,31 @@ _FLUSH = 1 << 20
 _MAX_BYTES = settings().upload_max_mb * (1 << 20)
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _METADATA_MAX = 8192
-_BINARY_BODY = {"requestBody": {"required": True, "content": {_CHUNK_TYPE: {"schema": {
-    "type": "string", "format": "binary"}}}}}
+_B64 = "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+_PAIR = rf"[\x21-\x2b\x2d-\x7e]+(?: {_B64})?"
+#: Upload-Metadata: comma-separated ``key`` or ``key base64-value`` (keys printable ASCII, no space or comma)
+METADATA = re.compile(rf"(?:{_PAIR}(?:,{_PAIR})*)?")
+
+
+def _header(name: str, description: str, schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
+    """A header parameter for the OpenAPI document (tus headers are read and checked by the handlers, which
+    answer the protocol's statuses rather than FastAPI's 422)."""
+    return {"name": name, "in": "header", "required": required, "description": description, "schema": schema}
+
+
+_CREATE_DOC = {"parameters": [
+    _header("Upload-Length", "bytes the upload will hold (at most Tus-Max-Size: 413 above)",
+            {"type": "integer", "minimum": 0, "maximum": _MAX_BYTES}, required=True),
+    _header("Upload-Metadata", "`key base64-value` pairs, comma-separated: `filename` names the file, `filetype` "
+            "its media type", {"type": "string", "pattern": f"^{METADATA.pattern}$", "maxLength": _METADATA_MAX})]}
+_PATCH_DOC = {"parameters": [
+    _header("Upload-Offset", "where this chunk starts: the upload's offset (HEAD gives it; 409 otherwise)",
+            {"type": "integer", "minimum": 0}, required=True),
+    _header("Upload-Checksum", "`algorithm base64-digest` of this chunk (Tus-Checksum-Algorithm lists them); a "
+            "mismatch discards the chunk (460)", {"type": "string"})],
+    "description": "The body is the chunk's raw bytes, sent with `Content-Type: application/offset+octet-stream` "
+                   "(415 otherwise), written at `Upload-Offset` as they arrive. A cut connection keeps what reached "
+                   "the disk; HEAD says where to resume. Answers the new `Upload-Offset`."}
 
 
 class _TusRoute(APIRoute):
@@ -85,8 +107,9 @@ class UploadInfo(BaseModel):
     metadata: dict[str, str]
 
 
-def _tus_version(tus_resumable: Annotated[str | None, Header(description="must be 1.0.0")] = None) -> None:
-    if tus_resumable != TUS_VERSION:
+def _tus_version(tus_resumable: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+    """A request naming another tus version is refused (412); one naming none is taken as 1.0.0."""
+    if tus_resumable is not None and tus_resumable != TUS_VERSION:
         raise ProblemError(412, f"Tus-Resumable {TUS_VERSION} is required (got {str(tus_resumable)[:20]!r})",
                            headers={"Tus-Version": TUS_VERSION})
 
@@ -113,18 +136,14 @@ def parse_metadata(raw: str | None) -> dict[str, str]:
     """
     if raw is not None and len(raw) > _METADATA_MAX:
         raise ProblemError(400, f"Upload-Metadata is longer than {_METADATA_MAX} characters")
+    if raw is not None and not METADATA.fullmatch(raw):
+        raise ProblemError(400, f"Upload-Metadata: {raw[:60]!r} is not comma-separated 'key base64-value' pairs")
     found: dict[str, str] = {}
     for pair in (raw or "").split(","):
-        parts = pair.strip().split(" ")
-        if parts == [""]:
+        key, _, encoded = pair.partition(" ")
+        if not key:
             continue
-        key = parts[0]
-        if not key or len(parts) > 2 or key in found:
-            raise ProblemError(400, f"Upload-Metadata: {pair.strip()[:60]!r} is not 'key base64-value'")
-        try:
-            value = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
-        except (binascii.Error, ValueError):
-            raise ProblemError(400, f"Upload-Metadata: the value of {key[:60]!r} is not base64") from None
+        value = base64.b64decode(encoded) if encoded else b""  # a repeated key: the last one holds
         # PostgreSQL's jsonb takes no NUL: a hostile name's NUL becomes a replacement character
         found[key] = value.decode("utf-8", "replace").replace("\x00", "\ufffd")
     return found
@@ -143,7 +162,7 @@ def _checksum(raw: str | None) -> tuple[str, bytes] | None:
         raise ProblemError(400, f"Upload-Checksum: algorithm {name[:20]!r} is not one of {', '.join(CHECKSUMS)}")
     try:
         digest = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
+    except ValueError:  # binascii.Error included
         raise ProblemError(400, "Upload-Checksum: the digest is not base64") from None
     if len(digest) != hashlib.new(name).digest_size:
         raise ProblemError(400, f"Upload-Checksum: a {name} digest has {hashlib.new(name).digest_size} bytes")
@@ -158,16 +177,14 @@ def discover() -> Response:
 
 
 @router.post("", status_code=201, dependencies=_TUS, summary="Create an upload (tus creation)",
-             responses=problem_responses(400, 401, 403, 412, 413, 429))
-def create(request: Request, caller: Writer,
-           upload_length: Annotated[str | None, Header(description="bytes the upload will hold")] = None,
-           upload_metadata: Annotated[str | None, Header(description="key base64,... (filename, filetype)")] = None,
-           upload_defer_length: Annotated[str | None, Header(include_in_schema=False)] = None) -> Response:
+             openapi_extra=_CREATE_DOC, responses=problem_responses(400, 401, 403, 412, 413, 429))
+def create(request: Request, caller: Writer) -> Response:
     """A new upload of ``Upload-Length`` bytes; its URL is in ``Location`` (the id is its last segment)."""
-    if upload_length is None and upload_defer_length is not None:
+    if "upload-length" not in request.headers and "upload-defer-length" in request.headers:
         raise ProblemError(400, "Upload-Defer-Length is not supported: give Upload-Length")
-    length = _count(upload_length, "Upload-Length")
-    upload = store.create_upload(dsn_of(request), caller, length=length, metadata=parse_metadata(upload_metadata))
+    length = _count(request.headers.get("upload-length"), "Upload-Length")
+    metadata = parse_metadata(request.headers.get("upload-metadata"))
+    upload = store.create_upload(dsn_of(request), caller, length=length, metadata=metadata)
     if length == 0:  # nothing to send: complete at once
         with store.locked(upload) as fd:
             upload = store.finish(dsn_of(request), upload, fd)
@@ -216,7 +233,7 @@ def terminate(request: Request, upload_id: str, caller: Writer) -> Response:
 
 
 @router.patch("/{upload_id}", status_code=204, dependencies=_TUS, max_body_size=_MAX_BYTES,
-              openapi_extra=_BINARY_BODY, summary="Append a chunk at Upload-Offset (streamed to disk)",
+              openapi_extra=_PATCH_DOC, summary="Append a chunk at Upload-Offset (streamed to disk)",
               responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 415, 423, 460))
 async def append(request: Request, upload_id: str, caller: Writer) -> Response:
     """Write the body at ``Upload-Offset`` as it arrives; ``Upload-Checksum`` (optional) is verified once it
@@ -224,26 +241,32 @@ async def append(request: Request, upload_id: str, caller: Writer) -> Response:
     return await _append(request, upload_id, caller)
 
 
-@router.post("/{upload_id}", dependencies=_TUS, max_body_size=_MAX_BYTES, include_in_schema=False)
-async def overridden(request: Request, upload_id: str, caller: Writer,
-                     x_http_method_override: Annotated[str | None, Header()] = None) -> Response:
-    """tus's ``X-HTTP-Method-Override``, for clients behind proxies that pass only GET and POST."""
+def _overridden_method(x_http_method_override: Annotated[str | None, Header()] = None) -> str:
     method = (x_http_method_override or "").upper()
+    if method not in ("PATCH", "HEAD", "DELETE"):
+        raise ProblemError(405, "POST to an upload needs X-HTTP-Method-Override: PATCH, HEAD or DELETE",
+                           headers={"Allow": "GET, HEAD, PATCH, DELETE"})
+    return method
+
+
+@router.post("/{upload_id}", max_body_size=_MAX_BYTES, include_in_schema=False)
+async def overridden(request: Request, upload_id: str, method: Annotated[str, Depends(_overridden_method)],
+                     version: Annotated[None, Depends(_tus_version)], caller: Writer) -> Response:
+    """tus's ``X-HTTP-Method-Override``, for clients behind proxies that pass only GET and POST (the method is
+    checked first: a plain POST is 405, as for any method an upload does not take)."""
     if method == "PATCH":
         return await _append(request, upload_id, caller)
-    if method in ("HEAD", "DELETE"):
-        return await anyio.to_thread.run_sync(_head if method == "HEAD" else _delete, request, upload_id, caller)
-    raise ProblemError(405, "POST to an upload needs X-HTTP-Method-Override: PATCH, HEAD or DELETE")
+    return await anyio.to_thread.run_sync(_head if method == "HEAD" else _delete, request, upload_id, caller)
 
 
 async def _append(request: Request, upload_id: str, caller: TokenInfo) -> Response:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != _CHUNK_TYPE:
-        raise ProblemError(415, f"a chunk's Content-Type must be {_CHUNK_TYPE} (got {media[:60]!r})")
     offset = _count(request.headers.get("upload-offset"), "Upload-Offset")
     checksum = _checksum(request.headers.get("upload-checksum"))
     dsn = dsn_of(request)
     upload = await anyio.to_thread.run_sync(store.find_upload, dsn, upload_id, caller)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != _CHUNK_TYPE:
+        raise ProblemError(415, f"a chunk's Content-Type must be {_CHUNK_TYPE} (got {media[:60]!r})")
     declared = request.headers.get("content-length")
     if declared is not None and _DIGITS.fullmatch(declared) and offset + int(declared) > upload.length:
         raise ProblemError(413, f"the chunk would end at byte {offset + int(declared)}, past Upload-Length "

@@ -439,5 +439,5 @@ def test_an_upload_larger_than_the_free_space_is_refused(pg_dsn: str, tmp_path: 
     monkeypatch.setenv("BICONIC_UPLOAD_MAX_MB", str(free // MB + 10))
     with pytest.raises(ProblemError) as refused:
         upload_store.create_upload(pg_dsn, caller, length=free + MB, metadata={})
-    assert refused.value.status == 507 and "MB free" in refused.value.detail
+    assert refused.value.status == 413 and "MB free" in refused.value.detail
     assert list((tmp_path / "uploads" / "tus").iterdir()) == []
