@@ -87,16 +87,16 @@ class JobAccepted(BaseModel):
     state: str
 
 
-def _source(request: UploadImport | SourceImport, caller: TokenInfo, dsn: str) -> tuple[str, str | None]:
-    """The path the workers read, and the name the load reports it under."""
+def _source(request: UploadImport | SourceImport, caller: TokenInfo, dsn: str) -> str:
+    """The path the workers read: the upload's file (kept under its own, sanitised name), or an admin's source."""
     if isinstance(request, SourceImport):
         if not caller.is_admin:
             raise ProblemError(403, "only an admin token may import from a source; upload the file instead")
-        return request.source, None
+        return request.source
     from engine.service.upload_store import finished_upload
 
-    path, filename = finished_upload(dsn, str(request.upload_id), caller)
-    return str(path), filename
+    path, _ = finished_upload(dsn, str(request.upload_id), caller)
+    return str(path)
 
 
 def _load_options(request: UploadImport | SourceImport, caller: TokenInfo) -> dict[str, Any]:
@@ -118,9 +118,7 @@ def _load_options(request: UploadImport | SourceImport, caller: TokenInfo) -> di
 def create_import(body: ImportRequest, caller: Writer, request: Request) -> JobAccepted:
     dsn = dsn_of(request)
     options = _load_options(body, caller)
-    path, name = _source(body, caller, dsn)
-    if name is not None:
-        options["source_name"] = name
+    path = _source(body, caller, dsn)
     job = jobs.submit(path, body.into, full_refresh=body.full_refresh, dsn=dsn, **options)
     return JobAccepted(job_id=job.job_id, state="queued")
 
@@ -228,7 +226,7 @@ def _rejected(row: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         values = raw
     stamp = row.get("quarantined_at")
-    return {"load_id": row["load_id"], "source": row["source"], "row_number": row["row_number"],
+    return {"load_id": row["load_id"], "source": _file_name(row["source"]), "row_number": row["row_number"],
             "rule": row["rule"], "column": row["column_name"], "reason": row["reason"], "values": values,
             "quarantined_at": stamp.isoformat() if isinstance(stamp, dt.datetime) else stamp,
             "superseded": row.get("superseded_by") is not None}
@@ -263,10 +261,16 @@ def import_quarantine(job: OwnedJob, request: Request,
                           rows=[_rejected(r) for r in rows[:size]], next_offset=offset + size if more else None)
 
 
+def _file_name(source: Any) -> Any:
+    """A source as the API shows it: the file's name, not where the server keeps it."""
+    return str(source).rstrip("/").rsplit("/", 1)[-1] if isinstance(source, str) else source
+
+
 def _csv(dsn: str, dataset: str | None, load_ids: list[str]) -> Iterator[bytes]:
     """Every rejected row as CSV with a header, streamed batch by batch from the server."""
     import io
 
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     from engine.postgres import meta_reads
@@ -279,6 +283,9 @@ def _csv(dsn: str, dataset: str | None, load_ids: list[str]) -> Iterator[bytes]:
                                                           superseded=True) as reader:
         header = True
         for batch in reader:
+            at = batch.schema.get_field_index("source")
+            names = pc.replace_substring_regex(batch.column(at), pattern=r"^.*/", replacement="")
+            batch = batch.set_column(at, "source", names)
             out = io.BytesIO()
             pacsv.write_csv(batch, out, pacsv.WriteOptions(include_header=header))
             header = False
