@@ -19,10 +19,14 @@ __all__ = ["serve", "tokens"]
               help="Server processes (each answers requests; imports run on `biconic worker`).")
 @click.option("--root-path", default=None, envvar="BICONIC_API_ROOT_PATH",
               help="Path the API is served under behind a reverse proxy, e.g. /biconic.")
+@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True, metavar="IPS",
+              help="Proxies whose X-Forwarded-Proto/For headers are trusted (comma-separated, or '*'): tus "
+                   "Location headers then carry the scheme and host the client used.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="uvicorn's log level.")
 @dsn_option
-def serve(host: str, port: int, workers: int, root_path: str | None, log_level: str, dsn: str | None) -> None:
+def serve(host: str, port: int, workers: int, root_path: str | None, forwarded_allow_ips: str, log_level: str,
+          dsn: str | None) -> None:
     """Serve the HTTP API: tus uploads, imports, dataset reads (OpenAPI at /openapi.json, docs at /docs).
 
     \b
@@ -44,7 +48,8 @@ def serve(host: str, port: int, workers: int, root_path: str | None, log_level: 
         os.environ["BICONIC_API_ROOT_PATH"] = root_path
     click.echo(f"biconic serve: http://{host}:{port}{root_path or ''}/docs", err=True)
     uvicorn.run("engine.service.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, proxy_headers=True, server_header=False, timeout_graceful_shutdown=10)
+                log_level=log_level, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
+                server_header=False, timeout_graceful_shutdown=10)
 
 
 @click.group()

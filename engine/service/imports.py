@@ -9,8 +9,8 @@ exist.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.jobs import client as jobs
 from engine.postgres import meta_jobs
 from engine.service.auth import Caller, Writer, dsn_of, scoped_connection
+from engine.service.job_view import rejected_row, shown_job, shown_list
 from engine.service.problems import COMMON_PROBLEMS, ProblemError
 from engine.service.tokens import TokenInfo
 from engine.settings import settings
@@ -38,6 +39,10 @@ EVENT_POLL = 0.5
 #: a comment every this many seconds keeps proxies from closing a quiet stream
 KEEPALIVE = 15.0
 _OPTION_VALUE = str | int | float | bool
+#: the datasets a connection's token may load into: a plain name in the datasets' schema, none of the engine's
+#: or the server's own tables
+_TENANT_DATASET = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_RESERVED = ("biconic", "biconic_stage", "pg_catalog", "information_schema")
 #: source options a request may not set: they name secrets or servers, not how to read a file
 _FORBIDDEN_OPTION_PARTS = ("password", "secret", "dsn", "env", "url", "token", "key_file")
 
@@ -119,6 +124,11 @@ def create_import(body: ImportRequest, caller: Writer, request: Request) -> JobA
     dsn = dsn_of(request)
     options = _load_options(body, caller)
     path = _source(body, caller, dsn)
+    if not caller.is_admin and not _TENANT_DATASET.fullmatch(body.into):
+        raise ProblemError(400, "into: a dataset name of at most 63 letters, digits and _, not starting with a "
+                                "digit (only an admin token names a schema)")
+    if body.into.lower().startswith("pg_") or body.into.lower().partition(".")[0] in _RESERVED:
+        raise ProblemError(400, f"into: {body.into!r} is a name of the engine or of PostgreSQL, not a dataset")
     job = jobs.submit(path, body.into, full_refresh=body.full_refresh, dsn=dsn, **options)
     return JobAccepted(job_id=job.job_id, state="queued")
 
@@ -138,23 +148,9 @@ def _owned(dsn: str, job_id: str, caller: TokenInfo) -> dict[str, Any]:
     return job
 
 
-def _shown(job: dict[str, Any]) -> dict[str, Any]:
-    """A job as the API shows it: state, progress, counts and errors; not the server's paths or settings."""
-    reports = job.get("reports") or []
-    total = {k: sum(int(r.get(k) or 0) for r in reports)
-             for k in ("rows_in", "rows_loaded", "rows_quarantined", "rows_filtered")}
-    return {"job_id": job["job_id"], "state": job["state"], "dataset": job["dataset"],
-            "connection_id": job["connection_id"], "submitted_at": job["submitted_at"],
-            "started_at": job["started_at"], "finished_at": job["finished_at"], **total,
-            "progress": job["progress"], "error": job["error"], "error_type": job["error_type"],
-            "load_ids": [i for r in reports for i in r.get("load_ids", []) if i],
-            "partitions": [{"label": t["label"], "state": t["state"], "attempts": t["attempts"],
-                            "rows_loaded": t["rows_loaded"], "error": t["error"]} for t in job["tasks"]]}
-
-
 @router.get("/{job_id}", summary="An import's state, progress and counts")
 def get_import(job_id: str, caller: Caller, request: Request) -> dict[str, Any]:
-    return _shown(_owned(dsn_of(request), job_id, caller))
+    return shown_job(_owned(dsn_of(request), job_id, caller))
 
 
 @router.delete("/{job_id}", summary="Cancel a queued or running import")
@@ -172,8 +168,8 @@ def list_imports(caller: Caller, request: Request,
                  connection_id: Annotated[str | None, Query(max_length=64)] = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
     connection = scoped_connection(caller, connection_id)
-    return jobs.list_jobs(dsn=dsn_of(request), state=state,
-                          connection_id=None if connection is None else str(connection), limit=limit)
+    return shown_list(jobs.list_jobs(dsn=dsn_of(request), state=state,
+                                     connection_id=None if connection is None else str(connection), limit=limit))
 
 
 def _job_of_caller(job_id: str, caller: Caller, request: Request) -> dict[str, Any]:
@@ -193,7 +189,7 @@ async def import_events(job: OwnedJob, request: Request) -> AsyncIterator[Server
     last: dict[str, Any] | None = None
     quiet = 0.0
     while True:
-        shown = _shown(await run_in_threadpool(jobs.describe, dsn, job["job_id"]))
+        shown = shown_job(await run_in_threadpool(jobs.describe, dsn, job["job_id"]))
         finished = shown["state"] in meta_jobs.FINISHED
         if finished:
             yield ServerSentEvent(event=shown["state"], data=shown, id=str(shown["progress"]["rows"]))
@@ -219,19 +215,6 @@ class QuarantinePage(BaseModel):
     next_offset: int | None = Field(description="the offset of the next page; null on the last")
 
 
-def _rejected(row: dict[str, Any]) -> dict[str, Any]:
-    raw = row.get("raw")
-    try:
-        values = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        values = raw
-    stamp = row.get("quarantined_at")
-    return {"load_id": row["load_id"], "source": _file_name(row["source"]), "row_number": row["row_number"],
-            "rule": row["rule"], "column": row["column_name"], "reason": row["reason"], "values": values,
-            "quarantined_at": stamp.isoformat() if isinstance(stamp, dt.datetime) else stamp,
-            "superseded": row.get("superseded_by") is not None}
-
-
 @router.get("/{job_id}/quarantine", summary="The rows an import rejected, page by page (JSON) or all (CSV)",
             responses={200: {"content": {"text/csv": {}}}})
 def import_quarantine(job: OwnedJob, request: Request,
@@ -242,7 +225,7 @@ def import_quarantine(job: OwnedJob, request: Request,
     from engine.postgres.pool import meta_db
 
     dsn = dsn_of(request)
-    shown = _shown(job)
+    shown = shown_job(job)
     dataset, load_ids = job["dataset"], shown["load_ids"]
     if format == "csv":
         return StreamingResponse(_csv(dsn, dataset, load_ids), media_type="text/csv",
@@ -258,37 +241,39 @@ def import_quarantine(job: OwnedJob, request: Request,
             rows = meta_reads.quarantine_page(db, dataset, load_ids, offset=offset, limit=size + 1)
     more = len(rows) > size
     return QuarantinePage(job_id=job["job_id"], dataset=dataset, offset=offset, limit=size,
-                          rows=[_rejected(r) for r in rows[:size]], next_offset=offset + size if more else None)
+                          rows=[rejected_row(r) for r in rows[:size]], next_offset=offset + size if more else None)
 
 
-def _file_name(source: Any) -> Any:
-    """A source as the API shows it: the file's name, not where the server keeps it."""
-    return str(source).rstrip("/").rsplit("/", 1)[-1] if isinstance(source, str) else source
+#: rejected rows per page of a CSV download: each page is one short read on a pooled connection, so a slow
+#: client never holds a PostgreSQL connection while it reads
+CSV_PAGE = 5000
+_CSV_COLUMNS = ("load_id", "source", "row_number", "rule", "column", "reason", "values", "quarantined_at",
+                "superseded")
 
 
 def _csv(dsn: str, dataset: str | None, load_ids: list[str]) -> Iterator[bytes]:
-    """Every rejected row as CSV with a header, streamed batch by batch from the server."""
+    """Every rejected row as CSV with a header (the JSON page's fields), page by page."""
+    import csv
     import io
-
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
 
     from engine.postgres import meta_reads
     from engine.postgres.pool import meta_db
 
-    if not dataset or not load_ids:
-        yield (",".join(meta_reads.QUARANTINE_COLUMNS) + "\n").encode()
-        return
-    with meta_db(dsn) as db, meta_reads.quarantine_reader(db.conn, dataset, load_id=load_ids,
-                                                          superseded=True) as reader:
-        header = True
-        for batch in reader:
-            at = batch.schema.get_field_index("source")
-            names = pc.replace_substring_regex(batch.column(at), pattern=r"^.*/", replacement="")
-            batch = batch.set_column(at, "source", names)
-            out = io.BytesIO()
-            pacsv.write_csv(batch, out, pacsv.WriteOptions(include_header=header))
-            header = False
-            yield out.getvalue()
-        if header:
-            yield (",".join(meta_reads.QUARANTINE_COLUMNS) + "\n").encode()
+    offset = 0
+    while True:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        if offset == 0:
+            writer.writerow(_CSV_COLUMNS)
+        rows: list[dict[str, Any]] = []
+        if dataset and load_ids:
+            with meta_db(dsn) as db:
+                rows = meta_reads.quarantine_page(db, dataset, load_ids, offset=offset, limit=CSV_PAGE)
+        for row in rows:
+            shown = rejected_row(row)
+            shown["values"] = json.dumps(shown["values"], ensure_ascii=False, default=str)
+            writer.writerow([shown[c] for c in _CSV_COLUMNS])
+        yield out.getvalue().encode()
+        if len(rows) < CSV_PAGE:
+            return
+        offset += CSV_PAGE

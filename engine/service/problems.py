@@ -67,7 +67,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 #: the problems any endpoint may answer (documented on every route, so clients and fuzzers expect them)
-COMMON_PROBLEMS = problem_responses(400, 401, 403, 404, 413, 422, 500, 503)
+COMMON_PROBLEMS = problem_responses(400, 401, 403, 404, 413, 415, 422, 500, 503)
 
 
 def _status_of(exc: BiconicError) -> int:

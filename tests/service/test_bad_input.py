@@ -20,7 +20,8 @@ def jobs_of(api: Api, connection: str) -> int:
 
 @pytest.mark.parametrize(("body", "headers", "status", "says"), [
     (b"{not json", {"Content-Type": "application/json"}, 400, "JSON"),
-    (b'{"into": "t", "upload_id": "x"}', {"Content-Type": "text/plain"}, 422, "body"),
+    (b'{"into": "t", "upload_id": "x"}', {"Content-Type": "text/plain"}, 415, "application/json"),
+    (b'{"into": "t", "upload_id": "x"}', {}, 415, "application/json"),
     (b'["into", "t"]', {"Content-Type": "application/json"}, 422, "body"),
     (b'{"into": "t", "upload_id": "x", "mode": "upsert"}', {"Content-Type": "application/json"}, 422, "mode"),
     (b'{"into": "t", "upload_id": "x", "surprise": 1}', {"Content-Type": "application/json"}, 422, "surprise"),
@@ -43,6 +44,19 @@ def test_an_oversized_body_is_refused_before_it_is_read_whole(api: Api, connecti
     with api.client(api.token(connection)) as client:
         answer = client.post("/v1/imports", content=huge, headers={"Content-Type": "application/json"})
     assert answer.status_code == 413 and answer.headers["content-type"] == "application/problem+json"
+    assert jobs_of(api, connection) == 0
+
+
+def test_an_oversized_chunked_body_is_refused_where_it_passes_the_cap(api: Api, connection: str) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"into": "t", "upload_id": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    with api.client(api.token(connection)) as client:
+        answer = client.post("/v1/imports", content=chunks(), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and "BICONIC_API_MAX_BODY_KB" in answer.json()["detail"]
     assert jobs_of(api, connection) == 0
 
 

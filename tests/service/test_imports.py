@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.jobs.conftest import Worker
 from tests.service.conftest import Api
 from tests.service.sse import events
+from tests.service.test_bad_input import jobs_of
 from tests.service.test_datasets import orders
 
 pytestmark = pytest.mark.postgres
@@ -97,3 +100,43 @@ def test_a_cancelled_import_says_so(api: Api, tmp_path: Path, table: str, connec
     assert cancelled == {"job_id": job, "cancelled": True, "state": "cancelled"}
     assert again["cancelled"] is False and stream == [("cancelled", stream[0][1])]
     assert [j["job_id"] for j in failed] == [job]
+
+
+def test_a_failed_import_says_why_in_api_words_and_keeps_its_rejected_rows_at_hand(
+        api: Api, api_worker: Worker, tmp_path: Path, table: str, connection: str) -> None:
+    path = with_blanks(tmp_path / "bad.csv", 2, 1)  # every row breaks the rule: nothing may commit
+    job = admin_import(api, path, table, connection, spec=RULES)
+    with api.client(api.token(connection, "read")) as client:
+        stream = events(client, f"/v1/imports/{job}/events")
+        state = client.get(f"/v1/imports/{job}").json()
+        listed = client.get("/v1/imports", params={"state": "failed"}).json()
+        rejected = client.get(f"/v1/imports/{job}/quarantine").json()
+    assert stream[-1][0] == "failed", state
+    assert "2 of 2 rows rejected" in state["error"]
+    for text in (state["error"], listed[0]["error"], stream[-1][1]["error"]):
+        assert str(tmp_path) not in text and "biconic quarantine" not in text, text
+        assert f"GET /v1/imports/{job}/quarantine" in text and "bad.csv" in text
+    assert [r["row_number"] for r in rejected["rows"]] == [2, 3] and rejected["rows"][0]["source"] == "bad.csv"
+
+
+def uploaded(client: httpx.Client, data: bytes, name: str = "o.csv") -> str:
+    """A finished tus upload of ``data`` (one PATCH); its id."""
+    tus = {"Tus-Resumable": "1.0.0"}
+    metadata = "filename " + base64.b64encode(name.encode()).decode()
+    made = client.post("/v1/uploads", headers={**tus, "Upload-Length": str(len(data)), "Upload-Metadata": metadata})
+    done = client.patch(made.headers["Location"], content=data, headers={
+        **tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert done.status_code == 204, done.text
+    return str(made.headers["Location"]).rstrip("/").rsplit("/", 1)[1]
+
+
+def test_a_connection_token_loads_only_into_a_plain_dataset_name(api: Api, tmp_path: Path, connection: str) -> None:
+    with api.client(api.token(connection)) as client:
+        upload = uploaded(client, orders(tmp_path / "o.csv", 3).read_bytes())
+        for into in ("other_schema.t", "biconic.api_tokens", "pg_class", "1abc", 'a"b'):
+            answer = client.post("/v1/imports", json={"upload_id": upload, "into": into})
+            assert answer.status_code == 400 and answer.json()["detail"].startswith("into:"), (into, answer.text)
+    with api.client(api.token(scope="admin")) as client:
+        assert client.post("/v1/imports", json={"source": "x.csv", "into": "biconic.jobs",
+                                                "connection_id": "7"}).status_code == 400
+    assert jobs_of(api, connection) == 0
