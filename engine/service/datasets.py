@@ -45,8 +45,10 @@ def _info(dsn: str, name: str, connection: ConnectionId | None) -> dict[str, Any
 def _shown(info: dict[str, Any], caller: TokenInfo) -> dict[str, Any]:
     """Metadata as the API shows it: the server's file paths stay on the server."""
     out = dict(info)
-    if out.get("last_load") and not caller.is_admin:
-        out["last_load"] = {k: v for k, v in out["last_load"].items() if k != "source"}
+    if not caller.is_admin:  # the version moves with every connection's loads: not one connection's to see
+        out.pop("version", None)
+        if out.get("last_load"):
+            out["last_load"] = {k: v for k, v in out["last_load"].items() if k != "source"}
     return out
 
 
