@@ -7,8 +7,9 @@ chunk is streamed to the data file as it arrives (at most 1 MB of it in memory),
 reached the disk and the client resumes from there. Who owns an upload is in :mod:`engine.service.upload_store`.
 
 >>> from tusclient import client  # doctest: +SKIP
->>> tus = client.TusClient("http://127.0.0.1:8000/v1/uploads", headers={"Authorization": "Bearer bic_..."})
->>> tus.uploader("orders.csv", chunk_size=6 << 20, metadata={"filename": "orders.csv"}).upload()
+>>> auth = {"Authorization": "Bearer bic_..."}
+>>> tus = client.TusClient("http://localhost:8000/v1/uploads", headers=auth)  # doctest: +SKIP
+>>> tus.uploader("orders.csv", chunk_size=6 << 20, metadata={"filename": "orders.csv"}).upload()  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -45,12 +46,31 @@ _CHUNK_TYPE = "application/offset+octet-stream"
 #: bytes of a chunk held in memory before they are written
 _FLUSH = 1 << 20
 _MAX_BYTES = settings().upload_max_mb * (1 << 20)
-_DIGITS = re.compile(r"[0-9]{1,19}")
+_DIGITS = re.compile(r"0|[1-9][0-9]{0,18}")
 _METADATA_MAX = 8192
+_CHECKSUM_PATTERN = f"^({'|'.join(CHECKSUMS)}) [A-Za-z0-9+/]+={{0,2}}$"
 _B64 = "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
-_PAIR = rf"[\x21-\x2b\x2d-\x7e]+(?: {_B64})?"
-#: Upload-Metadata: comma-separated ``key`` or ``key base64-value`` (keys printable ASCII, no space or comma)
+_PAIR = rf"[A-Za-z0-9!#$%&'*+.^_`|~-]+(?: {_B64})?"
+#: Upload-Metadata: comma-separated ``key`` or ``key base64-value`` (keys: HTTP token characters)
 METADATA = re.compile(rf"(?:{_PAIR}(?:,{_PAIR})*)?")
+
+
+def up_to(largest: int) -> str:
+    """A regular expression of the decimal integers 0 to ``largest`` (no leading zeros): how OpenAPI can say
+    a header's number has a maximum (a header is text; ``maximum`` applies to numbers only).
+
+    >>> up_to(250)
+    '0|[1-9][0-9]{0,1}|1[0-9]{2}|2[0-4][0-9]{1}|250'
+    """
+    text = str(largest)
+    parts = ["0"] + ([f"[1-9][0-9]{{0,{len(text) - 2}}}"] if len(text) > 1 else [])
+    for i, digit in enumerate(text):
+        low = 1 if i == 0 else 0
+        if int(digit) > low:
+            rest = len(text) - i - 1
+            below = str(low) if low == int(digit) - 1 else f"[{low}-{int(digit) - 1}]"
+            parts.append(text[:i] + below + (f"[0-9]{{{rest}}}" if rest else ""))
+    return "|".join(dict.fromkeys([*parts, text]))
 
 
 def _header(name: str, description: str, schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
@@ -60,15 +80,15 @@ def _header(name: str, description: str, schema: dict[str, Any], *, required: bo
 
 
 _CREATE_DOC = {"parameters": [
-    _header("Upload-Length", "bytes the upload will hold (at most Tus-Max-Size: 413 above)",
-            {"type": "integer", "minimum": 0, "maximum": _MAX_BYTES}, required=True),
+    _header("Upload-Length", f"bytes the upload will hold, at most {_MAX_BYTES} (Tus-Max-Size; 413 above)",
+            {"type": "string", "pattern": f"^(?:{up_to(_MAX_BYTES)})$"}, required=True),
     _header("Upload-Metadata", "`key base64-value` pairs, comma-separated: `filename` names the file, `filetype` "
             "its media type", {"type": "string", "pattern": f"^{METADATA.pattern}$", "maxLength": _METADATA_MAX})]}
 _PATCH_DOC = {"parameters": [
     _header("Upload-Offset", "where this chunk starts: the upload's offset (HEAD gives it; 409 otherwise)",
-            {"type": "integer", "minimum": 0}, required=True),
+            {"type": "string", "pattern": f"^(?:{up_to(_MAX_BYTES)})$"}, required=True),
     _header("Upload-Checksum", "`algorithm base64-digest` of this chunk (Tus-Checksum-Algorithm lists them); a "
-            "mismatch discards the chunk (460)", {"type": "string"})],
+            "mismatch discards the chunk (460)", {"type": "string", "pattern": _CHECKSUM_PATTERN})],
     "description": "The body is the chunk's raw bytes, sent with `Content-Type: application/offset+octet-stream` "
                    "(415 otherwise), written at `Upload-Offset` as they arrive. A cut connection keeps what reached "
                    "the disk; HEAD says where to resume. Answers the new `Upload-Offset`."}
@@ -177,7 +197,8 @@ def discover() -> Response:
 
 
 @router.post("", status_code=201, dependencies=_TUS, summary="Create an upload (tus creation)",
-             openapi_extra=_CREATE_DOC, responses=problem_responses(400, 401, 403, 412, 413, 429))
+             openapi_extra=_CREATE_DOC, response_class=Response,
+             responses=problem_responses(400, 401, 403, 412, 413, 429))
 def create(request: Request, caller: Writer) -> Response:
     """A new upload of ``Upload-Length`` bytes; its URL is in ``Location`` (the id is its last segment)."""
     if "upload-length" not in request.headers and "upload-defer-length" in request.headers:
@@ -205,8 +226,8 @@ def _head(request: Request, upload_id: str, caller: TokenInfo) -> Response:
     return Response(status_code=200, headers=headers)
 
 
-@router.head("/{upload_id}", dependencies=_TUS, summary="How much of an upload arrived (Upload-Offset)",
-             responses=problem_responses(401, 403, 404, 412))
+@router.head("/{upload_id}", dependencies=_TUS, response_class=Response,
+             summary="How much of an upload arrived (Upload-Offset)", responses=problem_responses(401, 403, 404, 412))
 def head(request: Request, upload_id: str, caller: Writer) -> Response:
     return _head(request, upload_id, caller)
 
@@ -261,9 +282,9 @@ async def overridden(request: Request, upload_id: str, method: Annotated[str, De
 
 async def _append(request: Request, upload_id: str, caller: TokenInfo) -> Response:
     offset = _count(request.headers.get("upload-offset"), "Upload-Offset")
-    checksum = _checksum(request.headers.get("upload-checksum"))
     dsn = dsn_of(request)
     upload = await anyio.to_thread.run_sync(store.find_upload, dsn, upload_id, caller)
+    checksum = _checksum(request.headers.get("upload-checksum"))
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != _CHUNK_TYPE:
         raise ProblemError(415, f"a chunk's Content-Type must be {_CHUNK_TYPE} (got {media[:60]!r})")

@@ -441,3 +441,12 @@ def test_an_upload_larger_than_the_free_space_is_refused(pg_dsn: str, tmp_path: 
         upload_store.create_upload(pg_dsn, caller, length=free + MB, metadata={})
     assert refused.value.status == 413 and "MB free" in refused.value.detail
     assert list((tmp_path / "uploads" / "tus").iterdir()) == []
+
+
+@pytest.mark.parametrize("largest", [0, 5, 10, 99, 100, 250, 1000, 2999])
+def test_up_to_matches_exactly_the_numbers_from_0_to_its_largest(largest: int) -> None:
+    from engine.service.uploads import up_to
+
+    pattern = re.compile(up_to(largest))
+    assert [n for n in range(4000) if pattern.fullmatch(str(n))] == list(range(largest + 1))
+    assert not pattern.fullmatch("007") and not pattern.fullmatch("-1") and not pattern.fullmatch("")
