@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     autoscale_grow_above: int = Field(default=100, ge=0, description="queued tasks above which workers grow")
     autoscale_shrink_below: int = Field(default=10, ge=0, description="queued tasks below which workers shrink")
     api_root_path: str = Field(default="", description="path the API is served under behind a reverse proxy")
+    api_cors_origins: str = Field(default="", description="browser origins allowed to call the API, comma-"
+                                  "separated (e.g. https://app.example.com); empty: none")
     api_threads: int = Field(default=16, ge=1, le=256, description="threads per server process answering "
                              "requests that read PostgreSQL (each keeps one connection)")
     api_max_body_kb: int = Field(default=1024, ge=1, description="KB a JSON request body to the API may take")

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from engine.postgres.pool import keep_idle
 from engine.postgres.server import resolve_dsn
@@ -22,7 +23,11 @@ from engine.service.limits import BodyLimit
 from engine.service.problems import install_handlers
 from engine.settings import settings
 
-__all__ = ["create_app"]
+__all__ = ["TUS_EXPOSED", "create_app"]
+
+#: the headers a browser client must read from tus answers
+TUS_EXPOSED = ("Location", "Upload-Offset", "Upload-Length", "Upload-Expires", "Upload-Metadata",
+               "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm")
 
 _DESCRIPTION = """Uploads (tus 1.0), imports (jobs), and reads of the datasets they fill.
 
@@ -60,6 +65,10 @@ def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastA
     app.state.dsn = resolve_dsn(dsn)
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings().api_max_body_kb * 1024)
+    origins = [o.strip() for o in settings().api_cors_origins.split(",") if o.strip()]
+    if origins:  # the platform's UI in a browser (tus-js-client, Uppy) on another origin
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
+                           expose_headers=list(TUS_EXPOSED), max_age=600)
     app.include_router(imports.router)
     app.include_router(datasets.router)
     app.include_router(uploads.router)

@@ -21,9 +21,10 @@ import email.utils
 import hashlib
 import os
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
+import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.routing import APIRoute
@@ -320,7 +321,7 @@ async def _receive(request: Request, fd: int, offset: int, room: int, checksum: 
     written = 0
     try:
         try:
-            async for part in request.stream():
+            async for part in _parts(request, settings().read_timeout):
                 if written + len(buffer) + len(part) > room:
                     raise ProblemError(413, f"the chunk goes past Upload-Length ({room} bytes were left); nothing "
                                             "was kept")
@@ -349,6 +350,21 @@ async def _receive(request: Request, fd: int, offset: int, room: int, checksum: 
         raise ProblemError(460, f"the chunk does not match its {checksum[0]} Upload-Checksum; it was discarded "
                                 f"and the offset stays {offset}")
     return written
+
+
+async def _parts(request: Request, idle: float) -> AsyncIterator[bytes]:
+    """The body's parts; a client silent for ``idle`` seconds counts as cut (a half-open connection would
+    otherwise hold the upload's lock, and refuse its resume with 423, until the kernel gives up on it)."""
+    parts = request.stream().__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(idle):
+                part = await parts.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise ClientDisconnect() from exc
+        yield part
 
 
 def _write(fd: int, data: bytearray, position: int, hasher: Any) -> int:

@@ -52,7 +52,7 @@ class Api:
         return str(create_token(self.dsn, connection_id=connection, scope=scope)["token"])
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {**kwargs.pop("headers", {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
 
     def tail(self, lines: int = 40) -> str:

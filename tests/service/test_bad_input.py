@@ -85,3 +85,23 @@ def test_service_env_is_what_the_fixtures_share() -> None:
     env = service_env("postgresql://x", "redis://y/1", Path("/tmp/h"))
     assert (env["BICONIC_PG_DSN"], env["BICONIC_BROKER_URL"], env["BICONIC_HOME"]) == ("postgresql://x",
                                                                                        "redis://y/1", "/tmp/h")
+
+
+def test_a_browser_on_an_allowed_origin_may_upload_and_read_the_tus_headers(api: Api, tmp_path: Path,
+                                                                            connection: str) -> None:
+    origin = "https://app.example.com"
+    server = start_server({**api.env, "BICONIC_API_CORS_ORIGINS": origin}, tmp_path)
+    try:
+        preflight = httpx.options(f"{server.url}/v1/uploads/x", headers={
+            "Origin": origin, "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "authorization,tus-resumable,upload-offset,content-type"})
+        made = httpx.post(f"{server.url}/v1/uploads", headers={
+            "Origin": origin, "Authorization": f"Bearer {server.token(connection)}", "Tus-Resumable": "1.0.0",
+            "Upload-Length": "10"})
+        elsewhere = httpx.options(f"{server.url}/v1/uploads/x", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "PATCH"})
+    finally:
+        stop(server.proc)
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == origin
+    assert made.status_code == 201 and "Location" in made.headers["access-control-expose-headers"]
+    assert "access-control-allow-origin" not in elsewhere.headers

@@ -22,7 +22,7 @@ import pytest
 from engine.service import upload_store
 from engine.service.problems import ProblemError
 from engine.service.tokens import TokenInfo, verify_token
-from tests.service.conftest import Api
+from tests.service.conftest import Api, start_server, stop
 from tests.support import Sql
 
 pytestmark = pytest.mark.postgres
@@ -450,3 +450,23 @@ def test_up_to_matches_exactly_the_numbers_from_0_to_its_largest(largest: int) -
     pattern = re.compile(up_to(largest))
     assert [n for n in range(4000) if pattern.fullmatch(str(n))] == list(range(largest + 1))
     assert not pattern.fullmatch("007") and not pattern.fullmatch("-1") and not pattern.fullmatch("")
+
+
+def test_a_client_gone_silent_mid_chunk_frees_its_upload_after_the_read_timeout(api: Api, connection: str,
+                                                                                tmp_path: Path) -> None:
+    server = start_server({**api.env, "BICONIC_READ_TIMEOUT": "1"}, tmp_path)
+    try:
+        token = server.token(connection)
+        data = _bytes(1000)
+        with server.client(token, headers=TUS) as client:
+            url = _create(client, len(data))
+            with _raw_patch(server, token, url, 0, len(data)) as silent:
+                silent.sendall(data[:10])  # then nothing more, and the connection stays open
+                deadline = time.monotonic() + 20
+                while (resumed := _patch(client, url, data[10:], 10)).status_code == 423:
+                    assert time.monotonic() < deadline, "the silent PATCH kept its lock"
+                    time.sleep(0.2)
+            assert resumed.status_code == 204 and _offset(client, url) == len(data)
+            assert client.get(url).json()["sha256"] == hashlib.sha256(data).hexdigest()
+    finally:
+        stop(server.proc)
