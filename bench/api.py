@@ -3,7 +3,7 @@
 1. Latency of ``GET /v1/imports/{id}`` (a job row read, with the token check) and of ``POST
    /v1/datasets/{name}/query`` answered from the cache (the same query each time) and computed (a different
    filter value each time, so every one misses), ``--clients`` clients at once, ``--requests`` requests per
-   case: p50 / p95 / p99 and requests/s.
+   case, ``--runs`` interleaved rounds: p50 / p95 / p99 and requests/s of the round of median throughput.
 2. A ``--upload-mb`` upload through tus in ``--chunk-mb`` chunks (what tus-js-client sends), with the server's RSS
    sampled every 0.1 s: MB/s and RSS before / peak.
 
@@ -11,8 +11,8 @@ The dataset is ``--rows`` generated rows (bench/generate.py) of ``--connections`
 token reads. The server uses a dedicated Redis database (``--redis``, checked empty, emptied at the end) and is
 stopped on any exit. Results: a terminal table and ``bench/results/api-latest.json``.
 
-    python bench/api.py --requests 500 --upload-mb 100     # a quick check, ~1 min
-    python bench/api.py                                     # 2000 requests a case, a 1 GB upload
+    python bench/api.py --runs 1 --requests 500 --upload-mb 100     # a quick check, ~1 min
+    python bench/api.py                                              # 3 rounds of 2000 requests a case, a 1 GB upload
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ def main() -> None:
     p.add_argument("--computed-requests", type=int, default=300,
                    help="requests of the computed query (each runs DuckDB over PostgreSQL: ~0.2 s of CPU)")
     p.add_argument("--server-workers", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3, help="rounds of the latency cases (the median is kept)")
     p.add_argument("--upload-mb", type=int, default=1024)
     p.add_argument("--chunk-mb", type=float, default=6.0)
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "biconic-bench-api")
@@ -206,11 +207,18 @@ def main() -> None:
         made = httpx.post(f"{url}/v1/imports", headers={"Authorization": f"Bearer {admin['token']}"},
                           json={"source": str(source), "into": TABLE, "connection_id": "7"}, timeout=60)
         made.raise_for_status()
-        for name, make in cases(made.json()["job_id"]).items():
-            asyncio.run(hammer(url, reader["token"], args.clients, min(100, args.requests), make))  # warm-up
-            count = args.computed_requests if name == "query, computed" else args.requests
-            results[name] = asyncio.run(hammer(url, reader["token"], args.clients, count, make))
-            print(f"{name:<24} {results[name]}", flush=True)
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for round_ in range(args.runs):  # the cases interleaved, round after round
+            for name, make in cases(made.json()["job_id"]).items():
+                if round_ == 0:
+                    asyncio.run(hammer(url, reader["token"], args.clients, min(100, args.requests), make))  # warm-up
+                count = args.computed_requests if name == "query, computed" else args.requests
+                runs.setdefault(name, []).append(asyncio.run(hammer(url, reader["token"], args.clients, count,
+                                                                    make)))
+                print(f"{name:<24} {runs[name][-1]}", flush=True)
+        for name, done in runs.items():  # the run of median throughput, with the spread of the others
+            done.sort(key=lambda r: r["per_s"])
+            results[name] = {**done[len(done) // 2], "runs": len(done), "per_s_all": [r["per_s"] for r in done]}
         if args.upload_mb:
             big = big_file(args.data, args.upload_mb)
             results["upload"] = upload(url, writer["token"], big, int(args.chunk_mb * 2**20), proc.pid)

@@ -127,8 +127,9 @@ def resolve(dsn: str, job_id: str) -> str:
     return found[0]
 
 
-def describe(dsn: str, job_id: str) -> dict[str, Any]:
-    """Everything about a job: state, request (secrets masked), progress, attempts, error, reports."""
+def describe(dsn: str, job_id: str, *, with_attempts: bool = True) -> dict[str, Any]:
+    """Everything about a job: state, request (secrets masked), progress, attempts (one more query: the API
+    does without them), error, reports."""
     job = store.get(dsn, resolve(dsn, job_id))
     if job is None:
         raise JobNotFoundError(f"job {job_id!r}: no such job")
@@ -138,7 +139,7 @@ def describe(dsn: str, job_id: str) -> dict[str, Any]:
             "progress": progress(job),
             "tasks": [{"stage": t.stage, "part": t.part, "label": t.label, "state": t.state, "attempts": t.attempts,
                        "rows_in": t.rows_in, "rows_loaded": t.rows_loaded, "error": t.error} for t in job.tasks],
-            "attempts": store.attempts(dsn, job.job_id), "error": job.error,
+            "attempts": store.attempts(dsn, job.job_id) if with_attempts else [], "error": job.error,
             "error_type": job.error_type, "request": job.request, "reports": job.reports}
 
 

@@ -13,6 +13,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -140,7 +141,7 @@ def _owned(dsn: str, job_id: str, caller: TokenInfo) -> dict[str, Any]:
     except ValueError as exc:
         raise ProblemError(404, f"no import {job_id!r}") from exc
     try:
-        job = jobs.describe(dsn, full)
+        job = jobs.describe(dsn, full, with_attempts=False)
     except jobs.JobNotFoundError as exc:
         raise ProblemError(404, f"no import {job_id}") from exc
     if not caller.is_admin and job["connection_id"] != str(caller.connection_id):
@@ -189,7 +190,7 @@ async def import_events(job: OwnedJob, request: Request) -> AsyncIterator[Server
     last: dict[str, Any] | None = None
     quiet = 0.0
     while True:
-        shown = shown_job(await run_in_threadpool(jobs.describe, dsn, job["job_id"]))
+        shown = shown_job(await run_in_threadpool(partial(jobs.describe, dsn, job["job_id"], with_attempts=False)))
         finished = shown["state"] in meta_jobs.FINISHED
         if finished:
             yield ServerSentEvent(event=shown["state"], data=shown, id=str(shown["progress"]["rows"]))
