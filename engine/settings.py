@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     api_root_path: str = Field(default="", description="path the API is served under behind a reverse proxy")
     api_cors_origins: str = Field(default="", description="browser origins allowed to call the API, comma-"
                                   "separated (e.g. https://app.example.com); empty: none")
-    api_threads: int = Field(default=16, ge=1, le=256, description="threads per server process answering "
+    api_threads: int = Field(default=8, ge=1, le=256, description="threads per server process answering "
                              "requests that read PostgreSQL (each keeps one connection)")
     api_max_body_kb: int = Field(default=1024, ge=1, description="KB a JSON request body to the API may take")
     api_page_max: int = Field(default=1000, ge=1, description="rows one API page (quarantine, query) may hold")

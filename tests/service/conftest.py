@@ -62,7 +62,7 @@ class Api:
 def service_env(pg_dsn: str, broker: str, home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BICONIC_", "CELERY_", "POLARS_"))}
     env.update(PYTHONPATH=str(ROOT), BICONIC_PG_DSN=pg_dsn, BICONIC_BROKER_URL=broker, BICONIC_REDIS_URL=broker,
-               BICONIC_HOME=str(home), BICONIC_JOB_BACKOFF="0")
+               BICONIC_HOME=str(home), BICONIC_JOB_BACKOFF="0", BICONIC_API_THREADS="4")
     return env
 
 
