@@ -309,6 +309,14 @@ def forget_loads(db: Runs, dataset: str, connection_id: ConnectionId | None) -> 
            f"WHERE dataset = $1 {scope} AND state <> 'superseded'", params)
 
 
+def datasets_loaded_by(db: Runs, connection_id: ConnectionId) -> list[str]:
+    """The datasets a connection has committed loads into (what its API token may list)."""
+    if not table_exists(db, LOADS):
+        return []
+    return [str(r[0]) for r in db.run(f"SELECT DISTINCT dataset FROM {LOADS} WHERE connection_id = $1 "
+                                      "AND state = 'committed' ORDER BY 1", [_text(connection_id)])]
+
+
 def last_load(db: Runs, dataset: str, connection_id: ConnectionId | None) -> tuple[Any, ...] | None:
     """(load_id, source, mode, rows_loaded, finished_at) of the dataset's newest committed load (of the
     connection, when one is given: a load of several connections' rows is not one connection's to see)."""

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from engine.errors import SpecError
+from engine.errors import BiconicError, SpecError
 from engine.ids import ConnectionId
 from engine.reads.structured import StructuredQuery
 from engine.service.auth import Admin, Caller, dsn_of, scoped_connection
@@ -33,8 +33,8 @@ def _info(dsn: str, name: str, connection: ConnectionId | None) -> dict[str, Any
 
     try:
         info = metadata(name, connection, dsn=dsn)
-    except SpecError as exc:
-        if "no dataset" in str(exc) or "connection_id is" in str(exc):  # unknown, or keyed by another id kind
+    except SpecError as exc:  # unknown, keyed by another kind of id, or not a dataset a connection can read
+        if connection is not None or "no dataset" in str(exc):
             raise ProblemError(404, f"no dataset {name!r}") from exc
         raise
     if connection is not None and not info["rows"] and info["last_load"] is None:
@@ -55,18 +55,21 @@ def _shown(info: dict[str, Any], caller: TokenInfo) -> dict[str, Any]:
 @router.get("/v1/datasets", summary="The datasets this token may read, with its row counts")
 def list_datasets(caller: Caller, request: Request,
                   connection_id: Annotated[str | None, Query(max_length=64)] = None) -> list[dict[str, Any]]:
+    """A connection's token: the datasets its connection loaded into; an admin's: every dataset. A dataset
+    that cannot be described (a table dropped by hand, say) is left out rather than failing the list."""
     from engine.postgres import meta
     from engine.postgres.pool import meta_db
 
     dsn = dsn_of(request)
     connection = scoped_connection(caller, connection_id)
     with meta_db(dsn) as db:
-        names = [name for name, _, exists in meta.versions(db) if exists]
+        existing = {name for name, _, exists in meta.versions(db) if exists}
+        names = existing if connection is None else set(meta.datasets_loaded_by(db, connection)) & existing
     out = []
-    for name in names:
+    for name in sorted(names):
         try:
             info = _info(dsn, name, connection)
-        except ProblemError:
+        except (ProblemError, BiconicError):
             continue
         out.append({"dataset": info["dataset"], "rows": info["rows"], "time_column": info["time_column"],
                     "columns": len(info["columns"]), "last_load": _shown(info, caller)["last_load"]})
