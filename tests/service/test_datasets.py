@@ -135,3 +135,18 @@ def test_injection_in_any_query_field_is_refused_or_answered_harmlessly(api: Api
     else:
         assert answer.headers["content-type"] == "application/problem+json"
     assert count.json()["rows"] == [{"n": 10}]
+
+
+def test_the_list_holds_the_datasets_the_connection_loaded_and_survives_ones_it_cannot_describe(
+        api: Api, tmp_path: Path, table: str) -> None:
+    mine = str(uuid.uuid4())
+    engine.load(orders(tmp_path / "mine.csv", 3), into=table, connection_id=mine, partition_by="created_at:month",
+                dsn=api.dsn, archive="off")
+    engine.load(orders(tmp_path / "int.csv", 2), into=f"{table}_int", connection_id=7,  # keyed by integers
+                partition_by="created_at:month", dsn=api.dsn, archive="off")
+    with api.client(api.token(mine, "read")) as client:
+        listed = client.get("/v1/datasets")
+    with api.client(api.token(scope="admin")) as client:
+        everything = {d["dataset"] for d in client.get("/v1/datasets").json()}
+    assert listed.status_code == 200 and [d["dataset"] for d in listed.json()] == [table]
+    assert {table, f"{table}_int"} <= everything
