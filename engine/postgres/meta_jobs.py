@@ -31,7 +31,8 @@ from engine.postgres.connection import connect, execute
 __all__ = ["FINISHED", "LOST", "STATES", "JobRow", "TaskRow", "attempts", "cached_connection", "cancel_queued",
            "close_open_attempts",
            "create", "drop_connection", "ensure", "find", "finish_task", "get", "jobs_db", "list_jobs", "lost_attempts",
-           "plan_tasks", "record_attempt", "reopen", "set_state", "start_task", "tasks", "task_progress"]
+           "plan_tasks", "record_attempt", "reopen", "run_with_tables", "set_state", "start_task", "tasks",
+           "task_progress"]
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 STATES: tuple[State, ...] = ("queued", "running", "done", "failed", "cancelled")
@@ -109,6 +110,26 @@ def jobs_db(dsn: str) -> Iterator[Any]:
             ensure(conn, dsn)
             _ready.add(dsn)
         yield conn
+    except BaseException:
+        drop_connection(dsn)
+        raise
+
+
+def run_with_tables(dsn: str, tables: Sequence[str], ready: set[str], sql: str,
+                    params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    """Run ``sql`` on this thread's job connection, creating the ``biconic`` schema and the caller's ``tables``
+    statements first, once per process (``ready`` holds the DSNs done), under the engine's DDL lock."""
+    try:
+        conn = cached_connection(dsn)
+        if dsn not in ready:
+            execute(conn, "BEGIN", None, dsn)
+            execute(conn, "SELECT pg_advisory_xact_lock(hashtext('biconic.meta'))", None, dsn)
+            execute(conn, "CREATE SCHEMA IF NOT EXISTS biconic", None, dsn)
+            for statement in tables:
+                execute(conn, statement, None, dsn)
+            execute(conn, "COMMIT", None, dsn)
+            ready.add(dsn)
+        return execute(conn, sql, params, dsn)
     except BaseException:
         drop_connection(dsn)
         raise

@@ -20,8 +20,7 @@ from typing import Any, Literal
 
 from engine.errors import BiconicError, SpecError
 from engine.ids import ConnectionId, parse_connection_id
-from engine.postgres.connection import execute
-from engine.postgres.meta_jobs import cached_connection, drop_connection
+from engine.postgres.meta_jobs import run_with_tables
 
 __all__ = ["SCOPES", "Scope", "TokenInfo", "TokenNotFoundError", "create_token", "list_tokens", "revoke_token",
            "verify_token"]
@@ -29,8 +28,6 @@ __all__ = ["SCOPES", "Scope", "TokenInfo", "TokenNotFoundError", "create_token",
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
 _PREFIX = "bic_"
-#: the thread's connection of the job calls: a request checks its token and reads its job on one
-_PURPOSE = "jobs"
 _TABLE = """CREATE TABLE IF NOT EXISTS biconic.api_tokens (
     token_id uuid PRIMARY KEY, token_hash text NOT NULL UNIQUE, connection_id text, scope text NOT NULL,
     note text, created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)"""
@@ -55,19 +52,7 @@ class TokenInfo:
 
 
 def _run(dsn: str, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    try:
-        conn = cached_connection(dsn, _PURPOSE)
-        if dsn not in _ready:
-            execute(conn, "BEGIN", None, dsn)
-            execute(conn, "SELECT pg_advisory_xact_lock(hashtext('biconic.meta'))", None, dsn)
-            execute(conn, "CREATE SCHEMA IF NOT EXISTS biconic", None, dsn)
-            execute(conn, _TABLE, None, dsn)
-            execute(conn, "COMMIT", None, dsn)
-            _ready.add(dsn)
-        return execute(conn, sql, params, dsn)
-    except BaseException:
-        drop_connection(dsn, _PURPOSE)
-        raise
+    return run_with_tables(dsn, [_TABLE], _ready, sql, params)
 
 
 def _digest(token: str) -> str:

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.postgres.connection import execute
-from engine.postgres.meta_jobs import cached_connection, drop_connection
+from engine.postgres.meta_jobs import run_with_tables
 from engine.service.problems import ProblemError
 from engine.service.tokens import TokenInfo
 from engine.settings import settings
@@ -40,8 +39,6 @@ __all__ = ["Upload", "create_upload", "extend_expiry", "find_upload", "finish", 
            "remove_upload", "safe_filename", "sha256_of", "storage_problem", "sweep_expired_uploads",
            "tus_folder"]
 
-#: the thread's connection of the job calls (as the token check's): a server thread keeps one
-_PURPOSE = "jobs"
 _TABLE = """CREATE TABLE IF NOT EXISTS biconic.uploads (
     upload_id uuid PRIMARY KEY, token_id text NOT NULL, connection_id text, length bigint NOT NULL,
     filename text NOT NULL, metadata jsonb NOT NULL DEFAULT '{}', created_at timestamptz NOT NULL,
@@ -113,20 +110,7 @@ def safe_filename(name: str | None) -> str:
 
 
 def _run(dsn: str, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    try:
-        conn = cached_connection(dsn, _PURPOSE)
-        if dsn not in _ready:
-            execute(conn, "BEGIN", None, dsn)
-            execute(conn, "SELECT pg_advisory_xact_lock(hashtext('biconic.meta'))", None, dsn)
-            execute(conn, "CREATE SCHEMA IF NOT EXISTS biconic", None, dsn)
-            execute(conn, _TABLE, None, dsn)
-            execute(conn, _INDEX, None, dsn)
-            execute(conn, "COMMIT", None, dsn)
-            _ready.add(dsn)
-        return execute(conn, sql, params, dsn)
-    except BaseException:
-        drop_connection(dsn, _PURPOSE)
-        raise
+    return run_with_tables(dsn, [_TABLE, _INDEX], _ready, sql, params)
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:
