@@ -190,3 +190,30 @@ def test_one_connection_is_reloaded_with_replace(pg_dsn: str, sql: Sql, legacy: 
                          connection_id=ids[0], dsn=pg_dsn)
     assert report.rows_loaded == 3
     assert per_connection(sql, table) == {ids[0]: 3, ids[1]: 2}
+
+
+def test_the_readme_recipe_through_the_cli(pg_dsn: str, sql: Sql, legacy: str, table: str) -> None:
+    """The README's command as an operator types it: the regex in ``--option``, the JSON report listing each
+    table with its status and rows, and the same command again loading nothing."""
+    import json
+
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    ids = connections(3)
+    for n, cid in enumerate(ids):
+        old_table(sql, legacy, f"import_{cid}", rows=n + 1)
+    args = ["load", with_params(pg_dsn, table=f"{legacy}.import_%"), "--into", table, "--partition-by",
+            "created_at:month", "--option", "connection_from_name=import_([0-9a-f-]{36})", "--dsn", pg_dsn, "--json"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, (first.output, repr(first.exception))
+    moved = json.loads(first.stdout)
+    assert [(d["source"].rsplit(".", 1)[1], d["status"], d["rows_loaded"]) for d in moved["source_details"]] == \
+        [(f"import_{cid}", "loaded", n + 1) for n, cid in enumerate(ids)]
+    assert per_connection(sql, table) == {cid: n + 1 for n, cid in enumerate(ids)}
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, (again.output, repr(again.exception))
+    report = json.loads(again.stdout)
+    assert (report["rows_loaded"], report["skipped_partitions"]) == (0, 3)
+    assert {d["status"] for d in report["source_details"]} == {"skipped"}
