@@ -218,6 +218,17 @@ def test_the_cache_answers_again_but_never_for_another_connection(data: dict[str
     assert everyone.cached is False and everyone.frame["n"].sum() == 7
 
 
+def test_the_cache_never_answers_one_uuid_connection_with_anothers(data: dict[str, str], pg_dsn: str) -> None:
+    """Issue 11: cache keys hold a UUID connection's id, so B never gets A's cached page."""
+    body = {"columns": ["page"], "order_by": [{"column": "page"}]}
+    first = ask(data, pg_dsn, body, UUID_A, dataset="visits")
+    assert (first.cached, ask(data, pg_dsn, body, UUID_A, dataset="visits").cached) == (False, True)
+    other = ask(data, pg_dsn, body, UUID_B, dataset="visits")
+    assert other.cached is False and other.sql == first.sql
+    assert (first.frame["page"].to_list(), other.frame["page"].to_list()) == (["/", "/a"], ["/", "/b", "/c"])
+    assert ask(data, pg_dsn, body, UUID_B, dataset="visits").cached is True
+
+
 def test_cache_key_holds_the_parameters_typed() -> None:
     keys = {_cache_key("SELECT $1", [], None, "pg://x", p) for p in (None, [1], ["1"], [True], [1.0], [2])}
     assert len(keys) == 6
