@@ -217,3 +217,19 @@ def test_the_readme_recipe_through_the_cli(pg_dsn: str, sql: Sql, legacy: str, t
     report = json.loads(again.stdout)
     assert (report["rows_loaded"], report["skipped_partitions"]) == (0, 3)
     assert {d["status"] for d in report["source_details"]} == {"skipped"}
+
+
+def test_a_name_whose_group_is_no_connection_id_fails_that_table_alone(pg_dsn: str, sql: Sql, legacy: str,
+                                                                        table: str) -> None:
+    """The regex matched but its group cannot be an id: the table fails before it is read (an empty one too),
+    named with what ids are accepted; the others load."""
+    cid = str(uuid.uuid4())
+    old_table(sql, legacy, f"import_{cid}", rows=2)
+    old_table(sql, legacy, "import_a b", rows=0)
+    with pytest.raises(PartialLoadError) as caught:
+        engine.load(with_params(pg_dsn, table=f"{legacy}.import_%"), into=table,
+                    options={"connection_from_name": "import_(.*)"}, dsn=pg_dsn)
+    (failed,) = [d for d in caught.value.report.source_details if d.status == "failed"]
+    assert failed.error is not None
+    assert failed.error.startswith("table name 'import_a b': expected a connection id: an integer, a UUID")
+    assert per_connection(sql, table) == {cid: 2}
