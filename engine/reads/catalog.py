@@ -31,7 +31,7 @@ from engine.postgres.server import resolve_dsn
 from engine.reads.cache import get_cache
 from engine.redact import redact
 
-__all__ = ["HOT_ROWS", "database_tag", "hot_rows", "metadata", "refresh_hot_rows"]
+__all__ = ["HOT_ROWS", "canonical_connection_id", "database_tag", "hot_rows", "metadata", "refresh_hot_rows"]
 
 log = logging.getLogger("biconic.catalog")
 
@@ -62,7 +62,7 @@ def _hot_key(tag: str, dataset: str, connection_id: ConnectionId, version: int) 
     return f"hot:{tag}:{dataset}:{connection_id}:v{version}"
 
 
-def _canonical(connection_id: Any) -> ConnectionId:
+def canonical_connection_id(connection_id: Any) -> ConnectionId:
     """The id in its one spelling (a UUID in capitals or a :class:`uuid.UUID` is the same connection): keys,
     the run log and the archive hold it so."""
     try:
@@ -92,7 +92,7 @@ def _latest(db: MetaDb, dataset: str, time_column: str, connection_id: Connectio
 def hot_rows(dataset: str, connection_id: ConnectionId | uuid.UUID, *, dsn: str | None = None,
              cache: bool = True) -> pl.DataFrame:
     """The connection's latest ``HOT_ROWS`` rows (newest first) still in PostgreSQL."""
-    connection_id = _canonical(connection_id)
+    connection_id = canonical_connection_id(connection_id)
     resolved = resolve_dsn(dsn)
     with meta_db(resolved) as db:
         table, time_column, version = _dataset(db, dataset)
@@ -123,7 +123,7 @@ def refresh_hot_rows(dataset: str, connection_ids: Iterable[ConnectionId], *, ds
         with meta_db(resolved) as db:
             table, time_column, version = _dataset(db, dataset)
             tag = database_tag(resolved)
-            for cid in sorted({_canonical(c) for c in connection_ids}, key=str)[:EAGER_CONNECTIONS]:
+            for cid in sorted({canonical_connection_id(c) for c in connection_ids}, key=str)[:EAGER_CONNECTIONS]:
                 store.set_frame(_hot_key(tag, table, cid, version), _latest(db, table, time_column, cid),
                                 ttl=HOT_TTL)
                 done += 1
@@ -136,7 +136,7 @@ def metadata(dataset: str, connection_id: ConnectionId | uuid.UUID | None = None
              cache: bool = True) -> dict[str, Any]:
     """Schema, row counts (per connection), last load and partitions (hot in PostgreSQL, cold in the archive)
     of a dataset, or of one connection's share of it."""
-    connection_id = None if connection_id is None else _canonical(connection_id)
+    connection_id = None if connection_id is None else canonical_connection_id(connection_id)
     resolved = resolve_dsn(dsn)
     with meta_db(resolved) as db:
         table, time_column, version = _dataset(db, dataset)
