@@ -233,3 +233,19 @@ def test_a_name_whose_group_is_no_connection_id_fails_that_table_alone(pg_dsn: s
     assert failed.error is not None
     assert failed.error.startswith("table name 'import_a b': expected a connection id: an integer, a UUID")
     assert per_connection(sql, table) == {cid: 2}
+
+
+def test_tables_whose_ids_are_of_another_kind_fail_alone(pg_dsn: str, sql: Sql, legacy: str, table: str) -> None:
+    """The first table's UUID fixes the column as uuid; a later table named by an integer or a text id fails
+    alone, saying the column needs a UUID, and the UUID table's rows stay."""
+    cid = "0" + str(uuid.uuid4())[1:]  # sorts first: its table is loaded first
+    for name in (f"import_{cid}", "import_42", "import_shop"):
+        old_table(sql, legacy, name, rows=2)
+    with pytest.raises(PartialLoadError, match="2 of 3 source partitions failed") as caught:
+        engine.load(with_params(pg_dsn, table=f"{legacy}.import_%"), into=table,
+                    options={"connection_from_name": "import_(.*)"}, dsn=pg_dsn)
+    failed = {d.source.rsplit(".", 1)[1]: d.error for d in caught.value.report.source_details if d.status == "failed"}
+    assert set(failed) == {"import_42", "import_shop"}
+    assert "connection_id '42' is not a UUID" in str(failed["import_42"])
+    assert column_types(sql, table)["connection_id"] == "uuid"
+    assert per_connection(sql, table) == {cid: 2}
