@@ -251,3 +251,24 @@ def test_cli_connection_takes_a_uuid_and_refuses_a_second_differing_id(tmp_path:
     assert done.exit_code == 0, (done.output, done.exception)
     assert json.loads(done.output)["rows_loaded"] == 1
     assert "--connection-override" in CliRunner().invoke(cli, ["load", "--help"]).output
+
+
+@pytest.mark.parametrize(("first", "later", "words"), [
+    ("3F2504E0-4F89-11D3-9A0C-0305E82C3301", "42", "connection_id is uuid; connection id 42 is an integer"),
+    ("7", "shop-eu", "connection_id is bigint; connection id 'shop-eu' is text"),
+])
+def test_cli_an_id_of_another_kind_is_one_line_and_exit_2(tmp_path: Path, pg_dsn: str, table: str, first: str,
+                                                          later: str, words: str) -> None:
+    """Issue 11: the dataset's connection_id type is fixed by its first load; another kind is refused."""
+    (tmp_path / "a.csv").write_text("day,v\n2024-01-01,1\n")
+    (tmp_path / "b.csv").write_text("day,v\n2024-01-02,2\n")
+    done = CliRunner().invoke(cli, ["load", str(tmp_path / "a.csv"), "--into", table, "--connection", first,
+                                    "--dsn", pg_dsn])
+    assert done.exit_code == 0, (done.output, done.exception)
+    refused = CliRunner().invoke(cli, ["load", str(tmp_path / "b.csv"), "--into", table, "--connection", later,
+                                       "--dsn", pg_dsn])
+    assert refused.exit_code == 2, (refused.output, refused.exception)
+    assert f"{table}.{words}" in _one_line_error(refused.stderr)
+    bad = CliRunner().invoke(cli, ["load", str(tmp_path / "b.csv"), "--into", table, "--connection", "a b"])
+    assert bad.exit_code == 2
+    assert _one_line_error(bad.stderr).startswith("error: --connection: expected a connection id: an integer, a UUID")

@@ -14,13 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
 import polars as pl
 
 from engine.errors import SpecError
-from engine.ids import ConnectionId, equals_sql, kind_mismatch
+from engine.ids import ConnectionId, equals_sql, kind_mismatch, parse_connection_id
 from engine.names import canonical_table, qualified, quote_ident
 from engine.postgres import meta
 from engine.postgres.copy import uuid_text
@@ -30,7 +31,7 @@ from engine.postgres.server import resolve_dsn
 from engine.reads.cache import get_cache
 from engine.redact import redact
 
-__all__ = ["HOT_ROWS", "database_tag", "hot_rows", "metadata", "refresh_hot_rows"]
+__all__ = ["HOT_ROWS", "canonical_connection_id", "database_tag", "hot_rows", "metadata", "refresh_hot_rows"]
 
 log = logging.getLogger("biconic.catalog")
 
@@ -61,6 +62,15 @@ def _hot_key(tag: str, dataset: str, connection_id: ConnectionId, version: int) 
     return f"hot:{tag}:{dataset}:{connection_id}:v{version}"
 
 
+def canonical_connection_id(connection_id: Any) -> ConnectionId:
+    """The id in its one spelling (a UUID in capitals or a :class:`uuid.UUID` is the same connection): keys,
+    the run log and the archive hold it so."""
+    try:
+        return parse_connection_id(connection_id)
+    except ValueError as exc:
+        raise SpecError("connection_id", str(exc)) from None
+
+
 def _connection_filter(db: MetaDb, dataset: str, connection_id: ConnectionId) -> str:
     """``connection_id = $1`` in the column's own type (its index serves it), the id passed as its text; an id
     the column cannot hold is a SpecError."""
@@ -79,8 +89,10 @@ def _latest(db: MetaDb, dataset: str, time_column: str, connection_id: Connectio
     return uuid_text(rows, CONNECTION_COLUMN)
 
 
-def hot_rows(dataset: str, connection_id: ConnectionId, *, dsn: str | None = None, cache: bool = True) -> pl.DataFrame:
+def hot_rows(dataset: str, connection_id: ConnectionId | uuid.UUID, *, dsn: str | None = None,
+             cache: bool = True) -> pl.DataFrame:
     """The connection's latest ``HOT_ROWS`` rows (newest first) still in PostgreSQL."""
+    connection_id = canonical_connection_id(connection_id)
     resolved = resolve_dsn(dsn)
     with meta_db(resolved) as db:
         table, time_column, version = _dataset(db, dataset)
@@ -111,7 +123,7 @@ def refresh_hot_rows(dataset: str, connection_ids: Iterable[ConnectionId], *, ds
         with meta_db(resolved) as db:
             table, time_column, version = _dataset(db, dataset)
             tag = database_tag(resolved)
-            for cid in sorted(set(connection_ids), key=str)[:EAGER_CONNECTIONS]:
+            for cid in sorted({canonical_connection_id(c) for c in connection_ids}, key=str)[:EAGER_CONNECTIONS]:
                 store.set_frame(_hot_key(tag, table, cid, version), _latest(db, table, time_column, cid),
                                 ttl=HOT_TTL)
                 done += 1
@@ -120,10 +132,11 @@ def refresh_hot_rows(dataset: str, connection_ids: Iterable[ConnectionId], *, ds
     return done
 
 
-def metadata(dataset: str, connection_id: ConnectionId | None = None, *, dsn: str | None = None,
+def metadata(dataset: str, connection_id: ConnectionId | uuid.UUID | None = None, *, dsn: str | None = None,
              cache: bool = True) -> dict[str, Any]:
     """Schema, row counts (per connection), last load and partitions (hot in PostgreSQL, cold in the archive)
     of a dataset, or of one connection's share of it."""
+    connection_id = None if connection_id is None else canonical_connection_id(connection_id)
     resolved = resolve_dsn(dsn)
     with meta_db(resolved) as db:
         table, time_column, version = _dataset(db, dataset)

@@ -25,7 +25,7 @@ from engine.errors import SpecError
 from engine.ids import ConnectionId, kind_mismatch
 from engine.names import qualified, quote_ident
 from engine.postgres.ddl import CONNECTION_COLUMN
-from engine.reads.catalog import metadata
+from engine.reads.catalog import canonical_connection_id, metadata
 from engine.reads.duck import run_query
 from engine.settings import settings
 
@@ -146,9 +146,10 @@ class StructuredResult:
     sql: str = field(repr=False)
 
 
-def run_structured(dataset: str, query: StructuredQuery, *, connection_id: ConnectionId | None, dsn: str | None = None,
-                   archive: str | None = None, cache: bool = True) -> StructuredResult:
+def run_structured(dataset: str, query: StructuredQuery, *, connection_id: ConnectionId | uuid.UUID | None,
+                   dsn: str | None = None, archive: str | None = None, cache: bool = True) -> StructuredResult:
     """Answer ``query`` over ``dataset``; with a ``connection_id``, only that connection's rows are read."""
+    connection_id = None if connection_id is None else canonical_connection_id(connection_id)
     info = metadata(dataset, dsn=dsn, cache=cache)
     sql, params = compile_query(info["dataset"], query, info["columns"], info.get("time_column"), connection_id)
     result = run_query(sql, dsn=dsn, archive=archive, cache=cache, params=params)

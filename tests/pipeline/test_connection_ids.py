@@ -34,6 +34,8 @@ def test_uuid_id_makes_a_uuid_column_and_loads(tmp_path: Path, pg_dsn: str, tabl
     # the engine's own tables keep its canonical text
     assert sql("SELECT DISTINCT connection_id FROM biconic.loads WHERE dataset = $1", [table]) == [(A,)]
     assert {r[0] for r in sql("SELECT connection_id FROM biconic.archive_files WHERE dataset = $1", [table])} == {A}
+    uris = [str(r[0]) for r in sql("SELECT uri FROM biconic.archive_files WHERE dataset = $1", [table])]
+    assert uris and all(f"/connection_id={A}/" in u for u in uris)  # the id given in capitals, written lowercase
     # the same id written in capitals is the same id: the load key is unchanged, nothing is loaded twice
     again = engine.load(src, into=table, connection_id=A.upper(), dsn=pg_dsn)
     assert again.rows_loaded == 0 and again.skipped_partitions == 1

@@ -166,6 +166,23 @@ def test_latest_and_info_with_uuid_connections(tmp_path: Path, pg_dsn: str, tabl
     assert bad.exit_code == 2 and bad.stderr.strip().startswith("error: --connection: expected a connection id")
 
 
+def test_reads_take_an_id_in_any_spelling(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    """A UUID in capitals or as a uuid.UUID (as engine.load takes it) is the same connection in the reads: the
+    same rows, the same last load and cold periods, the id shown canonical."""
+    import uuid
+
+    engine.load(_orders(tmp_path / "a.csv", 6), into=table, connection_id=A, connection_override=True,
+                partition_by="created_at:month", dsn=pg_dsn)
+    want = hot_rows(table, A, dsn=pg_dsn, cache=False)
+    for spelled in (A.upper(), uuid.UUID(A)):
+        assert hot_rows(table, spelled, dsn=pg_dsn).equals(want)
+        info = metadata(table, spelled, dsn=pg_dsn)
+        assert (info["connection_id"], info["rows"]) == (A, 6)
+        assert info["last_load"] is not None and info["last_load"]["rows_loaded"] == 6
+    with pytest.raises(SpecError, match="connection_id: expected a connection id"):
+        hot_rows(table, "not an id", dsn=pg_dsn)
+
+
 def test_latest_with_text_connections(tmp_path: Path, pg_dsn: str, table: str) -> None:
     engine.load(_orders(tmp_path / "a.csv", 5), into=table, connection_id="shop-eu", connection_override=True,
                 partition_by="created_at:month", dsn=pg_dsn)

@@ -138,18 +138,26 @@ def test_unknown_dataset_or_load_is_one_line(tmp_path: Path, pg_dsn: str, table:
         assert result.exit_code == 2 and result.output.count("\n") == 1 and text in result.output, result.output
 
 
-def test_a_fixed_file_reloaded_supersedes_its_old_rows(tmp_path: Path, pg_dsn: str, table: str) -> None:
+UUID_A, UUID_B = "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "9b2e6c1a-0d4f-4a8e-b1c2-7f3e5d6a8b90"
+
+
+@pytest.mark.parametrize(("one", "two", "one_again"), [(1, 2, "1"), (UUID_A, UUID_B, UUID_A.upper()),
+                                                       ("shop-a", "shop-b", "shop-a")], ids=["bigint", "uuid", "text"])
+def test_a_fixed_file_reloaded_supersedes_its_old_rows(tmp_path: Path, pg_dsn: str, table: str, one: Any, two: Any,
+                                                       one_again: Any) -> None:
+    """Also for UUID and text connections (issue 11): the same connection, spelled as it may be, supersedes."""
     path = _write(tmp_path / "orders.csv", BAD)
     other = _write(tmp_path / "other.csv", BAD + "2024-01-09,9,9\n")  # other bytes: identical ones are skipped
-    first = engine.load(path, into=table, connection_id=1, spec=RULES, dsn=pg_dsn)
-    kept = engine.load(other, into=table, connection_id=1, spec=RULES, dsn=pg_dsn)
-    tenant = engine.load(path, into=table, connection_id=2, spec=RULES, dsn=pg_dsn)
+    first = engine.load(path, into=table, connection_id=one, spec=RULES, dsn=pg_dsn)
+    kept = engine.load(other, into=table, connection_id=one, spec=RULES, dsn=pg_dsn)
+    tenant = engine.load(path, into=table, connection_id=two, spec=RULES, dsn=pg_dsn)
     _write(path, FIXED + "2024-01-05,5,8\n")  # fixed: new bytes, same file
-    fixed = engine.load(path, into=table, connection_id=1, spec=RULES, dsn=pg_dsn)
+    fixed = engine.load(path, into=table, connection_id=one_again, spec=RULES, dsn=pg_dsn)
     assert fixed.rows_quarantined == 0 and fixed.skipped_partitions == 0
     assert engine.quarantined(table, load_id=first.load_id, dsn=pg_dsn) == []  # all superseded
     old = engine.quarantined(table, load_id=first.load_id, superseded=True, dsn=pg_dsn)
     assert len(old) == 2 and {r["superseded_by"] for r in old} == {fixed.load_id}
+    assert {r["connection_id"] for r in old} == {str(one)}  # canonical text
     # another file, and the same file of another connection, keep their rows open
     assert len(engine.quarantined(table, load_id=kept.load_id, dsn=pg_dsn)) == 2
     assert [r["load_id"] for r in _json("quarantine", table, "--dsn", pg_dsn)] == [tenant.load_id] * 2

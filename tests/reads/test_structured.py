@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -62,8 +63,8 @@ def _memory_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_caches()
 
 
-def ask(data: dict[str, str], pg_dsn: str, body: dict[str, Any], connection_id: int | str | None = None, *,
-        dataset: str = "orders") -> StructuredResult:
+def ask(data: dict[str, str], pg_dsn: str, body: dict[str, Any],
+        connection_id: int | str | uuid.UUID | None = None, *, dataset: str = "orders") -> StructuredResult:
     return run_structured(data[dataset], StructuredQuery.model_validate(body), connection_id=connection_id,
                           dsn=pg_dsn)
 
@@ -216,6 +217,22 @@ def test_the_cache_answers_again_but_never_for_another_connection(data: dict[str
     assert ask(data, pg_dsn, body, 1).frame.equals(first.frame)
     everyone = ask(data, pg_dsn, body)
     assert everyone.cached is False and everyone.frame["n"].sum() == 7
+
+
+def test_the_cache_never_answers_one_uuid_connection_with_anothers(data: dict[str, str], pg_dsn: str) -> None:
+    """Issue 11: cache keys hold a UUID connection's id, so B never gets A's cached page."""
+    body = {"columns": ["page"], "order_by": [{"column": "page"}]}
+    first = ask(data, pg_dsn, body, UUID_A, dataset="visits")
+    assert (first.cached, ask(data, pg_dsn, body, UUID_A, dataset="visits").cached) == (False, True)
+    other = ask(data, pg_dsn, body, UUID_B, dataset="visits")
+    assert other.cached is False and other.sql == first.sql
+    assert (first.frame["page"].to_list(), other.frame["page"].to_list()) == (["/", "/a"], ["/", "/b", "/c"])
+    assert ask(data, pg_dsn, body, UUID_B, dataset="visits").cached is True
+    # the same connection in any spelling is the same cache entry
+    assert ask(data, pg_dsn, body, UUID_B.upper(), dataset="visits").cached is True
+    assert ask(data, pg_dsn, body, uuid.UUID(UUID_A), dataset="visits").cached is True
+    with pytest.raises(SpecError, match="connection_id: expected a connection id"):
+        ask(data, pg_dsn, body, "not an id", dataset="visits")
 
 
 def test_cache_key_holds_the_parameters_typed() -> None:

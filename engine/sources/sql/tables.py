@@ -5,8 +5,8 @@ Built for moving a platform that kept one table per connection: each table commi
 a re-run skips the tables already loaded (and loads tables added since), and a table that fails rolls back
 alone. The connection id of a table's rows comes from its name (``connection_from_name``: a regex with one
 group, matched against the whole table name, without schema) or from one of its columns
-(``connection_column``, renamed ``connection_id``); a name the regex does not match fails that table, with a
-message naming it.
+(``connection_column``, renamed ``connection_id``); a name the regex does not match, or whose group is no
+connection id (:func:`~engine.ids.parse_connection_id`), fails that table, with a message naming it.
 
 >>> engine.load("postgresql://app@old:5432/platform?table=legacy.import_%", into="readings",  # doctest: +SKIP
 ...             options={"connection_from_name": "import_([0-9a-f-]{36})"})
@@ -29,6 +29,7 @@ import polars as pl
 import pyarrow as pa
 
 from engine.errors import SourceError, SpecError
+from engine.ids import parse_connection_id
 from engine.sources.base import Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory
 from engine.sources.sql.base import DatabaseSource
@@ -136,6 +137,11 @@ class TableSet:
             raise SourceError(label, f"table name {name!r} does not match connection_from_name "
                                      f"{self.connection_from_name!r} (the whole name must match, the group being "
                                      "the connection id)")
+        if strict:  # a group that is no connection id fails its table here, not as every row rejected
+            try:
+                parse_connection_id(m.group(1))
+            except ValueError as exc:
+                raise SourceError(label, f"table name {name!r}: {exc}") from None
         return m.group(1)
 
     # --- the connection column ----------------------------------------------------------------------------

@@ -196,3 +196,32 @@ def test_a_list_or_pattern_of_tables_is_a_partition_each(mariadb: MariaDb, pg_ds
     finally:
         for name in names:
             mariadb(f"DROP TABLE IF EXISTS `{name}`")
+
+
+def test_per_connection_tables_named_by_uuid_or_carrying_a_column(mariadb: MariaDb, pg_dsn: str, sql: Sql,
+                                                                  table: str) -> None:
+    """Issue 11 in MySQL too: the old platform's tables named ``<prefix>_<uuid>`` land as a uuid column, a
+    table each; a column may give the id instead."""
+    prefix = f"imp{uuid.uuid4().hex[:6]}"
+    ids = sorted(str(uuid.uuid4()) for _ in range(3))
+    names = [f"{prefix}_{cid}" for cid in ids]
+    try:
+        for n, name in enumerate(names):
+            mariadb(f"CREATE TABLE `{name}` (id int PRIMARY KEY, owner char(36), at datetime)")
+            mariadb(f"INSERT INTO `{name}` SELECT seq, '{ids[n]}', TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq DAY "
+                    f"FROM seq_1_to_{n + 1}")
+        pattern = f"{MYSQL}?table={prefix}\\_%"
+        by_name = {"connection_from_name": f"{prefix}_([0-9a-f-]{{36}})"}
+        report = engine.load(pattern, into=table, options=by_name, dsn=pg_dsn)
+        assert (report.source_partitions, report.rows_loaded) == (3, 6)
+        assert column_types(sql, table)["connection_id"] == "uuid"
+        assert dict(sql(f'SELECT connection_id::text, count(*) FROM "{table}" GROUP BY 1')) == \
+            {cid: n + 1 for n, cid in enumerate(ids)}
+        assert engine.load(pattern, into=table, options=by_name, dsn=pg_dsn).skipped_partitions == 3
+        by_column = engine.load(pattern, into=f"{table}_c", options={"connection_column": "owner"}, dsn=pg_dsn)
+        assert by_column.rows_loaded == 6
+        assert dict(sql(f'SELECT connection_id::text, count(*) FROM "{table}_c" GROUP BY 1')) == \
+            {cid: n + 1 for n, cid in enumerate(ids)}
+    finally:
+        for name in names:
+            mariadb(f"DROP TABLE IF EXISTS `{name}`")

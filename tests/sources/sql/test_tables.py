@@ -190,3 +190,62 @@ def test_one_connection_is_reloaded_with_replace(pg_dsn: str, sql: Sql, legacy: 
                          connection_id=ids[0], dsn=pg_dsn)
     assert report.rows_loaded == 3
     assert per_connection(sql, table) == {ids[0]: 3, ids[1]: 2}
+
+
+def test_the_readme_recipe_through_the_cli(pg_dsn: str, sql: Sql, legacy: str, table: str) -> None:
+    """The README's command as an operator types it: the regex in ``--option``, the JSON report listing each
+    table with its status and rows, and the same command again loading nothing."""
+    import json
+
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    ids = connections(3)
+    for n, cid in enumerate(ids):
+        old_table(sql, legacy, f"import_{cid}", rows=n + 1)
+    args = ["load", with_params(pg_dsn, table=f"{legacy}.import_%"), "--into", table, "--partition-by",
+            "created_at:month", "--option", "connection_from_name=import_([0-9a-f-]{36})", "--dsn", pg_dsn, "--json"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, (first.output, repr(first.exception))
+    moved = json.loads(first.stdout)
+    assert [(d["source"].rsplit(".", 1)[1], d["status"], d["rows_loaded"]) for d in moved["source_details"]] == \
+        [(f"import_{cid}", "loaded", n + 1) for n, cid in enumerate(ids)]
+    assert per_connection(sql, table) == {cid: n + 1 for n, cid in enumerate(ids)}
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, (again.output, repr(again.exception))
+    report = json.loads(again.stdout)
+    assert (report["rows_loaded"], report["skipped_partitions"]) == (0, 3)
+    assert {d["status"] for d in report["source_details"]} == {"skipped"}
+
+
+def test_a_name_whose_group_is_no_connection_id_fails_that_table_alone(pg_dsn: str, sql: Sql, legacy: str,
+                                                                        table: str) -> None:
+    """The regex matched but its group cannot be an id: the table fails before it is read (an empty one too),
+    named with what ids are accepted; the others load."""
+    cid = str(uuid.uuid4())
+    old_table(sql, legacy, f"import_{cid}", rows=2)
+    old_table(sql, legacy, "import_a b", rows=0)
+    with pytest.raises(PartialLoadError) as caught:
+        engine.load(with_params(pg_dsn, table=f"{legacy}.import_%"), into=table,
+                    options={"connection_from_name": "import_(.*)"}, dsn=pg_dsn)
+    (failed,) = [d for d in caught.value.report.source_details if d.status == "failed"]
+    assert failed.error is not None
+    assert failed.error.startswith("table name 'import_a b': expected a connection id: an integer, a UUID")
+    assert per_connection(sql, table) == {cid: 2}
+
+
+def test_tables_whose_ids_are_of_another_kind_fail_alone(pg_dsn: str, sql: Sql, legacy: str, table: str) -> None:
+    """The first table's UUID fixes the column as uuid; a later table named by an integer or a text id fails
+    alone, saying the column needs a UUID, and the UUID table's rows stay."""
+    cid = "0" + str(uuid.uuid4())[1:]  # sorts first: its table is loaded first
+    for name in (f"import_{cid}", "import_42", "import_shop"):
+        old_table(sql, legacy, name, rows=2)
+    with pytest.raises(PartialLoadError, match="2 of 3 source partitions failed") as caught:
+        engine.load(with_params(pg_dsn, table=f"{legacy}.import_%"), into=table,
+                    options={"connection_from_name": "import_(.*)"}, dsn=pg_dsn)
+    failed = {d.source.rsplit(".", 1)[1]: d.error for d in caught.value.report.source_details if d.status == "failed"}
+    assert set(failed) == {"import_42", "import_shop"}
+    assert "connection_id '42' is not a UUID" in str(failed["import_42"])
+    assert column_types(sql, table)["connection_id"] == "uuid"
+    assert per_connection(sql, table) == {cid: 2}
