@@ -46,6 +46,7 @@ def test_every_row_rejected_fails_commits_nothing_and_keeps_a_sample(tmp_path: P
     message = str(err)
     assert message.startswith("export.csv: 1,500 of 1,500 rows rejected (every row): type on 'connection_id': 1,500")
     assert "00000000-4f89" in message and "nothing of it was committed" in message and err.load_id in message
+    assert "connection ids are not of the kind the dataset's connection_id column was created with" in message
     assert "\n" not in message
     assert row_count(sql, table) == 1
     assert _ledger(sql, table) == 1
