@@ -70,5 +70,6 @@ class Rejects:
         if self.counts and self.counts.most_common(1)[0][0] == ("type", CONNECTION_COLUMN):
             # a platform export of UUID ids into a dataset created with integer ids, or the other way round
             return ("the rows' connection ids are not of the kind the dataset's connection_id column was created "
-                    "with: load them into another dataset, or give --connection ID --connection-override")
+                    "with: load them into another dataset, or (a file of one connection) give --connection ID "
+                    "--connection-override")
         return ""
