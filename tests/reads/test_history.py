@@ -228,3 +228,22 @@ def test_loads_prints_one_line_per_run_for_people(tmp_path: Path, pg_dsn: str, t
     assert f"  {table}  succeeded: 4 in, 2 loaded, 2 quarantined, 0 filtered; partitions 1 done, 0 skipped; " in done
     assert re.search(r"; \d+\.\d\d s  load " + report.load_id + "$", done), done
     assert result.stderr == "2 load(s)\n"
+
+
+def test_a_merge_re_reading_a_database_table_supersedes_its_old_rows(pg_dsn: str, sql: Sql, table: str) -> None:
+    """A table without a cursor is read whole by every merge: the rows an earlier merge rejected are superseded."""
+    from tests.sources.sql._helpers import with_params
+
+    src = f"{table}_src"
+    sql(f"""CREATE TABLE "{src}" AS SELECT g::int8 AS id, CASE WHEN g = 2 THEN NULL ELSE g END AS order_id,
+            date '2024-03-01' AS day FROM generate_series(1, 12) g""")
+    kwargs: dict[str, Any] = {"into": table, "mode": "merge", "key": "id", "dsn": pg_dsn,
+                              "spec": {"rules": [{"not_null": "order_id"}]}}
+    first = engine.load(with_params(pg_dsn, table=src), **kwargs)
+    assert first.rows_quarantined == 1
+    sql(f'UPDATE "{src}" SET order_id = 2 WHERE id = 2')
+    second = engine.load(with_params(pg_dsn, table=src), **kwargs)
+    assert (second.rows_loaded, second.rows_quarantined) == (12, 0)
+    assert engine.quarantined(table, dsn=pg_dsn) == []
+    (row,) = engine.quarantined(table, load_id=first.load_id, superseded=True, dsn=pg_dsn)
+    assert row["superseded_by"] == second.load_id
