@@ -14,8 +14,9 @@ README = (FIXTURES.parent / "README.md").read_text(encoding="utf-8")
 
 
 def _usage(command: str) -> str:
-    """The README's usage line of ``biconic COMMAND`` (a backticked span, possibly over several lines)."""
-    found = re.findall(rf"`(biconic {command} [A-Z]+ [^`]*)`", README)
+    """The README's usage line of ``biconic COMMAND`` (a backticked span, possibly over several lines): the
+    command, then its argument (``PATH``) or its first ``[--option]``."""
+    found = re.findall(rf"`(biconic {command} (?:[A-Z]+ |(?=\[))[^`]*)`", README)
     assert found, f"the README has no usage line for biconic {command}"
     return max(found, key=len)
 
@@ -25,14 +26,14 @@ def _options(command: str) -> set[str]:
     return {opt for p in cmd.params if isinstance(p, click.Option) for opt in p.opts if opt.startswith("--")}
 
 
-@pytest.mark.parametrize("command", ["load", "run"])
+@pytest.mark.parametrize("command", ["load", "run", "loads", "quarantine"])
 def test_readme_usage_lists_exactly_the_commands_options(command: str) -> None:
     shown = set(re.findall(r"--[a-z][a-z-]*", _usage(command)))
     assert shown == _options(command), (f"README only: {sorted(shown - _options(command))}; "
                                         f"--help only: {sorted(_options(command) - shown)}")
 
 
-@pytest.mark.parametrize("command", ["load", "run"])
+@pytest.mark.parametrize("command", ["load", "run", "loads", "quarantine"])
 def test_readme_choices_match_the_help(command: str) -> None:
     usage = _usage(command)
     for param in cli.commands[command].params:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from engine.errors import IntegrityError
+from engine.postgres.ddl import CONNECTION_COLUMN
 
 __all__ = ["SAMPLE_ROWS", "Counts", "Rejects"]
 
@@ -66,4 +67,9 @@ class Rejects:
         """The likely fix for the most frequent reasons."""
         if any(rule in _ENCODING_RULES for rule, _column in self.counts):
             return "wrong encoding? try --option encoding=latin-1 (or cp1252; in a pipeline file: source.encoding)"
+        if self.counts and self.counts.most_common(1)[0][0] == ("type", CONNECTION_COLUMN):
+            # a platform export of UUID ids into a dataset created with integer ids, or the other way round
+            return ("the rows' connection ids are not of the kind the dataset's connection_id column was created "
+                    "with: load them into another dataset, or (a file of one connection) give --connection ID "
+                    "--connection-override")
         return ""

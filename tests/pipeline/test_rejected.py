@@ -3,6 +3,7 @@ nothing, and a sample of its rejected rows stays in quarantine (``max_rejected``
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ def test_every_row_rejected_fails_commits_nothing_and_keeps_a_sample(tmp_path: P
     message = str(err)
     assert message.startswith("export.csv: 1,500 of 1,500 rows rejected (every row): type on 'connection_id': 1,500")
     assert "00000000-4f89" in message and "nothing of it was committed" in message and err.load_id in message
+    assert "connection ids are not of the kind the dataset's connection_id column was created with" in message
     assert "\n" not in message
     assert row_count(sql, table) == 1
     assert _ledger(sql, table) == 1
@@ -144,3 +146,30 @@ def test_run_reports_each_load_as_it_commits(tmp_path: Path, pg_dsn: str, table:
     with pytest.raises(RejectedError):
         engine.run(tmp_path / "p.yaml", dsn=pg_dsn, on_report=seen.append)
     assert [(r.table, r.rows_loaded) for r in seen] == [(table, 3)]
+
+
+def test_a_failed_load_keeps_its_sample_at_hand_until_a_fixed_load_supersedes_it(tmp_path: Path, pg_dsn: str,
+                                                                                    table: str) -> None:
+    """Issue 11: the rejected sample of a failed load is what ``biconic quarantine`` shows (the error names the
+    command), and the fixed file's successful load marks it superseded."""
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    path = tmp_path / "clientes.csv"
+    lines = ["id,nombre,day"] + [f"{i},Peña {i},2024-02-{1 + i % 28:02d}" for i in range(30)]
+    path.write_bytes("\n".join(lines).encode("latin-1"))
+    with pytest.raises(RejectedError) as info:
+        engine.load(path, into=table, dsn=pg_dsn, options={"encoding": "utf-8"})
+    failed = info.value.load_id
+    assert f"biconic quarantine {table} --load {failed}" in str(info.value)
+    shown = CliRunner().invoke(cli, ["quarantine", table, "--dsn", pg_dsn, "--json"])
+    assert shown.exit_code == 0, shown.output
+    rows = json.loads(shown.stdout)
+    assert len(rows) == 30 and {r["load_id"] for r in rows} == {failed} and rows[0]["row_number"] == 2
+    assert {r["rule"] for r in rows} == {"invalid_utf8"} and all(r["reason"] for r in rows)
+    fixed = engine.load(path, into=table, dsn=pg_dsn, options={"encoding": "latin-1"})
+    assert fixed.rows_loaded == 30
+    assert engine.quarantined(table, dsn=pg_dsn) == []
+    old = engine.quarantined(table, load_id=failed, superseded=True, limit=100, dsn=pg_dsn)
+    assert len(old) == 30 and {r["superseded_by"] for r in old} == {fixed.load_id}

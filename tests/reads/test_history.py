@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,38 @@ def test_query_reads_the_biconic_tables_without_the_scanner(tmp_path: Path, pg_d
     frame = engine.query(f"SELECT outcome, rows_quarantined FROM biconic.runs WHERE load_id = '{report.load_id}'",
                          dsn=pg_dsn)
     assert frame.rows() == [("succeeded", 2)]
+
+
+def test_loads_prints_one_line_per_run_for_people(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    """Without --json: newest first, outcome, counts, partitions, duration and load id; a failure's error below."""
+    report = engine.load(_write(tmp_path / "orders.csv", BAD), into=table, spec=RULES, dsn=pg_dsn)
+    with pytest.raises(SpecError):
+        engine.load(_write(tmp_path / "b.csv", "day,v\n2024-01-01,1\n"), into=table,
+                    spec={"steps": [{"derive": {"w": "nope + 1"}}]}, dsn=pg_dsn)
+    result = _cli("loads", "--dataset", table, "--dsn", pg_dsn)
+    assert result.exit_code == 0, result.output
+    failed, error, done = result.stdout.splitlines()
+    assert f"  {table}  failed: 0 in, 0 loaded" in failed
+    assert error.startswith("    SpecError: ") and "unknown column 'nope'" in error
+    assert f"  {table}  succeeded: 4 in, 2 loaded, 2 quarantined, 0 filtered; partitions 1 done, 0 skipped; " in done
+    assert re.search(r"; \d+\.\d\d s  load " + report.load_id + "$", done), done
+    assert result.stderr == "2 load(s)\n"
+
+
+def test_a_merge_re_reading_a_database_table_supersedes_its_old_rows(pg_dsn: str, sql: Sql, table: str) -> None:
+    """A table without a cursor is read whole by every merge: the rows an earlier merge rejected are superseded."""
+    from tests.sources.sql._helpers import with_params
+
+    src = f"{table}_src"
+    sql(f"""CREATE TABLE "{src}" AS SELECT g::int8 AS id, CASE WHEN g = 2 THEN NULL ELSE g END AS order_id,
+            date '2024-03-01' AS day FROM generate_series(1, 12) g""")
+    kwargs: dict[str, Any] = {"into": table, "mode": "merge", "key": "id", "dsn": pg_dsn,
+                              "spec": {"rules": [{"not_null": "order_id"}]}}
+    first = engine.load(with_params(pg_dsn, table=src), **kwargs)
+    assert first.rows_quarantined == 1
+    sql(f'UPDATE "{src}" SET order_id = 2 WHERE id = 2')
+    second = engine.load(with_params(pg_dsn, table=src), **kwargs)
+    assert (second.rows_loaded, second.rows_quarantined) == (12, 0)
+    assert engine.quarantined(table, dsn=pg_dsn) == []
+    (row,) = engine.quarantined(table, load_id=first.load_id, superseded=True, dsn=pg_dsn)
+    assert row["superseded_by"] == second.load_id

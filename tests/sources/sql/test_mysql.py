@@ -225,3 +225,27 @@ def test_per_connection_tables_named_by_uuid_or_carrying_a_column(mariadb: Maria
     finally:
         for name in names:
             mariadb(f"DROP TABLE IF EXISTS `{name}`")
+
+
+def test_password_env_loads_from_mariadb_and_never_shows_the_password(mariadb: MariaDb, my_src: str, pg_dsn: str,
+                                                                      sql: Sql, table: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11: ``--option password_env=VAR`` for MySQL/MariaDB as for PostgreSQL (a user with a password)."""
+    user, secret = f"bx_{uuid.uuid4().hex[:8]}", "My#S3cret/Pw@x"
+    mariadb(f"CREATE TABLE `{my_src}` (id BIGINT PRIMARY KEY, created_at DATETIME)")
+    mariadb(f"INSERT INTO `{my_src}` VALUES (1, '2024-01-02 00:00:00'), (2, '2024-02-03 00:00:00')")
+    mariadb(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", [secret])
+    try:
+        mariadb(f"GRANT SELECT ON test.* TO '{user}'@'%'")
+        monkeypatch.setenv("MY_PW", secret)
+        url = f"mysql://{user}@127.0.0.1:3306/test?table={my_src}"
+        report = engine.load(url, into=table, dsn=pg_dsn, options={"password_env": "MY_PW"})
+        assert (report.rows_loaded, row_count(sql, table)) == (2, 2)
+        ledger = [str(r[0]) for r in sql("SELECT source FROM biconic.loads WHERE dataset = $1", [table])]
+        assert all("S3cret" not in text for text in [report.to_json(), report.summary(), *ledger])
+        monkeypatch.setenv("MY_PW", "Wr0ng-Pw")
+        with pytest.raises(SourceError) as caught:
+            engine.load(url, into=f"{table}_b", dsn=pg_dsn, options={"password_env": "MY_PW"})
+        assert "Access denied" in str(caught.value) and "Wr0ng" not in str(caught.value)
+    finally:
+        mariadb(f"DROP USER '{user}'@'%'")
