@@ -30,6 +30,7 @@ import pyarrow as pa
 from engine.settings import settings
 from engine.sources.base import Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory
+from engine.storage import naming
 
 __all__ = ["Spool", "SpoolKind", "held_reader", "typed_chunks"]
 
@@ -74,13 +75,14 @@ class Spool:
               sample: bool = False) -> int:
         """Append ``records``, one JSON line each (``default`` as in :func:`json.dumps`); how many there were."""
         written = 0
-        for record in records:
-            written += 1
-            line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=default).encode() + b"\n"
-            self._file.write(line)
-            if not sample:
-                self._hash.update(line)
-                self.rows += 1
+        with naming(self.path):  # a full disk under the spool: one line naming it and the space free there
+            for record in records:
+                written += 1
+                line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=default).encode() + b"\n"
+                self._file.write(line)
+                if not sample:
+                    self._hash.update(line)
+                    self.rows += 1
         return written
 
     @property
@@ -95,7 +97,8 @@ class Spool:
 
     def close(self) -> None:
         """No more records: flush the file so it can be read."""
-        self._file.close()
+        with naming(self.path):
+            self._file.close()
 
     def remove(self) -> None:
         """Delete the file now (reading it afterwards fails)."""
