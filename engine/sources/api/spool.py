@@ -32,7 +32,7 @@ from engine.sources.base import Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory
 from engine.storage import naming
 
-__all__ = ["Spool", "SpoolKind", "held_reader", "typed_chunks"]
+__all__ = ["Spool", "SpoolKind", "held_reader", "sweep_spools", "typed_chunks"]
 
 #: what a spool holds (its file name starts with it)
 SpoolKind = Literal["api", "mongo"]
@@ -45,7 +45,7 @@ def _alive(pid: int) -> bool:
     return bool(psutil.pid_exists(pid))
 
 
-def _sweep(folder: Path) -> None:
+def sweep_spools(folder: Path) -> None:
     """Spools left by killed processes (a spool lives only as long as its owner object)."""
     for path in folder.glob("*.ndjson"):
         m = _NAME.fullmatch(path.name)
@@ -63,7 +63,7 @@ class Spool:
     def __init__(self, owner: object, *, kind: SpoolKind) -> None:
         folder = settings().data_path / "tmp"
         folder.mkdir(parents=True, exist_ok=True)
-        _sweep(folder)
+        sweep_spools(folder)
         self.path = folder / f"{kind}-{os.getpid()}-{uuid.uuid4().hex}.ndjson"
         self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close() or remove()
         self._finalizer = weakref.finalize(owner, _discard, self._file, self.path)
