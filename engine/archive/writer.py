@@ -37,7 +37,7 @@ from engine.ids import ConnectionId
 from engine.settings import settings
 from engine.storage import naming
 
-__all__ = ["ArchiveWriter", "ArchivedFile", "dataset_dir", "verify_parquet"]
+__all__ = ["ArchiveWriter", "ArchivedFile", "dataset_dir", "sweep_work_folders", "verify_parquet"]
 
 log = logging.getLogger("biconic.archive")
 
@@ -118,7 +118,7 @@ class ArchiveWriter:
         base = workdir or settings().data_path / "tmp"
         with naming(base):
             base.mkdir(parents=True, exist_ok=True)
-            _sweep(base)
+            sweep_work_folders(base)
             self._dir = Path(tempfile.mkdtemp(prefix=f"archive-{os.getpid()}-", dir=base))
         #: final paths this writer placed in the store (not there before): removed if the load rolls back
         self.placed: list[str] = []
@@ -274,7 +274,7 @@ class ArchiveWriter:
 STALE_SECONDS = 24 * 3600
 
 
-def _sweep(base: Path) -> None:
+def sweep_work_folders(base: Path) -> None:
     """Remove work folders left by killed loads (their rows were rolled back; the files are never listed): a
     folder is named by its process id, so one whose process is gone goes at once; one older than a day goes
     anyway (its id may since belong to another process), as does an unnamed one of an older release."""

@@ -1,17 +1,20 @@
 """What a failed load leaves behind, removed before it exits: the archive files it placed under their final
 names for partitions that rolled back (never listed, so never read, but they fill the store), and the table a
-failed first load created (with its ``biconic.datasets`` row). Work files of killed loads are swept by the next
-archive writer (:func:`engine.archive.writer.ArchiveWriter`)."""
+failed first load created (with its ``biconic.datasets`` row); and, when a load starts, the work files of killed
+loads (:func:`sweep_work_files`)."""
 
 from __future__ import annotations
 
 import logging
 
+from engine.archive.writer import sweep_work_folders
 from engine.names import qualified
 from engine.pipeline.context import LoadState
 from engine.postgres import meta
+from engine.settings import settings
+from engine.sources.api.spool import sweep_spools
 
-__all__ = ["drop_if_unused", "drop_unlisted"]
+__all__ = ["drop_if_unused", "drop_unlisted", "sweep_work_files"]
 
 log = logging.getLogger("biconic.load")
 
@@ -46,3 +49,12 @@ def drop_if_unused(state: LoadState) -> None:
     except Exception:  # locked by another load, or the server is gone: the table stays, as before
         log.debug("could not drop the unused table %s", table, exc_info=True)
         session.rollback(conn)
+
+
+def sweep_work_files() -> None:
+    """Remove what killed loads left in the work folder (archive work folders, API and MongoDB spools) at the start
+    of every load, archived or not: otherwise each waits for the next load that writes a file of its kind."""
+    base = settings().data_path / "tmp"
+    if base.is_dir():
+        sweep_work_folders(base)
+        sweep_spools(base)

@@ -26,7 +26,7 @@ from engine.errors import (
 )
 from engine.names import canonical_table, unusable_characters
 from engine.pipeline.context import LoadState
-from engine.pipeline.leftovers import drop_if_unused
+from engine.pipeline.leftovers import drop_if_unused, sweep_work_files
 from engine.pipeline.publish import load_partition, replace_all
 from engine.pipeline.rejects import keep_sample
 from engine.pipeline.reload import begin_refresh, end_refresh, key_to_load
@@ -123,6 +123,7 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
     report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=redact(spec.source.path),
                         mode=target.mode, archive=_where(store), database=database_label(target.dsn))
     dsn = resolve_dsn(target.dsn)
+    sweep_work_files()
     with recorded(dsn, report, target.connection_id) as run:
         with Session(dsn) as session:
             meta.ensure_meta(session, conn=session.ddl)

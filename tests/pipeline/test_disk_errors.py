@@ -128,3 +128,51 @@ def test_unwritable_data_folder_from_the_cli(tmp_path: Path, pg_dsn: str, table:
     assert result.exit_code == StorageError.exit_code, result.output
     line = _one_line(result.stderr)
     assert line.startswith(f"error: {blocker / 'home'}") and "not a folder" in line and " free there)" in line
+
+
+def test_file_size_limit_under_the_utf8_copy_of_a_source(tmp_path: Path, pg_dsn: str, table: str, sql: Sql) -> None:
+    """A latin-1 CSV is copied to UTF-8 in the data folder before it is read: a full disk there names that
+    folder and the space free in it (the copy is unlinked: its own name would say nothing)."""
+    rows = ["id,name"] + [f"{i},caf\xe9 {i}" for i in range(20_000)]
+    data = tmp_path / "latin1.csv"
+    data.write_text("\n".join(rows) + "\n", encoding="latin-1")
+    limit = 16 * 1024
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+              "from engine.cli import main\n"
+              f"sys.argv = ['biconic', 'load', {str(data)!r}, '--into', {table!r}, '--dsn', {pg_dsn!r},\n"
+              "            '--archive', 'off', '--option', 'encoding=latin-1']\n"
+              "main()\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1",
+           "BICONIC_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    line = _one_line(done.stderr)
+    assert done.returncode == StorageError.exit_code, done.stderr
+    assert line.startswith(f"error: {tmp_path / 'home' / 'tmp'}: file too large"), line
+    assert " free there)" in line
+    _nothing_committed(sql, table)
+
+
+def test_disk_full_under_a_spool_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API or MongoDB read spooled to disk: a full disk names the spool and the space free there."""
+    from engine.sources.api.spool import Spool
+
+    class Full:
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setenv("BICONIC_HOME", str(tmp_path / "home"))
+    owner = Full()
+    spool = Spool(owner, kind="api")
+    real, spool._file = spool._file, Full()  # type: ignore[assignment]
+    try:
+        with pytest.raises(StorageError) as info:
+            spool.write([{"id": 1}])
+    finally:
+        real.close()
+    assert info.value.path == str(spool.path)
+    assert "no space left on device (" in str(info.value) and " free there)" in str(info.value)

@@ -167,3 +167,18 @@ def test_a_failed_later_load_keeps_the_table(tmp_path: Path, pg_dsn: str, table:
         engine.load(_corrupt_parquet(tmp_path / "bad.parquet"), into=table, partition_by="created_at", dsn=pg_dsn)
     assert sql(f'SELECT count(*) FROM "{table}"') == [(1_000,)]
     assert sql("SELECT count(*) FROM biconic.datasets WHERE dataset = $1", [table]) == [(1,)]
+
+
+def test_a_load_without_an_archive_sweeps_killed_loads_work_files_too(tmp_path: Path, pg_dsn: str,
+                                                                       table: str) -> None:
+    """A killed load's archive work folder and spool go at the next load's start, whatever that load writes."""
+    work = tmp_path / ".biconic" / "tmp"
+    pid = _dead_pid()
+    dead = [work / f"archive-{pid}-abc123", work / f"api-{pid}-{'0' * 32}.ndjson"]
+    alive = [work / f"archive-{os.getppid()}-def456", work / f"mongo-{os.getppid()}-{'1' * 32}.ndjson"]
+    dead[0].mkdir(parents=True)
+    alive[0].mkdir()
+    for path in (dead[1], alive[1]):
+        path.write_bytes(b"{}\n")
+    engine.load(write_csv(make_source(500, seed=8), tmp_path / "o.csv"), into=table, dsn=pg_dsn, archive=False)
+    assert sorted(p.name for p in work.iterdir()) == sorted(p.name for p in alive)

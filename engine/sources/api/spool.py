@@ -30,8 +30,9 @@ import pyarrow as pa
 from engine.settings import settings
 from engine.sources.base import Partition, reader_from_frame
 from engine.sources.chunks import ChunkFactory
+from engine.storage import naming
 
-__all__ = ["Spool", "SpoolKind", "held_reader", "typed_chunks"]
+__all__ = ["Spool", "SpoolKind", "held_reader", "sweep_spools", "typed_chunks"]
 
 #: what a spool holds (its file name starts with it)
 SpoolKind = Literal["api", "mongo"]
@@ -44,7 +45,7 @@ def _alive(pid: int) -> bool:
     return bool(psutil.pid_exists(pid))
 
 
-def _sweep(folder: Path) -> None:
+def sweep_spools(folder: Path) -> None:
     """Spools left by killed processes (a spool lives only as long as its owner object)."""
     for path in folder.glob("*.ndjson"):
         m = _NAME.fullmatch(path.name)
@@ -62,7 +63,7 @@ class Spool:
     def __init__(self, owner: object, *, kind: SpoolKind) -> None:
         folder = settings().data_path / "tmp"
         folder.mkdir(parents=True, exist_ok=True)
-        _sweep(folder)
+        sweep_spools(folder)
         self.path = folder / f"{kind}-{os.getpid()}-{uuid.uuid4().hex}.ndjson"
         self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close() or remove()
         self._finalizer = weakref.finalize(owner, _discard, self._file, self.path)
@@ -74,13 +75,14 @@ class Spool:
               sample: bool = False) -> int:
         """Append ``records``, one JSON line each (``default`` as in :func:`json.dumps`); how many there were."""
         written = 0
-        for record in records:
-            written += 1
-            line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=default).encode() + b"\n"
-            self._file.write(line)
-            if not sample:
-                self._hash.update(line)
-                self.rows += 1
+        with naming(self.path):  # a full disk under the spool: one line naming it and the space free there
+            for record in records:
+                written += 1
+                line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=default).encode() + b"\n"
+                self._file.write(line)
+                if not sample:
+                    self._hash.update(line)
+                    self.rows += 1
         return written
 
     @property
@@ -95,7 +97,8 @@ class Spool:
 
     def close(self) -> None:
         """No more records: flush the file so it can be read."""
-        self._file.close()
+        with naming(self.path):
+            self._file.close()
 
     def remove(self) -> None:
         """Delete the file now (reading it afterwards fails)."""

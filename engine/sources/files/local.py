@@ -15,6 +15,7 @@ from engine.settings import settings
 from engine.sources.base import Partition, file_fingerprint
 from engine.sources.chunks import bare_cr_to_lf
 from engine.sources.files.content import content_keys
+from engine.storage import naming
 
 __all__ = ["check_file", "file_partitions", "transcode_to_utf8"]
 
@@ -52,11 +53,13 @@ def transcode_to_utf8(path: Path, encoding: str, *, quote: bytes | None = None, 
                 data = held + data
                 data, held = (data[:-1], data[-1:]) if data.endswith(b"\r") and not final else (data, b"")
                 data, parity = bare_cr_to_lf(data, quote, parity)
-            out.write(data)
+            with naming(folder):  # a full disk under the (unlinked) copy: one line naming its folder
+                out.write(data)
             offset += len(chunk)
             if final:
                 break
-    out.flush()
+    with naming(folder):
+        out.flush()
     out.seek(0)
     return out
 
