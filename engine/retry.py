@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from engine.clock import clock
 
-__all__ = ["ARCHIVE_UPLOAD", "RetryPolicy"]
+__all__ = ["ARCHIVE_UPLOAD", "SOURCE_CONNECT", "RetryPolicy"]
 
 T = TypeVar("T")
 
@@ -93,3 +93,7 @@ class RetryPolicy:
 
 #: uploading one archive file (then :class:`engine.errors.ArchiveError`, which rolls the load back)
 ARCHIVE_UPLOAD = RetryPolicy(attempts=3, first_wait=0.5, max_wait=8.0)
+
+#: connecting to a database source: a refusal or a dropped connection is tried again, within the connect timeout
+#: (a host that never answers is not waited on twice); then :class:`engine.errors.SourceUnavailableError`
+SOURCE_CONNECT = RetryPolicy(attempts=3, first_wait=0.5, max_wait=4.0)

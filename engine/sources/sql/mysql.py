@@ -180,15 +180,19 @@ class MySqlSource(DatabaseSource):
 
         parts = urlsplit(self.url)
         limits = settings()  # PyMySQL waits forever on a server that accepts and never answers, unless told
-        try:
-            return pymysql.connect(
-                host=parts.hostname or "localhost", port=parts.port or 3306, user=unquote(parts.username or ""),
-                password=unquote(parts.password or ""), database=unquote(parts.path.strip("/")) or None,
-                charset="utf8mb4", autocommit=True, connect_timeout=limits.connect_timeout,
-                read_timeout=limits.read_timeout, write_timeout=limits.read_timeout,
-                init_command="SET time_zone = '+00:00'")
-        except Exception as exc:
-            raise self._error(exc, "cannot connect") from exc
+
+        def open_connection() -> Any:
+            try:
+                return pymysql.connect(
+                    host=parts.hostname or "localhost", port=parts.port or 3306, user=unquote(parts.username or ""),
+                    password=unquote(parts.password or ""), database=unquote(parts.path.strip("/")) or None,
+                    charset="utf8mb4", autocommit=True, connect_timeout=limits.connect_timeout,
+                    read_timeout=limits.read_timeout, write_timeout=limits.read_timeout,
+                    init_command="SET time_zone = '+00:00'")
+            except Exception as exc:
+                raise self._error(exc, "cannot connect") from exc
+
+        return self._with_retries(open_connection)
 
     def _execute(self, cur: Any, sql: str, params: Sequence[Any]) -> None:
         cur.execute(sql, tuple(params))

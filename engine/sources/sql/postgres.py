@@ -80,6 +80,8 @@ _AS_IS = _TIME | _NUMBER | _TEXT | {"bool", "time", "bytea"}
 _QUERY_STATES = ("42601", "42703", "42P01", "42883", "42803", "42804", "42702", "42P10")
 #: SQLSTATEs (besides class 08, connection exceptions) that mean the server went away: admin or crash shutdown
 _GONE_STATES = ("57P01", "57P02", "57P03")
+#: lock_not_available: the source table was held by another session past the read timeout (worth a retry later)
+_LOCK_TIMEOUT = "55P03"
 
 
 def _read(col: Column) -> Read:
@@ -122,6 +124,16 @@ def _sqlstate(exc: BaseException) -> str | None:
     return m.group(1) if m else None
 
 
+def _network_bounds(connect_timeout: float, read_timeout: float) -> dict[str, str]:
+    """libpq's own bounds, unless the URL sets them: ``connect_timeout`` (whole seconds; libpq otherwise waits
+    forever on a silent host), and TCP keepalives plus ``tcp_user_timeout`` so that a source host that vanishes
+    mid-read (a dropped network, a dead machine) is noticed within about the read timeout."""
+    read = max(1, math.ceil(read_timeout))
+    return {"connect_timeout": str(max(1, math.ceil(connect_timeout))), "keepalives": "1",
+            "keepalives_idle": str(max(1, read // 2)), "keepalives_interval": str(max(1, read // 6)),
+            "keepalives_count": "3", "tcp_user_timeout": str(read * 1000)}
+
+
 def _exported_snapshot(lead: Any) -> str | None:
     """A snapshot the range readers can share (None where the server cannot export one, e.g. an old hot
     standby: the ranges are then read in their own snapshots)."""
@@ -150,11 +162,26 @@ class PostgresSource(DatabaseSource):
     def _connect(self, *, autocommit: bool = True) -> Any:
         import adbc_driver_postgresql.dbapi as pgdbapi
 
-        timeout = str(max(1, math.ceil(settings().connect_timeout)))  # libpq takes whole seconds
-        try:  # libpq waits forever on a silent host: a connect timeout unless the URL sets one
-            return pgdbapi.connect(self._driver_url(connect_timeout=timeout), autocommit=autocommit)
-        except Exception as exc:
-            raise self._error(exc, "cannot connect") from exc
+        limits = settings()
+        url = self._driver_url(**_network_bounds(limits.connect_timeout, limits.read_timeout))
+
+        def open_connection() -> Any:
+            try:
+                conn = pgdbapi.connect(url, autocommit=autocommit)
+            except Exception as exc:
+                raise self._error(exc, "cannot connect") from exc
+            try:  # a read queued behind another session's lock on the source table waits at most the read timeout
+                with conn.cursor() as cur:
+                    cur.execute(f"SET lock_timeout = {int(limits.read_timeout * 1000)}")
+                if not autocommit:
+                    conn.commit()
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise self._error(exc, "cannot connect") from exc
+            return conn
+
+        return self._with_retries(open_connection)
 
     def _execute(self, cur: Any, sql: str, params: Sequence[Any]) -> None:
         cur.execute(sql, parameters=list(params))
@@ -327,7 +354,7 @@ class PostgresSource(DatabaseSource):
     def _unavailable(self, exc: BaseException, text: str) -> bool:
         state = _sqlstate(exc)
         if state is not None:
-            return state.startswith("08") or state in _GONE_STATES
+            return state.startswith("08") or state in _GONE_STATES or state == _LOCK_TIMEOUT
         return says_gone(text)  # libpq's connection failures carry no SQLSTATE
 
     def _query_mistake(self, exc: BaseException) -> bool:
