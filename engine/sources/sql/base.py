@@ -52,6 +52,18 @@ from engine.sources.stream import stream_chunks
 __all__ = ["DatabaseSource"]
 
 
+def connect_with_retries(open_connection: Callable[[], Any]) -> Any:
+    """``open_connection()``, tried again with backoff (``BICONIC_NETWORK_RETRIES`` attempts) while it fails
+    as unavailable (a refusal, a restart, a dropped connection), but never past the connect timeout: a host
+    that does not answer at all fails once, within it."""
+    from engine.retry import SOURCE_CONNECT
+
+    limits = settings()
+    policy = dataclasses.replace(SOURCE_CONNECT, attempts=limits.network_retries)
+    return policy.call(open_connection, retry_if=lambda exc: isinstance(exc, SourceUnavailableError),
+                       deadline=limits.connect_timeout)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DatabaseSource(abc.ABC):
     """A table or query of a PostgreSQL or MySQL/MariaDB database, read as one partition; the dialects
@@ -149,17 +161,6 @@ class DatabaseSource(abc.ABC):
 
     def watermark_key(self) -> str:
         return self.label
-
-    def _with_retries(self, open_connection: Callable[[], Any]) -> Any:
-        """``open_connection()``, tried again with backoff (``BICONIC_NETWORK_RETRIES`` attempts) while it fails
-        as unavailable (a refusal, a restart, a dropped connection), but never past the connect timeout: a host
-        that does not answer at all fails once, within it."""
-        from engine.retry import SOURCE_CONNECT
-
-        limits = settings()
-        policy = dataclasses.replace(SOURCE_CONNECT, attempts=limits.network_retries)
-        return policy.call(open_connection, retry_if=lambda exc: isinstance(exc, SourceUnavailableError),
-                           deadline=limits.connect_timeout)
 
     def _driver_url(self, **defaults: str) -> str:
         """The URL handed to a driver: the source's URL parameters, plus ``defaults`` it does not set."""

@@ -53,7 +53,7 @@ import pyarrow as pa
 
 from engine.errors import SourceError, SpecError, first_line
 from engine.settings import settings
-from engine.sources.sql.base import DatabaseSource
+from engine.sources.sql.base import DatabaseSource, connect_with_retries
 from engine.sources.sql.common import (
     OPTIONS,
     Column,
@@ -192,7 +192,7 @@ class MySqlSource(DatabaseSource):
             except Exception as exc:
                 raise self._error(exc, "cannot connect") from exc
 
-        return self._with_retries(open_connection)
+        return connect_with_retries(open_connection)
 
     def _execute(self, cur: Any, sql: str, params: Sequence[Any]) -> None:
         cur.execute(sql, tuple(params))

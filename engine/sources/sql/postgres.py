@@ -49,7 +49,7 @@ import pyarrow as pa
 from engine.errors import SourceError, SpecError
 from engine.names import quote_ident
 from engine.settings import settings
-from engine.sources.sql.base import DatabaseSource
+from engine.sources.sql.base import DatabaseSource, connect_with_retries
 from engine.sources.sql.common import (
     OPTIONS,
     Column,
@@ -181,7 +181,7 @@ class PostgresSource(DatabaseSource):
                 raise self._error(exc, "cannot connect") from exc
             return conn
 
-        return self._with_retries(open_connection)
+        return connect_with_retries(open_connection)
 
     def _execute(self, cur: Any, sql: str, params: Sequence[Any]) -> None:
         cur.execute(sql, parameters=list(params))
