@@ -68,9 +68,10 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=10.0, gt=0, description="seconds to open a network connection (S3, "
                                    "databases, HTTP APIs, PostgreSQL)")
     read_timeout: float = Field(default=60.0, gt=0, description="seconds to wait for an answer on an open "
-                                "connection (S3, MySQL, HTTP APIs) before the attempt fails")
+                                "connection (S3, MySQL, HTTP APIs) before the attempt fails, and "
+                                "for a lock on a PostgreSQL source's table")
     network_retries: int = Field(default=3, ge=1, le=20, description="attempts per S3 call, or per "
-                                 "connect to a database source, before it fails")
+                                 "connect to a PostgreSQL or MySQL source, before it fails")
     upload_deadline: float = Field(default=300.0, gt=0, description="seconds an archive upload may take across "
                                    "all its attempts, inside the load's open transaction")
     idle_in_transaction_timeout: float | None = Field(

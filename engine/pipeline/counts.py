@@ -71,5 +71,5 @@ class Rejects:
             # a platform export of UUID ids into a dataset created with integer ids, or the other way round
             return ("the rows' connection ids are not of the kind the dataset's connection_id column was created "
                     "with: load them into another dataset, or (a file of one connection) give --connection ID "
-                    "--connection-override")
+                    "--connection-override (connection_override in Python and pipeline files)")
         return ""

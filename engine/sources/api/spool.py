@@ -13,11 +13,13 @@ object does (``weakref.finalize``: it goes when the owner is garbage-collected o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import re
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -36,6 +38,8 @@ __all__ = ["Spool", "SpoolKind", "held_reader", "sweep_spools", "typed_chunks"]
 
 #: what a spool holds (its file name starts with it)
 SpoolKind = Literal["api", "mongo"]
+#: a spool older than this belongs to a killed load even if its process id is in use again
+STALE_SECONDS = 24 * 3600
 _NAME = re.compile(r"(?:api|mongo)-(\d+)-\w+\.ndjson")
 
 
@@ -47,10 +51,13 @@ def _alive(pid: int) -> bool:
 
 def sweep_spools(folder: Path) -> None:
     """Spools left by killed processes (a spool lives only as long as its owner object)."""
+    stale = time.time() - STALE_SECONDS  # a pid used again by another process would otherwise keep it for ever
     for path in folder.glob("*.ndjson"):
         m = _NAME.fullmatch(path.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # another user's spool, or swept meanwhile: not this load's failure
+            if m and int(m.group(1)) != os.getpid() and (not _alive(int(m.group(1))) or
+                                                         path.stat().st_mtime < stale):
+                path.unlink(missing_ok=True)
 
 
 class Spool:

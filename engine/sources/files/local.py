@@ -53,8 +53,12 @@ def transcode_to_utf8(path: Path, encoding: str, *, quote: bytes | None = None, 
                 data = held + data
                 data, held = (data[:-1], data[-1:]) if data.endswith(b"\r") and not final else (data, b"")
                 data, parity = bare_cr_to_lf(data, quote, parity)
-            with naming(folder):  # a full disk under the (unlinked) copy: one line naming its folder
-                out.write(data)
+            try:
+                with naming(folder):  # a full disk under the (unlinked) copy: one line naming its folder
+                    out.write(data)
+            except BaseException:
+                out.close()  # gives its space back at once, not when the error is collected
+                raise
             offset += len(chunk)
             if final:
                 break

@@ -60,8 +60,15 @@ def connect_with_retries(open_connection: Callable[[], Any]) -> Any:
 
     limits = settings()
     policy = dataclasses.replace(SOURCE_CONNECT, attempts=limits.network_retries)
-    return policy.call(open_connection, retry_if=lambda exc: isinstance(exc, SourceUnavailableError),
-                       deadline=limits.connect_timeout)
+    return policy.call(open_connection, retry_if=_worth_connecting_again, deadline=limits.connect_timeout)
+
+
+def _worth_connecting_again(exc: BaseException) -> bool:
+    """Unavailable, and never a refused password (libpq may name an earlier address's refusal first): sending a
+    wrong password again risks locking the account."""
+    text = str(exc).lower()
+    return isinstance(exc, SourceUnavailableError) and "authentication failed" not in text \
+        and "access denied" not in text
 
 
 @dataclass(frozen=True, kw_only=True)

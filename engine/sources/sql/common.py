@@ -58,7 +58,7 @@ _SCHEMES: dict[str, Dialect] = {"postgresql": "postgresql", "postgres": "postgre
 #: words of a driver message (one without an error code) that say the server went away: worth a retry
 _GONE_WORDS = ("could not connect", "connection refused", "can't connect", "timed out", "terminating connection",
                "server closed the connection", "lost connection", "gone away", "connection reset",
-               "timeout expired")
+               "timeout expired", "starting up", "shutting down", "too many clients")
 
 
 class Run(Protocol):

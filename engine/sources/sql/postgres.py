@@ -38,6 +38,7 @@ Anything else is cast to text in SQL.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -58,6 +59,7 @@ from engine.sources.sql.common import (
     Read,
     Run,
     decimal_or_text,
+    driver_message,
     empty_batch,
     mark_text,
     plain_number,
@@ -66,6 +68,8 @@ from engine.sources.sql.common import (
 )
 
 __all__ = ["OPTIONS", "PostgresSource"]
+
+log = logging.getLogger(__name__)
 
 #: Arrow batches waiting between the parallel readers and the consumer, per reader
 _QUEUE_PER_READER = 2
@@ -130,8 +134,13 @@ def _network_bounds(connect_timeout: float, read_timeout: float) -> dict[str, st
     mid-read (a dropped network, a dead machine) is noticed within about the read timeout."""
     read = max(1, math.ceil(read_timeout))
     return {"connect_timeout": str(max(1, math.ceil(connect_timeout))), "keepalives": "1",
-            "keepalives_idle": str(max(1, read // 2)), "keepalives_interval": str(max(1, read // 6)),
-            "keepalives_count": "3", "tcp_user_timeout": str(read * 1000)}
+            "keepalives_idle": str(min(read // 2 or 1, 300)), "keepalives_interval": str(min(read // 6 or 1, 60)),
+            "keepalives_count": "3", "tcp_user_timeout": str(_milliseconds(read))}
+
+
+def _milliseconds(seconds: float) -> int:
+    """``seconds`` as a PostgreSQL/libpq millisecond setting: at least 1 (0 means no limit), at most int4."""
+    return min(max(1, int(seconds * 1000)), 2**31 - 1)
 
 
 def _exported_snapshot(lead: Any) -> str | None:
@@ -170,18 +179,29 @@ class PostgresSource(DatabaseSource):
                 conn = pgdbapi.connect(url, autocommit=autocommit)
             except Exception as exc:
                 raise self._error(exc, "cannot connect") from exc
-            try:  # a read queued behind another session's lock on the source table waits at most the read timeout
-                with conn.cursor() as cur:
-                    cur.execute(f"SET lock_timeout = {int(limits.read_timeout * 1000)}")
-                if not autocommit:
-                    conn.commit()
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    conn.close()
-                raise self._error(exc, "cannot connect") from exc
+            if "lock_timeout" not in url:  # the URL's own options=-c lock_timeout=... wins
+                self._bound_lock_waits(conn, _milliseconds(limits.read_timeout), autocommit=autocommit)
             return conn
 
         return connect_with_retries(open_connection)
+
+    def _bound_lock_waits(self, conn: Any, milliseconds: int, *, autocommit: bool) -> None:
+        """A read queued behind another session's lock on the source table waits at most the read timeout. Best
+        effort: a server without the setting (Redshift) reads without it; a lost connection is the connect's."""
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SET lock_timeout = {milliseconds}")
+        except Exception as exc:
+            if self._unavailable(exc, driver_message(exc)):
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise self._error(exc, "cannot connect") from exc
+            log.debug("source %s: lock_timeout not set: %s", self.label, driver_message(exc))
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            return
+        if not autocommit:
+            conn.commit()
 
     def _execute(self, cur: Any, sql: str, params: Sequence[Any]) -> None:
         cur.execute(sql, parameters=list(params))

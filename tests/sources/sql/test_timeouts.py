@@ -93,3 +93,15 @@ def test_a_refused_connect_is_tried_again_with_backoff_then_fails_as_transient(
         engine.load(f"{scheme}://app:Pw-123@127.0.0.1:{port}/shop?table=orders", into=table, dsn=pg_dsn)
     assert isinstance(info.value, TransientError) and f"127.0.0.1:{port}" in str(info.value)
     assert manual_clock.slept == [0.5, 1.0]  # BICONIC_NETWORK_RETRIES (3) attempts, the waits doubling
+
+
+def test_libpq_bounds_stay_in_the_ranges_the_kernel_and_server_take() -> None:
+    """A read timeout of days (an "effectively off" setting) must not make every connect fail: Linux takes at
+    most 32767 s of keepalive idle, PostgreSQL an int4 of milliseconds."""
+    from engine.sources.sql.postgres import _milliseconds, _network_bounds
+
+    bounds = _network_bounds(10, 10**7)
+    assert (bounds["keepalives_idle"], bounds["keepalives_interval"]) == ("300", "60")
+    assert int(bounds["tcp_user_timeout"]) == 2**31 - 1 and _milliseconds(0.0001) == 1
+    assert _network_bounds(1, 1) == {"connect_timeout": "1", "keepalives": "1", "keepalives_idle": "1",
+                                     "keepalives_interval": "1", "keepalives_count": "3", "tcp_user_timeout": "1000"}
