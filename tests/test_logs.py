@@ -1,0 +1,214 @@
+"""Structured logs: JSON lines off a terminal, text on one, the ids of the job, connection and load on every line,
+no secret anywhere."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.errors import SpecError
+from engine.logs import LogHandler, configure_logging, current_ids, log_context, uvicorn_log_config, wants_json
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def root() -> Iterator[logging.Logger]:
+    """The root logger, put back as it was (handlers and level) after the test."""
+    logger = logging.getLogger()
+    handlers, level = list(logger.handlers), logger.level
+    yield logger
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def _logger(stream: io.StringIO, json_format: bool = True) -> logging.Logger:
+    """A logger of its own writing to ``stream`` through a LogHandler (the root's handlers untouched)."""
+    logger = logging.getLogger(f"biconic.test.{id(stream)}")
+    logger.handlers[:] = [LogHandler(json_format, stream)]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger
+
+
+def test_a_json_line_carries_the_ids_of_nested_contexts() -> None:
+    out = io.StringIO()
+    log = _logger(out)
+    with log_context(job_id="j-1", connection_id=7):
+        log.info("planned %d partitions", 3)
+        with log_context(load_id="abc", dataset="sales.orders", connection_id=8):
+            log.warning("inside", extra={"rows": 12})
+        log.info("after")
+    log.info("outside")
+    first, inner, after, outside = _lines(out)
+    assert first["message"] == "planned 3 partitions" and first["level"] == "INFO"
+    assert first["logger"] == log.name and str(first["ts"]).endswith("Z") and "T" in str(first["ts"])
+    assert (first["job_id"], first["connection_id"]) == ("j-1", "7") and "load_id" not in first
+    assert {k: inner[k] for k in ("job_id", "connection_id", "load_id", "dataset", "rows")} == {
+        "job_id": "j-1", "connection_id": "8", "load_id": "abc", "dataset": "sales.orders", "rows": 12}
+    assert after["connection_id"] == "7" and "load_id" not in after
+    assert not {"job_id", "connection_id", "load_id", "dataset"} & set(outside)
+    assert current_ids() == {}
+
+
+def test_each_thread_sees_only_its_own_context() -> None:
+    out = io.StringIO()
+    log = _logger(out)
+    ready = threading.Barrier(2)
+
+    def work(job: str) -> None:
+        with log_context(job_id=job):
+            ready.wait(5)  # both contexts are set at once
+            log.info("from %s", job)
+            ready.wait(5)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in ("a", "b")]
+    with log_context(job_id="main"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        log.info("from main")
+    found = {line["message"]: line["job_id"] for line in _lines(out)}
+    assert found == {"from a": "a", "from b": "b", "from main": "main"}
+
+
+def test_secrets_are_redacted_in_message_arguments_fields_and_exceptions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "AKsecretvalue42")
+    out = io.StringIO()
+    log = _logger(out)
+    with log_context(dataset="orders"):
+        log.info("connecting to %s", "postgresql://app:s3cret@db:5432/shop",
+                 extra={"url": "https://api.example.com/v1?api_key=k3yk3y&page=2"})
+        log.warning("host=db password=hunter22 sslmode=require; Authorization: Bearer tok.en-123")
+        log.info("token=abcdef99 and the AWS key AKsecretvalue42 echoed by a driver")
+        try:
+            raise RuntimeError("could not connect to postgresql://u:pw0rd99@h/db\nDETAIL: more")
+        except RuntimeError:
+            log.exception("load failed")
+    text = out.getvalue()
+    for secret in ("s3cret", "k3yk3y", "hunter22", "tok.en-123", "abcdef99", "AKsecretvalue42", "pw0rd99"):
+        assert secret not in text, secret
+    lines = _lines(out)
+    assert len(lines) == 4  # one line each: the exception's second line is not printed
+    assert lines[0]["message"] == "connecting to postgresql://app:***@db:5432/shop"
+    assert lines[0]["url"] == "https://api.example.com/v1?api_key=***&page=2"
+    assert lines[3]["error"] == "RuntimeError: could not connect to postgresql://u:***@h/db"
+    assert "traceback" not in lines[3]
+
+
+def test_a_traceback_is_a_field_only_at_debug(root: logging.Logger) -> None:
+    out = io.StringIO()
+    configure_logging("DEBUG", json_format=True, stream=out)
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        logging.getLogger("biconic.test").exception("failed")
+    line, = _lines(out)
+    assert line["error"] == "ValueError: bad"
+    assert "Traceback (most recent call last)" in str(line["traceback"])
+    assert "test_a_traceback_is_a_field_only_at_debug" in str(line["traceback"])
+
+
+def test_text_on_a_terminal_json_elsewhere(root: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal, pipe = _Terminal(), io.StringIO()
+    configure_logging("INFO", stream=terminal)
+    with log_context(job_id="j-9"):
+        logging.getLogger("biconic.jobs").info("hello %s", "there")
+    line = terminal.getvalue()
+    assert line.endswith("INFO    biconic.jobs: hello there [job_id=j-9]\n"), line
+    configure_logging("INFO", stream=pipe)  # replaces the first handler: one line, in JSON
+    logging.getLogger("biconic.jobs").info("again")
+    assert terminal.getvalue() == line
+    assert _lines(pipe)[0]["message"] == "again"
+    assert sum(isinstance(h, LogHandler) for h in root.handlers) == 1
+
+
+@pytest.mark.parametrize(("setting", "terminal", "expected"),
+                         [("auto", True, False), ("auto", False, True), ("json", True, True),
+                          ("text", False, False), ("JSON", True, True)])
+def test_biconic_log_format_is_honoured(monkeypatch: pytest.MonkeyPatch, setting: str, terminal: bool,
+                                        expected: bool) -> None:
+    monkeypatch.setenv("BICONIC_LOG_FORMAT", setting)
+    assert wants_json(stream=_Terminal() if terminal else io.StringIO()) is expected
+    assert wants_json(False, stream=io.StringIO()) is False  # an explicit choice wins
+
+
+def test_log_settings_are_checked(monkeypatch: pytest.MonkeyPatch, root: logging.Logger) -> None:
+    monkeypatch.setenv("BICONIC_LOG_FORMAT", "xml")
+    with pytest.raises(SpecError, match="BICONIC_LOG_FORMAT"):
+        wants_json()
+    monkeypatch.setenv("BICONIC_LOG_FORMAT", "json")
+    monkeypatch.setenv("BICONIC_LOG_LEVEL", "loud")
+    with pytest.raises(SpecError, match="BICONIC_LOG_LEVEL"):
+        configure_logging()
+    monkeypatch.setenv("BICONIC_LOG_LEVEL", "debug")
+    configure_logging(stream=io.StringIO())
+    assert root.level == logging.DEBUG
+    monkeypatch.delenv("BICONIC_LOG_LEVEL")
+    configure_logging(stream=io.StringIO())
+    assert root.level == logging.WARNING
+
+
+def test_uvicorn_lines_go_through_the_handler(root: logging.Logger) -> None:
+    import logging.config
+
+    config = uvicorn_log_config("info", json_format=True)
+    logging.config.dictConfig(config)
+    handler, = [h for h in root.handlers if isinstance(h, LogHandler)]
+    out = io.StringIO()
+    handler.stream = out
+    access = logging.getLogger("uvicorn.access")
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/v1/datasets?access_token=t0k3n", "1.1", 200)
+    line, = _lines(out)
+    assert line["logger"] == "uvicorn.access" and "t0k3n" not in line["message"] and "200" in line["message"]
+    assert not access.handlers
+
+
+@pytest.mark.postgres
+def test_a_load_logs_json_lines_with_its_ids(tmp_path: Path, pg_dsn: str, table: str) -> None:
+    data = tmp_path / "orders.csv"
+    data.write_text("day,qty\n2026-01-01,1\n2026-02-01,2\n")
+    dsn = pg_dsn.replace("postgresql://postgres@", "postgresql://postgres:pw-s3cret@")  # trust: ignored
+    assert "pw-s3cret" in dsn
+    env = {**os.environ, "BICONIC_LOG_LEVEL": "INFO", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop("BICONIC_LOG_FORMAT", None)
+    result = subprocess.run([sys.executable, "-m", "engine", "load", str(data), "--into", table, "--connection", "7",
+                             "--partition-by", "day:month", "--dsn", dsn, "--json"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)  # stdout is the report alone, as before
+    assert report["rows_loaded"] == 2
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert lines, "no log line at INFO"
+    assert "pw-s3cret" not in result.stderr
+    loads = [line for line in lines if line.get("logger") == "biconic.load"]
+    assert [line["message"] for line in loads][0] == f"load of {data} into {table} started (mode append)"
+    assert loads[-1]["message"].startswith(f"load of {data} into {table} done: 2 rows loaded, 0 partitions")
+    for line in loads:
+        assert (line["load_id"], line["dataset"], line["connection_id"]) == (report["load_id"], table, "7")
+
+
+def test_a_failed_load_is_still_one_plain_error_line(tmp_path: Path) -> None:
+    env = {**os.environ, "BICONIC_LOG_LEVEL": "WARNING", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    result = subprocess.run([sys.executable, "-m", "engine", "load", str(tmp_path / "nope.csv"), "--into", "t",
+                             "--dsn", "postgresql://postgres@127.0.0.1:1/none"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 3
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
