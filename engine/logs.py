@@ -40,9 +40,10 @@ FORMATS = ("auto", "json", "text")
 _context: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("biconic_log_context",
                                                                                    default=None)
 
-#: attributes every LogRecord has: anything else on a record came from ``extra=``
+#: attributes every LogRecord has (anything else came from ``extra=``), and extras that only repeat the message
+#: (uvicorn's coloured copy, Celery's ``data``: the task's arguments, a job request in full)
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime",
-                                                                                 "color_message", "taskName"}
+                                                                                 "color_message", "taskName", "data"}
 _BEARER = re.compile(r"(\bbearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 _PAIRS = re.compile(r"(\b(?:[a-z_]*token|api[_-]?key|[a-z_]*secret|secret[_-]?access[_-]?key|password|passwd|pwd)"
                     r"[\"']?\s*[=:]\s*[\"']?)([^\s\"'&,;}]+)", re.IGNORECASE)
