@@ -108,7 +108,12 @@ def cli() -> None:
     """
     from engine.logs import configure_logging
 
-    configure_logging()
+    try:
+        configure_logging()
+    except SpecError as exc:  # another bad setting is the command's to report (help still shows)
+        if exc.path.startswith("BICONIC_LOG_"):
+            raise
+        configure_logging("WARNING", json_format=not sys.stderr.isatty())
 
 
 @cli.command()

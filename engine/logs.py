@@ -33,7 +33,7 @@ __all__ = ["FORMATS", "IDS", "LogHandler", "configure_logging", "current_ids", "
            "uvicorn_log_config", "wants_json"]
 
 #: the ids a line carries when known, in this order
-IDS = ("job_id", "connection_id", "load_id", "dataset", "stage", "request_id")
+IDS = ("job_id", "connection_id", "load_id", "dataset", "stage")
 #: values of ``BICONIC_LOG_FORMAT``
 FORMATS = ("auto", "json", "text")
 

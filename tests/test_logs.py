@@ -177,7 +177,7 @@ def test_uvicorn_lines_go_through_the_handler(root: logging.Logger) -> None:
     access = logging.getLogger("uvicorn.access")
     access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/v1/datasets?access_token=t0k3n", "1.1", 200)
     line, = _lines(out)
-    assert line["logger"] == "uvicorn.access" and "t0k3n" not in line["message"] and "200" in line["message"]
+    assert line["logger"] == "uvicorn.access" and "t0k3n" not in str(line["message"]) and "200" in str(line["message"])
     assert not access.handlers
 
 
@@ -212,3 +212,74 @@ def test_a_failed_load_is_still_one_plain_error_line(tmp_path: Path) -> None:
                             env=env, timeout=120)
     assert result.returncode == 3
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_an_api_request_about_an_import_carries_its_job_id() -> None:
+    import asyncio
+
+    from engine.service.app import _ImportIds
+
+    seen: list[dict[str, str]] = []
+
+    async def inner(scope: object, receive: object, send: object) -> None:
+        seen.append(current_ids())
+
+    async def nothing() -> dict[str, str]:
+        return {}
+
+    async def ignore(message: object) -> None:
+        return None
+
+    ids = _ImportIds(inner)
+    for path in ("/v1/imports/3f2a9c1e-0000/events", "/v1/imports", "/v1/uploads/x"):
+        asyncio.run(ids({"type": "http", "path": path}, nothing, ignore))
+    assert seen == [{"job_id": "3f2a9c1e-0000"}, {}, {}]
+    assert current_ids() == {}
+
+
+@pytest.mark.postgres
+def test_serve_writes_uvicorns_lines_as_json(tmp_path: Path, pg_dsn: str) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "BICONIC_PG_DSN": pg_dsn}
+    env.pop("BICONIC_LOG_FORMAT", None)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", str(port)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz?api_key=k3y-k3y", timeout=2) as r:
+                    assert r.status == 200
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    text = log.read_text()
+    first, *rest = text.splitlines()
+    assert first.startswith("biconic serve: http://")  # the user's line, as before
+    lines = [json.loads(line) for line in rest]
+    assert any(line["logger"] == "uvicorn.error" and "Uvicorn running" in line["message"] for line in lines), text
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert access and "/healthz?api_key=***" in access[0]["message"] and "k3y-k3y" not in text
+
+
+def test_a_bad_log_setting_is_one_line_and_another_bad_setting_still_shows_help(root: logging.Logger) -> None:
+    from click.testing import CliRunner
+
+    from engine.cli import cli
+
+    bad = CliRunner().invoke(cli, ["sources"], env={"BICONIC_LOG_LEVEL": "loud"})
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: BICONIC_LOG_LEVEL: ") and bad.stderr.count("\n") == 1
+    helped = CliRunner().invoke(cli, ["load", "--help"], env={"BICONIC_BATCH_ROWS": "lots"})
+    assert helped.exit_code == 0 and "Usage:" in helped.output
