@@ -283,3 +283,23 @@ def test_a_bad_log_setting_is_one_line_and_another_bad_setting_still_shows_help(
     assert bad.exit_code == 2 and bad.stderr.startswith("error: BICONIC_LOG_LEVEL: ") and bad.stderr.count("\n") == 1
     helped = CliRunner().invoke(cli, ["load", "--help"], env={"BICONIC_BATCH_ROWS": "lots"})
     assert helped.exit_code == 0 and "Usage:" in helped.output
+
+
+def test_the_engines_helper_threads_carry_the_callers_ids() -> None:
+    from engine.handoff import Prefetch, Worker
+
+    seen: list[dict[str, str]] = []
+    with log_context(load_id="L-1", dataset="orders"):
+        with Prefetch(iter([1]), iter([2])) as items:
+            got = sorted(items)
+        helper: Worker[int] = Worker(lambda item: seen.append(current_ids()))
+        helper.put(1)
+        helper.call(lambda: None).result(5)
+        helper.close()
+
+    def produced() -> Iterator[dict[str, str]]:
+        yield current_ids()
+
+    with log_context(job_id="j-2"), Prefetch(produced()) as found:
+        [in_thread] = list(found)
+    assert got == [1, 2] and seen == [{"load_id": "L-1", "dataset": "orders"}] and in_thread == {"job_id": "j-2"}
