@@ -45,7 +45,7 @@ _context: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.Context
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime",
                                                                                  "color_message", "taskName", "data"}
 _BEARER = re.compile(r"(\bbearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-_PAIRS = re.compile(r"(\b(?:[a-z_]*token|api[_-]?key|[a-z_]*secret|secret[_-]?access[_-]?key|password|passwd|pwd)"
+_PAIRS = re.compile(r"(\b(?:[a-z_]*token|api[_-]?key|[a-z_]*secret(?:[_-]?access[_-]?key)?|password|passwd|pwd)"
                     r"[\"']?\s*[=:]\s*[\"']?)([^\s\"'&,;}]+)", re.IGNORECASE)
 #: environment variables whose values (or URL passwords) must never be printed
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "BICONIC_PG_DSN", "BICONIC_REDIS_URL",

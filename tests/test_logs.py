@@ -97,13 +97,13 @@ def test_secrets_are_redacted_in_message_arguments_fields_and_exceptions(monkeyp
         log.info("connecting to %s", "postgresql://app:s3cret@db:5432/shop",
                  extra={"url": "https://api.example.com/v1?api_key=k3yk3y&page=2"})
         log.warning("host=db password=hunter22 sslmode=require; Authorization: Bearer tok.en-123")
-        log.info("token=abcdef99 and the AWS key AKsecretvalue42 echoed by a driver")
+        log.info("token=abcdef99 and the AWS key AKsecretvalue42 echoed by a driver; aws_secret_access_key=zzz999")
         try:
             raise RuntimeError("could not connect to postgresql://u:pw0rd99@h/db\nDETAIL: more")
         except RuntimeError:
             log.exception("load failed")
     text = out.getvalue()
-    for secret in ("s3cret", "k3yk3y", "hunter22", "tok.en-123", "abcdef99", "AKsecretvalue42", "pw0rd99"):
+    for secret in ("s3cret", "k3yk3y", "hunter22", "tok.en-123", "abcdef99", "AKsecretvalue42", "pw0rd99", "zzz999"):
         assert secret not in text, secret
     lines = _lines(out)
     assert len(lines) == 4  # one line each: the exception's second line is not printed
