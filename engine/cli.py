@@ -104,7 +104,16 @@ def cli() -> None:
 
     With no --dsn and no BICONIC_PG_DSN, an embedded PostgreSQL is started in BICONIC_HOME (default
     ~/.local/share/biconic), where the archive also goes unless BICONIC_ARCHIVE_URL says otherwise.
+    Logs go to stderr: JSON lines unless it is a terminal (BICONIC_LOG_FORMAT, BICONIC_LOG_LEVEL).
     """
+    from engine.logs import configure_logging
+
+    try:
+        configure_logging()
+    except SpecError as exc:  # another bad setting is the command's to report (help still shows)
+        if exc.path.startswith("BICONIC_LOG_"):
+            raise
+        configure_logging("WARNING", json_format=not sys.stderr.isatty())
 
 
 @cli.command()

@@ -24,8 +24,8 @@ __all__ = ["beat", "jobs", "submit", "worker"]
 @click.option("--queues", default=None, metavar="NAME,...",
               help="Queues to take tasks from [default: biconic]; biconic.control (the jobs' finishing steps) "
                    "is always added.")
-@click.option("--loglevel", default="INFO", show_default=True, help="Celery's log level.")
-def worker(concurrency: int | None, autoscale: str | None, queues: str | None, loglevel: str) -> None:
+@click.option("--loglevel", default=None, help="Log level [default: BICONIC_LOG_LEVEL, else INFO].")
+def worker(concurrency: int | None, autoscale: str | None, queues: str | None, loglevel: str | None) -> None:
     """Start a worker: a Celery prefork pool of spawn-started processes that run the queued imports.
 
     \b
@@ -34,7 +34,9 @@ def worker(concurrency: int | None, autoscale: str | None, queues: str | None, l
       biconic worker --concurrency 2 --autoscale 16,2
     """
     from engine.jobs.app import configure, consumed_queues
+    from engine.settings import settings
 
+    loglevel = loglevel or settings().log_level or "INFO"
     processes = concurrency or (int(autoscale.split(",")[0]) if autoscale else os.cpu_count() or 1)
     # Polars in each process uses a share of the cores, not all of them (set before the children start)
     os.environ.setdefault("POLARS_MAX_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes))))
@@ -48,14 +50,15 @@ def worker(concurrency: int | None, autoscale: str | None, queues: str | None, l
 
 
 @click.command()
-@click.option("--loglevel", default="INFO", show_default=True, help="Celery's log level.")
+@click.option("--loglevel", default=None, help="Log level [default: BICONIC_LOG_LEVEL, else INFO].")
 @dsn_option
-def beat(loglevel: str, dsn: str | None) -> None:
+def beat(loglevel: str | None, dsn: str | None) -> None:
     """Run the periodic jobs (tiering, upload tiering, sweeps of what killed loads left): exactly one per
     deployment; a second one exits with an error."""
     from engine.jobs.schedule import run_beat
+    from engine.settings import settings
 
-    run_beat(dsn=dsn, loglevel=loglevel)
+    run_beat(dsn=dsn, loglevel=loglevel or settings().log_level or "INFO")
 
 
 @click.command()

@@ -22,10 +22,10 @@ __all__ = ["serve", "tokens"]
 @click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True, metavar="IPS",
               help="Proxies whose X-Forwarded-Proto/For headers are trusted (comma-separated, or '*'): tus "
                    "Location headers then carry the scheme and host the client used.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="uvicorn's log level.")
+@click.option("--log-level", default=None, type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="Log level [default: BICONIC_LOG_LEVEL, else info].")
 @dsn_option
-def serve(host: str, port: int, workers: int, root_path: str | None, forwarded_allow_ips: str, log_level: str,
+def serve(host: str, port: int, workers: int, root_path: str | None, forwarded_allow_ips: str, log_level: str | None,
           dsn: str | None) -> None:
     """Serve the HTTP API: tus uploads, imports, dataset reads (OpenAPI at /openapi.json, docs at /docs).
 
@@ -37,7 +37,9 @@ def serve(host: str, port: int, workers: int, root_path: str | None, forwarded_a
     """
     import uvicorn
 
+    from engine.logs import configure_logging, uvicorn_log_config, wants_json
     from engine.postgres.server import resolve_dsn
+    from engine.settings import settings
 
     if workers < 1:
         raise click.BadParameter("expected 1 or more", param_hint="--workers")
@@ -47,8 +49,11 @@ def serve(host: str, port: int, workers: int, root_path: str | None, forwarded_a
     if root_path is not None:
         os.environ["BICONIC_API_ROOT_PATH"] = root_path
     click.echo(f"biconic serve: http://{host}:{port}{root_path or ''}/docs", err=True)
+    level = (log_level or settings().log_level or "info").lower()
+    configure_logging(level)
     uvicorn.run("engine.service.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
+                log_level=level, log_config=uvicorn_log_config(level, wants_json()), proxy_headers=True,
+                forwarded_allow_ips=forwarded_allow_ips,
                 server_header=False, timeout_graceful_shutdown=10)
 
 

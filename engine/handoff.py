@@ -15,6 +15,7 @@ Two directions, one rule (a bounded queue, errors handed to the other side, a cl
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -46,7 +47,9 @@ class Prefetch(Generic[T]):
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
         self._stop = threading.Event()
         self._pending = len(sources)
-        self._threads = [threading.Thread(target=self._produce, args=(s,), name=name, daemon=True) for s in sources]
+        # each thread runs in a copy of the caller's context: its log lines carry the load's ids (engine.logs)
+        self._threads = [threading.Thread(target=contextvars.copy_context().run, args=(self._produce, s), name=name,
+                                          daemon=True) for s in sources]
         for thread in self._threads:
             thread.start()
 
@@ -113,7 +116,8 @@ class Worker(Generic[T]):
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
         #: the first exception raised on the thread (by ``handle`` or a call), until :meth:`reset`
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,), name=name,
+                                        daemon=True)  # in a copy of the caller's context, as Prefetch's
         self._thread.start()
 
     def put(self, item: T) -> None:

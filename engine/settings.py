@@ -104,6 +104,26 @@ class Settings(BaseSettings):
     upload_expiry_hours: float = Field(default=24.0, gt=0, description="hours an unfinished upload lives after "
                                        "its last chunk before the sweep deletes it")
     uploads_per_token: int = Field(default=20, ge=1, description="unfinished uploads one API token may hold")
+    log_level: str | None = Field(default=None, description="DEBUG, INFO, WARNING, ERROR or CRITICAL; unset: "
+                                  "WARNING for commands, INFO for worker, beat and serve")
+    log_format: str = Field(default="auto", description="json, text, or auto: JSON lines unless stderr is a "
+                            "terminal")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value.upper()
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value.lower() not in ("auto", "json", "text"):
+            raise ValueError("expected auto, json or text")
+        return value.lower()
 
     @field_validator("archive_level")
     @classmethod

@@ -24,6 +24,7 @@ import threading
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 from kombu.entity import Exchange, Queue
 
 from engine.jobs.broker import broker_url, result_url
@@ -111,6 +112,15 @@ def _forget_connections() -> None:
         amqp._producer_pool = None
     app._backend_cache = None
     app._local = threading.local()
+
+
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _logging(loglevel: Any = None, **_: Any) -> None:
+    """Workers and the beat (and each pool process) log as every command does: JSON lines with the job's ids,
+    secrets redacted (see :mod:`engine.logs`). While a receiver is connected Celery configures no logging."""
+    from engine.logs import configure_logging
+
+    configure_logging(loglevel or settings().log_level or "INFO")
 
 
 configure()

@@ -21,17 +21,20 @@ import logging
 import random
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from celery import Task, chord
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_postrun, task_prerun
 
 from engine.errors import BiconicError, TransientError
 from engine.jobs.app import MAX_BACKOFF, app
 from engine.jobs.fairness import connection_slot
 from engine.jobs.request import JobRequest
 from engine.jobs.summary import combine
+from engine.logs import log_context
 from engine.pipeline.runner import PartitionPick, run_load
 from engine.postgres import meta_jobs as store
 from engine.settings import settings
@@ -105,6 +108,31 @@ class JobTask(Task):  # type: ignore[misc]
             store.set_state(dsn, job_id, "failed", error=message, error_type=type(exc).__name__)
         except BiconicError as recorded:
             log.error("job %s: could not record its failure (%s): %s", job_id, message, recorded)
+
+
+#: task id -> the log context its lines carry while it runs
+_contexts: dict[str, ExitStack] = {}
+
+
+@task_prerun.connect  # type: ignore[untyped-decorator]
+def _ids_on(task_id: str = "", args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+            **_: Any) -> None:
+    """A job task's lines carry its job id, stage and connection id (a load's own lines add the load id)."""
+    job_id, stage, _part, request = _job_args(tuple(args or ()), kwargs or {})
+    if job_id is None or not isinstance(request, dict):
+        return
+    load = request.get("load")
+    connection = load.get("connection_id") if isinstance(load, dict) else None
+    stack = ExitStack()
+    stack.enter_context(log_context(job_id=job_id, stage=stage, connection_id=connection))
+    _contexts[task_id] = stack
+
+
+@task_postrun.connect  # type: ignore[untyped-decorator]
+def _ids_off(task_id: str = "", **_: Any) -> None:
+    stack = _contexts.pop(task_id, None)
+    if stack is not None:
+        stack.close()
 
 
 def _job_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str | None, int, int | None, Any]:

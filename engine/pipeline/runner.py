@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import resource
 import time
 import uuid
@@ -24,6 +25,7 @@ from engine.errors import (
     StorageError,
     TransientError,
 )
+from engine.logs import log_context
 from engine.names import canonical_table, unusable_characters
 from engine.pipeline.context import LoadState
 from engine.pipeline.leftovers import drop_if_unused, sweep_work_files
@@ -46,6 +48,8 @@ from engine.spec.models import LoadSpec, TargetSpec
 from engine.storage import is_storage, storage_error
 
 __all__ = ["PartitionPick", "load_key", "run_load", "spec_hash"]
+
+log = logging.getLogger("biconic.load")
 
 
 def _check_table_name(name: str) -> None:
@@ -122,24 +126,29 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
     store = Store(url) if url is not None else None
     report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=redact(spec.source.path),
                         mode=target.mode, archive=_where(store), database=database_label(target.dsn))
-    dsn = resolve_dsn(target.dsn)
-    sweep_work_files()
-    with recorded(dsn, report, target.connection_id) as run:
-        with Session(dsn) as session:
-            meta.ensure_meta(session, conn=session.ddl)
-            stage_area.sweep(session, conn=session.ddl)  # staged children killed loads left behind
-            run.begin(session)
-            session.commit(session.ddl)
-            state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=spec_hash(spec),
-                              progress=progress, store=store, full_refresh=full_refresh)
-            failures = _load(state, only)
-            report.notes = list(getattr(state.source, "notes", list)())  # what the source guessed
-        if report.rows_loaded or report.mode == "replace":
-            refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
-        _finished(report, started)
-        if failures:  # the others committed: the run is logged as failed, with what did commit
-            raise PartialLoadError(report, failures)
-        return report
+    ids = {"load_id": report.load_id, "dataset": target.table, "connection_id": target.connection_id}
+    with log_context(**ids):
+        log.info("load of %s into %s started (mode %s)", report.source, target.table, target.mode)
+        dsn = resolve_dsn(target.dsn)
+        sweep_work_files()
+        with recorded(dsn, report, target.connection_id) as run:
+            with Session(dsn) as session:
+                meta.ensure_meta(session, conn=session.ddl)
+                stage_area.sweep(session, conn=session.ddl)  # staged children killed loads left behind
+                run.begin(session)
+                session.commit(session.ddl)
+                state = LoadState(spec=spec, source=source, session=session, report=report, spec_hash=spec_hash(spec),
+                                  progress=progress, store=store, full_refresh=full_refresh)
+                failures = _load(state, only)
+                report.notes = list(getattr(state.source, "notes", list)())  # what the source guessed
+            if report.rows_loaded or report.mode == "replace":
+                refresh_hot_rows(target.table, state.connections, dsn=target.dsn)
+            _finished(report, started)
+            if failures:  # the others committed: the run is logged as failed, with what did commit
+                raise PartialLoadError(report, failures)
+            log.info("load of %s into %s done: %d rows loaded, %d partitions skipped, %.1f s", report.source,
+                     target.table, report.rows_loaded, report.skipped_partitions, report.seconds)
+            return report
 
 
 def _load(state: LoadState, only: PartitionPick | None = None) -> list[tuple[str, BiconicError]]:

@@ -10,13 +10,16 @@ Behind a reverse proxy that serves the API under a path (``/biconic``), pass tha
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engine.logs import log_context
 from engine.postgres.pool import keep_idle
 from engine.postgres.server import resolve_dsn
 from engine.service.limits import BodyLimit
@@ -56,6 +59,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+_IMPORT_PATH = re.compile(r"/imports/([A-Za-z0-9-]{1,64})(?:/|$)")
+
+
+class _ImportIds:
+    """A request about one import (``/imports/{job_id}...``): its log lines carry that job id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = _IMPORT_PATH.search(scope.get("path", "")) if scope["type"] == "http" else None
+        with log_context(job_id=found.group(1) if found else None):
+            await self.app(scope, receive, send)
+
+
 def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastAPI:
     """The service on the warehouse ``dsn`` (default: ``BICONIC_PG_DSN``, else the embedded server)."""
     from engine.service import datasets, imports, uploads
@@ -69,6 +87,7 @@ def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastA
     if origins:  # the platform's UI in a browser (tus-js-client, Uppy) on another origin
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
                            expose_headers=list(TUS_EXPOSED), max_age=600)
+    app.add_middleware(_ImportIds)
     app.include_router(imports.router)
     app.include_router(datasets.router)
     app.include_router(uploads.router)

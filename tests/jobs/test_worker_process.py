@@ -116,6 +116,14 @@ def test_a_load_through_a_real_worker_loads_every_row_and_shows_progress_and_rep
     assert [a["outcome"] for a in status["attempts"]] == ["done"] * 3
     assert row_count(sql, table) == 3000 and _distinct_ids(sql, table) == 3000
     assert "SpawnPoolWorker" in worker.text()  # the pool's processes were spawned, not forked
+    logged = [json.loads(line) for line in worker.text().splitlines() if line.startswith('{"ts": ')]
+    loads = [line for line in logged if line["logger"] == "biconic.load"]  # each task's load: JSON with its ids
+    assert len(loads) == 6, worker.tail()
+    assert any(line["message"].endswith(" ready.") for line in logged)  # Celery's own lines too
+    assert {(line["job_id"], line["dataset"], line["stage"]) for line in loads} == {(job_id, table, "0")}
+    assert len({line["load_id"] for line in loads}) == 3
+    done = [line for line in logged if "succeeded in" in line["message"]]  # the task's own context
+    assert len(done) == 5 and {line["job_id"] for line in done} == {job_id} and "data" not in done[0]
 
 
 @pytest.mark.slow
