@@ -65,11 +65,11 @@ def _rule_numbers() -> dict[str, set[float]]:
     rules = [r for group in yaml.safe_load(ALERTS.read_text())["groups"] for r in group["rules"] if "alert" in r]
     assert rules, "alerts.yml has no alert rules"
     for rule in rules:
-        expr = str(rule["expr"])
-        numbers = {float(n) for n in re.findall(r"[<>]=?\s*([0-9]+(?:\.[0-9]+)?)\b", expr)}
-        for kind, limits in ALERT_THRESHOLDS.items():
-            if limits.metric.removesuffix("_total") in expr or _recorded(kind) in expr:
-                found.setdefault(kind, set()).update(numbers)
+        for part in re.split(r"\b(?:or|and|unless)\b", str(rule["expr"])):  # one comparison per part
+            numbers = {float(n) for n in re.findall(r"[<>]=?\s*([0-9]+(?:\.[0-9]+)?)\b", part)}
+            for kind, limits in ALERT_THRESHOLDS.items():
+                if limits.metric.removesuffix("_total") in part or _recorded(kind) in part:
+                    found.setdefault(kind, set()).update(numbers)
     return found
 
 
