@@ -96,9 +96,9 @@ def evaluate(kind: str, value: float | None, name: str | None = None, detail: st
     elif limits.warning is not None and value > limits.warning:
         state = "warning"
     elif kind == "queue_depth" and limits.scale_out is not None and value > limits.scale_out:
-        state, detail = "info", detail or "add workers"
+        state, detail = "info", "; ".join(filter(None, ("add workers", detail)))
     elif kind == "queue_depth" and limits.scale_in is not None and value < limits.scale_in:
-        state, detail = "info", detail or "remove workers"
+        state, detail = "info", "; ".join(filter(None, ("remove workers", detail)))
     return Check(name or kind, value, _limits(kind), state, detail)
 
 
@@ -112,7 +112,9 @@ def reason(checks: Iterable[Check]) -> str:
     """One line saying why the status is critical (the first critical or unreadable check); empty otherwise."""
     for check in checks:
         if _SEVERITY[check.state] == 2:
-            return f"{check.name}: {check.detail or check.state}"
+            value = "-" if check.value is None else f"{check.value:.4g}"
+            said = check.detail or f"{value} ({check.threshold})"
+            return f"{check.name} {check.state}: {said}"
     return ""
 
 

@@ -37,6 +37,7 @@ def test_a_reading_over_a_threshold_fires_and_one_under_does_not(kind: str, unde
 
 def test_queue_depth_is_a_scaling_signal_never_a_failure() -> None:
     assert (evaluate("queue_depth", 101).state, evaluate("queue_depth", 101).detail) == ("info", "add workers")
+    assert evaluate("queue_depth", 101, detail="biconic: 101").detail == "add workers; biconic: 101"
     assert (evaluate("queue_depth", 9).state, evaluate("queue_depth", 9).detail) == ("info", "remove workers")
     assert evaluate("queue_depth", 50).state == "ok"
     assert overall([evaluate("queue_depth", 500)]) == "ok"
@@ -46,7 +47,8 @@ def test_overall_status_is_the_worst_check_and_an_unreadable_one_is_critical() -
     ok, warn = evaluate("host_cpu", 0.1), evaluate("host_cpu", 0.8)
     unknown = Check("error_rate", None, "", "unknown", "PostgreSQL unreachable: refused")
     assert overall([ok]) == "ok" and overall([ok, warn]) == "warning" and overall([warn, unknown]) == "critical"
-    assert reason([ok, warn, unknown]) == "error_rate: PostgreSQL unreachable: refused"
+    assert reason([ok, warn, unknown]) == "error_rate unknown: PostgreSQL unreachable: refused"
+    assert reason([evaluate("host_cpu", 0.95)]) == "host_cpu critical: 0.95 (warning > 75%, critical > 90%)"
 
 
 def test_p99_interpolates_within_its_bucket_like_prometheus() -> None:
