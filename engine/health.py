@@ -215,7 +215,7 @@ def latency_check(url: str, *, timeout: float = 5.0) -> Check:
     the process started, not a 5-minute rate."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    name = f"query_latency_p99 {url}"
+    name = "query_latency_p99"
     try:
         text = _scrape(url, timeout)
         buckets: dict[float, float] = {}
@@ -227,11 +227,12 @@ def latency_check(url: str, *, timeout: float = 5.0) -> Check:
                     bound = float(sample.labels["le"])
                     buckets[bound] = buckets.get(bound, 0.0) + sample.value
     except Exception as exc:
-        return Check(name, None, _limits("query_latency_p99"), "unknown", f"cannot scrape: {first_line(exc)}")
+        return Check(name, None, _limits("query_latency_p99"), "unknown",
+                     f"cannot scrape {url}: {first_line(exc)}")
     p99 = histogram_quantile(0.99, list(buckets.items()))
-    check = evaluate("query_latency_p99", p99, name)
+    check = evaluate("query_latency_p99", p99, name, detail=url)
     if p99 is None:
-        check.state, check.detail = "ok", "no queries yet"
+        check.state, check.detail = "ok", f"{url}: no queries yet"
     return check
 
 

@@ -52,12 +52,15 @@ class Watcher:
         self.dsn = dsn
         self.with_workers = with_workers
         self._seen: dict[str, tuple[float, int]] = {}
+        self._cpu_sampled = False  # the first reading samples half a second; later ones cover the refresh
 
     def frame(self) -> Frame:
         from engine.health import cpu_check, db_checks, disk_checks, memory_check, queue_checks
 
         jobs, queued, note = self._jobs()
-        checks = [cpu_check(None), memory_check(), *disk_checks(), *db_checks(self.dsn)]
+        checks = [cpu_check(None if self._cpu_sampled else 0.5), memory_check(), *disk_checks(),
+                  *db_checks(self.dsn)]
+        self._cpu_sampled = True
         queue = queue_checks()
         checks += queue
         queues = _queues() if queue[0].state not in ("skipped", "unknown") else None

@@ -114,7 +114,7 @@ def test_a_p99_over_5s_at_a_metrics_url_is_critical_and_exits_2(
     assert result.exit_code == 2, result.output
     found = json.loads(result.output)
     assert found["status"] == "critical"
-    latency = [c for c in found["checks"] if c["name"].startswith("query_latency_p99")]
+    latency = [c for c in found["checks"] if c["name"] == "query_latency_p99"]
     assert len(latency) == 1 and latency[0]["state"] == "critical" and latency[0]["value"] == pytest.approx(9.95)
 
 
@@ -144,6 +144,16 @@ def test_postgresql_unreachable_is_critical_with_a_one_line_reason() -> None:
     error_rate = next(line for line in lines if line.startswith("error_rate "))
     assert " unknown  (PostgreSQL unreachable: " in error_rate and "refused" in error_rate
     assert "Traceback" not in result.output
+
+
+def test_a_metrics_url_that_does_not_answer_is_critical(pg_dsn: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/metrics"
+    result = CliRunner().invoke(cli, ["health", "--json", "--metrics-url", url, "--dsn", pg_dsn])
+    assert result.exit_code == 2
+    latency = next(c for c in json.loads(result.output)["checks"] if c["name"] == "query_latency_p99")
+    assert latency["state"] == "unknown" and latency["detail"].startswith(f"cannot scrape {url}: ")
 
 
 @pytest.mark.parametrize("command", ["health", "top"])
