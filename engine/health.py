@@ -27,7 +27,8 @@ State = Literal["ok", "info", "warning", "critical", "unknown", "skipped"]
 @dataclass(frozen=True)
 class Threshold:
     """A check's limits: a value above ``critical`` is critical, above ``warning`` a warning; ``scale_out`` /
-    ``scale_in`` are scaling signals (info, never a failure). ``metric`` is what the Prometheus rule reads."""
+    ``scale_in`` are scaling signals (info, never a failure): more or fewer workers for the queue, a bigger
+    machine for CPU and memory. ``metric`` is what the Prometheus rule reads."""
 
     metric: str
     warning: float | None = None
@@ -66,13 +67,24 @@ class Check:
 
 
 def _limits(kind: str) -> str:
+    """The limits of ``kind`` as shown: ``warning > 75%, critical > 90%, bigger machine > 85%``."""
     limits = ALERT_THRESHOLDS[kind]
+    scale_out = "add workers" if limits.unit == "messages" else "bigger machine"
     parts = [f"{label} > {_fmt(value, limits.unit)}" for label, value in
-             (("warning", limits.warning), ("critical", limits.critical), ("add workers", limits.scale_out))
-             if value is not None and not (label == "add workers" and limits.unit == "ratio")]
+             (("warning", limits.warning), ("critical", limits.critical), (scale_out, limits.scale_out))
+             if value is not None]
     if limits.scale_in is not None:
         parts.append(f"remove workers < {_fmt(limits.scale_in, limits.unit)}")
     return ", ".join(parts)
+
+
+def _signal(limits: Threshold, value: float) -> str:
+    """The scaling advice a reading gives (Prometheus's BiconicScaleOut/InWorkers, BiconicBiggerMachine)."""
+    if limits.scale_out is not None and value > limits.scale_out:
+        return "add workers" if limits.unit == "messages" else "a bigger machine"
+    if limits.scale_in is not None and value < limits.scale_in:
+        return "remove workers"
+    return ""
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -95,10 +107,9 @@ def evaluate(kind: str, value: float | None, name: str | None = None, detail: st
         state = "critical"
     elif limits.warning is not None and value > limits.warning:
         state = "warning"
-    elif kind == "queue_depth" and limits.scale_out is not None and value > limits.scale_out:
-        state, detail = "info", "; ".join(filter(None, ("add workers", detail)))
-    elif kind == "queue_depth" and limits.scale_in is not None and value < limits.scale_in:
-        state, detail = "info", "; ".join(filter(None, ("remove workers", detail)))
+    if value is not None and _signal(limits, value):
+        state = "info" if state == "ok" else state
+        detail = "; ".join(filter(None, (_signal(limits, value), detail)))
     return Check(name or kind, value, _limits(kind), state, detail)
 
 
@@ -112,8 +123,7 @@ def reason(checks: Iterable[Check]) -> str:
     """One line saying why the status is critical (the first critical or unreadable check); empty otherwise."""
     for check in checks:
         if _SEVERITY[check.state] == 2:
-            value = "-" if check.value is None else f"{check.value:.4g}"
-            said = check.detail or f"{value} ({check.threshold})"
+            said = check.detail or check.state if check.value is None else f"{check.value:.4g} ({check.threshold})"
             return f"{check.name} {check.state}: {said}"
     return ""
 

@@ -40,6 +40,9 @@ def test_queue_depth_is_a_scaling_signal_never_a_failure() -> None:
     assert evaluate("queue_depth", 101, detail="biconic: 101").detail == "add workers; biconic: 101"
     assert (evaluate("queue_depth", 9).state, evaluate("queue_depth", 9).detail) == ("info", "remove workers")
     assert evaluate("queue_depth", 50).state == "ok"
+    assert (evaluate("host_memory", 0.81).state, evaluate("host_memory", 0.81).detail) == \
+        ("warning", "a bigger machine")
+    assert evaluate("host_memory", 0.79).detail == ""
     assert overall([evaluate("queue_depth", 500)]) == "ok"
 
 
@@ -48,7 +51,8 @@ def test_overall_status_is_the_worst_check_and_an_unreadable_one_is_critical() -
     unknown = Check("error_rate", None, "", "unknown", "PostgreSQL unreachable: refused")
     assert overall([ok]) == "ok" and overall([ok, warn]) == "warning" and overall([warn, unknown]) == "critical"
     assert reason([ok, warn, unknown]) == "error_rate unknown: PostgreSQL unreachable: refused"
-    assert reason([evaluate("host_cpu", 0.95)]) == "host_cpu critical: 0.95 (warning > 75%, critical > 90%)"
+    assert reason([evaluate("host_cpu", 0.95)]) == \
+        "host_cpu critical: 0.95 (warning > 75%, critical > 90%, bigger machine > 85%)"
 
 
 def test_p99_interpolates_within_its_bucket_like_prometheus() -> None:
@@ -154,6 +158,12 @@ def test_a_metrics_url_that_does_not_answer_is_critical(pg_dsn: str) -> None:
     assert result.exit_code == 2
     latency = next(c for c in json.loads(result.output)["checks"] if c["name"] == "query_latency_p99")
     assert latency["state"] == "unknown" and latency["detail"].startswith(f"cannot scrape {url}: ")
+
+
+@pytest.mark.parametrize(("command", "says"), [("health", "instantaneous"), ("top", "Ctrl-C")])
+def test_help(command: str, says: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0 and says in result.output
 
 
 @pytest.mark.parametrize("command", ["health", "top"])
