@@ -42,7 +42,7 @@ def health(as_json: bool, metrics_urls: tuple[str, ...], dsn: str | None) -> Non
     else:
         for check in checks:
             value = "-" if check.value is None else f"{check.value:.4g}"
-            line = f"{check.name:<24} {value:>8}  {check.threshold:<40} {check.state}"
+            line = f"{check.name:<24} {value:>8}  {check.threshold:<56} {check.state}"
             click.echo(line + (f"  ({check.detail})" if check.detail else ""))
         click.echo(f"status: {status}" + (f" ({why})" if why else ""))
     if status == "critical":
