@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from engine.cli_health import health, top
 from engine.cli_history import list_loads, show_quarantine
 from engine.cli_jobs import beat, jobs, submit, worker
 from engine.cli_options import (
@@ -343,6 +344,8 @@ def _reporter(as_json: bool) -> Callable[[Any], None]:
 
 cli.add_command(list_loads)
 cli.add_command(show_quarantine)
+cli.add_command(health)
+cli.add_command(top)
 for command in (worker, submit, jobs, beat, serve, tokens):
     cli.add_command(command)
 
