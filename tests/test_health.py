@@ -80,7 +80,7 @@ def _rule_numbers() -> dict[str, set[float]]:
 
 
 def _recorded(kind: str) -> str:
-    return {"error_rate": "load_error_ratio", "job_timeouts": "job_timeouts",
+    return {"error_rate": "biconic:error_ratio", "job_timeouts": "job_timeouts", "queue_depth": "biconic:queue_depth",
             "query_latency_p99": "query_latency_seconds:p99"}.get(kind, "\0")
 
 
@@ -116,7 +116,7 @@ def test_a_p99_over_5s_at_a_metrics_url_is_critical_and_exits_2(
     finally:
         _http_server.clear()
     assert result.exit_code == 2, result.output
-    found = json.loads(result.output)
+    found = json.loads(result.stdout)  # stderr may hold log lines
     assert found["status"] == "critical"
     latency = [c for c in found["checks"] if c["name"] == "query_latency_p99"]
     assert len(latency) == 1 and latency[0]["state"] == "critical" and latency[0]["value"] == pytest.approx(9.95)
