@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     upload_expiry_hours: float = Field(default=24.0, gt=0, description="hours an unfinished upload lives after "
                                        "its last chunk before the sweep deletes it")
     uploads_per_token: int = Field(default=20, ge=1, description="unfinished uploads one API token may hold")
+    pushgateway_url: str | None = Field(default=None, description="Prometheus Pushgateway a one-shot `biconic load`"
+                                        " or `run` pushes its metrics to when it ends; unset: no push")
 
     @field_validator("archive_level")
     @classmethod
