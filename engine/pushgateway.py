@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from engine.errors import first_line
 from engine.redact import redact
@@ -31,12 +32,31 @@ def push() -> None:
 
     from engine.metrics import recorded
 
+    gateway, handler = _with_auth(url)
     try:
-        push_to_gateway(url, job=JOB, grouping_key={"instance": socket.gethostname()}, registry=recorded(),
-                        timeout=limits.connect_timeout)
+        push_to_gateway(gateway, job=JOB, grouping_key={"instance": socket.gethostname()}, registry=recorded(),
+                        timeout=limits.connect_timeout, handler=handler)
     except Exception as exc:  # the command's own outcome stands
         print(f"warning: could not push metrics to {redact(url)}: {type(exc).__name__}: {first_line(exc)}",
               file=sys.stderr)
+
+
+def _with_auth(url: str) -> tuple[str, Callable[..., Callable[[], None]]]:
+    """The URL without its ``user:password@`` (urllib would take it for the host), and a handler sending them
+    as basic auth (a gateway behind a proxy that asks for it)."""
+    from prometheus_client.exposition import basic_auth_handler, default_handler
+
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, default_handler
+    user, password = unquote(parts.username), unquote(parts.password or "")
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+    def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
+                data: bytes) -> Callable[[], None]:
+        return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+    return bare, handler
 
 
 @contextmanager
