@@ -125,3 +125,13 @@ def test_postgresql_connections_are_counted_while_open(tmp_path: Path, pg_dsn: s
     assert value("biconic_pg_connections_in_use") > start  # the metadata pool keeps idle ones open
     close_idle()
     assert value("biconic_pg_connections_in_use") == start
+
+
+def test_an_api_retry_counts_as_http(server: Any, manual_clock: Any) -> None:
+    from engine.sources.api.rest import open_rest
+    from tests.sources.api._helpers import flaky, items, json_response, rows, serve
+
+    serve(server, flaky([json_response({"error": "busy"}, status=503)], json_response(items(1, 2))))
+    moved = deltas(("biconic_retries_total", {"what": "http"}))
+    assert len(rows(open_rest(server.url_for("/v1/items"), {"backoff": 0.001, "max_wait": 5}))) == 2
+    assert moved() == [1]
