@@ -135,3 +135,22 @@ def test_an_api_retry_counts_as_http(server: Any, manual_clock: Any) -> None:
     moved = deltas(("biconic_retries_total", {"what": "http"}))
     assert len(rows(open_rest(server.url_for("/v1/items"), {"backoff": 0.001, "max_wait": 5}))) == 2
     assert moved() == [1]
+
+
+def test_an_archive_upload_retry_counts_as_s3(tmp_path: Path, manual_clock: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.archive.store import Store
+    from engine.errors import ArchiveError
+
+    with socket.socket() as s:  # an S3 endpoint nothing listens on: every attempt is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, setting in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                          "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, setting)
+    local = tmp_path / "f.bin"
+    local.write_bytes(b"x" * 100)
+    moved = deltas(("biconic_retries_total", {"what": "s3"}))
+    with pytest.raises(ArchiveError):
+        Store("s3://bucket/archive").put_verified(local, "bucket/archive/f.bin")
+    assert moved() == [2] and len(manual_clock.slept) == 2  # BICONIC_NETWORK_RETRIES (3) attempts
