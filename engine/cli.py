@@ -31,6 +31,7 @@ from engine.cli_options import (
 from engine.cli_service import serve, tokens
 from engine.errors import BiconicError, SpecError, first_line
 from engine.ids import ConnectionId
+from engine.pushgateway import pushed
 
 __all__ = ["main"]
 
@@ -132,7 +133,7 @@ def load(path: str, as_json: bool, **params: Any) -> None:
     import engine
 
     try:
-        with _as_flags(), _progress(not as_json) as progress:
+        with pushed(), _as_flags(), _progress(not as_json) as progress:
             report = engine.load(path, **load_arguments(params), progress=progress)
     except engine.PartialLoadError as exc:  # the others committed: show what did, then the error and its code
         click.echo(exc.report.to_json() if as_json else exc.report.summary())
@@ -162,7 +163,7 @@ def run(pipeline: str, dsn: str | None, archive: str | None, no_archive: bool, c
     """
     import engine
 
-    with _progress(not as_json) as progress:
+    with pushed(), _progress(not as_json) as progress:
         engine.run(pipeline, dsn=dsn, archive=False if no_archive else archive, contract=contract,
                    full_refresh=full_refresh, progress=progress, on_report=_reporter(as_json))
 

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["Metrics", "exposition", "metrics", "registry", "use_multiprocess"]
+__all__ = ["Metrics", "exposition", "metrics", "recorded", "registry", "use_multiprocess"]
 
 #: seconds: loads and jobs take from a tenth of a second to an hour
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -262,3 +262,10 @@ def _queue_families() -> Iterator[Any]:
         with contextlib.suppress(Exception):
             workers.add_metric([], float(_pool_size()))
     yield workers
+
+
+def recorded() -> CollectorRegistry:
+    """Only what this process recorded (no machine or queue readings): what a one-shot command pushes to a
+    Pushgateway, where a host gauge would outlive the moment it was read."""
+    metrics()
+    return _own_registry

@@ -39,6 +39,8 @@ class RetryPolicy:
     max_wait: float = 60.0
     #: each computed wait is multiplied by a random factor in [1 - jitter, 1], so clients spread out
     jitter: float = 0.0
+    #: what is retried, as ``biconic_retries_total`` counts it (``s3``, ``http``, ``source_connect``); "" = uncounted
+    what: str = ""
 
     def wait(self, attempt: int) -> float:
         """The wait after failed attempt ``attempt`` (1-based), before jitter."""
@@ -77,6 +79,10 @@ class RetryPolicy:
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
+            if self.what:
+                from engine.metrics import metrics
+
+                metrics().retries.labels(what=self.what).inc()
             if on_retry is not None and exc is not None and state.next_action is not None:
                 on_retry(state.attempt_number, exc, state.next_action.sleep)
 
@@ -92,8 +98,8 @@ class RetryPolicy:
 
 
 #: uploading one archive file (then :class:`engine.errors.ArchiveError`, which rolls the load back)
-ARCHIVE_UPLOAD = RetryPolicy(attempts=3, first_wait=0.5, max_wait=8.0)
+ARCHIVE_UPLOAD = RetryPolicy(attempts=3, first_wait=0.5, max_wait=8.0, what="s3")
 
 #: connecting to a database source: a refusal or a dropped connection is tried again, within the connect timeout
 #: (a host that never answers is not waited on twice); then :class:`engine.errors.SourceUnavailableError`
-SOURCE_CONNECT = RetryPolicy(attempts=3, first_wait=0.5, max_wait=4.0)
+SOURCE_CONNECT = RetryPolicy(attempts=3, first_wait=0.5, max_wait=4.0, what="source_connect")

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     upload_expiry_hours: float = Field(default=24.0, gt=0, description="hours an unfinished upload lives after "
                                        "its last chunk before the sweep deletes it")
     uploads_per_token: int = Field(default=20, ge=1, description="unfinished uploads one API token may hold")
+    pushgateway_url: str | None = Field(default=None, description="Prometheus Pushgateway a one-shot `biconic load`"
+                                        " or `run` pushes its metrics to when it ends; unset: no push")
     log_level: str | None = Field(default=None, description="DEBUG, INFO, WARNING, ERROR or CRITICAL; unset: "
                                   "WARNING for commands, INFO for worker, beat and serve")
     log_format: str = Field(default="auto", description="json, text, or auto: JSON lines unless stderr is a "

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from engine.archive.store import Store
 from engine.ids import ConnectionId
 from engine.pipeline.counts import Counts, Rejects
+from engine.pipeline.measure import partition_committed
+from engine.plan.steps import step_names
 from engine.postgres.connection import Session
 from engine.postgres.periods import Period
 from engine.postgres.staging import FreshChildren
@@ -89,6 +91,9 @@ class LoadState:
         self.report.rows_quarantined += counts.quarantined
         self.report.rows_filtered += counts.filtered
         self.partitions_done += 1
+        partition_committed(source=self.source, mode=self.target.mode, size_bytes=partition.size_bytes,
+                            rows_in=counts.rows_in, loaded=counts.loaded, filtered=counts.filtered,
+                            by_rule=dict(counts.by_rule), steps=step_names(self.spec.pipeline))
 
     def saw_connections(self, ids: list[ConnectionId]) -> None:
         if len(self.connections) < TRACKED_CONNECTIONS:

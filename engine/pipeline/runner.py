@@ -29,6 +29,7 @@ from engine.logs import log_context
 from engine.names import canonical_table, unusable_characters
 from engine.pipeline.context import LoadState
 from engine.pipeline.leftovers import drop_if_unused, sweep_work_files
+from engine.pipeline.measure import Measured, measured
 from engine.pipeline.publish import load_partition, replace_all
 from engine.pipeline.rejects import keep_sample
 from engine.pipeline.reload import begin_refresh, end_refresh, key_to_load
@@ -113,8 +114,14 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
              full_refresh: bool = False, only: PartitionPick | None = None) -> LoadReport:
     """Execute one LoadSpec (see :func:`engine.load`); ``source``: an opened source (in-memory data, which a
     spec cannot hold) instead of the spec's path; ``only``: load just that one of the source's partitions (a
-    job's fan-out). The run is logged in ``biconic.runs``, failed or not."""
-    started = time.perf_counter()
+    job's fan-out). The run is logged in ``biconic.runs``, and counted in the metrics, failed or not."""
+    with measured() as seen:
+        return _run_load(spec, seen, progress=progress, source=source, full_refresh=full_refresh, only=only)
+
+
+def _run_load(spec: LoadSpec, seen: Measured, *, progress: Progress | None, source: Source | None,
+              full_refresh: bool, only: PartitionPick | None) -> LoadReport:
+    started = seen.started
     _check_table_name(spec.target.table)
     # one name per table: "public.orders" and "orders" must share a ledger, or a re-run would duplicate
     table = canonical_table(spec.target.table)
@@ -126,6 +133,7 @@ def run_load(spec: LoadSpec, *, progress: Progress | None = None, source: Source
     store = Store(url) if url is not None else None
     report = LoadReport(load_id=uuid.uuid4().hex, table=target.table, source=redact(spec.source.path),
                         mode=target.mode, archive=_where(store), database=database_label(target.dsn))
+    seen.report = report
     ids = {"load_id": report.load_id, "dataset": target.table, "connection_id": target.connection_id}
     with log_context(**ids):
         log.info("load of %s into %s started (mode %s)", report.source, target.table, target.mode)

@@ -26,7 +26,7 @@ from engine.spec.models import (
 )
 from engine.types import parse_type
 
-__all__ = ["compile_steps", "fit_names", "normalize"]
+__all__ = ["compile_steps", "fit_names", "normalize", "step_names"]
 
 
 def _sql(text: str, path: str, plan: Plan) -> pl.Expr:
@@ -193,6 +193,11 @@ def compile_steps(pipeline: Pipeline, frame: pl.LazyFrame, *,
         apply(plan, step, path)
         _check_runs(plan, path)
     return plan
+
+
+def step_names(pipeline: Pipeline) -> list[str]:
+    """Each step's key in a spec (``rename``, ``cast``, ...), in order: a bounded set, the metrics' labels."""
+    return [_STEPS[type(step)][0] for step in pipeline.steps]
 
 
 def fit_names(plan: Plan) -> None:

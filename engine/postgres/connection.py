@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from engine.errors import SinkConflictError, SinkError, SinkUnavailableError
+from engine.metrics import metrics
 from engine.redact import redact, scrub, url_secrets
 from engine.settings import settings
 
@@ -79,14 +81,38 @@ def with_connect_timeout(dsn: str, seconds: float) -> str:
     return f"{dsn}{'&' if '?' in dsn else '?'}connect_timeout={value}"
 
 
+class Counted:
+    """An ADBC connection counted in ``biconic_pg_connections_in_use`` from its connect to its first close (or,
+    never closed, its garbage collection): each counts once, so the gauge never drifts nor goes negative."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        gauge = metrics().pg_connections_in_use
+        gauge.inc()
+        self._release = weakref.finalize(self, gauge.dec)  # runs at most once
+
+    def close(self) -> None:
+        self._release()
+        self._conn.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def __enter__(self) -> Counted:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def connect(dsn: str, *, autocommit: bool = False) -> Any:
     """An ADBC connection to ``dsn``, with the connect timeout and the idle-in-transaction backstop of the
-    settings; failures are :func:`wrap_error`'s."""
+    settings, counted while open (:class:`Counted`); failures are :func:`wrap_error`'s."""
     import adbc_driver_postgresql.dbapi as pgdbapi
 
     limits = settings()
     try:
-        conn = pgdbapi.connect(with_connect_timeout(dsn, limits.connect_timeout), autocommit=autocommit)
+        conn = Counted(pgdbapi.connect(with_connect_timeout(dsn, limits.connect_timeout), autocommit=autocommit))
     except Exception as exc:
         raise wrap_error(exc, "connect", dsn) from exc
     idle = int(limits.idle_in_transaction_seconds * 1000)
@@ -143,6 +169,7 @@ class Session:
         for conn in (self.data, self.ddl):
             with contextlib.suppress(Exception):  # the server may be gone; it rolls back anyway
                 conn.rollback()
+            with contextlib.suppress(Exception):
                 conn.close()
 
     def run(self, sql: str, params: Sequence[Any] | None = None, *, conn: Any = None) -> list[tuple[Any, ...]]:

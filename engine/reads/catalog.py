@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -29,6 +30,7 @@ from engine.postgres.ddl import CONNECTION_COLUMN
 from engine.postgres.pool import MetaDb, meta_db
 from engine.postgres.server import resolve_dsn
 from engine.reads.cache import get_cache
+from engine.reads.measure import answered, looked_up
 from engine.redact import redact
 
 __all__ = ["HOT_ROWS", "canonical_connection_id", "database_tag", "hot_rows", "metadata", "refresh_hot_rows"]
@@ -92,6 +94,7 @@ def _latest(db: MetaDb, dataset: str, time_column: str, connection_id: Connectio
 def hot_rows(dataset: str, connection_id: ConnectionId | uuid.UUID, *, dsn: str | None = None,
              cache: bool = True) -> pl.DataFrame:
     """The connection's latest ``HOT_ROWS`` rows (newest first) still in PostgreSQL."""
+    started = time.perf_counter()
     connection_id = canonical_connection_id(connection_id)
     resolved = resolve_dsn(dsn)
     with meta_db(resolved) as db:
@@ -100,12 +103,15 @@ def hot_rows(dataset: str, connection_id: ConnectionId | uuid.UUID, *, dsn: str 
         key = _hot_key(database_tag(resolved), table, connection_id, version)
         if store is not None:
             hit = store.get_frame(key)
+            looked_up("latest", hit is not None)
             if hit is not None:
+                answered("cache", started)
                 return hit
         rows = _latest(db, table, time_column, connection_id)
         if store is not None:
             store.set_frame(key, rows, ttl=HOT_TTL)
-        return rows
+    answered("postgresql", started)
+    return rows
 
 
 def refresh_hot_rows(dataset: str, connection_ids: Iterable[ConnectionId], *, dsn: str | None = None) -> int:
@@ -144,6 +150,7 @@ def metadata(dataset: str, connection_id: ConnectionId | uuid.UUID | None = None
         key = f"meta:{database_tag(resolved)}:{table}:{'*' if connection_id is None else connection_id}:v{version}"
         if store is not None:
             hit = store.get_json(key)
+            looked_up("metadata", hit is not None)
             if hit is not None:
                 return dict(hit)
         info = _metadata(db, table, time_column, version, connection_id)

@@ -36,6 +36,7 @@ from engine.postgres import meta
 from engine.postgres.pool import MetaDb, meta_db
 from engine.postgres.server import resolve_dsn
 from engine.reads.cache import get_cache
+from engine.reads.measure import answered, looked_up
 from engine.redact import redact, scrub, url_secrets
 from engine.settings import settings
 
@@ -95,7 +96,9 @@ def run_query(sql: str, *, dsn: str | None = None, archive: str | None = None, c
         store_cache = get_cache() if cache and not _reads_meta(sql) else None
         if store_cache is not None:
             hit = store_cache.get_frame(key)
+            looked_up("query", hit is not None)
             if hit is not None:
+                answered("cache", started)
                 return QueryResult(hit, True, time.perf_counter() - started, [d.name for d in named])
         for attempt in range(1, _ATTEMPTS + 1):
             cold = meta.cold_files(db, [d.name for d in named])
@@ -105,6 +108,7 @@ def run_query(sql: str, *, dsn: str | None = None, archive: str | None = None, c
             log.info("tiering changed the archive while the query ran; running it again (%d)", attempt)
         if store_cache is not None:
             store_cache.set_frame(key, frame, ttl=settings().query_ttl)
+    answered("archive" if any(cold.values()) or _wants_archive(sql) else "postgresql", started)
     return QueryResult(frame, False, time.perf_counter() - started, [d.name for d in named])
 
 
@@ -157,7 +161,7 @@ def _run_duckdb(sql: str, dsn: str, store: Store | None, datasets: Sequence[_Dat
             con.execute(f"ATTACH {_sql_text(dsn)} AS biconic_pg (TYPE postgres, READ_ONLY)")
         # a catalog, not a schema: archive.orders and archive.sales.orders both resolve, and never collide
         con.execute("ATTACH ':memory:' AS archive")
-        wants_archive = re.search(r"(?<![\w$])archive\s*\.", sql, flags=re.IGNORECASE) is not None
+        wants_archive = _wants_archive(sql)
         if _reads_meta(sql):
             _meta_views(con, db, scanner is not None)
         for d in datasets:
@@ -222,6 +226,11 @@ class _S3:
     def _register(self, store: Store) -> None:
         self.con.register_filesystem(store.fs)
         self.done = True
+
+
+def _wants_archive(sql: str) -> bool:
+    """The SQL names the raw archive (``archive.orders``): it reads archive files."""
+    return re.search(r"(?<![\w$])archive\s*\.", sql, flags=re.IGNORECASE) is not None
 
 
 def _reads_meta(sql: str) -> bool:

@@ -151,7 +151,7 @@ class HttpClient:
         self.secrets = Secrets(options.auth)
         self.origin = httpx.URL(url).copy_with(path="/", query=None, fragment=None)
         self.policy = RetryPolicy(attempts=options.retries, first_wait=options.backoff, max_wait=options.max_wait,
-                                  jitter=0.2)
+                                  jitter=0.2, what="http")
         limits = settings()
         self.timeout = options.timeout if options.timeout is not None else limits.read_timeout
         # a mute server costs one read timeout per attempt, never forever; connecting takes the shorter bound
