@@ -189,10 +189,8 @@ class _MachineCollector(Collector):
     def collect(self) -> Iterator[Any]:
         import psutil
 
-        from engine import __version__
-
         build = GaugeMetricFamily("biconic_build_info", "Engine version", labels=["version"])
-        build.add_metric([__version__], 1.0)
+        build.add_metric([_version()], 1.0)
         yield build
         cpu, rss = _process_tree()
         yield CounterMetricFamily("biconic_process_cpu_seconds", "CPU seconds of this process and its children",
@@ -215,6 +213,16 @@ class _MachineCollector(Collector):
         yield used
         yield free
         yield from _queue_families()
+
+
+def _version() -> str:
+    """The installed package's version (not ``engine.__version__``: importing the package would import back)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("biconic-engine")
+    except PackageNotFoundError:
+        return "0"
 
 
 def _process_tree() -> tuple[float, float]:
