@@ -18,6 +18,7 @@ import click
 
 from engine.cli_history import list_loads, show_quarantine
 from engine.cli_jobs import beat, jobs, submit, worker
+from engine.cli_metrics import metrics
 from engine.cli_options import (
     CONNECTION_ID,
     archive_option,
@@ -334,7 +335,7 @@ def _reporter(as_json: bool) -> Callable[[Any], None]:
 
 cli.add_command(list_loads)
 cli.add_command(show_quarantine)
-for command in (worker, submit, jobs, beat, serve, tokens):
+for command in (worker, submit, jobs, beat, serve, tokens, metrics):
     cli.add_command(command)
 
 

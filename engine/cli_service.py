@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 
 import click
 
@@ -46,6 +48,13 @@ def serve(host: str, port: int, workers: int, root_path: str | None, forwarded_a
     os.environ["BICONIC_PG_DSN"] = resolve_dsn(dsn)
     if root_path is not None:
         os.environ["BICONIC_API_ROOT_PATH"] = root_path
+    if workers > 1:  # every server process records into one folder, whichever answers /metrics shows them all
+        from engine.metrics import use_multiprocess
+        from engine.settings import settings
+
+        folder = settings().data_path / "metrics" / f"serve-{os.getpid()}"
+        use_multiprocess(folder)
+        atexit.register(shutil.rmtree, folder, True)
     click.echo(f"biconic serve: http://{host}:{port}{root_path or ''}/docs", err=True)
     uvicorn.run("engine.service.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
