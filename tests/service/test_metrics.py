@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import Api, free_port
+from tests.service.conftest import Api, free_port, service_env, start_server, stop
+from tests.service.test_imports import uploaded
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -38,6 +39,27 @@ def test_metrics_refuse_a_connection_token_and_no_token(api: Api, connection: st
         anonymous = client.get("/metrics")
         assert anonymous.status_code == 401 and "biconic_" not in anonymous.text
         assert "/metrics" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_server_processes_share_their_counts(pg_dsn: str, spare_db: int, tmp_path: Path, table: str,
+                                             connection: str) -> None:
+    """``--workers 2``: an import cancelled in one server process is counted in every process's answer."""
+    api = start_server(service_env(pg_dsn, f"redis://127.0.0.1:6379/{spare_db}", tmp_path), tmp_path,
+                       "--workers", "2")
+    try:
+        with api.client(api.token(connection)) as client:  # no worker: the import stays queued
+            job = client.post("/v1/imports", json={"upload_id": uploaded(client, b"id\n1\n"), "into": table})
+            assert job.status_code == 202, job.text
+            assert client.delete(f"/v1/imports/{job.json()['job_id']}").json()["cancelled"] is True
+        admin = api.token(scope="admin")
+        for _ in range(8):  # a new connection each time: answered by either process, each time the same
+            with api.client(admin) as client:
+                answer = client.get("/metrics")
+            assert answer.status_code == 200, answer.text
+            assert 'biconic_jobs_total{outcome="cancelled"} 1.0' in answer.text
+        assert list((tmp_path / "metrics").glob("serve-*/counter_*.db"))
+    finally:
+        stop(api.proc)
 
 
 def test_biconic_metrics_serve_answers_a_scrape_and_stops_on_sigterm(tmp_path: Path) -> None:
