@@ -103,8 +103,8 @@ class JobTask(Task):  # type: ignore[misc]
             if part is not None:  # the attempt could not say how it ended: it says it here
                 store.close_open_attempts(dsn, job_id, stage, part, "timeout" if timeout else "failed", message)
                 store.finish_task(dsn, job_id, stage, part, "failed", error=message)
-                if timeout:
-                    time_limit_kill("hard")
+            if timeout:
+                time_limit_kill("hard")
             if store.set_state(dsn, job_id, "failed", error=message, error_type=type(exc).__name__):
                 job_ended(dsn, job_id, "timeout" if timeout else "failed")
         except BiconicError as recorded:
