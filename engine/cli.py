@@ -19,6 +19,7 @@ import click
 from engine.cli_health import health, top
 from engine.cli_history import list_loads, show_quarantine
 from engine.cli_jobs import beat, jobs, submit, worker
+from engine.cli_metrics import metrics
 from engine.cli_options import (
     CONNECTION_ID,
     archive_option,
@@ -347,7 +348,7 @@ cli.add_command(list_loads)
 cli.add_command(show_quarantine)
 cli.add_command(health)
 cli.add_command(top)
-for command in (worker, submit, jobs, beat, serve, tokens):
+for command in (worker, submit, jobs, beat, serve, tokens, metrics):
     cli.add_command(command)
 
 

@@ -25,18 +25,28 @@ __all__ = ["beat", "jobs", "submit", "worker"]
               help="Queues to take tasks from [default: biconic]; biconic.control (the jobs' finishing steps) "
                    "is always added.")
 @click.option("--loglevel", default=None, help="Log level [default: BICONIC_LOG_LEVEL, else INFO].")
-def worker(concurrency: int | None, autoscale: str | None, queues: str | None, loglevel: str | None) -> None:
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="Answer Prometheus scrapes on GET /metrics at this port (the whole pool's metrics).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Address of the metrics port (0.0.0.0: every interface).")
+def worker(concurrency: int | None, autoscale: str | None, queues: str | None, loglevel: str | None,
+           metrics_port: int | None, metrics_host: str) -> None:
     """Start a worker: a Celery prefork pool of spawn-started processes that run the queued imports.
 
     \b
     Run one per machine, all on the same broker (BICONIC_BROKER_URL) and warehouse (BICONIC_PG_DSN).
     Example:
-      biconic worker --concurrency 2 --autoscale 16,2
+      biconic worker --concurrency 2 --autoscale 16,2 --metrics-port 9465
     """
     from engine.jobs.app import configure, consumed_queues
     from engine.settings import settings
 
     loglevel = loglevel or settings().log_level or "INFO"
+    if metrics_port is not None:  # before the pool starts: its children share the metrics folder
+        from engine.jobs.monitor import expose_worker
+
+        expose_worker(metrics_host, metrics_port, consumed_queues(queues).split(","))
+
     processes = concurrency or (int(autoscale.split(",")[0]) if autoscale else os.cpu_count() or 1)
     # Polars in each process uses a share of the cores, not all of them (set before the children start)
     os.environ.setdefault("POLARS_MAX_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes))))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 
 import click
 
@@ -48,6 +50,13 @@ def serve(host: str, port: int, workers: int, root_path: str | None, forwarded_a
     os.environ["BICONIC_PG_DSN"] = resolve_dsn(dsn)
     if root_path is not None:
         os.environ["BICONIC_API_ROOT_PATH"] = root_path
+    if workers > 1:  # every server process records into one folder, whichever answers /metrics shows them all
+        from engine.metrics import use_multiprocess
+        from engine.settings import settings
+
+        folder = settings().data_path / "metrics" / f"serve-{os.getpid()}"
+        use_multiprocess(folder)
+        atexit.register(shutil.rmtree, folder, True)
     click.echo(f"biconic serve: http://{host}:{port}{root_path or ''}/docs", err=True)
     level = (log_level or settings().log_level or "info").lower()
     configure_logging(level)

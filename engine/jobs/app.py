@@ -27,15 +27,11 @@ from celery import Celery
 from celery.signals import setup_logging
 from kombu.entity import Exchange, Queue
 
-from engine.jobs.broker import broker_url, result_url
+from engine.jobs.broker import CONTROL_QUEUE, QUEUE, broker_url, result_url
 from engine.settings import settings
 
 __all__ = ["CONTROL_QUEUE", "MAX_BACKOFF", "QUEUE", "app", "configure", "consumed_queues", "soft_limit"]
 
-#: the queue jobs go to unless a worker is told otherwise (``--queues``)
-QUEUE = "biconic"
-#: the queue of the jobs' finishing steps: every worker takes from it too
-CONTROL_QUEUE = "biconic.control"
 #: the tasks that go to :data:`CONTROL_QUEUE`
 CONTROL_TASKS = ("biconic.stage_done",)
 #: the longest wait between two attempts of a task, in seconds

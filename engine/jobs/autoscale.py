@@ -21,10 +21,10 @@ from typing import Any
 from celery.worker.autoscale import AUTOSCALE_KEEPALIVE, Autoscaler
 
 from engine.errors import BiconicError
-from engine.jobs.broker import queue_depth
+from engine.jobs.broker import queue_depth, queue_depths
 from engine.settings import settings
 
-__all__ = ["QueueDepthAutoscaler", "decide"]
+__all__ = ["QueueDepthAutoscaler", "decide", "read_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]  # celery ships no
         self._read = depth or (lambda queue, at: queue_depth(queue, at, timeout=self.depth_timeout))
         self._clock = clock
         self._depth: int | None = None
+        self.depths: dict[str, int] = {}
         self._next_read = float("-inf")
         self._failing = False
 
@@ -105,8 +106,8 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]  # celery ships no
         if now < self._next_read:
             return None
         try:
-            url = self._broker()
-            self._depth = sum(self._read(queue, url) for queue in self.queues())
+            self.depths = queue_depths(self.queues(), self._broker(), read=self._read)
+            self._depth = sum(self.depths.values())
         except BiconicError as exc:
             if not self._failing:
                 log.warning("autoscaler: keeping %s processes, the queue depth is unknown: %s", self.processes, exc)
@@ -131,12 +132,7 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]  # celery ships no
         if self._url is not None:
             return self._url
         app = getattr(self.worker, "app", None)
-        if app is None:
-            return None
-        chosen = app.conf.broker_read_url or app.conf.broker_url
-        if isinstance(chosen, list | tuple):
-            chosen = chosen[0] if chosen else None
-        return str(chosen).split(";")[0] if chosen else None
+        return read_broker(app) if app is not None else None
 
     def scale_up(self, n: int) -> None:
         self._last_scale_up = self._clock()
@@ -153,4 +149,12 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]  # celery ships no
 
     def info(self) -> dict[str, Any]:
         """Celery's autoscaler info (``celery inspect stats``) plus the last queue depth read."""
-        return {**super().info(), "depth": self.depth}
+        return {**super().info(), "depth": self.depth, "depths": dict(self.depths)}
+
+
+def read_broker(app: Any) -> str | None:
+    """The broker URL a worker of ``app`` reads its tasks from (the first of a failover list)."""
+    chosen = app.conf.broker_read_url or app.conf.broker_url
+    if isinstance(chosen, list | tuple):
+        chosen = chosen[0] if chosen else None
+    return str(chosen).split(";")[0] if chosen else None

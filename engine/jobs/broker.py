@@ -20,7 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,8 +33,13 @@ from engine.settings import settings
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["DEPTH_TIMEOUT", "START_TIMEOUT", "broker_url", "embedded_redis", "is_redis", "queue_depth", "redis_client",
-           "result_url", "stop_embedded"]
+__all__ = ["CONTROL_QUEUE", "DEPTH_TIMEOUT", "QUEUE", "START_TIMEOUT", "broker_url", "embedded_redis", "is_redis",
+           "queue_depth", "queue_depths", "redis_client", "result_url", "stop_embedded"]
+
+#: the queue jobs go to unless a worker is told otherwise (see :mod:`engine.jobs.app`)
+QUEUE = "biconic"
+#: the queue of the jobs' finishing steps: every worker takes from it too
+CONTROL_QUEUE = "biconic.control"
 
 #: seconds the embedded Redis may take to start (or stop) before that is an error
 START_TIMEOUT = 10.0
@@ -276,6 +281,16 @@ def queue_depth(queue: str = "celery", url: str | None = None, *, timeout: float
         return _amqp_depth(url, queue, timeout)
     raise SpecError("BICONIC_BROKER_URL", f"cannot read a queue's depth from {redact(url)}: use redis://, "
                                           "rediss://, redis+socket:// or amqp://")
+
+
+def queue_depths(queues: Iterable[str], url: str | None = None, *, read: Callable[[str, str | None], int] | None = None,
+                 timeout: float = DEPTH_TIMEOUT) -> dict[str, int]:
+    """Messages waiting in each of ``queues``: the one reading both the autoscaler (which sums it to size the pool)
+    and ``biconic_queue_depth`` (which shows it per queue) go through, so the two never disagree on what they
+    saw. ``read(queue, url)`` defaults to :func:`queue_depth` with ``timeout``."""
+    if read is None:
+        return {queue: queue_depth(queue, url, timeout=timeout) for queue in queues}
+    return {queue: read(queue, url) for queue in queues}
 
 
 def redis_client(url: str, *, timeout: float = DEPTH_TIMEOUT) -> redis.Redis:

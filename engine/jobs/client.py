@@ -167,10 +167,13 @@ def cancel(job_id: str, *, dsn: str) -> bool:
     The queued tasks are not revoked through Celery: a revoke reaches only the workers running now (one
     started later would run the task), and a revoked member fails its chord, whose finishing step then never
     runs (the worker logged a ChordError traceback on every cancel). A skip costs a worker a few milliseconds."""
+    from engine.jobs.monitor import job_ended
+
     full = resolve(dsn, job_id)
     moved = store.set_state(dsn, full, "cancelled", error="cancelled by request", error_type="Cancelled")
     if moved:
         store.cancel_queued(dsn, full)
+        job_ended(dsn, full, "cancelled")  # in the process that cancelled: the API's, or a CLI's push
     return moved
 
 

@@ -32,6 +32,7 @@ from celery.signals import task_postrun, task_prerun
 from engine.errors import BiconicError, TransientError
 from engine.jobs.app import MAX_BACKOFF, app
 from engine.jobs.fairness import connection_slot
+from engine.jobs.monitor import job_ended, job_finished, job_retry, running, time_limit_kill
 from engine.jobs.request import JobRequest
 from engine.jobs.summary import combine
 from engine.logs import log_context
@@ -105,7 +106,10 @@ class JobTask(Task):  # type: ignore[misc]
             if part is not None:  # the attempt could not say how it ended: it says it here
                 store.close_open_attempts(dsn, job_id, stage, part, "timeout" if timeout else "failed", message)
                 store.finish_task(dsn, job_id, stage, part, "failed", error=message)
-            store.set_state(dsn, job_id, "failed", error=message, error_type=type(exc).__name__)
+            if timeout:
+                time_limit_kill("hard")
+            if store.set_state(dsn, job_id, "failed", error=message, error_type=type(exc).__name__):
+                job_ended(dsn, job_id, "timeout" if timeout else "failed")
         except BiconicError as recorded:
             log.error("job %s: could not record its failure (%s): %s", job_id, message, recorded)
 
@@ -155,7 +159,8 @@ def plan(self: Task, job_id: str, stage: int, request: dict[str, Any]) -> None:
         partitions = source.partitions()
         labels = [p.label for p in partitions]
     except BiconicError as exc:
-        store.set_state(dsn, job_id, "failed", error=str(exc), error_type=type(exc).__name__)
+        if store.set_state(dsn, job_id, "failed", error=str(exc), error_type=type(exc).__name__):
+            job_ended(dsn, job_id, "failed")
         return
     if not store.set_state(dsn, job_id, "running", stage=stage):
         return  # cancelled (or finished) before it started
@@ -226,7 +231,8 @@ def partition(self: Task, job_id: str, stage: int, part: int, label: str, total:
             store.record_attempt(dsn, job_id, stage, part, attempt, "failed", said)
             store.finish_task(dsn, job_id, stage, part, "failed", error=said)
             return "failed"
-        return _run(self, job, spec, dsn, job_id, stage, part, part_pick, attempt)
+        with running(connection):
+            return _run(self, job, spec, dsn, job_id, stage, part, part_pick, attempt)
 
 
 def _run(task: Task, job: JobRequest, spec: LoadSpec, dsn: str, job_id: str, stage: int, part: int,
@@ -242,12 +248,14 @@ def _run(task: Task, job: JobRequest, spec: LoadSpec, dsn: str, job_id: str, sta
     except SoftTimeLimitExceeded:
         said = f"timed out: the time limit of {settings().job_time_limit:g} s (BICONIC_JOB_TIME_LIMIT) was reached"
         store.record_attempt(dsn, job_id, stage, part, attempt, "timeout", said)
+        time_limit_kill("soft")
         store.finish_task(dsn, job_id, stage, part, "failed", error=f"{pick.label}: {said}")
         return "failed"
     except BiconicError as exc:
         if isinstance(exc, TransientError) and attempt <= settings().job_retries:
             delay = backoff(attempt)
             store.record_attempt(dsn, job_id, stage, part, attempt, "retry", f"{exc} (retry in {delay:.1f} s)")
+            job_retry()
             raise task.retry(countdown=delay) from exc
         said = str(exc) if pick.label in str(exc) else f"{pick.label}: {exc}"  # which file, in a fan-out
         store.record_attempt(dsn, job_id, stage, part, attempt, "failed", said)
@@ -265,7 +273,7 @@ def stage_done(self: Task, job_id: str, stage: int, request: dict[str, Any]) -> 
     dsn = job.jobs_dsn()
     found = store.get(dsn, job_id)
     if found is None or found.state in store.FINISHED:
-        return
+        return  # a cancel was counted where it was made (engine.jobs.client.cancel)
     rows = [t for t in found.tasks if t.stage == stage]
     combined = combine(stage, rows)
     if found.kind == "load":
@@ -274,12 +282,20 @@ def stage_done(self: Task, job_id: str, stage: int, request: dict[str, Any]) -> 
     failed = [t for t in rows if t.state == "failed"]
     if failed:
         more = f" ({len(failed)} of {len(rows)} partitions failed; the others committed)" if len(rows) > 1 else ""
-        store.set_state(dsn, job_id, "failed", error=f"{failed[0].error}{more}", error_type="LoadError",
-                        reports=reports)
+        if store.set_state(dsn, job_id, "failed", error=f"{failed[0].error}{more}", error_type="LoadError",
+                           reports=reports):
+            job_finished(_failed_outcome(dsn, job_id, stage), found.submitted_at)
     elif any(t.state == "cancelled" for t in rows):
-        store.set_state(dsn, job_id, "cancelled", reports=reports)
+        if store.set_state(dsn, job_id, "cancelled", reports=reports):
+            job_finished("cancelled", found.submitted_at)
     elif stage + 1 < found.stages:
         store.set_state(dsn, job_id, "running", reports=reports, stage=stage + 1)
         plan.delay(job_id, stage + 1, request)
-    else:
-        store.set_state(dsn, job_id, "done", reports=reports)
+    elif store.set_state(dsn, job_id, "done", reports=reports):
+        job_finished("succeeded", found.submitted_at)
+
+
+def _failed_outcome(dsn: str, job_id: str, stage: int) -> str:
+    """``timeout`` when a task of the stage ran out of time (soft limit), else ``failed``."""
+    timed_out = any(a["stage"] == stage and a["outcome"] == "timeout" for a in store.attempts(dsn, job_id))
+    return "timeout" if timed_out else "failed"

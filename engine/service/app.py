@@ -76,7 +76,7 @@ class _ImportIds:
 
 def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastAPI:
     """The service on the warehouse ``dsn`` (default: ``BICONIC_PG_DSN``, else the embedded server)."""
-    from engine.service import datasets, imports, uploads
+    from engine.service import datasets, imports, metrics, uploads
 
     app = FastAPI(title="Biconic Engine", version=_version(), description=_DESCRIPTION, lifespan=_lifespan,
                   root_path=root_path if root_path is not None else settings().api_root_path)
@@ -91,6 +91,7 @@ def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastA
     app.include_router(imports.router)
     app.include_router(datasets.router)
     app.include_router(uploads.router)
+    app.include_router(metrics.router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness: the service answers")
     def healthz() -> dict[str, Any]:

@@ -111,6 +111,28 @@ def test_the_pool_grows_while_the_redis_queue_is_deep_and_shrinks_after_it_drain
     client.close()
 
 
+@pytest.mark.redis
+def test_the_queue_depth_metric_shows_what_the_autoscaler_reads(thresholds: None, queue: str) -> None:
+    """Both read through :func:`engine.jobs.broker.queue_depths` (as ``biconic worker --metrics-port`` wires
+    them): the gauge per queue is the autoscaler's reading."""
+    from engine.metrics import read_queues_with, registry
+
+    pool, clock = Pool(1), Clock()
+    scaler = _scaler(pool, clock, queue)
+    client = broker.redis_client(REDIS)
+    client.rpush(queue, *range(3))
+    client.rpush(f"{queue}\x06\x165", *range(4))
+    client.close()
+    _tick(scaler, clock)
+    read_queues_with(lambda: broker.queue_depths([queue], REDIS))
+    try:
+        shown = registry().get_sample_value("biconic_queue_depth", {"queue": queue})
+    finally:
+        read_queues_with(None)
+    assert scaler.depths == {queue: 7} and scaler.info()["depths"] == {queue: 7}
+    assert shown == 7
+
+
 def _alive(pool: Any, expected: int) -> int:
     """The pool's live processes, once they reach ``expected`` (a stopped one exits in its own time) or in 10 s.
     Reaps the exited ones meanwhile, as the worker's event loop does between two autoscaler ticks."""
