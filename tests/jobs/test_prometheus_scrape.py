@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.jobs.conftest import Worker
-from tests.jobs.test_metrics_worker import PIPELINE_COUNTS_ROWS, run_import
+from tests.jobs.test_metrics_worker import run_import
 from tests.service.conftest import free_port, service_env, start_server, stop
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
@@ -109,7 +109,6 @@ def test_prometheus_scrapes_the_worker_and_the_api(
             _until_value(url, 'up{job="api"}', 1, log)  # the bearer token was taken: a 401 would be up 0
             _until_value(url, 'count(biconic_build_info{job="api"})', 1, log)
             _until_value(url, 'biconic_queue_depth{job="worker",queue="biconic"}', 0, log)
-            if PIPELINE_COUNTS_ROWS:
-                _until_value(url, 'sum(biconic_rows_loaded_total{job="worker"})', 50, log)
+            _until_value(url, 'sum(biconic_rows_loaded_total{job="worker"})', 50, log)  # the PromQL
     finally:
         stop(api.proc)
