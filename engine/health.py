@@ -179,8 +179,7 @@ def db_checks(dsn: str) -> list[Check]:
 def queue_checks(url: str | None = None) -> list[Check]:
     """Messages waiting in each of the jobs' queues: a scaling signal. Skipped without a configured broker
     (the embedded Redis is not started just to be asked)."""
-    from engine.jobs.app import CONTROL_QUEUE, QUEUE
-    from engine.jobs.broker import queue_depth
+    from engine.jobs.broker import CONTROL_QUEUE, QUEUE, queue_depth
     from engine.settings import settings
 
     url = url or settings().broker()

@@ -102,8 +102,7 @@ def _target(job: Any) -> str:
 
 
 def _queues() -> dict[str, int] | None:
-    from engine.jobs.app import CONTROL_QUEUE, QUEUE
-    from engine.jobs.broker import queue_depth
+    from engine.jobs.broker import CONTROL_QUEUE, QUEUE, queue_depth
     from engine.settings import settings
 
     url = settings().broker()

@@ -122,9 +122,14 @@ def test_a_p99_over_5s_at_a_metrics_url_is_critical_and_exits_2(
     assert len(latency) == 1 and latency[0]["state"] == "critical" and latency[0]["value"] == pytest.approx(9.95)
 
 
-def test_a_real_run_against_postgresql_is_ok_or_warning(pg_dsn: str) -> None:
+def test_a_real_run_against_postgresql_is_ok_or_warning(pg_dsn: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BICONIC_BROKER_URL", "BICONIC_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
     result = CliRunner().invoke(cli, ["health", "--json", "--dsn", pg_dsn])
-    found = json.loads(result.output)
+    found = json.loads(result.stdout)
+    # with no broker configured, the one-shot command starts no embedded Redis (one that would outlive it)
+    assert not (tmp_path / ".biconic" / "redis").exists()
     assert set(found) == {"status", "reason", "checks"}
     for check in found["checks"]:
         assert set(check) == {"name", "value", "threshold", "state", "detail"}
