@@ -105,11 +105,27 @@ def sql(pg_dsn: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(autouse=True)
-def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Temp files, the archive and any embedded server go under the test's own folder, never the checkout nor
-    the user's ~/.local/share/biconic."""
+    the user's ~/.local/share/biconic; an embedded Redis started there is stopped with the test (it is meant to
+    outlive the processes that use it, so nothing else would)."""
     monkeypatch.delenv("BICONIC_DATA_DIR", raising=False)
     monkeypatch.setenv("BICONIC_HOME", str(tmp_path / ".biconic"))
+    yield
+    _stop_embedded_redis(tmp_path)
+
+
+def _stop_embedded_redis(folder: Path) -> None:
+    """SIGTERM each embedded Redis whose pidfile lies under ``folder`` (a pid is checked to be a redis-server)."""
+    import signal
+
+    import psutil
+
+    for pidfile in folder.glob("**/redis/redis.pid"):
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            process = psutil.Process(int(pidfile.read_text().strip()))
+            if "redis-server" in " ".join(process.cmdline()):
+                process.send_signal(signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")
