@@ -179,14 +179,14 @@ def db_checks(dsn: str) -> list[Check]:
 def queue_checks(url: str | None = None) -> list[Check]:
     """Messages waiting in each of the jobs' queues: a scaling signal. Skipped without a configured broker
     (the embedded Redis is not started just to be asked)."""
-    from engine.jobs.broker import CONTROL_QUEUE, QUEUE, queue_depth
+    from engine.jobs.broker import CONTROL_QUEUE, QUEUE, queue_depths
     from engine.settings import settings
 
     url = url or settings().broker()
     if url is None:
         return [Check("queue_depth", None, _limits("queue_depth"), "skipped", "no broker configured")]
     try:
-        depths = {queue: queue_depth(queue, url) for queue in (QUEUE, CONTROL_QUEUE)}
+        depths = queue_depths((QUEUE, CONTROL_QUEUE), url)
     except Exception as exc:
         return [Check("queue_depth", None, _limits("queue_depth"), "unknown", first_line(exc))]
     return [evaluate("queue_depth", float(sum(depths.values())),

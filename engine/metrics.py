@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["Metrics", "exposition", "metrics", "recorded", "registry", "use_multiprocess"]
+__all__ = ["Metrics", "exposition", "metrics", "package_version", "recorded", "registry", "use_multiprocess"]
 
 #: seconds: loads and jobs take from a tenth of a second to an hour
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -190,7 +190,7 @@ class _MachineCollector(Collector):
         import psutil
 
         build = GaugeMetricFamily("biconic_build_info", "Engine version", labels=["version"])
-        build.add_metric([_version()], 1.0)
+        build.add_metric([package_version()], 1.0)
         yield build
         cpu, rss = _process_tree()
         yield CounterMetricFamily("biconic_process_cpu_seconds", "CPU seconds of this process and its children",
@@ -215,7 +215,7 @@ class _MachineCollector(Collector):
         yield from _queue_families()
 
 
-def _version() -> str:
+def package_version() -> str:
     """The installed package's version (not ``engine.__version__``: importing the package would import back)."""
     from importlib.metadata import PackageNotFoundError, version
 

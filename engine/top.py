@@ -102,12 +102,11 @@ def _target(job: Any) -> str:
 
 
 def _queues() -> dict[str, int] | None:
-    from engine.jobs.broker import CONTROL_QUEUE, QUEUE, queue_depth
+    from engine.jobs.broker import CONTROL_QUEUE, QUEUE, queue_depths
     from engine.settings import settings
 
-    url = settings().broker()
     try:
-        return {queue: queue_depth(queue, url) for queue in (QUEUE, CONTROL_QUEUE)}
+        return queue_depths((QUEUE, CONTROL_QUEUE), settings().broker())
     except Exception:
         return None
 

@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.logs import log_context
+from engine.metrics import package_version
 from engine.postgres.pool import keep_idle
 from engine.postgres.server import resolve_dsn
 from engine.service.limits import BodyLimit
@@ -37,15 +38,6 @@ _DESCRIPTION = """Uploads (tus 1.0), imports (jobs), and reads of the datasets t
 Every call takes `Authorization: Bearer <token>` (made by `biconic tokens create`). A read or write token
 belongs to one connection: it sees and touches only that connection's uploads, imports, quarantined rows and
 rows. Errors are RFC 9457 `application/problem+json`."""
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("biconic-engine")
-    except PackageNotFoundError:
-        return "0"
 
 
 @contextlib.asynccontextmanager
@@ -78,7 +70,7 @@ def create_app(dsn: str | None = None, *, root_path: str | None = None) -> FastA
     """The service on the warehouse ``dsn`` (default: ``BICONIC_PG_DSN``, else the embedded server)."""
     from engine.service import datasets, imports, metrics, uploads
 
-    app = FastAPI(title="Biconic Engine", version=_version(), description=_DESCRIPTION, lifespan=_lifespan,
+    app = FastAPI(title="Biconic Engine", version=package_version(), description=_DESCRIPTION, lifespan=_lifespan,
                   root_path=root_path if root_path is not None else settings().api_root_path)
     app.state.dsn = resolve_dsn(dsn)
     install_handlers(app)
