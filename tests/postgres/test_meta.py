@@ -4,8 +4,11 @@ fast "already current" check stays true after."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -94,3 +97,45 @@ class _Seen:
     def run(self, sql: str, params: Sequence[Any] | None = None, *, conn: Any = None) -> list[tuple[Any, ...]]:
         self.statements.append(sql)
         return self.session.run(sql, params, conn=conn)
+
+
+@dataclass(frozen=True)
+class _File:
+    uri: str
+    connection_id: Any
+    period: dt.date
+    rows: int
+    bytes: int
+    sha256: str
+    min_time: dt.datetime | None
+    max_time: dt.datetime | None
+
+
+def test_record_files_lists_every_file_in_one_statement_and_updates_a_listed_one(
+        pg_dsn: str, sql: Sql, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of files per load go in one INSERT; values keep their types (a naive time is read in the
+    session's zone, UTC here, as a single bound value was), and a file listed again is updated, not doubled."""
+    utc = dt.UTC
+    files = [_File(f"file:///a/{i}.parquet", uuid.UUID(int=i) if i % 2 else i, dt.date(2026, 1 + i % 12, 1),
+                   i, 10 * i, f"{i:064x}", dt.datetime(2026, 1, 1, i % 24) if i % 3 else None,
+                   dt.datetime(2026, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=2))))
+             for i in range(300)]
+    with Session(pg_dsn) as session:
+        meta.ensure_meta(session, conn=session.ddl)
+        session.commit(session.ddl)
+        statements: list[str] = []
+        run = session.run
+        monkeypatch.setattr(session, "run", lambda text, *a, **k: statements.append(text) or run(text, *a, **k))
+        meta.record_files(session, files, dataset="public.t", load_key="k1", load_id="l1")
+        assert len(statements) == 1
+        meta.record_files(session, [dataclasses.replace(files[5], rows=999)], dataset="public.t", load_key="k1",
+                          load_id="l2", state="cold")
+        meta.record_files(session, [], dataset="public.t", load_key="k1", load_id="l3")
+        session.commit()
+    rows = {r[0]: r[1:] for r in sql(f"SELECT uri, connection_id, period, rows, bytes, sha256, min_time, max_time, "
+                                      f"load_id, state FROM {meta.MANIFEST} WHERE dataset = 'public.t'")}
+    assert len(rows) == 300
+    assert rows[files[4].uri] == ("4", dt.date(2026, 5, 1), 4, 40, f"{4:064x}", dt.datetime(2026, 1, 1, 4, tzinfo=utc),
+                                  dt.datetime(2026, 1, 1, 22, tzinfo=utc), "l1", "hot")
+    assert rows[files[3].uri][0] == str(uuid.UUID(int=3)) and rows[files[3].uri][5] is None
+    assert rows[files[5].uri][2:3] == (999,) and rows[files[5].uri][-2:] == ("l2", "cold")
