@@ -1,13 +1,17 @@
 """Streaming one partition: each batch split into loaded / quarantined / filtered rows, the good ones handed to
 their :mod:`target <engine.pipeline.targets>` and to the archive writer, the bad ones COPYed to quarantine.
 
-The next batch is computed on a thread while this one is COPYed (:class:`engine.handoff.Prefetch`: Polars and
-libpq release the GIL), with at most two batches waiting, so memory stays bounded.
+The next batches are computed on a thread while this one is COPYed (:class:`engine.handoff.Prefetch`: Polars
+and libpq release the GIL): read, planned, split by status, and the good rows ordered, cut by child and
+converted for COPY there, so the loading thread only talks to PostgreSQL. At most two batches wait, so memory
+stays bounded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -20,7 +24,7 @@ from engine.pipeline.counts import Counts, Rejects
 from engine.pipeline.drift import check_drift
 from engine.pipeline.fit import Prepared
 from engine.pipeline.planner import GIVEN_TWICE, source_error
-from engine.pipeline.targets import RowTarget
+from engine.pipeline.targets import Part, RowTarget
 from engine.plan.columns import REASON, ROW_COLUMN, RULE, STATUS
 from engine.postgres import copy, meta
 from engine.postgres.ddl import CONNECTION_COLUMN
@@ -41,9 +45,10 @@ def stream(state: LoadState, partition: Partition, chunks: Iterator[ChunkFactory
     counts = Counts()
     state.rejects = Rejects()
     try:
-        with Prefetch(batches(state, chunks, prepared, partition.label), depth=_AHEAD) as ahead:
-            for df in ahead:
-                _one_batch(state, partition, df, prepared, target, archive, counts)
+        split = _split(batches(state, chunks, prepared, partition.label), prepared, target)
+        with Prefetch(split, depth=_AHEAD) as ahead:
+            for batch in ahead:
+                _one_batch(state, partition, batch, prepared, target, archive, counts)
         if archive is not None:
             archive.seal()  # its files are written and uploaded while PostgreSQL builds indexes
         written = target.finish()
@@ -89,16 +94,37 @@ def _refuse_given_twice(state: LoadState, partition: Partition, bad: pl.DataFram
                                                 "(target connection_override: true) to replace their values")
 
 
-def _one_batch(state: LoadState, partition: Partition, df: pl.DataFrame, prepared: Prepared, target: RowTarget,
+@dataclass(frozen=True)
+class _Batch:
+    """One batch as the batches' thread hands it over: how many rows it read, its good rows ready for the
+    target, their connections, its rejected rows and how many rows steps filtered out."""
+
+    rows_in: int
+    parts: list[Part]
+    loaded: int
+    connections: list[Any]
+    bad: pl.DataFrame
+    filtered: int
+
+
+def _split(frames: Iterator[pl.DataFrame], prepared: Prepared, target: RowTarget) -> Iterator[_Batch]:
+    """Each batch split by status, its good rows by the target (pure computation: runs on the batches' thread)."""
+    for df in frames:
+        status = df[STATUS]
+        good = df.filter(status == 0).select(prepared.columns)
+        yield _Batch(rows_in=df.height, parts=target.split(good) if good.height else [], loaded=good.height,
+                     connections=good[CONNECTION_COLUMN].unique().to_list() if good.height else [],
+                     bad=df.filter(status == 1), filtered=int((status == 2).sum()))
+
+
+def _one_batch(state: LoadState, partition: Partition, batch: _Batch, prepared: Prepared, target: RowTarget,
                archive: ArchiveWriter | None, counts: Counts) -> None:
-    counts.rows_in += df.height
-    status = df[STATUS]
-    good = target.arrange(df.filter(status == 0).select(prepared.columns))
-    if good.height:
-        target.write(good, archive)
-        counts.loaded += good.height
-        state.saw_connections(good[CONNECTION_COLUMN].unique().to_list())
-    bad = df.filter(status == 1)
+    counts.rows_in += batch.rows_in
+    if batch.parts:
+        target.write(batch.parts, archive)
+        counts.loaded += batch.loaded
+        state.saw_connections(batch.connections)
+    bad = batch.bad
     if bad.height:
         _refuse_given_twice(state, partition, bad)
         check_drift(state, partition, bad, prepared)
@@ -108,5 +134,5 @@ def _one_batch(state: LoadState, partition: Partition, df: pl.DataFrame, prepare
         if state.rejects is not None:
             state.rejects.add(rows)
         counts.quarantined += bad.height
-    counts.filtered += int((status == 2).sum())
+    counts.filtered += batch.filtered
     state.tell_progress(partition, state.report.rows_in + counts.rows_in)

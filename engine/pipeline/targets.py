@@ -6,13 +6,17 @@
   (:mod:`engine.postgres.staging`) and only attached here (append with ``BICONIC_COPY_STREAMS`` >= 2).
 - :class:`MergeStage`: COPY into a temporary table, then upsert (merge).
 
-Each ``write`` hands the rows it wrote to the archive writer too, period by period, as it goes (a part is
-released once COPYed and archived: a batch is never held twice).
+A batch goes through a target in two steps. :meth:`RowTarget.split` is pure computation (order the rows, cut
+them by child, convert them to Arrow for COPY) and runs on the thread that computes the batches, so it overlaps
+the COPY of the batch before; :meth:`RowTarget.write` runs on the loading thread, which owns the load's
+connection: it finds or claims each child, COPYs the parts and hands them to the archive writer, period by
+period (a part is released once COPYed and archived: a batch is never held twice).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Protocol
 
 import polars as pl
@@ -30,18 +34,29 @@ from engine.postgres.ddl import CONNECTION_COLUMN, index_columns, split_table
 from engine.postgres.periods import Period
 from engine.postgres.staging import CHILD, FreshChildren
 
-__all__ = ["Children", "MergeStage", "RowTarget", "StagedChildren"]
+__all__ = ["Children", "MergeStage", "Part", "RowTarget", "StagedChildren"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """Good rows of one batch bound for one place: a child's period (None: a merge's staging table), the rows
+    in the table's layout (for the archive) and the same rows as COPY takes them."""
+
+    period: Period | None
+    rows: pl.DataFrame
+    arrow: pa.Table
 
 
 class RowTarget(Protocol):
     """Receives a partition's good rows, batch by batch, inside the load's open transaction."""
 
-    def arrange(self, good: pl.DataFrame) -> pl.DataFrame:
-        """The rows in the order this target COPYs them (the caller drops the unordered batch)."""
+    def split(self, good: pl.DataFrame) -> list[Part]:
+        """The rows cut and ordered as this target COPYs them. Pure computation, on the batches' thread: no
+        statement, no state changed."""
         ...
 
-    def write(self, good: pl.DataFrame, archive: ArchiveWriter | None) -> None:
-        """COPY the arranged rows (and hand them to ``archive``, by period)."""
+    def write(self, parts: list[Part], archive: ArchiveWriter | None) -> None:
+        """COPY the parts (and hand them to ``archive``, by period), on the loading thread."""
         ...
 
     def finish(self) -> int | None:
@@ -65,23 +80,26 @@ class Children:
         self.staging = staging
         self.schema, self.base = split_table(prepared.info.name)
 
-    def _copy(self, name: str, child: str, period: Period, part: pl.DataFrame) -> None:
-        copy.copy(self.state.session, child, for_copy(self.state, part))
+    def _copy(self, name: str, child: str, period: Period, rows: pa.Table) -> None:
+        copy.copy(self.state.session, child, rows)
 
-    def arrange(self, good: pl.DataFrame) -> pl.DataFrame:
+    def split(self, good: pl.DataFrame) -> list[Part]:
         # in the composite index's order: PostgreSQL then updates each B-tree page by page instead of at random
         # (15% less server time into indexed children), and a connection's rows sit together on disk
-        return good.sort([CONNECTION_COLUMN, self.prepared.time_column], descending=[False, True], nulls_last=True)
+        ordered = good.sort([CONNECTION_COLUMN, self.prepared.time_column], descending=[False, True],
+                            nulls_last=True)
+        return [Part(period, part, for_copy(self.state, part)) for period, part in by_period(ordered, self.prepared)]
 
-    def write(self, good: pl.DataFrame, archive: ArchiveWriter | None) -> None:
-        for period, part in by_period(good, self.prepared):
-            child = ddl.child_for(self.state.session, self.prepared.info, period, self.state.fresh,
+    def write(self, parts: list[Part], archive: ArchiveWriter | None) -> None:
+        for part in parts:
+            assert part.period is not None
+            child = ddl.child_for(self.state.session, self.prepared.info, part.period, self.state.fresh,
                                   create=self.staging is None)
-            name = ddl.child_name(self.prepared.info, period)
+            name = ddl.child_name(self.prepared.info, part.period)
             self.state.report.partitions.append(name)
-            self._copy(name, child, period, part)
+            self._copy(name, child, part.period, part.arrow)
             if archive is not None:
-                archive.add(period.start, archivable(part, self.state.target.layout))
+                archive.add(part.period.start, archivable(part.rows, self.state.target.layout))
 
     def finish(self) -> int | None:
         if self.state.fresh:
@@ -106,11 +124,11 @@ class StagedChildren(Children):
         staging.start(qualified(info.name), prepared.time_column, info.hash_partitions,
                       [f"CREATE INDEX ON {CHILD} {cols}" for cols in index_columns(prepared.time_column).values()])
 
-    def _copy(self, name: str, child: str, period: Period, part: pl.DataFrame) -> None:
+    def _copy(self, name: str, child: str, period: Period, rows: pa.Table) -> None:
         if name in self.state.fresh:
-            self.staging.copy(self.schema, name, period, self.time_type, for_copy(self.state, part))
+            self.staging.copy(self.schema, name, period, self.time_type, rows)
         else:
-            super()._copy(name, child, period, part)
+            super()._copy(name, child, period, rows)
 
     def finish(self) -> int | None:
         if self.state.fresh:
@@ -128,19 +146,21 @@ class MergeStage:
         state.session.run(f"CREATE TEMP TABLE {self.stage} (LIKE {qualified(state.target.table)} INCLUDING DEFAULTS) "
                         "ON COMMIT DROP")
 
-    def arrange(self, good: pl.DataFrame) -> pl.DataFrame:
-        return good  # COPY order does not matter to a staging table: the upsert reads it by key
+    def split(self, good: pl.DataFrame) -> list[Part]:
+        # COPY order does not matter to a staging table: the upsert reads it by key
+        return [Part(None, good, for_copy(self.state, good))]
 
-    def write(self, good: pl.DataFrame, archive: ArchiveWriter | None) -> None:
-        found = periods(good, self.prepared)
-        self._refuse_cold(found)
-        # the target's children must exist for the INSERT
-        names = ddl.ensure_partitions(self.state.session, self.prepared.info, found)
-        self.state.report.partitions.extend(names)
-        copy.copy(self.state.session, self.stage, for_copy(self.state, good), temporary=True)
-        if archive is not None:
-            for period, part in by_period(good, self.prepared):
-                archive.add(period.start, part)
+    def write(self, parts: list[Part], archive: ArchiveWriter | None) -> None:
+        for part in parts:
+            found = periods(part.rows, self.prepared)
+            self._refuse_cold(found)
+            # the target's children must exist for the INSERT
+            names = ddl.ensure_partitions(self.state.session, self.prepared.info, found)
+            self.state.report.partitions.extend(names)
+            copy.copy(self.state.session, self.stage, part.arrow, temporary=True)
+            if archive is not None:
+                for period, rows in by_period(part.rows, self.prepared):
+                    archive.add(period.start, rows)
 
     def finish(self) -> int | None:
         p = self.prepared
