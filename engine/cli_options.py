@@ -86,8 +86,15 @@ def load_arguments(params: dict[str, Any]) -> dict[str, Any]:
         "options": parse_options(params["options"]), "contract": params["contract"], "dsn": params["dsn"],
         "archive": False if params["no_archive"] else params["archive"], "layout": params["layout"],
         "max_rejected": params["max_rejected"], "allow_empty": params["allow_empty"],
-        "full_refresh": params["full_refresh"],
+        "indexes": _indexes(params["indexes"]), "full_refresh": params["full_refresh"],
     }
+
+
+def _indexes(given: tuple[str, ...]) -> list[str] | None:
+    """``--index`` values: none given = the default set; ``--index none`` = no index."""
+    if not given:
+        return None
+    return [] if [g.strip().lower() for g in given] == ["none"] else list(given)
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -140,5 +147,8 @@ _LOAD_OPTIONS: list[Callable[[Any], Any]] = [
                       "commits nothing: 0.5, 50%, 1000 rows, or off [default: 50%]."),
     click.option("--allow-empty", is_flag=True, default=False,
                  help="A file with no rows (empty, a header only, blank lines) loads as 0 rows instead of failing."),
+    click.option("--index", "indexes", multiple=True, metavar="METHOD(COL[ DESC],...)",
+                 help="The table's indexes, repeated for several (e.g. --index 'gist(area)'); 'none' for no index "
+                      "[default: brin(TIME) and btree(connection_id, TIME desc)]. Missing ones are created."),
     full_refresh_option,
 ]

@@ -153,6 +153,7 @@ def test_cli_bad_csv_option_is_one_line_exit_2(tmp_path: Path, pg_dsn: str, tabl
     (["--mode", "merge"], "error: --key: merge mode needs the key column(s)"),
     (["--partition-by", "day:quarter"], "error: --partition-by: unknown grain 'quarter'"),
     (["--archive", " "], "error: --archive: expected an archive URL"),
+    (["--index", "rtree(day)"], "error: --index: index 'rtree(day)' is not method(column [asc|desc], ...)"),
 ])
 def test_load_errors_name_the_flag_not_the_yaml_field(tmp_path: Path, args: list[str], start: str) -> None:
     path = tmp_path / "a.csv"

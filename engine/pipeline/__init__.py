@@ -59,6 +59,7 @@ def load(
     source_name: str | None = None,
     max_rejected: float | int | str | None = None,
     allow_empty: bool = False,
+    indexes: Sequence[str] | None = None,
     full_refresh: bool = False,
     progress: Progress | None = None,
 ) -> LoadReport:
@@ -82,8 +83,9 @@ def load(
     ``(_import_id, connection_id, data jsonb, created_at)`` (for schemaless sources: MongoDB, REST).
     ``max_rejected``: a file or sheet with more rejected rows than this (``0.5``, ``"50%"``, ``1000`` rows,
     ``"off"``; see :mod:`engine.spec.limits`), or with every row rejected, fails and commits nothing.
-    ``allow_empty=True``: a file with no rows (0 bytes, a header only, blank lines) is a 0-row success, not
-    an error (:class:`~engine.errors.EmptySourceError`).
+    ``allow_empty=True``: a file with no rows is a 0-row success, not an :class:`~engine.errors.EmptySourceError`.
+    ``indexes``: the table's index set, e.g. ``["btree(connection_id, created_at desc)", "gist(area)"]``; None
+    = BRIN on the time column and that B-tree; ``[]`` = none (see :mod:`engine.index_set`).
     ``full_refresh=True`` loads every partition again on purpose (append adds the rows a second time; see
     :mod:`engine.pipeline.reload`).
     """
@@ -94,7 +96,7 @@ def load(
         connection_override=connection_override, partition_by=partition_by, hash_partitions=hash_partitions,
         mode=mode, key=key, spec=spec, sheet=sheet, format="python" if in_memory is not None else format,
         options=options, contract=contract, dsn=dsn, archive=archive, layout=layout, source_name=source_name,
-        max_rejected=max_rejected, allow_empty=allow_empty)
+        max_rejected=max_rejected, allow_empty=allow_empty, indexes=indexes)
     return run_load(spec_obj, progress=progress, source=in_memory, full_refresh=full_refresh)
 
 
@@ -119,6 +121,7 @@ def load_spec(
     source_name: str | None = None,
     max_rejected: float | int | str | None = None,
     allow_empty: bool = False,
+    indexes: Sequence[str] | None = None,
 ) -> LoadSpec:
     """The :class:`LoadSpec` that :func:`load` runs for these arguments (a job builds it again in a worker);
     bad arguments fail here, before anything runs."""
@@ -130,7 +133,7 @@ def load_spec(
         "hash_partitions": hash_partitions, "mode": mode,
         "key": [key] if isinstance(key, str) else list(key or []), "contract": contract, "dsn": dsn,
         "archive": archive, "layout": layout, "max_rejected": max_rejected,
-        "allow_empty": allow_empty,
+        "allow_empty": allow_empty, "indexes": None if indexes is None else list(indexes),
     })
     return LoadSpec(source=SourceSpec(path=str(source), format=format, options=opts), target=target,
                     pipeline=pipeline)

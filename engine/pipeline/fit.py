@@ -13,6 +13,7 @@ import polars as pl
 
 from engine.errors import SchemaDriftError, SourceError, SpecError
 from engine.ids import UUID_TEXT, kind_mismatch, kind_of
+from engine.index_set import index_set
 from engine.pipeline.context import LoadState
 from engine.pipeline.document import DOC_DATA, DOC_TIME
 from engine.pipeline.planner import (
@@ -27,6 +28,7 @@ from engine.pipeline.planner import (
 from engine.plan.frame import Plan, did_you_mean
 from engine.postgres import ddl
 from engine.postgres.ddl import CONNECTION_COLUMN, TableInfo
+from engine.postgres.indexes import create_indexes, parent_indexes
 from engine.postgres.schema import pg_to_polars, reconcile
 from engine.sources.base import Partition
 from engine.sources.chunks import ChunkFactory
@@ -85,6 +87,7 @@ def prepare(state: LoadState, partition: Partition, first_chunk: ChunkFactory, *
         info = _create(state, plan, time_column, conn=conn, defer_indexes=defer_indexes)
     else:
         text_casts, casts = _reconcile(state, plan, info, conn=conn)
+        _declared_indexes(state, info, time_column, conn=conn)
     identity: list[str] = []
     conflict: list[str] = []
     if state.target.mode == "merge":
@@ -184,7 +187,21 @@ def _create(state: LoadState, plan: Plan, time_column: str, *, conn: Any, defer_
         state.created_table = True
     return ddl.create_table(state.session, state.target.table, columns, time_column=time_column,
                             granularity=state.target.granularity, hash_partitions=state.target.hash_partitions,
-                            comments=comments, conn=conn, indexes=not defer_indexes)
+                            comments=comments, indexes=index_set(state.target.indexes, time_column), conn=conn,
+                            defer_indexes=defer_indexes)
+
+
+def _declared_indexes(state: LoadState, info: TableInfo, time_column: str, *, conn: Any) -> None:
+    """An existing table gets the declared indexes it lacks (built on every partition: the load waits for it);
+    the ones it has and the list omits are kept."""
+    if state.target.indexes is None:
+        return
+    ddl_conn = conn or state.session.ddl
+    create_indexes(state.session, info.name, index_set(state.target.indexes, time_column), list(info.columns),
+                   conn=ddl_conn)
+    if ddl_conn is state.session.ddl:
+        state.session.commit(state.session.ddl)
+    info.indexes = parent_indexes(state.session, info.name, conn=ddl_conn)
 
 
 def _reconcile(state: LoadState, plan: Plan, info: TableInfo, *, conn: Any) -> tuple[dict[str, pl.DataType],

@@ -30,7 +30,7 @@ from engine.pipeline.context import LoadState
 from engine.pipeline.document import archivable
 from engine.pipeline.fit import Prepared
 from engine.postgres import copy, ddl, meta
-from engine.postgres.ddl import CONNECTION_COLUMN, index_columns, split_table
+from engine.postgres.ddl import CONNECTION_COLUMN, split_table
 from engine.postgres.periods import Period
 from engine.postgres.staging import CHILD, FreshChildren
 
@@ -122,7 +122,7 @@ class StagedChildren(Children):
         # match it when it is attached
         state.session.run(f"LOCK TABLE {qualified(info.name)} IN ACCESS SHARE MODE")
         staging.start(qualified(info.name), prepared.time_column, info.hash_partitions,
-                      [f"CREATE INDEX ON {CHILD} {cols}" for cols in index_columns(prepared.time_column).values()])
+                      [f"CREATE INDEX ON {CHILD} {definition}" for definition in info.indexes])
 
     def _copy(self, name: str, child: str, period: Period, rows: pa.Table) -> None:
         if name in self.state.fresh:

@@ -16,16 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import SinkError
+from engine.index_set import IndexSpec
 from engine.names import qualified, quote_ident, shorten
 from engine.postgres import meta
 from engine.postgres.connection import Session
+from engine.postgres.indexes import create_indexes, parent_indexes
 from engine.postgres.periods import Period
 from engine.postgres.stage_area import move_into
 
 __all__ = [
     "CONNECTION_COLUMN", "ORPHAN_SQL", "TableInfo", "attach_fresh", "bound", "bounds_check", "bounds_constraint",
-    "child_for", "child_name", "create_indexes", "create_table", "describe", "ensure_merge_index", "ensure_partitions",
-    "index_columns", "split_table", "standalone_child_sql",
+    "child_for", "child_name", "create_table", "describe", "ensure_merge_index", "ensure_partitions", "split_table",
+    "standalone_child_sql",
 ]
 
 CONNECTION_COLUMN = "connection_id"
@@ -55,6 +57,9 @@ class TableInfo:
     children: set[str] = field(default_factory=set)
     #: source column name -> table column, for columns whose name was normalised (kept in column comments)
     source_names: dict[str, str] = field(default_factory=dict)
+    #: the table's own indexes as ``USING ...`` definitions, repeated on each new child so that attaching it
+    #: adopts them (:func:`engine.postgres.indexes.parent_indexes`)
+    indexes: list[str] = field(default_factory=list)
 
 
 def _literal(text: str) -> str:
@@ -85,17 +90,8 @@ def bounds_check(time_column: str, period: Period, time_type: str) -> str:
     return f"{lo} AND {t} < {bound(period.end, time_type)}" if period.end is not None else lo
 
 
-def index_columns(time_column: str) -> dict[str, str]:
-    """Every table's indexes (method and columns): a child built with the same ones has them adopted when it
-    is attached, instead of rebuilt."""
-    t, c = quote_ident(time_column), quote_ident(CONNECTION_COLUMN)
-    return {"brin": f"USING brin ({t})", "conn": f"({c})", "conn_time": f"({c}, {t} DESC)"}
-
-
-def _index_names(table: str) -> dict[str, str]:
-    _, base = split_table(table)
-    return {"brin": shorten(f"{base}_time_brin"), "conn": shorten(f"{base}_conn_idx"),
-            "conn_time": shorten(f"{base}_conn_time_idx"), "merge": shorten(f"{base}_merge_key")}
+def _merge_index_name(table: str) -> str:
+    return shorten(f"{split_table(table)[1]}_merge_key")
 
 
 def describe(session: Session, table: str, *, conn: Any = None) -> TableInfo | None:
@@ -120,7 +116,7 @@ def describe(session: Session, table: str, *, conn: Any = None) -> TableInfo | N
         "WHERE i.inhparent = to_regclass($1)", [qualified(table)], conn=conn)}
     return TableInfo(name=table, columns={n: t for n, t, _ in rows}, time_column=time_column,
                      granularity=granularity, hash_partitions=int(hash_partitions or 0), children=children,
-                     source_names=source_names)
+                     source_names=source_names, indexes=parent_indexes(session, table, conn=conn))
 
 
 def _comment(session: Session, table: str, column: str, original: str, conn: Any) -> None:
@@ -136,9 +132,10 @@ def _ensure_schema(session: Session, schema: str, conn: Any) -> None:
 
 
 def create_table(session: Session, table: str, columns: Sequence[tuple[str, str]], *, time_column: str,
-                 granularity: str, hash_partitions: int, comments: dict[str, str], conn: Any = None,
-                 indexes: bool = True) -> TableInfo:
-    """A range-partitioned table (on ``time_column``) with its indexes and dataset record."""
+                 granularity: str, hash_partitions: int, comments: dict[str, str], indexes: Sequence[IndexSpec],
+                 conn: Any = None, defer_indexes: bool = False) -> TableInfo:
+    """A range-partitioned table (on ``time_column``) with its indexes (unless deferred until its rows are in)
+    and dataset record."""
     conn = conn or session.ddl
     cols = ",\n  ".join(
         f"{quote_ident(n)} {t}{' NOT NULL' if n in (CONNECTION_COLUMN, time_column) else ''}" for n, t in columns)
@@ -148,22 +145,14 @@ def create_table(session: Session, table: str, columns: Sequence[tuple[str, str]
                 f"PARTITION BY RANGE ({quote_ident(time_column)})", conn=conn)
     for column, original in comments.items():
         _comment(session, table, column, original, conn)
-    if indexes:
-        create_indexes(session, table, time_column, conn=conn)
+    if not defer_indexes:
+        create_indexes(session, table, indexes, [n for n, _ in columns], conn=conn)
     meta.record_dataset(session, table, time_column=time_column, granularity=granularity,
                         hash_partitions=hash_partitions, conn=conn)
     if conn is session.ddl:
         session.commit(session.ddl)
     return TableInfo(name=table, columns=dict(columns), time_column=time_column, granularity=granularity,
-                     hash_partitions=hash_partitions)
-
-
-def create_indexes(session: Session, table: str, time_column: str, *, conn: Any = None) -> None:
-    """BRIN on time, B-tree on connection_id, and (connection_id, time DESC)."""
-    names = _index_names(table)
-    for kind, columns in index_columns(time_column).items():
-        session.run(f"CREATE INDEX IF NOT EXISTS {quote_ident(names[kind])} ON {qualified(table)} {columns}",
-                    conn=conn)
+                     hash_partitions=hash_partitions, indexes=[spec.definition() for spec in indexes])
 
 
 def ensure_merge_index(session: Session, info: TableInfo, identity: Sequence[str]) -> list[str]:
@@ -171,7 +160,7 @@ def ensure_merge_index(session: Session, info: TableInfo, identity: Sequence[str
     partition column, which PostgreSQL requires in every unique index of a partitioned table."""
     assert info.time_column is not None
     cols = [*identity, *([] if info.time_column in identity else [info.time_column])]
-    name = _index_names(info.name)["merge"]
+    name = _merge_index_name(info.name)
     try:
         session.run(f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(name)} ON {qualified(info.name)} "
                     f"({', '.join(quote_ident(c) for c in cols)})", conn=session.ddl)

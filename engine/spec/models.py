@@ -26,6 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from engine.ids import ConnectionId, parse_connection_id
+from engine.index_set import parse_index
 from engine.spec.limits import RejectLimit
 from engine.types import parse_type
 
@@ -291,6 +292,18 @@ def _connection_id(value: Any) -> ConnectionId | None:
         fail(str(exc))
 
 
+def _indexes(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+        fail(f"expected a list of indexes like 'btree(connection_id, created_at desc)', got {value!r}")
+    try:
+        return tuple(parse_index(t).text() for t in texts)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def _hash_partitions(value: Any) -> int:
     value = value or 0
     if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value > 1024:
@@ -352,6 +365,9 @@ class TargetSpec(_Spec):
     max_rejected: Annotated[RejectLimit, BeforeValidator(_max_rejected)] = RejectLimit()
     #: a file with no rows (0 bytes, a header only, blank lines) loads as a 0-row success instead of failing
     allow_empty: bool = False
+    #: the table's indexes, ``method(column [asc|desc], ...)``; None = BRIN on the time column and a B-tree on
+    #: (connection_id, time DESC); [] = none (:mod:`engine.index_set`)
+    indexes: Annotated[tuple[str, ...] | None, BeforeValidator(_indexes)] = None
 
     @field_validator("key", mode="before")
     @classmethod
