@@ -131,21 +131,19 @@ def lock_for_new_children(state: LoadState) -> None:
 
 
 # --- append and merge -----------------------------------------------------------------------------------------
-def _staging(state: LoadState) -> FreshChildren | None:
+def _staging(state: LoadState) -> FreshChildren:
     """The helper connections for new children, opened on first use and kept for the load's partitions."""
-    streams = settings().copy_streams
-    if state.staging is None and streams >= 2:
-        state.staging = FreshChildren(state.session, streams, state.report.load_id)
+    if state.staging is None:
+        state.staging = FreshChildren(state.session, settings().copy_streams, state.report.load_id)
     return state.staging
 
 
 def _row_target(state: LoadState) -> Callable[[Prepared], RowTarget]:
     if state.target.mode == "merge":
         return lambda prepared: MergeStage(state, prepared)
-    staging = _staging(state)
-    if staging is None:
+    if settings().copy_streams < 2:
         return lambda prepared: Children(state, prepared)
-    return lambda prepared: StagedChildren(state, prepared, staging)
+    return lambda prepared: StagedChildren(state, prepared, lambda: _staging(state))
 
 
 def load_partition(state: LoadState, partition: Partition, key: str) -> None:

@@ -16,6 +16,7 @@ period (a part is released once COPYed and archived: a batch is never held twice
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,10 +75,12 @@ def for_copy(state: LoadState, rows: pl.DataFrame) -> pa.Table:
 class Children:
     """Rows COPYed into their children directly, new children attached before commit."""
 
-    def __init__(self, state: LoadState, prepared: Prepared, staging: FreshChildren | None = None) -> None:
+    #: a missing child is created here, in the load's transaction (else it is claimed for the helpers)
+    creates_children = True
+
+    def __init__(self, state: LoadState, prepared: Prepared) -> None:
         self.state = state
         self.prepared = prepared
-        self.staging = staging
         self.schema, self.base = split_table(prepared.info.name)
 
     def _copy(self, name: str, child: str, period: Period, rows: pa.Table) -> None:
@@ -94,7 +97,7 @@ class Children:
         for part in parts:
             assert part.period is not None
             child = ddl.child_for(self.state.session, self.prepared.info, part.period, self.state.fresh,
-                                  create=self.staging is None)
+                                  create=self.creates_children)
             name = ddl.child_name(self.prepared.info, part.period)
             self.state.report.partitions.append(name)
             self._copy(name, child, part.period, part.arrow)
@@ -104,35 +107,44 @@ class Children:
     def finish(self) -> int | None:
         if self.state.fresh:
             ddl.attach_fresh(self.state.session, self.prepared.info, self.state.fresh,
-                             staged_by=self.state.report.load_id if self.staging is not None else None)
+                             staged_by=None if self.creates_children else self.state.report.load_id)
             self.state.attached_to.add(self.prepared.info.name)
         return None
 
 
 class StagedChildren(Children):
-    """New children filled on helper connections beside the transaction; existing ones COPYed here."""
+    """New children filled on helper connections beside the transaction; existing ones COPYed here. The helpers
+    are opened when the first new child needs them: an append into existing children never connects them."""
 
-    staging: FreshChildren
+    creates_children = False
 
-    def __init__(self, state: LoadState, prepared: Prepared, staging: FreshChildren) -> None:
-        super().__init__(state, prepared, staging)
+    def __init__(self, state: LoadState, prepared: Prepared, helpers: Callable[[], FreshChildren]) -> None:
+        super().__init__(state, prepared)
+        self._open_helpers = helpers
+        self._helpers: FreshChildren | None = None
         info = prepared.info
         self.time_type = info.columns.get(prepared.time_column, "")
         # the parent's columns stay as they are until this commits: a staged child made LIKE it must still
         # match it when it is attached
         state.session.run(f"LOCK TABLE {qualified(info.name)} IN ACCESS SHARE MODE")
-        staging.start(qualified(info.name), prepared.time_column, info.hash_partitions,
-                      [f"CREATE INDEX ON {CHILD} {definition}" for definition in info.indexes])
+
+    def _staging(self) -> FreshChildren:
+        if self._helpers is None:
+            self._helpers = self._open_helpers()
+            info = self.prepared.info
+            self._helpers.start(qualified(info.name), self.prepared.time_column, info.hash_partitions,
+                                [f"CREATE INDEX ON {CHILD} {definition}" for definition in info.indexes])
+        return self._helpers
 
     def _copy(self, name: str, child: str, period: Period, rows: pa.Table) -> None:
         if name in self.state.fresh:
-            self.staging.copy(self.schema, name, period, self.time_type, rows)
+            self._staging().copy(self.schema, name, period, self.time_type, rows)
         else:
             super()._copy(name, child, period, rows)
 
     def finish(self) -> int | None:
         if self.state.fresh:
-            self.staging.finish()
+            self._staging().finish()
         return super().finish()
 
 

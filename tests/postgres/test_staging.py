@@ -135,3 +135,28 @@ def test_a_load_failing_after_its_children_were_committed_drops_them(tmp_path: P
                     [f"{table}_p%"])
     assert sorted(r[0] for r in leftovers) == [f"{table}_p2026_01"]
     assert sql(f'SELECT count(*) FROM "{table}"') == [(3000,)]
+
+
+def test_an_append_into_existing_children_opens_no_helper_connections(tmp_path: Path, pg_dsn: str, table: str,
+                                                                       sql, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The helpers (two more connections, their threads and a stage lock) are opened for the first new child,
+    not for every load: the platform's common load appends into months that exist."""
+    import engine.pipeline.publish as publish
+
+    opened: list[object] = []
+
+    class Counted(staging.FreshChildren):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            opened.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(publish, "FreshChildren", Counted)
+    engine.load(_file(tmp_path / "a.csv", [1, 2]), into=table, partition_by="created_at:month", dsn=pg_dsn,
+                archive=False)
+    assert len(opened) == 1
+    engine.load(_file(tmp_path / "b.csv", [2, 1], first_id=10_000), into=table, partition_by="created_at:month",
+                dsn=pg_dsn, archive=False)
+    assert len(opened) == 1  # the same months: no helpers
+    engine.load(_file(tmp_path / "c.csv", [3], first_id=20_000), into=table, partition_by="created_at:month",
+                dsn=pg_dsn, archive=False)
+    assert len(opened) == 2 and sql(f'SELECT count(*) FROM "{table}"') == [(15_000,)]
