@@ -48,16 +48,16 @@ def test_pipeline_yaml_takes_every_target_key_the_api_takes(tmp_path: Path) -> N
           - source: a.json
             target: {table: docs, layout: document, archive: false}
           - source: b.csv
-            target: {table: t, archive: s3://bucket/prefix, allow_empty: true}
+            target: {table: t, archive: s3://bucket/prefix, allow_empty: true, indexes: ["gist(area)"]}
         """))
     first, second = load_pipeline_file(file)
     assert (first.target.layout, first.target.archive, first.target.allow_empty) == ("document", "off", False)
     assert (second.target.layout, second.target.archive) == ("table", "s3://bucket/prefix")
-    assert second.target.allow_empty
+    assert second.target.allow_empty and second.target.indexes == ("gist(area)",)
     allowed = set(TargetSpec.model_fields) - {"granularity"}  # written as partition_by: COLUMN:week
     for key in allowed:
         assert key in {"table", "connection_id", "connection_override", "partition_by", "hash_partitions", "mode",
-                       "key", "contract", "dsn", "archive", "layout", "max_rejected", "allow_empty"}
+                       "key", "contract", "dsn", "archive", "layout", "max_rejected", "allow_empty", "indexes"}
 
 
 @pytest.mark.parametrize(("target", "path"), [
