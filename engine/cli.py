@@ -6,6 +6,7 @@ no traceback for anything the engine raises on purpose.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -102,6 +103,20 @@ def _progress(enabled: bool) -> Any:
     return nullcontext(None)
 
 
+def _import_for_loads() -> None:
+    """Import what every load runs with Python's cycle collector off, then freeze what the imports made: those
+    objects live as long as the process, and the collector walking them again and again cost ~0.2 CPU-s of a
+    1M-row load (perf: the collector's functions held 4.4% of the process's samples; 0.04% after this)."""
+    gc.disable()
+    try:
+        import adbc_driver_postgresql.dbapi  # noqa: F401
+
+        import engine.pipeline  # noqa: F401
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 @click.group(cls=_Engine, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="biconic-engine")
 def cli() -> None:
@@ -133,6 +148,7 @@ def load(path: str, as_json: bool, **params: Any) -> None:
     Example:
       biconic load orders.csv --into orders --partition-by created_at:month --connection 7
     """
+    _import_for_loads()
     import engine
 
     try:
@@ -164,6 +180,7 @@ def run(pipeline: str, dsn: str | None, archive: str | None, no_archive: bool, c
     Example:
       biconic run pipelines/orders.yaml --json
     """
+    _import_for_loads()
     import engine
 
     with pushed(), _progress(not as_json) as progress:
