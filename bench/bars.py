@@ -18,6 +18,7 @@ from typing import Any
 OWN = "connection_id <= 20"
 OTHERS_STEP = 100
 SHARED_TOOLS = ("engine-append-shared", "psql-shared")
+RSS_ROWS = 10_000_000  # the big size of the peak-RSS bar (10M vs 1M)
 
 
 # --- the shared table ----------------------------------------------------------------------------------------
@@ -143,12 +144,14 @@ def rss_ratio(main: dict[str, Any] | None, big: dict[str, Any] | None, *, source
                     f"{main['rows']:,}; {source}"}
 
 
-def earlier_csv_engine(path: Path) -> dict[str, Any] | None:
-    """The CSV engine line (archive on) from an earlier run's ``rows_<N>.json``, if that file has one."""
+def earlier_rss(out: Path, main: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The RSS figure when this run made no big run: from an earlier ``rows_10000000.json``, if it has the CSV
+    engine line (archive on)."""
+    path = out / f"rows_{RSS_ROWS}.json"
     if not path.exists():
         return None
     doc = json.loads(path.read_text())
     entries = [e for size in doc["results"].values() for e in size]
-    found = next((e for e in entries if e["scenario"] == "CSV" and e["tool"] == "engine" and e.get("peak_rss_mb")),
-                 None)
-    return {**found, "date": doc.get("machine", {}).get("date", "?")} if found else None
+    big = next((e for e in entries if (e["scenario"], e["tool"]) == ("CSV", "engine") and e.get("peak_rss_mb")),
+               None)
+    return rss_ratio(main, big, source=f"from {path.name} of {doc['machine']['date']}, not this run")

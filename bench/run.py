@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bars import SHARED_TOOLS, bar_rows, clear_own, earlier_csv_engine, fill_shared, own_rows, print_bars, rss_ratio  # noqa: E402
+from bars import SHARED_TOOLS, bar_rows, clear_own, earlier_rss, fill_shared, own_rows, print_bars, rss_ratio  # noqa: E402
 from figure import plot  # noqa: E402
 from generate import write  # noqa: E402
 from machine import machine, versions  # noqa: E402
@@ -42,7 +42,6 @@ SCHEMA = "bench"
 SPEC = HERE / "spec.yaml"
 COLUMNS = "id,connection_id,created_at,order_date,amount,unit_price,quantity,customer,city,status,note,is_paid"
 XLSX_MAX_ROWS = 1_048_575
-RSS_ROWS = 10_000_000  # the size of the peak-RSS bar (issue 17: 10M vs 1M)
 #: what the harness keeps from the engine's --json report (its own "seconds" stays out: the wall is measured)
 REPORT_KEYS = ("rows_loaded", "rows_quarantined", "rows_filtered", "peak_child_rss_mb", "archive_bytes",
                "archive_files", "compression_ratio")
@@ -437,12 +436,8 @@ def rss_run(args: argparse.Namespace, db: Db, main: dict[str, Any] | None) -> di
     """The Speed bar II RSS figure: the CSV engine line (archive on) once at ``--rss-rows``, after the main
     rounds, its peak RSS over ``main``'s (the main size's median); with ``--rss-rows 0``, an earlier
     ``rows_10000000.json``'s figure if there is one."""
-    if not args.rss_rows:
-        earlier = args.out / f"rows_{RSS_ROWS}.json"
-        big = earlier_csv_engine(earlier)
-        return rss_ratio(main, big, source=f"from {earlier.name} of {big['date']}, not this run") if big else None
-    if main is None:
-        return None
+    if not args.rss_rows or main is None:
+        return earlier_rss(args.out, main)
     line = Line("CSV", "engine", "biconic load csv", data_file(args.data, args.rss_rows, "csv"),
                 f"{SCHEMA}.csv_{args.rss_rows}", args.rss_rows, 1)
     print(f"peak RSS run: {line.label} at {line.rows:,} rows (archive on) ...", flush=True)
@@ -453,8 +448,7 @@ def rss_run(args: argparse.Namespace, db: Db, main: dict[str, Any] | None) -> di
         return None
     finally:
         db.drop(str(line.table))  # the big table and its archive are not kept
-    print(f"  {sample['seconds']:.0f} s, {sample['cpu_s']:.0f} CPU-s, peak RSS {sample['peak_rss_mb']:,.0f} MB",
-          flush=True)
+    print(f"  {sample['seconds']:.0f} s, {sample['cpu_s']:.0f} CPU-s, peak RSS {sample['peak_rss_mb']:,.0f} MB")
     return rss_ratio(main, {**sample, "rows": line.rows}, source="measured in this run")
 
 
