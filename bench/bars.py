@@ -53,6 +53,7 @@ class Figures:
     rows: int
     entries: dict[tuple[str, str], dict[str, Any]]
     rss: dict[str, Any] | None
+    shared_rows: int
 
     def get(self, scenario: str, tool: str, key: str) -> float | None:
         value = self.entries.get((scenario, tool), {}).get(key)
@@ -78,6 +79,7 @@ class Bar:
     unit: str  # "×" or "CPU-s"
     line: tuple[str, str] | None = None  # the plotted line the bar is marked on
     goal_text: str = ""
+    note: Callable[[Figures], str] = lambda f: ""  # what the figure was measured on, where the case does not say
 
     def shown(self, value: float | None) -> str:
         if value is None:
@@ -92,7 +94,8 @@ class Bar:
 
 BARS = [
     Bar("append beside >= 5M rows of other connections, vs psql \\copy", lambda f: f.times(
-        "CSV", "psql-shared", "engine-append-shared"), 1.2, 1.5, True, "×", ("CSV", "engine-append-shared")),
+        "CSV", "psql-shared", "engine-append-shared"), 1.2, 1.5, True, "×", ("CSV", "engine-append-shared"),
+        note=lambda f: f"beside {f.shared_rows:,}+ rows of other connections"),
     Bar("CPU-s per 1M CSV rows, without the archive copy", lambda f: f.cpu_per_million("engine-noarchive"),
         3.0, 2.0, False, "CPU-s", ("CSV", "engine-noarchive")),
     Bar("CPU-s per 1M CSV rows, with the archive copy", lambda f: f.cpu_per_million("engine"), 3.5, 2.5, False,
@@ -102,13 +105,14 @@ BARS = [
     Bar("xlsx -> PostgreSQL, vs fastexcel's bare read", lambda f: f.times("xlsx", "engine", "fastexcel"), 1.3,
         1.1, False, "×"),
     Bar("peak RSS, 10M vs 1M rows, with archive", lambda f: f.rss["ratio"] if f.rss else None, 1.2, 1.0, False,
-        "×", goal_text="flat"),
+        "×", goal_text="flat", note=lambda f: f.rss["note"] if f.rss else ""),
 ]
 
 
-def bar_rows(rows: int, entries: list[dict[str, Any]], rss: dict[str, Any] | None) -> list[dict[str, Any]]:
+def bar_rows(rows: int, entries: list[dict[str, Any]], rss: dict[str, Any] | None,
+             shared_rows: int) -> list[dict[str, Any]]:
     """Every bar measured: what ``latest.json`` keeps under ``bars`` and the terminal table prints."""
-    figures = Figures(rows, {(e["scenario"], e["tool"]): e for e in entries if e.get("seconds")}, rss)
+    figures = Figures(rows, {(e["scenario"], e["tool"]): e for e in entries if e.get("seconds")}, rss, shared_rows)
     out = []
     for bar in BARS:
         value = bar.value(figures)
@@ -117,9 +121,7 @@ def bar_rows(rows: int, entries: list[dict[str, Any]], rss: dict[str, Any] | Non
                     "bar_text": f"{'>=' if bar.higher_is_better else '<='} {bar.shown(bar.bar)}",
                     "goal_text": bar.goal_text or f"{'>=' if bar.higher_is_better else '<='} {bar.shown(bar.goal)}",
                     "status": bar.status(value), "line": list(bar.line) if bar.line else None,
-                    "unit": bar.unit})
-    if rss:
-        out[-1]["note"] = rss["note"]
+                    "unit": bar.unit, "note": bar.note(figures) if value is not None else ""})
     return out
 
 

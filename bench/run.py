@@ -531,7 +531,7 @@ def main() -> None:
     rss = rss_run(args, db, main_csv)
     for rows in sizes:
         print_table(rows, results[str(rows)], args.runs)
-    bars = bar_rows(smallest, results[str(smallest)], rss)
+    bars = bar_rows(smallest, results[str(smallest)], rss, args.shared_rows)
     print_bars(smallest, bars)
     loads_s = time.perf_counter() - measured_at
     query = run_query_bench(args, smallest) if args.query else None
