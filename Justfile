@@ -26,10 +26,11 @@ test *ARGS:
 test-fast *ARGS:
     python -m pytest -q -m "not slow" {{ARGS}}
 
-# speed bar, 1M rows (about 4 min): engine CSV/Parquet/xlsx with and without archive, --spec, psql \copy, ADBC, dlt, pandas, queries
+# speed bar, 1M rows (about 10 min): engine CSV/Parquet/xlsx with and without archive, --spec, psql \copy, the append beside 5M rows of
+# other connections, ADBC, dlt, pandas, fastexcel, a 10M-row peak-RSS run, queries; then the Speed bar II table (issue 17)
 bench *ARGS:
     pip install -q -e '.[bench]'
-    python bench/run.py --rows 1000000 --runs 3 --peer-runs 1 --pandas-rows 10000 --dlt-default-rows 100000 --lean {{ARGS}}
+    python bench/run.py --rows 1000000 --runs 3 --peer-runs 1 --pandas-rows 10000 --dlt-default-rows 100000 --lean --rss-rows 10000000 {{ARGS}}
 
 # the same at 10M and 100M rows (100M: CSV only, in-memory peers capped at 10M); LONG: about 3 hours, ~12 GB of files
 bench-full *ARGS:

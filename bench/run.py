@@ -3,8 +3,9 @@ a bare ADBC ingest, dlt and pandas, on the same data and the same month-partitio
 then the query benchmark (``bench/query.py``) on the engine-loaded CSV.
 
 Every figure is the median of several runs (order alternated between runs); each run is its own process,
-measured from outside by ``/usr/bin/time -f "%e %M"`` (wall seconds, peak RSS). Results: a terminal table,
-``bench/results/latest.json`` (with the machine and versions) and ``bench/results/latest.png``.
+measured from outside by ``/usr/bin/time -f "%e %M %U %S"`` (wall seconds, peak RSS, CPU-seconds). Results: a
+terminal table, the Speed bar II table (``bench/bars.py``), ``bench/results/latest.json`` (with the machine and
+versions) and ``bench/results/latest.png`` (``bench/figure.py``).
 
     python bench/run.py                         # 1M rows, what `just bench` runs
     python bench/run.py --rows 10000000 --rows 100000000 --runs 3 --peer-runs 3   # `just bench-full` (long)
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -26,15 +26,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from bars import SHARED_TOOLS, bar_rows, clear_own, earlier_rss, fill_shared, own_rows, print_bars, rss_ratio  # noqa: E402
+from figure import plot  # noqa: E402
 from generate import write  # noqa: E402
+from machine import machine, versions  # noqa: E402
 
 SCHEMA = "bench"
 SPEC = HERE / "spec.yaml"
@@ -50,8 +52,8 @@ class Line:
     """One row of the result table: a tool loading one file (or part of it) into one table."""
 
     scenario: str  # "CSV", "Parquet", "xlsx"
-    # engine, engine-noarchive, engine+spec, engine+spec-noarchive, engine-append, psql, adbc, dlt-fast,
-    # dlt-default, pandas, fastexcel
+    # engine, engine-noarchive, engine+spec, engine+spec-noarchive, engine-append, engine-append-shared, psql,
+    # psql-shared, adbc, dlt-fast, dlt-default, pandas, fastexcel
     tool: str
     label: str
     path: Path
@@ -78,20 +80,34 @@ class Line:
 
 
 # --- running one measured process --------------------------------------------------------------------------
-def timed(cmd: list[str], *, timeout: float) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB, stdout) of a command, measured by GNU time.
+class Measured(NamedTuple):
+    wall: float
+    rss_mb: float
+    cpu_s: float  # user + sys of the process, every thread, and every child it waited for
+    stdout: str
 
-    GNU time reports the largest RSS of the process or of any child it waited for (the max, not the sum).
+
+def measured(cmd: list[str], *, timeout: float) -> Measured:
+    """A command's wall seconds, peak RSS and CPU-seconds, measured by GNU time.
+
+    GNU time reports the largest RSS of the process or of any child it waited for (the max, not the sum), and
+    CPU time summed over them (the xlsx parser child counts: it is part of the load).
     """
-    out = subprocess.run(["/usr/bin/time", "-f", "__TIME__ %e %M", *cmd], capture_output=True, text=True,
+    out = subprocess.run(["/usr/bin/time", "-f", "__TIME__ %e %M %U %S", *cmd], capture_output=True, text=True,
                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = out.stderr.splitlines()
     mark = next((ln for ln in reversed(lines) if ln.startswith("__TIME__")), None)
     if out.returncode != 0 or mark is None:
         tail = [ln for ln in lines if not ln.startswith("__TIME__") and ln.strip()][-3:]
         raise RuntimeError(" | ".join(tail)[-400:] or f"exit {out.returncode}")
-    _, wall, kb = mark.split()
-    return float(wall), int(kb) / 1024, out.stdout
+    _, wall, kb, user, system = mark.split()
+    return Measured(float(wall), int(kb) / 1024, float(user) + float(system), out.stdout)
+
+
+def timed(cmd: list[str], *, timeout: float) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB, stdout): ``measured`` for the callers that need no CPU figure."""
+    run = measured(cmd, timeout=timeout)
+    return run.wall, run.rss_mb, run.stdout
 
 
 def last_json(stdout: str) -> dict[str, Any]:
@@ -162,52 +178,72 @@ def peer_cmd(line: Line) -> list[str]:
         code = ("import fastexcel,sys; r=fastexcel.read_excel(sys.argv[1]); "
                 "print(sum(r.load_sheet(n).to_arrow().num_rows for n in r.sheet_names))")
         return [sys.executable, "-c", code, str(line.path)]
-    if line.tool == "psql":
+    if line.tool in ("psql", "psql-shared"):
         copy = f"\\copy {line.table} ({COLUMNS}) FROM '{line.path}' WITH (FORMAT csv, HEADER true)"
         return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", os.environ["BICONIC_PG_DSN"], "-c", copy]
     raise ValueError(line.tool)
 
 
+def prepare(line: Line, db: Db, *, timeout: float) -> None:
+    """Make the line's table ready for one run (untimed)."""
+    table = str(line.table)
+    if line.tool in SHARED_TOOLS:
+        clear_own(db.sql, table)  # the other connections' rows stay
+        if line.engine:
+            db.forget(table)
+    elif line.engine and line.tool != "engine-append":
+        db.drop(table)  # with its ledger rows, manifest rows and archive folder
+    else:
+        if not db.exists(table):  # the engine makes the table every tool loads into
+            db.drop(table)
+            timed(engine_cmd(line, db, archive=False), timeout=timeout)
+        # the partitions stay (empty): a load appends into existing, indexed children
+        db.sql(f"TRUNCATE {table}")
+        if line.engine:
+            db.forget(table)
+        if line.tool.startswith("dlt"):
+            db.drop_dlt_state()
+
+
 def run_once(line: Line, db: Db, *, timeout: float) -> dict[str, Any]:
     """Prepare the table (untimed), run the tool in its own measured process, check what landed."""
+    if line.table is not None:
+        prepare(line, db, timeout=timeout)
+    run = measured(engine_cmd(line, db, archive=line.archives) if line.engine else peer_cmd(line), timeout=timeout)
     if line.engine:
-        if line.tool == "engine-append":
-            if not db.exists(str(line.table)):
-                db.drop(str(line.table))
-                timed(engine_cmd(line, db, archive=False), timeout=timeout)
-            # the partitions stay (empty): the load appends into existing, indexed children, as psql \copy does
-            db.sql(f"TRUNCATE {line.table}")
-            db.forget(str(line.table))
-        else:
-            db.drop(str(line.table))  # with its ledger rows, manifest rows and archive folder
-        wall, rss, out = timed(engine_cmd(line, db, archive=line.archives), timeout=timeout)
-        report = last_json(out)
-        landed = db.count(str(line.table))
+        report = last_json(run.stdout)
         extra = {k: report.get(k) for k in REPORT_KEYS}
         extra["engine_s"] = report.get("seconds")  # the engine's own clock: no interpreter start, no imports
         expected = int(report.get("rows_loaded") or 0)
         if line.archives and not report.get("archive_bytes"):
             raise RuntimeError("the engine wrote no archive copy (archive_bytes 0)")
     elif line.tool == "fastexcel":
-        wall, rss, out = timed(peer_cmd(line), timeout=timeout)
-        landed = expected = int(out.strip().splitlines()[-1])
-        extra = {}
+        extra, expected = {}, int(run.stdout.strip().splitlines()[-1])
     else:
-        if not db.exists(str(line.table)):  # the engine makes the table every tool loads into
-            db.drop(str(line.table))
-            timed(engine_cmd(line, db, archive=False), timeout=timeout)
-        db.sql(f"TRUNCATE {line.table}")
+        extra, expected = last_json(run.stdout), line.rows
         if line.tool.startswith("dlt"):
             db.drop_dlt_state()
-        wall, rss, out = timed(peer_cmd(line), timeout=timeout)
-        extra = last_json(out)
-        landed = db.count(str(line.table))
-        expected = line.rows
-        if line.tool.startswith("dlt"):
-            db.drop_dlt_state()
+    if line.table is None:
+        landed = expected
+    else:
+        landed = own_rows(db.sql, line.table) if line.tool in SHARED_TOOLS else db.count(line.table)
     if landed != line.rows or expected != line.rows:
         raise RuntimeError(f"expected {line.rows:,} rows, the table holds {landed:,} (tool said {expected:,})")
-    return {**extra, "seconds": wall, "peak_rss_mb": round(rss, 1)}
+    return {**extra, "seconds": run.wall, "peak_rss_mb": round(run.rss_mb, 1), "cpu_s": round(run.cpu_s, 2)}
+
+
+def prepare_shared(lines: list[Line], db: Db, *, timeout: float, others: int) -> None:
+    """Untimed, once per bench run: the shared table made by the engine, then filled with >= ``others`` rows of
+    other connections in the same month partitions (``bars.fill_shared``)."""
+    line = next((ln for ln in lines if ln.tool in SHARED_TOOLS), None)
+    if line is None:
+        return
+    t = time.perf_counter()
+    db.drop(str(line.table))
+    timed(engine_cmd(line, db, archive=False), timeout=timeout)
+    held = fill_shared(db.sql, str(line.table), COLUMNS, line.rows, others)
+    print(f"  shared table {line.table}: {held:,} rows of other connections, set up in "
+          f"{time.perf_counter() - t:.0f} s", flush=True)
 
 
 # --- the plan ----------------------------------------------------------------------------------------------
@@ -246,6 +282,13 @@ def plan(rows: int, args: argparse.Namespace) -> list[Line]:
             if not args.lean:
                 out.append(Line(scen, "engine-append", "biconic load csv, into existing partitions", path, t,
                                 rows, args.runs, note="table TRUNCATEd, not dropped"))
+            if args.shared_rows:
+                note = f"beside {args.shared_rows:,}+ rows of other connections; x copy: vs psql-shared"
+                out.append(Line(scen, "engine-append-shared", f"biconic load csv, append beside "
+                                f"{args.shared_rows / 1e6:g}M rows of other connections", path, f"{t}_shared", rows,
+                                args.runs, note=note))
+                out.append(Line(scen, "psql-shared", "psql \\copy, same shared table", path, f"{t}_shared", rows,
+                                args.runs, note=note))
         if fmt in ("csv", "parquet"):
             out.append(Line(scen, "adbc", "bare ADBC adbc_ingest, end to end", path, t, peer_rows,
                             max(args.peer_runs, args.adbc_runs)))
@@ -259,7 +302,7 @@ def plan(rows: int, args: argparse.Namespace) -> list[Line]:
             n = min(rows, args.pandas_rows)
             out.append(Line(scen, "pandas", "pandas read_csv + to_sql(multi, 10k)", path, t, n, args.peer_runs,
                             note="" if n == rows else f"first {n:,} rows"))
-        if fmt == "xlsx" and not args.lean:
+        if fmt == "xlsx":
             out.append(Line(scen, "fastexcel", "fastexcel read only (no load)", path, None, rows, args.peer_runs))
     for line in out:
         line.capped = line.rows != rows
@@ -268,7 +311,8 @@ def plan(rows: int, args: argparse.Namespace) -> list[Line]:
     return out
 
 
-def measure(lines: list[Line], db: Db, *, timeout: float) -> None:
+def measure(lines: list[Line], db: Db, *, timeout: float, shared_rows: int) -> None:
+    prepare_shared(lines, db, timeout=timeout, others=shared_rows)
     alternate_rounds(lines, lambda line: run_once(line, db, timeout=timeout), name=lambda line: line.key)
 
 
@@ -300,10 +344,14 @@ def summarise(lines: list[Line], rows: int) -> list[dict[str, Any]]:
     def med(line: Line, key: str) -> float:
         return statistics.median(float(s[key]) for s in line.samples)
 
-    psql = next((ln for ln in lines if ln.tool == "psql" and ln.samples), None)
-    base = psql.rows / med(psql, "seconds") if psql else None
+    def rate(tool: str) -> float | None:
+        ref = next((ln for ln in lines if ln.tool == tool and ln.samples), None)
+        return ref.rows / med(ref, "seconds") if ref else None
+
+    psql, psql_shared = rate("psql"), rate("psql-shared")
     out: list[dict[str, Any]] = []
     for line in lines:
+        base = psql_shared if line.tool in SHARED_TOOLS else psql  # the shared lines: against the same table
         entry: dict[str, Any] = {"scenario": line.scenario, "tool": line.tool, "label": line.label,
                                  "rows": line.rows, "input_rows": rows, "file": line.path.name,
                                  "file_mb": round(line.path.stat().st_size / 1e6, 1), "note": line.note,
@@ -313,7 +361,8 @@ def summarise(lines: list[Line], rows: int) -> list[dict[str, Any]]:
             size = line.path.stat().st_size * line.rows / rows / 1e6  # a capped run reads only its rows
             entry.update(seconds=round(secs, 2), rows_per_s=round(line.rows / secs),
                          mb_per_s=round(size / secs, 1), peak_rss_mb=round(med(line, "peak_rss_mb")),
-                         vs_psql_copy=round(line.rows / secs / base, 2) if base else None)
+                         vs_psql_copy=round(line.rows / secs / base, 2) if base else None,
+                         cpu_s=round(med(line, "cpu_s"), 2))
             if line.engine and line.samples[0].get("engine_s") is not None:
                 entry["engine_s"] = round(med(line, "engine_s"), 2)
             if line.archives:
@@ -340,21 +389,21 @@ def summarise(lines: list[Line], rows: int) -> list[dict[str, Any]]:
             read = med(line, "read_s") + med(line, "cast_s")
             out.append({**entry, "tool": "adbc-ingest", "label": "bare ADBC adbc_ingest only (table in memory)",
                         "note": f"read + cast {read:.2f} s not counted", "seconds": round(secs, 2),
-                        "rows_per_s": round(line.rows / secs), "mb_per_s": None,
+                        "rows_per_s": round(line.rows / secs), "mb_per_s": None, "cpu_s": None,
                         "vs_psql_copy": round(line.rows / secs / base, 2) if base else None})
     return out
 
 
 def print_table(rows: int, table: list[dict[str, Any]], runs: int) -> None:
-    print(f"\n{rows:,} rows; median of runs (engine and psql: {runs}); wall and peak RSS of the whole process; "
-          "arch MB / src/arch: the engine's archive copy and source bytes / archive bytes")
-    head = (f"{'scenario':<9}{'tool':<44}{'rows':>12}{'s':>8}{'rows/s':>11}{'MB/s':>7}{'RSS MB':>8}{'x copy':>8}"
-            f"{'arch MB':>9}{'src/arch':>9}  note")
+    print(f"\n{rows:,} rows; median of runs (engine and psql: {runs}); wall, peak RSS and CPU s (user + sys) of "
+          "the whole process; arch MB / src/arch: the engine's archive copy and source bytes / archive bytes")
+    head = (f"{'scenario':<9}{'tool':<62}{'rows':>12}{'s':>8}{'rows/s':>11}{'MB/s':>7}{'RSS MB':>8}{'CPU s':>7}"
+            f"{'x copy':>8}{'arch MB':>9}{'src/arch':>9}  note")
     print(head)
     print("-" * len(head))
     for e in table:
         if e.get("failure"):
-            print(f"{e['scenario']:<9}{e['label']:<44}{e['rows']:>12,}  FAILED: {e['failure'][:90]}")
+            print(f"{e['scenario']:<9}{e['label']:<62}{e['rows']:>12,}  FAILED: {e['failure'][:90]}")
             continue
         mbs = f"{e['mb_per_s']:.1f}" if e.get("mb_per_s") is not None else "-"
         ratio = f"{e['vs_psql_copy']:.2f}" if e.get("vs_psql_copy") is not None else "-"
@@ -362,100 +411,9 @@ def print_table(rows: int, table: list[dict[str, Any]], runs: int) -> None:
                             if len(e["runs"]) != runs else "")
         arch = f"{e['archive_mb']:.1f}" if e.get("archive_mb") is not None else "-"
         squeeze = f"{e['compression_ratio']:.2f}" if e.get("compression_ratio") is not None else "-"
-        print(f"{e['scenario']:<9}{e['label']:<44}{e['rows']:>12,}{e['seconds']:>8.2f}{e['rows_per_s']:>11,}"
-              f"{mbs:>7}{e['peak_rss_mb']:>8,}{ratio:>8}{arch:>9}{squeeze:>9}  {note}")
-
-
-def versions(db: Db) -> dict[str, str]:
-    out: dict[str, str] = {"python": platform.python_version()}
-    for name in ("polars", "pyarrow", "adbc-driver-postgresql", "adbc-driver-manager", "dlt", "pandas",
-                 "sqlalchemy", "psycopg2-binary", "fastexcel", "numpy", "duckdb", "duckdb-ext-postgres"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    out["postgresql"] = db.sql("SHOW server_version")
-    out["psql"] = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
-    return out
-
-
-def machine() -> dict[str, Any]:
-    import psutil
-
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    engine_at = subprocess.run([sys.executable, "-c", "import engine; print(engine.__file__)"],
-                               capture_output=True, text=True).stdout.strip()
-    git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
-                         text=True).stdout.strip()
-    return {"cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "cpu": cpu,
-            "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "engine_commit": git,
-            "engine_module": engine_at}
-
-
-def plot(results: dict[str, list[dict[str, Any]]], out: Path, *, title: str) -> None:
-    """rows/s and peak RSS against input size, one line per tool (sizes from earlier runs fill the gaps)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    series: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
-    labels: dict[tuple[str, str], str] = {}
-    for entries in results.values():
-        for e in entries:
-            if e.get("rows_per_s") and e["tool"] != "fastexcel":
-                key = (e["scenario"], e["tool"])
-                series.setdefault(key, []).append((e["input_rows"], e["rows_per_s"], e["peak_rss_mb"]))
-                capped = " [capped rows]" if e["rows"] != e["input_rows"] else ""
-                labels[key] = f"{e['scenario']}: {e['label']}{capped}"
-    tools = ["engine", "engine-noarchive", "engine+spec", "engine+spec-noarchive", "psql", "adbc", "adbc-ingest",
-             "dlt-fast", "dlt-default", "pandas", "engine-append"]
-    # tab20 comes in pairs (dark, light): a line with the archive and its --no-archive twin share a hue
-    cmap = plt.get_cmap("tab20")
-    slots = [0, 1, 2, 3, 4, 6, 7, 8, 10, 12, 14]
-    colors = {tool: cmap(slot) for tool, slot in zip(tools, slots, strict=True)}
-    marks = {"CSV": ("o", "-"), "Parquet": ("s", "--"), "xlsx": ("^", ":")}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 7))
-    ordered = sorted(series.items(), key=lambda kv: (kv[0][0], tools.index(kv[0][1]) if kv[0][1] in tools else 99))
-    for i, ((scenario, tool), pts) in enumerate(ordered):
-        pts.sort()
-        # each series is nudged sideways (a few % of a decade) so that tools at one size do not hide each other
-        xs = [p[0] * 10 ** (0.02 * (i - len(ordered) / 2)) for p in pts]
-        marker, ls = marks.get(scenario, ("o", "-"))
-        style = {"color": colors.get(tool), "marker": marker, "linestyle": ls, "label": labels[(scenario, tool)]}
-        ax1.plot(xs, [p[1] for p in pts], **style)
-        ax2.plot(xs, [p[2] for p in pts], **style)
-        for x, (_, rps, rss) in zip(xs, pts, strict=True):
-            ax1.annotate(f"{rps / 1000:,.0f}k", (x, rps), fontsize=6, xytext=(4, 0), textcoords="offset points",
-                         va="center", color=colors.get(tool))
-            ax2.annotate(f"{rss:,.0f}", (x, rss), fontsize=6, xytext=(4, 0), textcoords="offset points",
-                         va="center", color=colors.get(tool))
-    sizes = sorted({p[0] for pts in series.values() for p in pts})
-
-    def short(n: int) -> str:
-        return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n / 1e3:g}k"
-
-    for ax, name in ((ax1, "rows/s (median)"), (ax2, "peak RSS MB (median)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        if sizes:
-            ax.set_xlim(sizes[0] / 2.5, sizes[-1] * 2.5)
-            ax.set_xticks(sizes, [short(n) for n in sizes])
-            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xlabel("input size (rows); the tools at one size are drawn side by side")
-        ax.set_ylabel(name)
-        ax.grid(True, which="both", alpha=0.3)
-    ax1.set_title("throughput")
-    ax2.set_title("memory")
-    handles, names = ax1.get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.2, 1, 0.95))
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+        cpu = f"{e['cpu_s']:.1f}" if e.get("cpu_s") is not None else "-"
+        print(f"{e['scenario']:<9}{e['label']:<62}{e['rows']:>12,}{e['seconds']:>8.2f}{e['rows_per_s']:>11,}"
+              f"{mbs:>7}{e['peak_rss_mb']:>8,}{cpu:>7}{ratio:>8}{arch:>9}{squeeze:>9}  {note}")
 
 
 def run_query_bench(args: argparse.Namespace, rows: int) -> dict[str, Any]:
@@ -474,7 +432,27 @@ def run_query_bench(args: argparse.Namespace, rows: int) -> dict[str, Any]:
     return doc
 
 
-def main() -> None:
+def rss_run(args: argparse.Namespace, db: Db, main: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Speed bar II RSS figure: the CSV engine line (archive on) once at ``--rss-rows``, after the main
+    rounds, its peak RSS over ``main``'s (the main size's median); with ``--rss-rows 0``, an earlier
+    ``rows_10000000.json``'s figure if there is one."""
+    if not args.rss_rows or main is None:
+        return earlier_rss(args.out, main)
+    line = Line("CSV", "engine", "biconic load csv", data_file(args.data, args.rss_rows, "csv"),
+                f"{SCHEMA}.csv_{args.rss_rows}", args.rss_rows, 1)
+    print(f"peak RSS run: {line.label} at {line.rows:,} rows (archive on) ...", flush=True)
+    try:
+        sample = run_once(line, db, timeout=args.timeout)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"  FAILED peak RSS run: {exc}", flush=True)
+        return None
+    finally:
+        db.drop(str(line.table))  # the big table and its archive are not kept
+    print(f"  {sample['seconds']:.0f} s, {sample['cpu_s']:.0f} CPU-s, peak RSS {sample['peak_rss_mb']:,.0f} MB")
+    return rss_ratio(main, {**sample, "rows": line.rows}, source="measured in this run")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, action="append", help="input size; repeat for several (default 1M)")
     parser.add_argument("--runs", type=int, default=3, help="runs per engine and psql line (median)")
@@ -486,10 +464,15 @@ def main() -> None:
     parser.add_argument("--peer-max-rows", type=int, default=10_000_000,
                         help="cap for the in-memory peers (bare ADBC, dlt fast): they hold the whole table")
     parser.add_argument("--parquet-max-rows", type=int, default=10_000_000, help="above this, CSV only")
+    parser.add_argument("--shared-rows", type=int, default=5_000_000,
+                        help="rows of other connections the shared table holds before the shared-append lines "
+                             "load into it (0: no shared lines)")
+    parser.add_argument("--rss-rows", type=int, default=0,
+                        help="after the main rounds, one CSV engine run (archive on) at this size for the peak RSS "
+                             "bar (`just bench`: 10M; 0: take it from an earlier rows_10000000.json, if any)")
     parser.add_argument("--lean", action=argparse.BooleanOptionalAction, default=False,
                         help="skip the engine append line, the --no-archive twins of all engine lines but "
-                             "plain CSV, dlt on Parquet and the fastexcel reference (keeps `just bench` near 3.5 "
-                             "minutes on 2 quiet cores); --no-lean puts them back")
+                             "plain CSV and dlt on Parquet; --no-lean puts them back")
     parser.add_argument("--query", action=argparse.BooleanOptionalAction, default=True,
                         help="end with the query benchmark (bench/query.py) at the smallest --rows")
     parser.add_argument("--query-runs", type=int, default=None,
@@ -499,8 +482,35 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=HERE / "data")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
-    sizes = args.rows or [1_000_000]
+    args.rows = args.rows or [1_000_000]
     args.query_runs = args.query_runs or (3 if args.lean else 5)
+    return args
+
+
+def write_results(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    """latest.json, one rows_<N>.json per size (so that a later run of other sizes still plots these), and
+    latest.png."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = doc["results"]
+    for rows in args.rows:
+        (args.out / f"rows_{rows}.json").write_text(json.dumps({**doc, "results": {str(rows): results[str(rows)]}},
+                                                               indent=2, default=str))
+    (args.out / "latest.json").write_text(json.dumps(doc, indent=2, default=str))
+    every = dict(results)
+    for other in sorted(args.out.glob("rows_*.json")):
+        key = re.sub(r"\D", "", other.stem)
+        if key not in every:
+            every.update(json.loads(other.read_text())["results"])
+    m = doc["machine"]
+    plot(every, results[str(min(args.rows))], doc["bars"], args.out / "latest.png",
+         title=f"Biconic Engine beside psql \\copy, ADBC, dlt, pandas; {m['cores']} cores, {m['ram_gb']} GiB, "
+               f"{m['date']}; median of runs")
+    print(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.png'}")
+
+
+def main() -> None:
+    args = parse_args()
+    sizes, smallest = args.rows, min(args.rows)
     os.environ["BICONIC_PG_DSN"] = args.dsn
     if args.runs < 3:
         print("note: fewer than 3 runs per line; medians of 1-2 runs are noisy", flush=True)
@@ -514,36 +524,24 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {}
     for rows, lines in plans.items():
         print(f"{rows:,} rows: {len(lines)} lines", flush=True)
-        measure(lines, db, timeout=args.timeout)
+        measure(lines, db, timeout=args.timeout, shared_rows=args.shared_rows)
         results[str(rows)] = summarise(lines, rows)
+    main_csv = next((e for e in results[str(smallest)] if (e["scenario"], e["tool"]) == ("CSV", "engine")
+                     and e.get("peak_rss_mb")), None)
+    rss = rss_run(args, db, main_csv)
     for rows in sizes:
         print_table(rows, results[str(rows)], args.runs)
+    bars = bar_rows(smallest, results[str(smallest)], rss, args.shared_rows)
+    print_bars(smallest, bars)
     loads_s = time.perf_counter() - measured_at
-    query: dict[str, Any] | None = None
-    if args.query:
-        query = run_query_bench(args, min(sizes))
+    query = run_query_bench(args, smallest) if args.query else None
     elapsed = time.perf_counter() - started
     info["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"\nmeasuring took {time.perf_counter() - measured_at:.0f} s (loads {loads_s:.0f} s; {elapsed:.0f} s with "
           f"setup); {info['machine']['cores']} cores, {info['machine']['ram_gb']} GiB, {info['machine']['date']}")
-
-    args.out.mkdir(parents=True, exist_ok=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "dsn"}
-    doc = {**info, "config": config, "elapsed_s": round(elapsed), "results": results, "query": query}
-    for rows in sizes:  # per size, so that a later run of other sizes still plots these
-        (args.out / f"rows_{rows}.json").write_text(json.dumps({**doc, "results": {str(rows): results[str(rows)]}},
-                                                               indent=2, default=str))
-    (args.out / "latest.json").write_text(json.dumps(doc, indent=2, default=str))
-    every = dict(results)
-    for other in sorted(args.out.glob("rows_*.json")):
-        key = re.sub(r"\D", "", other.stem)
-        if key not in every:
-            every.update(json.loads(other.read_text())["results"])
-    m = info["machine"]
-    plot(every, args.out / "latest.png",
-         title=f"Biconic Engine beside psql \\copy, ADBC, dlt, pandas; {m['cores']} cores, {m['ram_gb']} GiB, "
-               f"{m['date']}; median of runs; sizes: {', '.join(f'{int(k):,}' for k in sorted(every, key=int))}")
-    print(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.png'}")
+    write_results(args, {**info, "config": config, "elapsed_s": round(elapsed), "results": results, "bars": bars,
+                         "rss_run": rss, "query": query})
 
 
 if __name__ == "__main__":
