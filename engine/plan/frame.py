@@ -25,6 +25,7 @@ from engine.plan.columns import (
     SOURCE_PREFIX,
     is_hidden,
 )
+from engine.plan.iso_text import to_date, to_naive_datetime
 
 __all__ = ["Plan", "convert", "did_you_mean", "keep_source_values", "preview"]
 
@@ -58,10 +59,12 @@ def convert(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> pl.Expr:
             return (pl.when(low.is_in(["true", "t", "yes", "y", "1"])).then(True)
                     .when(low.is_in(["false", "f", "no", "n", "0"])).then(False).otherwise(None))
         if target == pl.Date:
-            return text.str.to_date(strict=False)
+            return to_date(text)
         if target == pl.Time:
             return text.str.to_time(strict=False)  # a plain cast from text to time is not supported
         if isinstance(target, pl.Datetime):
+            if target.time_zone is None:
+                return to_naive_datetime(text)
             return text.str.to_datetime(time_unit="us", time_zone=target.time_zone, strict=False)
         if target in (pl.Float64, pl.Float32):
             # a number past the float's range (1e400) casts to infinity: null (flagged) unless written as one
