@@ -24,7 +24,7 @@ __all__ = ["JobRequest", "LOAD_OPTIONS"]
 #: the keyword arguments of ``engine.load`` a job may carry (data in Python and progress cannot travel)
 LOAD_OPTIONS = ("into", "connection_id", "connection_override", "partition_by", "hash_partitions", "mode", "key",
                 "spec", "sheet", "format", "options", "contract", "dsn", "archive", "layout", "source_name",
-                "max_rejected", "allow_empty")
+                "max_rejected", "allow_empty", "indexes")
 
 
 @dataclass

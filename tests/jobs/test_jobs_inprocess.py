@@ -479,3 +479,14 @@ def test_a_finished_threads_cached_connections_are_closed(pg_dsn: str, sql: Sql)
     while mine() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert mine() <= before
+
+
+def test_a_submitted_load_keeps_its_declared_indexes_through_the_queue() -> None:
+    """``biconic submit --index ...`` (and ``submit(..., indexes=[...])``) reach the worker's spec: the option is
+    one a job may carry, and it survives the broker's JSON copy."""
+    from engine.jobs.request import LOAD_OPTIONS, JobRequest
+
+    assert "indexes" in LOAD_OPTIONS
+    request = JobRequest("load", "orders.csv", load={"into": "orders", "indexes": ["gist(area)", "(connection_id)"]})
+    [spec] = JobRequest.from_json(request.to_json()).specs()
+    assert spec.target.indexes == ("gist(area)", "btree(connection_id)")
