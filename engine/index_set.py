@@ -1,12 +1,13 @@
-"""A dataset's index set: the default, one a user declares instead, and the parent's set repeated on every child.
+"""A dataset's index set: the default, and the one a user declares instead (the statements that build them, and
+read a table's set for its new children, are in :mod:`engine.postgres.indexes`).
 
 The default is a BRIN on the time column (scans of whole periods; a few pages per partition) and a B-tree on
-``(connection_id, time DESC)`` (one connection's rows, newest first, which is how the platform reads). Up to
-0.1 the default also had a single-column B-tree on ``connection_id``: the composite index's first column answers
-the same lookups, and keeping that third index up to date cost about 15% of the server's time on every append
-into existing partitions (bench: ``psql \\copy`` of 1M rows beside 5M rows of other connections took 6.3-7.5 s
-with it, 5.3-6.3 s without). Tables created with it keep it; ``DROP INDEX <table>_conn_idx`` removes it from
-the table and all its partitions at once.
+``(connection_id, time DESC)`` (one connection's rows, newest first, which is how the platform reads). Before this
+release the default also had a single-column B-tree on ``connection_id``: the composite index's first column answers
+the same lookups, and keeping that third index up to date cost about 15% of the server's time on every append into
+existing partitions (bench: ``psql \\copy`` of 1M rows beside 5M rows of other connections took 6.3-7.5 s with it,
+5.3-6.3 s without). Tables created with it keep it; ``DROP INDEX <table>_conn_idx`` removes it from the table and
+all its partitions at once.
 
 A dataset may declare its own set (``target.indexes``, ``--index``): ``method(column [ASC|DESC], ...)`` with a
 method PostgreSQL ships (``btree``, ``brin``, ``gist``, ``hash``, ``gin``, ``spgist``). The list replaces the
